@@ -1,0 +1,209 @@
+"""The run configuration: pydantic models loaded from one YAML file and validated up front.
+
+Every model forbids unknown keys, so a typo fails before any engine starts, with the dotted
+path of the bad key in the message (`generators.1.sampling.temprature: Extra inputs are not
+permitted`). Defaults run as they are: `PipelineConfig()` is the embedded default (local Ray,
+vLLM's CPU build, the small embedded model, the sample instructions).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from prefgen.embedded import EMBEDDED_MODELS, EMBEDDED_SCHEME, is_embedded
+
+DEFAULT_MODEL = EMBEDDED_SCHEME + "SmolLM2-135M-Instruct"
+CRITERIA = ("helpfulness", "relevance", "deepening", "creativity", "details")
+ASPECTS = ("overall", "helpfulness", "honesty", "instruction-following", "truthfulness")
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot run; the message names the file and the key."""
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+class EngineConfig(Strict):
+    """How one vLLM engine is built and placed; one engine per replica."""
+
+    dtype: str = Field("bfloat16", description="Weights dtype passed to vLLM (auto, bfloat16, float16).")
+    max_model_len: int = Field(2048, gt=0, description="Context length; longer prompts are rejected before the engine.")
+    tensor_parallel_size: int = Field(1, ge=1, description="GPUs per replica (tensor parallelism, one node).")
+    gpu_memory_utilization: float = Field(0.9, gt=0, le=1, description="Share of GPU memory vLLM may take.")
+    enforce_eager: bool = Field(True, description="Skip CUDA graph capture: faster start, slower decode.")
+    replicas: int = Field(1, ge=1, description="Engine actors serving this model's stage in parallel.")
+    device: Literal["auto", "cpu", "gpu"] = Field(
+        "auto", description="auto: GPU if the Ray cluster has GPUs, else vLLM's CPU build."
+    )
+    cpus_per_replica: float = Field(1.0, gt=0, description="Logical Ray CPUs each engine actor holds.")
+    cpu_kv_cache_gib: float = Field(2.0, gt=0, description="KV cache size on the CPU build (VLLM_CPU_KVCACHE_SPACE).")
+    batch_size: int = Field(16, ge=1, description="Instructions per batch sent to one engine actor.")
+    extra: dict = Field(default_factory=dict, description="Further keyword arguments for vllm.LLM.")
+
+
+class SamplingConfig(Strict):
+    temperature: float = Field(0.7, ge=0)
+    top_p: float = Field(0.95, gt=0, le=1)
+    max_tokens: int = Field(256, gt=0)
+    seed: int | None = Field(
+        None,
+        description="Seeds the engine once (vLLM's CPU build rejects per-request seeds).",
+    )
+
+
+class ModelConfig(Strict):
+    """A model and how it runs: the shared part of generators, the evolver and the judge."""
+
+    model: str = Field(DEFAULT_MODEL, description="Local folder, Hugging Face hub id, or embedded://NAME.")
+    engine: EngineConfig = Field(default_factory=EngineConfig)
+    sampling: SamplingConfig = Field(default_factory=SamplingConfig)
+
+    @field_validator("model")
+    @classmethod
+    def _model_exists(cls, value: str) -> str:
+        if is_embedded(value):
+            name = value[len(EMBEDDED_SCHEME):]
+            if name not in EMBEDDED_MODELS:
+                raise ValueError(f"unknown embedded model {name!r}; known: {sorted(EMBEDDED_MODELS)}")
+            return value
+        path = Path(value).expanduser()
+        if path.is_dir():
+            return str(path)
+        looks_like_path = value.startswith(("/", ".", "~")) or value.count("/") != 1
+        if looks_like_path or not _HUB_ID.match(value):
+            raise ValueError(f"model path {value!r} does not exist (and is not a hub id like 'org/name')")
+        return value
+
+
+class GeneratorConfig(ModelConfig):
+    name: str | None = Field(None, description="Label of this generator in the output; default gen<N>.")
+    system_prompt: str | None = None
+    num_completions: int = Field(1, ge=1, le=16, description="Completions per instruction.")
+
+
+class EvolutionConfig(ModelConfig):
+    enabled: bool = True
+    num_evolutions: int = Field(1, ge=1, le=8, description="Rewrite rounds; each round rewrites the last.")
+    criteria: list[Literal[CRITERIA]] = Field(  # type: ignore[valid-type]
+        default_factory=lambda: ["helpfulness", "relevance", "deepening", "creativity", "details"],
+        min_length=1,
+        description="Criteria a rewrite targets; each round draws one per candidate (seeded by its id).",
+    )
+    keep_original: bool = Field(True, description="Keep the unevolved completions as candidates.")
+
+
+class JudgeConfig(ModelConfig):
+    aspect: Literal[ASPECTS] = "overall"  # type: ignore[valid-type]
+    rationales: bool = Field(True, description="Ask for a rationale with each rating.")
+    guided: bool = Field(True, description="Constrain the answer to a JSON schema (vLLM structured outputs).")
+    max_retries: int = Field(2, ge=0, description="Re-asks for a judgment that does not validate.")
+    sampling: SamplingConfig = Field(default_factory=lambda: SamplingConfig(temperature=0.0, max_tokens=192))
+
+
+class PairingConfig(Strict):
+    strategy: Literal["best_vs_worst", "all_pairs"] = "best_vs_worst"
+    min_margin: float = Field(1.0, gt=0, description="Smallest chosen-minus-rejected rating that pairs.")
+
+
+class InputConfig(Strict):
+    path: str | None = Field(None, description="JSONL, Parquet, CSV file or datasets folder; none: the bundled sample.")
+    field: str = Field("instruction", description="Column holding the instruction.")
+    limit: int | None = Field(None, ge=1, description="Use only the first N rows.")
+    format: Literal["auto", "jsonl", "parquet", "csv", "datasets"] = "auto"
+
+
+class OutputConfig(Strict):
+    path: str = Field("prefgen-output", description="Directory or URI (s3://, gs://, file://) for the dataset.")
+    overwrite: bool = Field(False, description="Replace an existing dataset at path.")
+
+
+class RayConfig(Strict):
+    address: str | None = Field(None, description="Cluster to join; none: RAY_ADDRESS or a new local Ray.")
+    num_cpus: int | None = Field(None, ge=1, description="Logical CPUs of a new local Ray; none: enough for all engines.")
+
+
+class PipelineConfig(Strict):
+    input: InputConfig = Field(default_factory=InputConfig)
+    generators: list[GeneratorConfig] = Field(
+        default_factory=lambda: [
+            GeneratorConfig(name="smol-focused", sampling=SamplingConfig(temperature=0.3, max_tokens=128)),
+            GeneratorConfig(
+                name="smol-creative",
+                system_prompt="You are a creative assistant. Answer with vivid, concrete examples.",
+                sampling=SamplingConfig(temperature=1.0, max_tokens=128),
+            ),
+        ],
+        min_length=1,
+    )
+    evolution: EvolutionConfig = Field(default_factory=lambda: EvolutionConfig(sampling=SamplingConfig(max_tokens=160)))
+    judge: JudgeConfig = Field(default_factory=JudgeConfig)
+    pairing: PairingConfig = Field(default_factory=PairingConfig)
+    output: OutputConfig = Field(default_factory=OutputConfig)
+    ray: RayConfig = Field(default_factory=RayConfig)
+    seed: int = Field(0, description="Run seed for every seeded choice (evolution criteria, pairing).")
+
+    @model_validator(mode="after")
+    def _name_generators(self) -> PipelineConfig:
+        names = []
+        for i, gen in enumerate(self.generators):
+            gen.name = gen.name or f"gen{i}"
+            names.append(gen.name)
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"generators: names must be unique, repeated: {dupes}")
+        return self
+
+    def digest(self) -> str:
+        """A short hash of everything that shapes the output (paths and Ray placement excluded)."""
+        shaping = self.model_dump(exclude={"output": True, "ray": True, "input": {"path"}})
+        return hashlib.sha256(json.dumps(shaping, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _format_errors(source: str, err: ValidationError) -> str:
+    lines = [f"invalid configuration in {source}:"]
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        lines.append(f"  {key}: {e['msg']}")
+    return "\n".join(lines)
+
+
+def parse_config(data: dict | None, source: str = "<dict>") -> PipelineConfig:
+    try:
+        return PipelineConfig.model_validate(data or {})
+    except ValidationError as err:
+        raise ConfigError(_format_errors(source, err)) from None
+
+
+def load_config(path: str | Path | None = None, overrides: dict | None = None) -> PipelineConfig:
+    """Read a YAML file (none: the defaults), apply dotted-key overrides, and validate."""
+    data: dict = {}
+    source = "defaults"
+    if path is not None:
+        source = str(path)
+        try:
+            text = Path(path).read_text()
+        except OSError as exc:
+            raise ConfigError(f"cannot read config {path}: {exc.strerror}") from None
+        try:
+            data = yaml.safe_load(text) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path} is not valid YAML: {exc}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: the top level must be a mapping of keys, got {type(data).__name__}")
+    for dotted, value in (overrides or {}).items():
+        node = data
+        *parents, leaf = dotted.split(".")
+        for key in parents:
+            node = node.setdefault(key, {})
+        node[leaf] = value
+    return parse_config(data, source)

@@ -1,0 +1,62 @@
+"""EvolQuality: rewrite completions into better versions, each rewrite a candidate of its own.
+
+Round 1 rewrites every generated completion; round r rewrites round r-1's rewrites. Each
+rewrite targets one criterion, drawn per candidate and round from a hash of the run seed and
+the candidate id, so the draw is the same on every run and independent of batching. A rewrite
+is not assumed better: the judge rates it like any other candidate.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+from prefgen.engine import ChatEngine, Request
+from prefgen.prompts import clean_evolved, evolve_prompt
+from prefgen.schema import candidate
+
+
+def pick_criterion(criteria: list[str], seed: int, candidate_id: str, round_no: int) -> str:
+    digest = hashlib.sha256(f"{seed}:{candidate_id}:{round_no}".encode()).digest()
+    return criteria[int.from_bytes(digest[:8], "big") % len(criteria)]
+
+
+@dataclass
+class EvolveTask:
+    model: str
+    criteria: list[str]
+    num_evolutions: int = 1
+    keep_original: bool = True
+    seed: int = 0
+
+    def run(self, rows: list[dict], engine: ChatEngine) -> None:
+        parents = [(row, c) for row in rows for c in row["candidates"] if c["origin"] == "generated"]
+        for round_no in range(1, self.num_evolutions + 1):
+            if not parents:
+                break
+            criteria = [pick_criterion(self.criteria, self.seed, c["candidate_id"], round_no) for _, c in parents]
+            requests = [
+                Request(evolve_prompt(row["instruction"], c["text"], crit))
+                for (row, c), crit in zip(parents, criteria)
+            ]
+            children = []
+            for (row, parent), crit, result in zip(parents, criteria, engine.chat(requests)):
+                row["output_tokens"] += result.tokens
+                text = clean_evolved(result.texts[0]) if result.texts else ""
+                if not text or text == parent["text"]:
+                    continue  # a failed or no-op rewrite adds nothing; the parent stays
+                child = candidate(
+                    candidate_id=f"{parent['candidate_id']}/e{round_no}",
+                    text=text,
+                    model=self.model,
+                    generator="evolver",
+                    origin="evolved",
+                    parent_id=parent["candidate_id"],
+                    criterion=crit,
+                )
+                row["candidates"].append(child)
+                children.append((row, child))
+            parents = children
+        if not self.keep_original:
+            for row in rows:
+                row["candidates"] = [c for c in row["candidates"] if c["origin"] != "generated"]

@@ -1,0 +1,45 @@
+"""Generation: each pooled model answers every instruction, adding its completions as candidates.
+
+One generator is one `GenerateTask` in its own engine stage; the pool is the chain of those
+stages, each appending to the row's candidate list, so the candidates of an instruction are
+grouped as they are made (no shuffle, no barrier).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from prefgen.engine import ChatEngine, Request
+from prefgen.prompts import generation_prompt
+from prefgen.schema import REJECT_TOO_LONG, candidate
+
+
+@dataclass
+class GenerateTask:
+    name: str
+    model: str
+    system_prompt: str | None = None
+    num_completions: int = 1
+
+    def run(self, rows: list[dict], engine: ChatEngine) -> None:
+        requests = [
+            Request(generation_prompt(row["instruction"], self.system_prompt), n=self.num_completions)
+            for row in rows
+        ]
+        for row, result in zip(rows, engine.chat(requests)):
+            row["output_tokens"] += result.tokens
+            if result.error:
+                row["reject_reason"] = REJECT_TOO_LONG
+                row["reject_detail"] = f"generator {self.name}: {result.error}"
+                continue
+            for k, text in enumerate(result.texts):
+                if text.strip():
+                    row["candidates"].append(
+                        candidate(
+                            candidate_id=f"{row['id']}/{self.name}/{k}",
+                            text=text.strip(),
+                            model=self.model,
+                            generator=self.name,
+                            origin="generated",
+                        )
+                    )

@@ -1,0 +1,231 @@
+"""Input and output: instructions in (JSONL, Parquet, CSV, datasets folder), Parquet shards out.
+
+Reading validates every row and gives it a stable id; a row that cannot be used becomes a
+reject with its reason, file and line, never a silent drop. Paths may be local or any URI
+pyarrow's filesystems accept (s3://, gs://, file://). Output shards are written under a
+temporary name and then moved into place, so a reader never sees half a shard.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import posixpath
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from prefgen.config import InputConfig
+from prefgen.schema import (
+    REJECT_BAD_JSON,
+    REJECT_BAD_UTF8,
+    REJECT_EMPTY,
+    REJECT_MISSING_FIELD,
+    REJECT_NOT_STRING,
+    to_table,
+)
+
+SAMPLE_INSTRUCTIONS = Path(__file__).parent / "data" / "sample_instructions.jsonl"
+REJECT_DUPLICATE = "duplicate_instruction"
+
+
+class InputError(ValueError):
+    """The input as a whole cannot be used (missing file, missing column, unknown format)."""
+
+
+def filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
+    """(filesystem, path inside it) for a local path or a URI."""
+    if "://" in uri:
+        return pafs.FileSystem.from_uri(uri)
+    return pafs.LocalFileSystem(), str(Path(uri).expanduser().resolve())
+
+
+def absolute_uri(uri: str) -> str:
+    """A local path made absolute (workers do not share the driver's working directory)."""
+    return uri if "://" in uri else str(Path(uri).expanduser().resolve())
+
+
+def row_id(source: str, line: int, text: str) -> str:
+    """Stable id: the same source name, position and text give the same id on every run."""
+    return hashlib.sha256(f"{source}\x00{line}\x00{text}".encode()).hexdigest()[:16]
+
+
+@dataclass
+class InputRows:
+    """Rows read from the input: usable work rows and rejects; together they are every row."""
+
+    source: str
+    rows: list[dict] = field(default_factory=list)
+    rejects: list[dict] = field(default_factory=list)
+
+    @property
+    def total(self) -> int:
+        return len(self.rows) + len(self.rejects)
+
+    def add(self, line: int, value, present: bool = True, reason: str | None = None, detail: str | None = None):
+        name = posixpath.basename(self.source)
+        if reason is None:
+            if not present:
+                reason, detail = REJECT_MISSING_FIELD, "the instruction field is missing"
+            elif not isinstance(value, str):
+                reason, detail = REJECT_NOT_STRING, f"instruction is {type(value).__name__}, not text"
+            elif not value.strip():
+                reason, detail = REJECT_EMPTY, "instruction is empty or whitespace"
+        text = value if isinstance(value, str) else None
+        base = {
+            "id": row_id(name, line, text if text is not None else repr(value)),
+            "instruction": text,
+            "source": self.source,
+            "line": line,
+        }
+        if reason:
+            self.rejects.append(base | {"reason": reason, "detail": detail, "candidates": []})
+        else:
+            self.rows.append(base | {"candidates": [], "output_tokens": 0, "reject_reason": None, "reject_detail": None})
+
+
+def _detect_format(path: str, info: pafs.FileInfo, fmt: str) -> str:
+    if fmt != "auto":
+        return fmt
+    if info.type == pafs.FileType.Directory:
+        return "datasets"
+    suffix = posixpath.splitext(path)[1].lower()
+    formats = {".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet", ".csv": "csv"}
+    if suffix not in formats:
+        raise InputError(f"{path}: cannot tell the format from '{suffix}'; set input.format")
+    return formats[suffix]
+
+
+def _read_jsonl(data: bytes, fld: str, out: InputRows, limit: int | None) -> None:
+    for number, raw in enumerate(data.split(b"\n"), start=1):
+        if limit is not None and out.total >= limit:
+            return
+        if not raw.strip():
+            continue  # a blank line is not a row
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            out.add(number, None, reason=REJECT_BAD_UTF8, detail=f"byte {exc.start}: {exc.reason}")
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            out.add(number, None, reason=REJECT_BAD_JSON, detail=f"column {exc.colno}: {exc.msg}")
+            continue
+        if not isinstance(record, dict):
+            out.add(number, None, reason=REJECT_BAD_JSON, detail=f"a {type(record).__name__}, not an object")
+            continue
+        out.add(number, record.get(fld), present=fld in record)
+
+
+def _read_columns(table: pa.Table, path: str, fld: str, out: InputRows, limit: int | None, first_line: int):
+    if fld not in table.column_names:
+        raise InputError(f"{path}: no column '{fld}' (columns: {', '.join(table.column_names)}); set input.field")
+    values = table.column(fld).to_pylist()
+    for i, value in enumerate(values[:limit] if limit else values):
+        out.add(i + first_line, value, present=value is not None)
+
+
+def read_instructions(cfg: InputConfig) -> InputRows:
+    """Read and validate the configured input; raises InputError if it is unusable as a whole."""
+    uri = cfg.path or str(SAMPLE_INSTRUCTIONS)
+    fs, path = filesystem(uri)
+    info = fs.get_file_info(path)
+    if info.type == pafs.FileType.NotFound:
+        raise InputError(f"input {uri} does not exist")
+    fmt = _detect_format(path, info, cfg.format)
+    out = InputRows(source=uri)
+    if fmt == "jsonl":
+        with fs.open_input_stream(path) as f:
+            _read_jsonl(f.read(), cfg.field, out, cfg.limit)
+    elif fmt == "csv":
+        with fs.open_input_stream(path) as f:
+            text = f.read().decode("utf-8", errors="strict")
+        reader = csv.DictReader(io.StringIO(text))
+        if cfg.field not in (reader.fieldnames or []):
+            raise InputError(f"{uri}: no column '{cfg.field}' (columns: {reader.fieldnames}); set input.field")
+        for record in reader:
+            if cfg.limit is not None and out.total >= cfg.limit:
+                break
+            out.add(reader.line_num, record.get(cfg.field))
+    elif fmt == "parquet":
+        _read_columns(pq.read_table(path, filesystem=fs), uri, cfg.field, out, cfg.limit, first_line=1)
+    else:
+        out = _read_dataset_dir(uri, cfg, out)
+    _reject_duplicates(out)
+    return out
+
+
+def _read_dataset_dir(uri: str, cfg: InputConfig, out: InputRows) -> InputRows:
+    import datasets
+
+    loaded = datasets.load_from_disk(uri)
+    if isinstance(loaded, datasets.DatasetDict):
+        if len(loaded) != 1:
+            raise InputError(f"{uri} holds splits {list(loaded)}; point input.path at one split's folder")
+        loaded = next(iter(loaded.values()))
+    _read_columns(loaded.data.table, uri, cfg.field, out, cfg.limit, first_line=1)
+    return out
+
+
+def _reject_duplicates(out: InputRows) -> None:
+    first_seen: dict[str, int] = {}
+    kept = []
+    for row in out.rows:
+        key = " ".join(row["instruction"].split())
+        if key in first_seen:
+            out.rejects.append(
+                {k: row[k] for k in ("id", "instruction", "source", "line")}
+                | {"reason": REJECT_DUPLICATE, "detail": f"same instruction as line {first_seen[key]}", "candidates": []}
+            )
+        else:
+            first_seen[key] = row["line"]
+            kept.append(row)
+    out.rows = kept
+
+
+# --- output -------------------------------------------------------------------------------------
+
+PAIRS_DIR, REJECTS_DIR, SUMMARY_FILE = "pairs", "rejects", "summary.json"
+
+
+class OutputExistsError(RuntimeError):
+    pass
+
+
+def prepare_output(uri: str, overwrite: bool) -> None:
+    """Refuse to mix runs: an existing dataset at `uri` is an error unless `overwrite`."""
+    fs, base = filesystem(uri)
+    existing = [d for d in (PAIRS_DIR, REJECTS_DIR) if fs.get_file_info(f"{base}/{d}").type != pafs.FileType.NotFound]
+    if existing and not overwrite:
+        raise OutputExistsError(f"{uri} already holds a dataset ({', '.join(existing)}); use --overwrite to replace it")
+    for d in existing:
+        fs.delete_dir(f"{base}/{d}")
+    for d in (PAIRS_DIR, REJECTS_DIR):
+        fs.create_dir(f"{base}/{d}", recursive=True)
+
+
+def write_shard(uri: str, kind: str, rows: list[dict], schema: pa.Schema) -> str | None:
+    """Write rows as one Parquet shard under uri/kind, named by the ids it holds; atomic."""
+    if not rows:
+        return None
+    fs, base = filesystem(uri)
+    digest = hashlib.sha256("\n".join(sorted(r.get("pair_id") or r["id"] for r in rows)).encode()).hexdigest()[:16]
+    final = f"{base}/{kind}/part-{digest}.parquet"
+    tmp = f"{base}/{kind}/.tmp-{uuid.uuid4().hex}.parquet"
+    pq.write_table(to_table(rows, schema), tmp, filesystem=fs)
+    fs.move(tmp, final)
+    return final
+
+
+def write_json(uri: str, name: str, data: dict) -> str:
+    fs, base = filesystem(uri)
+    with fs.open_output_stream(f"{base}/{name}") as f:
+        f.write(json.dumps(data, indent=2, sort_keys=True).encode())
+    return f"{uri.rstrip('/')}/{name}"

@@ -1,0 +1,211 @@
+"""Assemble the Ray Data pipeline and run it: read -> generate (per pooled model) -> evolve ->
+judge -> pair and write.
+
+Each model stage is a `map_batches` over an actor pool of `ModelStage`s, each actor holding a
+resident vLLM engine; rows stream from stage to stage in blocks of one batch. The last stage
+pairs a batch and writes its pairs and rejects as shards, returning one small count row, so
+the driver sees progress as batches land and the output is complete when the stream ends.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field
+
+import pyarrow as pa
+
+from prefgen.config import ModelConfig, PipelineConfig
+from prefgen.engine import ModelStage, actor_options, resolve_device
+from prefgen.evolve import EvolveTask
+from prefgen.generate import GenerateTask
+from prefgen.io import PAIRS_DIR, REJECTS_DIR, SUMMARY_FILE, absolute_uri, prepare_output, read_instructions, write_json, write_shard
+from prefgen.judge import JudgeTask
+from prefgen.pair import split_rows
+from prefgen.schema import PAIR_ROW, REJECT_ROW, WORK_ROW, to_table
+
+
+@dataclass
+class StagePlan:
+    """One model stage: what it runs, on which model, placed how."""
+
+    name: str
+    model: ModelConfig
+    task: object
+
+
+def plan_stages(cfg: PipelineConfig) -> list[StagePlan]:
+    stages = [
+        StagePlan(f"generate:{g.name}", g, GenerateTask(g.name, g.model, g.system_prompt, g.num_completions))
+        for g in cfg.generators
+    ]
+    ev = cfg.evolution
+    if ev.enabled:
+        stages.append(
+            StagePlan("evolve", ev, EvolveTask(ev.model, list(ev.criteria), ev.num_evolutions, ev.keep_original, cfg.seed))
+        )
+    j = cfg.judge
+    stages.append(StagePlan("judge", j, JudgeTask(j.model, j.aspect, j.rationales, j.guided, j.max_retries)))
+    return stages
+
+
+def write_batch(batch: pa.Table, output: str, strategy: str, min_margin: float) -> pa.Table:
+    """Last stage: pair the batch, write its shards, return one row of counts."""
+    rows = batch.to_pylist()
+    pairs, rejects = split_rows(rows, strategy, min_margin)
+    write_shard(output, PAIRS_DIR, pairs, PAIR_ROW)
+    write_shard(output, REJECTS_DIR, rejects, REJECT_ROW)
+    candidates = [c for row in rows for c in row["candidates"]]
+    counts = {
+        "rows": len(rows),
+        "paired_rows": len({p["id"] for p in pairs}),
+        "pairs": len(pairs),
+        "rejects": json.dumps(_count_reasons(rejects)),
+        "output_tokens": sum(row["output_tokens"] for row in rows),
+        "generated": sum(c["origin"] == "generated" for c in candidates),
+        "evolved": sum(c["origin"] == "evolved" for c in candidates),
+        "rated": sum(c["rating"] is not None for c in candidates),
+        "judge_failures": sum(c["judge_error"] is not None for c in candidates),
+    }
+    return pa.Table.from_pylist([counts])
+
+
+def _count_reasons(rejects: list[dict]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for r in rejects:
+        counts[r["reason"]] = counts.get(r["reason"], 0) + 1
+    return counts
+
+
+@dataclass
+class RunSummary:
+    output: str
+    input_rows: int = 0
+    paired_rows: int = 0
+    pairs: int = 0
+    rejects: dict[str, int] = field(default_factory=dict)
+    candidates: dict[str, int] = field(default_factory=dict)
+    output_tokens: int = 0
+    wall_seconds: float = 0.0
+    config_digest: str = ""
+
+    @property
+    def rejected_rows(self) -> int:
+        return sum(self.rejects.values())
+
+    def add(self, counts: dict) -> None:
+        self.paired_rows += counts["paired_rows"]
+        self.pairs += counts["pairs"]
+        self.output_tokens += counts["output_tokens"]
+        for reason, n in json.loads(counts["rejects"]).items():
+            self.rejects[reason] = self.rejects.get(reason, 0) + n
+        for key in ("generated", "evolved", "rated", "judge_failures"):
+            self.candidates[key] = self.candidates.get(key, 0) + counts[key]
+
+    def lines(self) -> list[str]:
+        tps = self.output_tokens / self.wall_seconds if self.wall_seconds else 0.0
+        reasons = ", ".join(f"{k}={v}" for k, v in sorted(self.rejects.items())) or "none"
+        return [
+            f"rows in:        {self.input_rows}",
+            f"pairs out:      {self.pairs} (from {self.paired_rows} instructions)",
+            f"rows rejected:  {self.rejected_rows} ({reasons})",
+            "candidates:     " + ", ".join(f"{k}={v}" for k, v in self.candidates.items()),
+            f"tokens:         {self.output_tokens} generated ({tps:.1f} tok/s over the whole run)",
+            f"wall time:      {self.wall_seconds:.1f} s",
+            f"output:         {self.output}",
+        ]
+
+
+def _init_ray(cfg: PipelineConfig, stages: list[StagePlan]):
+    import ray
+
+    if ray.is_initialized():
+        return ray
+    address = cfg.ray.address or os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address)
+    else:
+        # A local Ray needs a logical CPU per engine actor plus one for the other tasks; on a
+        # laptop that can exceed the cores, and the engines then share them.
+        needed = int(sum(s.model.engine.cpus_per_replica * s.model.engine.replicas for s in stages)) + 1
+        ray.init(num_cpus=cfg.ray.num_cpus or max(os.cpu_count() or 1, needed))
+    return ray
+
+
+def check_fit(stages: list[StagePlan], devices: dict[str, str], resources: dict) -> None:
+    """Refuse up front a plan whose single replica cannot be placed on this cluster."""
+    for s in stages:
+        eng = s.model.engine
+        if devices[s.name] == "gpu" and resources.get("GPU", 0) < eng.tensor_parallel_size:
+            raise RuntimeError(
+                f"{s.name}: needs {eng.tensor_parallel_size} GPU(s) per replica, the cluster has "
+                f"{resources.get('GPU', 0):g}; lower tensor_parallel_size or set engine.device: cpu"
+            )
+        if resources.get("CPU", 0) < eng.cpus_per_replica:
+            raise RuntimeError(f"{s.name}: needs {eng.cpus_per_replica:g} CPUs per replica, the cluster has {resources.get('CPU', 0):g}")
+
+
+def run(cfg: PipelineConfig, log=print) -> RunSummary:
+    started = time.monotonic()
+    cfg = cfg.model_copy(deep=True)
+    cfg.output.path = absolute_uri(cfg.output.path)
+    summary = RunSummary(output=cfg.output.path, config_digest=cfg.digest())
+    inputs = read_instructions(cfg.input)  # unusable input fails here, before Ray starts
+    prepare_output(cfg.output.path, cfg.output.overwrite)
+    summary.input_rows = inputs.total
+    write_shard(cfg.output.path, REJECTS_DIR, inputs.rejects, REJECT_ROW)
+    summary.add({"paired_rows": 0, "pairs": 0, "output_tokens": 0, "rejects": json.dumps(_count_reasons(inputs.rejects)),
+                 "generated": 0, "evolved": 0, "rated": 0, "judge_failures": 0})
+    log(f"[prefgen] {inputs.total} rows read from {inputs.source}: {len(inputs.rows)} to process, {len(inputs.rejects)} rejected")
+
+    if inputs.rows:
+        stages = plan_stages(cfg)
+        ray = _init_ray(cfg, stages)
+        resources = ray.cluster_resources()
+        devices = {s.name: resolve_device(s.model.engine, resources.get("GPU", 0)) for s in stages}
+        check_fit(stages, devices, resources)
+        ds = _build_dataset(ray, cfg, inputs.rows, stages, devices)
+        for counts in ds.iter_rows():
+            summary.add(counts)
+            done = summary.paired_rows + summary.rejected_rows
+            log(
+                f"[prefgen] progress: {done}/{summary.input_rows} rows done, {summary.pairs} pairs, "
+                f"{summary.rejected_rows} rejected, {time.monotonic() - started:.0f} s"
+            )
+    summary.wall_seconds = time.monotonic() - started
+    if summary.paired_rows + summary.rejected_rows != summary.input_rows:
+        raise RuntimeError(
+            f"row counts do not add up: {summary.input_rows} in, {summary.paired_rows} paired + "
+            f"{summary.rejected_rows} rejected"
+        )
+    write_json(cfg.output.path, SUMMARY_FILE, asdict(summary) | {"config": cfg.model_dump(mode="json")})
+    return summary
+
+
+def _build_dataset(ray, cfg: PipelineConfig, rows: list[dict], stages: list[StagePlan], devices: dict[str, str]):
+    block = min(s.model.engine.batch_size for s in stages)
+    table = to_table(rows, WORK_ROW)
+    ds = ray.data.from_arrow([table.slice(i, block) for i in range(0, table.num_rows, block)])
+    for s in stages:
+        eng = s.model.engine
+        ds = ds.map_batches(
+            ModelStage,
+            fn_constructor_kwargs={
+                "model_cfg": s.model,
+                "device": devices[s.name],
+                "task": s.task,
+                "name": s.name,
+            },
+            batch_size=eng.batch_size,
+            batch_format="pyarrow",
+            compute=ray.data.ActorPoolStrategy(size=eng.replicas),
+            **actor_options(eng, devices[s.name]),
+        )
+    return ds.map_batches(
+        write_batch,
+        fn_kwargs={"output": cfg.output.path, "strategy": cfg.pairing.strategy, "min_margin": cfg.pairing.min_margin},
+        batch_format="pyarrow",
+        batch_size=None,
+        num_cpus=0.25,
+    )

@@ -1,0 +1,95 @@
+"""Column names and Arrow schemas of the rows that flow through the pipeline, defined once.
+
+A *work row* is one instruction on its way: its id, text, where it came from, and the list of
+candidates that the stages fill in. A row that cannot go on carries a `reject_reason` and
+passes untouched through later stages to the rejects output. Stages exchange batches as
+`pyarrow.Table`s built against these schemas, so nested columns keep their exact types.
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+MESSAGE = pa.struct([("role", pa.string()), ("content", pa.string())])
+
+CANDIDATE = pa.struct(
+    [
+        ("candidate_id", pa.string()),  # "<row id>/<generator>/<k>", evolved: "<parent>/e<round>"
+        ("text", pa.string()),
+        ("model", pa.string()),
+        ("generator", pa.string()),  # generator name, or "evolver"
+        ("origin", pa.string()),  # "generated" | "evolved"
+        ("parent_id", pa.string()),
+        ("criterion", pa.string()),
+        ("rating", pa.float64()),
+        ("rationale", pa.string()),
+        ("judge_raw", pa.string()),
+        ("judge_error", pa.string()),
+    ]
+)
+CANDIDATE_FIELDS = [f.name for f in CANDIDATE]
+
+SOURCE_FIELDS = [("id", pa.string()), ("instruction", pa.string()), ("source", pa.string()), ("line", pa.int64())]
+
+WORK_ROW = pa.schema(
+    SOURCE_FIELDS
+    + [
+        ("candidates", pa.list_(CANDIDATE)),
+        ("output_tokens", pa.int64()),  # tokens the engines generated for this row, all stages
+        ("reject_reason", pa.string()),
+        ("reject_detail", pa.string()),
+    ]
+)
+
+PAIR_ROW = pa.schema(
+    [
+        ("id", pa.string()),
+        ("pair_id", pa.string()),
+        ("prompt", pa.list_(MESSAGE)),
+        ("chosen", pa.list_(MESSAGE)),
+        ("rejected", pa.list_(MESSAGE)),
+        ("chosen_rating", pa.float64()),
+        ("rejected_rating", pa.float64()),
+        ("chosen_model", pa.string()),
+        ("rejected_model", pa.string()),
+        ("chosen_candidate_id", pa.string()),
+        ("rejected_candidate_id", pa.string()),
+        ("candidates", pa.list_(CANDIDATE)),
+        ("source", pa.string()),
+        ("line", pa.int64()),
+    ]
+)
+
+REJECT_ROW = pa.schema(
+    SOURCE_FIELDS
+    + [
+        ("reason", pa.string()),
+        ("detail", pa.string()),
+        ("candidates", pa.list_(CANDIDATE)),
+    ]
+)
+
+# Reasons a row is rejected, each a stable string that lands in the rejects output.
+REJECT_MISSING_FIELD = "missing_field"
+REJECT_NOT_STRING = "instruction_not_string"
+REJECT_EMPTY = "empty_instruction"
+REJECT_BAD_JSON = "malformed_json"
+REJECT_BAD_UTF8 = "invalid_utf8"
+REJECT_TOO_LONG = "prompt_too_long"
+REJECT_NO_CANDIDATES = "no_candidates"
+REJECT_TOO_FEW_RATED = "too_few_rated"
+REJECT_ALL_TIED = "all_tied"
+REJECT_IDENTICAL = "identical_texts"
+REJECT_MARGIN = "margin_below_min"
+
+
+def candidate(**fields) -> dict:
+    """A candidate dict with every field present (missing ones None)."""
+    unknown = set(fields) - set(CANDIDATE_FIELDS)
+    if unknown:
+        raise KeyError(f"unknown candidate fields: {sorted(unknown)}")
+    return {name: fields.get(name) for name in CANDIDATE_FIELDS}
+
+
+def to_table(rows: list[dict], schema: pa.Schema) -> pa.Table:
+    return pa.Table.from_pylist(rows, schema=schema)

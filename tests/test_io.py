@@ -1,0 +1,111 @@
+"""Reading input: every row ends up usable or rejected with its reason and line; ids are stable."""
+
+import json
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from prefgen.config import InputConfig
+from prefgen.io import InputError, OutputExistsError, prepare_output, read_instructions, write_shard
+from prefgen.schema import REJECT_ROW
+
+
+def write_lines(path, lines: list[bytes]):
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    return path
+
+
+def test_jsonl_bad_lines_each_get_a_reason(tmp_path):
+    path = write_lines(
+        tmp_path / "in.jsonl",
+        [
+            json.dumps({"instruction": "What is synthetic data?"}).encode(),  # 1 ok
+            b'{"instruction": "unterminated',  # 2
+            b"\xff\xfe not utf-8",  # 3
+            json.dumps({"prompt": "wrong field"}).encode(),  # 4
+            json.dumps({"instruction": 42}).encode(),  # 5
+            json.dumps({"instruction": "   "}).encode(),  # 6
+            b"",  # 7 blank: not a row
+            json.dumps(["a", "list"]).encode(),  # 8
+            json.dumps({"instruction": "What is  synthetic data?"}).encode(),  # 9 duplicate of 1
+            json.dumps({"instruction": "Why is the sky blue?"}).encode(),  # 10 ok
+        ],
+    )
+    got = read_instructions(InputConfig(path=str(path)))
+    assert [(r["line"], r["instruction"]) for r in got.rows] == [(1, "What is synthetic data?"), (10, "Why is the sky blue?")]
+    reasons = {r["line"]: r["reason"] for r in got.rejects}
+    assert reasons == {
+        2: "malformed_json",
+        3: "invalid_utf8",
+        4: "missing_field",
+        5: "instruction_not_string",
+        6: "empty_instruction",
+        8: "malformed_json",
+        9: "duplicate_instruction",
+    }
+    assert got.total == 9
+    assert all(r["source"] == str(path) for r in got.rejects)
+    assert "line 1" in next(r for r in got.rejects if r["line"] == 9)["detail"]
+
+
+def test_ids_are_stable_and_distinct(tmp_path):
+    path = write_lines(tmp_path / "in.jsonl", [json.dumps({"instruction": f"q{i}"}).encode() for i in range(5)])
+    first = [r["id"] for r in read_instructions(InputConfig(path=str(path))).rows]
+    second = [r["id"] for r in read_instructions(InputConfig(path=str(path))).rows]
+    assert first == second and len(set(first)) == 5
+
+
+def test_limit_counts_input_rows(tmp_path):
+    path = write_lines(tmp_path / "in.jsonl", [b"{bad", *[json.dumps({"instruction": f"q{i}"}).encode() for i in range(5)]])
+    got = read_instructions(InputConfig(path=str(path), limit=3))
+    assert got.total == 3 and len(got.rows) == 2
+
+
+def test_parquet_and_csv_and_custom_field(tmp_path):
+    pq.write_table(pa.table({"question": ["a?", None, "b?"]}), tmp_path / "in.parquet")
+    got = read_instructions(InputConfig(path=str(tmp_path / "in.parquet"), field="question"))
+    assert [r["instruction"] for r in got.rows] == ["a?", "b?"]
+    assert [(r["line"], r["reason"]) for r in got.rejects] == [(2, "missing_field")]
+
+    (tmp_path / "in.csv").write_text('question,x\n"multi\nline?",1\n,2\nc?,3\n')
+    got = read_instructions(InputConfig(path=str(tmp_path / "in.csv"), field="question"))
+    assert [(r["line"], r["instruction"]) for r in got.rows] == [(3, "multi\nline?"), (5, "c?")]
+    assert [(r["line"], r["reason"]) for r in got.rejects] == [(4, "empty_instruction")]
+
+
+def test_datasets_folder(tmp_path):
+    import datasets
+
+    datasets.Dataset.from_dict({"instruction": ["x?", "y?"]}).save_to_disk(str(tmp_path / "ds"))
+    got = read_instructions(InputConfig(path=str(tmp_path / "ds")))
+    assert [r["instruction"] for r in got.rows] == ["x?", "y?"]
+
+
+def test_unusable_input_fails_up_front(tmp_path):
+    with pytest.raises(InputError, match="does not exist"):
+        read_instructions(InputConfig(path=str(tmp_path / "nope.jsonl")))
+    pq.write_table(pa.table({"q": ["a"]}), tmp_path / "in.parquet")
+    with pytest.raises(InputError, match="no column 'instruction'"):
+        read_instructions(InputConfig(path=str(tmp_path / "in.parquet")))
+    (tmp_path / "in.txt").write_text("x")
+    with pytest.raises(InputError, match="set input.format"):
+        read_instructions(InputConfig(path=str(tmp_path / "in.txt")))
+
+
+def test_bundled_sample_is_the_default():
+    got = read_instructions(InputConfig())
+    assert got.total >= 10 and not got.rejects
+
+
+def test_output_refuses_existing_dataset_and_writes_through_uri(tmp_path):
+    uri = f"file://{tmp_path}/out"
+    prepare_output(uri, overwrite=False)
+    row = {"id": "a", "instruction": "q", "source": "s", "line": 1, "reason": "r", "detail": None, "candidates": []}
+    shard = write_shard(uri, "rejects", [row], REJECT_ROW)
+    assert pq.read_table(shard.removeprefix("file://") if shard.startswith("file://") else shard).num_rows == 1
+    assert not [p for p in (tmp_path / "out" / "rejects").iterdir() if p.name.startswith(".tmp")]
+    with pytest.raises(OutputExistsError):
+        prepare_output(uri, overwrite=False)
+    prepare_output(uri, overwrite=True)
+    assert list((tmp_path / "out" / "rejects").iterdir()) == []

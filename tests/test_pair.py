@@ -1,0 +1,100 @@
+"""Pairing invariants: ties and equal texts never pair, margins hold, every row lands once."""
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from prefgen.pair import select_pairs, split_rows
+from prefgen.schema import (
+    REJECT_ALL_TIED,
+    REJECT_IDENTICAL,
+    REJECT_MARGIN,
+    REJECT_NO_CANDIDATES,
+    REJECT_TOO_FEW_RATED,
+    candidate,
+)
+
+
+def cand(cid, rating, text=None, model="m"):
+    return candidate(candidate_id=cid, rating=rating, text=text if text is not None else f"text {cid}", model=model)
+
+
+def test_best_vs_worst_picks_largest_gap():
+    cands = [cand("a", 3.0), cand("b", 5.0), cand("c", 1.0), cand("d", 4.0)]
+    pairs, reason = select_pairs(cands, "best_vs_worst", 1.0)
+    assert reason is None
+    assert [(c["candidate_id"], r["candidate_id"]) for c, r in pairs] == [("b", "c")]
+
+
+def test_equal_text_is_skipped_for_next_worst():
+    cands = [cand("a", 5.0, "same"), cand("b", 1.0, " same "), cand("c", 2.0, "other")]
+    pairs, reason = select_pairs(cands, "best_vs_worst", 1.0)
+    assert [(c["candidate_id"], r["candidate_id"]) for c, r in pairs] == [("a", "c")]
+
+
+@pytest.mark.parametrize(
+    "cands, reason",
+    [
+        ([], REJECT_NO_CANDIDATES),
+        ([cand("a", 5.0), cand("b", None)], REJECT_TOO_FEW_RATED),
+        ([cand("a", 3.0), cand("b", 3.0), cand("c", 3.0)], REJECT_ALL_TIED),
+        ([cand("a", 3.0, "x"), cand("b", 4.0, "x")], REJECT_IDENTICAL),
+        ([cand("a", 3.0), cand("b", 4.0)], REJECT_MARGIN),
+    ],
+)
+def test_no_pair_reasons(cands, reason):
+    assert select_pairs(cands, "best_vs_worst", 1.5) == ([], reason)
+
+
+def test_all_pairs_above_margin():
+    cands = [cand("a", 5.0), cand("b", 3.0), cand("c", 1.0)]
+    pairs, _ = select_pairs(cands, "all_pairs", 2.0)
+    assert {(c["candidate_id"], r["candidate_id"]) for c, r in pairs} == {("a", "b"), ("b", "c"), ("a", "c")}
+    pairs, _ = select_pairs(cands, "all_pairs", 3.0)
+    assert [(c["candidate_id"], r["candidate_id"]) for c, r in pairs] == [("a", "c")]
+
+
+candidate_lists = st.lists(
+    st.tuples(st.sampled_from([None, 1.0, 2.0, 3.0, 4.0, 5.0]), st.sampled_from(["x", "y", "z", "w"])),
+    max_size=8,
+).map(lambda items: [cand(f"c{i}", r, t) for i, (r, t) in enumerate(items)])
+
+
+@given(candidate_lists, st.sampled_from(["best_vs_worst", "all_pairs"]), st.sampled_from([0.5, 1.0, 2.0]))
+def test_pairs_never_tie_never_equal_and_respect_margin(cands, strategy, margin):
+    pairs, reason = select_pairs(cands, strategy, margin)
+    assert (reason is None) == bool(pairs)
+    for chosen, rejected in pairs:
+        assert chosen["rating"] - rejected["rating"] >= margin
+        assert chosen["text"] != rejected["text"]
+        assert chosen in cands and rejected in cands
+    if strategy == "best_vs_worst":
+        assert len(pairs) <= 1
+
+
+@given(candidate_lists, st.randoms())
+def test_choice_does_not_depend_on_candidate_order(cands, rnd):
+    shuffled = list(cands)
+    rnd.shuffle(shuffled)
+    ids = lambda result: ([(c["candidate_id"], r["candidate_id"]) for c, r in result[0]], result[1])  # noqa: E731
+    assert ids(select_pairs(cands, "best_vs_worst", 1.0)) == ids(select_pairs(shuffled, "best_vs_worst", 1.0))
+
+
+def work_row(rid, cands, reason=None):
+    return {"id": rid, "instruction": f"q {rid}", "source": "s", "line": 1, "candidates": cands,
+            "output_tokens": 0, "reject_reason": reason, "reject_detail": None}
+
+
+def test_split_rows_sends_every_row_somewhere():
+    rows = [
+        work_row("ok", [cand("a", 5.0), cand("b", 2.0)]),
+        work_row("tied", [cand("a", 3.0), cand("b", 3.0)]),
+        work_row("early", [], reason="prompt_too_long"),
+    ]
+    pairs, rejects = split_rows(rows, "best_vs_worst", 1.0)
+    assert [p["id"] for p in pairs] == ["ok"]
+    assert {r["id"]: r["reason"] for r in rejects} == {"tied": REJECT_ALL_TIED, "early": "prompt_too_long"}
+    pair = pairs[0]
+    assert pair["prompt"] == [{"role": "user", "content": "q ok"}]
+    assert pair["chosen"] == [{"role": "assistant", "content": "text a"}]
+    assert (pair["chosen_rating"], pair["rejected_rating"]) == (5.0, 2.0)

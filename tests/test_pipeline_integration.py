@@ -1,0 +1,135 @@
+"""The whole pipeline on real Ray and real vLLM (CPU build) with the small embedded model.
+
+One run (a session fixture, so the engines start once) through the real CLI: two generator
+configurations, evolution on, the judge under guided decoding, over a small input that also
+holds bad rows. The tests read what it wrote.
+"""
+
+import glob
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+from prefgen.config import InputConfig
+from prefgen.io import read_instructions
+
+pytestmark = pytest.mark.integration
+
+INPUT = Path(__file__).parent / "data" / "instructions.jsonl"
+ENGINE = {"max_model_len": 1536, "batch_size": 4, "cpu_kv_cache_gib": 1}
+CONFIG = {
+    "input": {"path": str(INPUT)},
+    "generators": [
+        {"name": "focused", "engine": ENGINE, "sampling": {"temperature": 0.2, "max_tokens": 48}},
+        {
+            "name": "playful",
+            "system_prompt": "You are a playful assistant who answers with a short story.",
+            "num_completions": 2,
+            "engine": ENGINE,
+            "sampling": {"temperature": 1.0, "max_tokens": 48},
+        },
+    ],
+    "evolution": {"num_evolutions": 1, "criteria": ["details", "creativity"], "engine": ENGINE,
+                  "sampling": {"max_tokens": 64}},
+    "judge": {"engine": ENGINE, "sampling": {"temperature": 0.0, "max_tokens": 96}},
+    "pairing": {"min_margin": 1},
+}
+
+
+@pytest.fixture(scope="session")
+def run(tmp_path_factory):
+    work = tmp_path_factory.mktemp("run")
+    config = work / "config.yaml"
+    config.write_text(yaml.safe_dump(CONFIG))
+    out = work / "out"
+    proc = subprocess.run(
+        [sys.executable, "-m", "prefgen.cli", "run", str(config), "--output", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=1500,
+    )
+    (work / "stdout.txt").write_text(proc.stdout + "\n--- stderr ---\n" + proc.stderr)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    pairs = [row for f in sorted(glob.glob(f"{out}/pairs/*.parquet")) for row in pq.read_table(f).to_pylist()]
+    rejects = [row for f in sorted(glob.glob(f"{out}/rejects/*.parquet")) for row in pq.read_table(f).to_pylist()]
+    summary = json.loads((out / "summary.json").read_text())
+    return {"out": out, "stdout": proc.stdout, "pairs": pairs, "rejects": rejects, "summary": summary}
+
+
+def test_every_input_row_lands_exactly_once(run):
+    expected = read_instructions(InputConfig(path=str(INPUT)))
+    paired_ids = {p["id"] for p in run["pairs"]}
+    reject_ids = [r["id"] for r in run["rejects"]]
+    assert len(reject_ids) == len(set(reject_ids))
+    assert not paired_ids & set(reject_ids)
+    all_ids = {r["id"] for r in expected.rows} | {r["id"] for r in expected.rejects}
+    assert paired_ids | set(reject_ids) == all_ids
+    s = run["summary"]
+    assert s["input_rows"] == 8 == len(all_ids)
+    assert s["paired_rows"] + sum(s["rejects"].values()) == s["input_rows"]
+    assert s["paired_rows"] == len(paired_ids) and s["pairs"] == len(run["pairs"])
+
+
+def test_bad_input_rows_are_rejected_with_reasons(run):
+    by_line = {r["line"]: r["reason"] for r in run["rejects"] if r["line"] in (4, 6, 7, 8)}
+    assert by_line == {4: "empty_instruction", 6: "duplicate_instruction", 7: "malformed_json", 8: "missing_field"}
+
+
+def test_candidates_come_from_both_generators_and_the_evolver(run):
+    rows = run["pairs"] + [r for r in run["rejects"] if r["candidates"]]
+    assert len(rows) == 4
+    for row in rows:
+        cands = row["candidates"]
+        by_gen = {}
+        for c in cands:
+            by_gen.setdefault(c["generator"], []).append(c)
+        assert len(by_gen["focused"]) == 1 and len(by_gen["playful"]) == 2
+        evolved = by_gen.get("evolver", [])
+        assert evolved, "evolution added no candidate"
+        ids = {c["candidate_id"] for c in cands}
+        for c in evolved:
+            assert c["origin"] == "evolved" and c["parent_id"] in ids
+            assert c["criterion"] in ("details", "creativity")
+        assert all(c["candidate_id"].startswith(row["id"] + "/") for c in cands)
+
+
+def test_judge_rated_every_candidate_under_guided_decoding(run):
+    cands = [c for row in run["pairs"] + run["rejects"] for c in row["candidates"]]
+    assert cands
+    for c in cands:
+        assert c["judge_error"] is None, c
+        assert c["rating"] in (1, 2, 3, 4, 5)
+        assert c["rationale"] and json.loads(c["judge_raw"])["rating"] == c["rating"]
+    assert run["summary"]["candidates"]["judge_failures"] == 0
+
+
+def test_pairs_are_trl_conversational_and_ordered(run):
+    assert run["pairs"], "no instruction produced a pair: " + json.dumps(run["summary"]["rejects"])
+    for p in run["pairs"]:
+        assert p["prompt"][0]["role"] == "user" and p["prompt"][0]["content"]
+        assert p["chosen"][0]["role"] == p["rejected"][0]["role"] == "assistant"
+        assert p["chosen"][0]["content"] != p["rejected"][0]["content"]
+        assert p["chosen_rating"] - p["rejected_rating"] >= 1
+        by_id = {c["candidate_id"]: c for c in p["candidates"]}
+        assert by_id[p["chosen_candidate_id"]]["text"] == p["chosen"][0]["content"]
+        assert by_id[p["chosen_candidate_id"]]["rating"] == p["chosen_rating"]
+        assert by_id[p["rejected_candidate_id"]]["rating"] == p["rejected_rating"]
+
+
+def test_output_loads_with_datasets(run):
+    import datasets
+
+    ds = datasets.load_dataset("parquet", data_files=f"{run['out']}/pairs/*.parquet", split="train")
+    assert ds.num_rows == len(run["pairs"])
+    assert {"prompt", "chosen", "rejected", "chosen_rating", "rejected_rating", "candidates"} <= set(ds.column_names)
+
+
+def test_run_prints_progress_and_summary(run):
+    assert "[prefgen] progress:" in run["stdout"]
+    assert "rows in:        8" in run["stdout"]
+    assert f"output:         {run['out']}" in run["stdout"]

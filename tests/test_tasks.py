@@ -1,0 +1,113 @@
+"""Task logic around the engine (ids, tagging, retries, errors), driven by a scripted engine.
+
+These check the bookkeeping only; that the stages work on a real model is the integration
+test's job.
+"""
+
+from prefgen.engine import Request, Result
+from prefgen.evolve import EvolveTask, pick_criterion
+from prefgen.generate import GenerateTask
+from prefgen.judge import JudgeTask
+from prefgen.schema import candidate
+
+
+class ScriptedEngine:
+    """Answers each request with reply(request) -> list of texts, or an error Result."""
+
+    def __init__(self, reply):
+        self.reply = reply
+        self.calls: list[list[Request]] = []
+
+    def chat(self, requests):
+        self.calls.append(requests)
+        out = []
+        for req in requests:
+            texts = self.reply(req)
+            out.append(texts if isinstance(texts, Result) else Result(texts=texts, tokens=10 * len(texts)))
+        return out
+
+
+def row(rid, instruction="What is synthetic data?", cands=None):
+    return {"id": rid, "instruction": instruction, "source": "s", "line": 1, "candidates": cands or [],
+            "output_tokens": 0, "reject_reason": None, "reject_detail": None}
+
+
+def test_generate_appends_tagged_candidates_and_counts_tokens():
+    engine = ScriptedEngine(lambda req: [f"answer {i}" for i in range(req.n)])
+    rows = [row("r1"), row("r2")]
+    GenerateTask("warm", "m-a", system_prompt="Be brief.", num_completions=2).run(rows, engine)
+    req = engine.calls[0][0]
+    assert req.messages[0] == {"role": "system", "content": "Be brief."} and req.n == 2
+    assert [c["candidate_id"] for c in rows[0]["candidates"]] == ["r1/warm/0", "r1/warm/1"]
+    assert {c["origin"] for c in rows[1]["candidates"]} == {"generated"}
+    assert rows[0]["output_tokens"] == 20
+
+
+def test_generate_rejects_a_row_whose_prompt_does_not_fit():
+    engine = ScriptedEngine(lambda req: Result(error="prompt has 9000 tokens"))
+    rows = [row("r1")]
+    GenerateTask("g", "m").run(rows, engine)
+    assert rows[0]["reject_reason"] == "prompt_too_long" and "9000" in rows[0]["reject_detail"]
+
+
+def gen(rid, k, text):
+    return candidate(candidate_id=f"{rid}/g/{k}", text=text, model="m", generator="g", origin="generated")
+
+
+def test_evolve_chains_rounds_with_parent_and_criterion():
+    counter = iter(range(100))
+    engine = ScriptedEngine(lambda req: [f"# Improved Response\nbetter {next(counter)}"])
+    rows = [row("r1", cands=[gen("r1", 0, "short answer")])]
+    EvolveTask("m-e", ["details", "creativity"], num_evolutions=2, seed=7).run(rows, engine)
+    cands = rows[0]["candidates"]
+    assert [c["candidate_id"] for c in cands] == ["r1/g/0", "r1/g/0/e1", "r1/g/0/e1/e2"]
+    assert [c["parent_id"] for c in cands] == [None, "r1/g/0", "r1/g/0/e1"]
+    assert cands[1]["criterion"] == pick_criterion(["details", "creativity"], 7, "r1/g/0", 1)
+    assert all(not c["text"].startswith("#") for c in cands)
+    assert len(engine.calls) == 2
+
+
+def test_evolve_drops_empty_rewrites_and_can_drop_originals():
+    engine = ScriptedEngine(lambda req: [""] if "keep" in req.messages[0]["content"] else ["rewritten"])
+    rows = [row("r1", cands=[gen("r1", 0, "keep me"), gen("r1", 1, "other")])]
+    EvolveTask("m", ["details"], keep_original=False).run(rows, engine)
+    assert [c["candidate_id"] for c in rows[0]["candidates"]] == ["r1/g/1/e1"]
+
+
+def test_criterion_draw_is_stable_and_uses_every_criterion():
+    crits = ["helpfulness", "relevance", "deepening", "creativity", "details"]
+    draws = [pick_criterion(crits, 0, f"id{i}", 1) for i in range(200)]
+    assert draws == [pick_criterion(crits, 0, f"id{i}", 1) for i in range(200)]
+    assert set(draws) == set(crits)
+
+
+def test_judge_rates_each_candidate_from_its_own_call_and_retries():
+    attempts = {}
+
+    def reply(req):
+        text = req.messages[0]["content"]
+        key = "good" if "good answer" in text else "bad"
+        attempts[key] = attempts.get(key, 0) + 1
+        if key == "bad" and attempts[key] == 1:
+            return ["I think it is fine"]  # unparseable: asked again
+        return ['{"rating": %d, "rationale": "%s"}' % (5 if key == "good" else 2, key)]
+
+    engine = ScriptedEngine(reply)
+    rows = [row("r1", cands=[gen("r1", 0, "good answer"), gen("r1", 1, "bad answer")])]
+    JudgeTask("judge", max_retries=2).run(rows, engine)
+    good, bad = rows[0]["candidates"]
+    assert (good["rating"], good["rationale"]) == (5, "good")
+    assert (bad["rating"], bad["rationale"], bad["judge_error"]) == (2, "bad", None)
+    assert len(engine.calls) == 2 and len(engine.calls[1]) == 1
+    assert engine.calls[1][0].temperature is not None and engine.calls[0][0].temperature is None
+    assert engine.calls[0][0].json_schema is not None
+
+
+def test_judge_gives_up_after_retries_and_keeps_raw_text():
+    engine = ScriptedEngine(lambda req: ["N/A"])
+    rows = [row("r1", cands=[gen("r1", 0, "x")])]
+    JudgeTask("judge", max_retries=1, guided=False).run(rows, engine)
+    cand = rows[0]["candidates"][0]
+    assert cand["rating"] is None and cand["judge_raw"] == "N/A"
+    assert cand["judge_error"].startswith("attempt 2:")
+    assert len(engine.calls) == 2 and engine.calls[0][0].json_schema is None
