@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import time
+import uuid
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -149,16 +150,26 @@ def actor_options(engine: EngineConfig, device: str) -> dict:
 
 
 class ModelStage:
-    """Callable class for `map_batches`: one resident engine, one task, batches of work rows."""
+    """Callable class for `map_batches`: one resident engine, one task, batches of work rows.
 
-    def __init__(self, model_cfg: ModelConfig, device: str, task, name: str):
-        self.name = name
-        self.task = task
+    After each batch the actor rewrites its own stats file under `<output>/_stats/` (engine
+    start, rows, tokens, busy time); the driver sums them into the run summary.
+    """
+
+    def __init__(self, model_cfg: ModelConfig, device: str, task, name: str, output: str):
+        from prefgen.io import STATS_DIR
+
+        self.name, self.task, self.output = name, task, output
+        self.stats_file = f"{STATS_DIR}/{name.replace(':', '-')}-{uuid.uuid4().hex[:8]}.json"
         started = time.monotonic()
         self.engine = VllmEngine(model_cfg, device)
-        print(f"[prefgen] {name}: engine ready in {time.monotonic() - started:.1f} s", flush=True)
+        self.stats = {"stage": name, "engine_start_s": round(time.monotonic() - started, 2),
+                      "batches": 0, "rows": 0, "output_tokens": 0, "busy_s": 0.0}
+        print(f"[prefgen] {name}: engine ready in {self.stats['engine_start_s']:.1f} s", flush=True)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
+        from prefgen.io import write_json
+
         rows = batch.to_pylist()
         live = [row for row in rows if row["reject_reason"] is None]
         before = sum(row["output_tokens"] for row in live)
@@ -167,6 +178,9 @@ class ModelStage:
             self.task.run(live, self.engine)
         tokens = sum(row["output_tokens"] for row in live) - before
         elapsed = time.monotonic() - started
+        for key, value in (("batches", 1), ("rows", len(live)), ("output_tokens", tokens), ("busy_s", elapsed)):
+            self.stats[key] += value
+        write_json(self.output, self.stats_file, self.stats)
         print(
             f"[prefgen] {self.name}: {len(live)} rows, {tokens} tokens in {elapsed:.1f} s "
             f"({tokens / max(elapsed, 1e-9):.0f} tok/s)",

@@ -192,7 +192,7 @@ def _reject_duplicates(out: InputRows) -> None:
 
 # --- output -------------------------------------------------------------------------------------
 
-PAIRS_DIR, REJECTS_DIR, SUMMARY_FILE = "pairs", "rejects", "summary.json"
+PAIRS_DIR, REJECTS_DIR, STATS_DIR, SUMMARY_FILE = "pairs", "rejects", "_stats", "summary.json"
 
 
 class OutputExistsError(RuntimeError):
@@ -202,12 +202,12 @@ class OutputExistsError(RuntimeError):
 def prepare_output(uri: str, overwrite: bool) -> None:
     """Refuse to mix runs: an existing dataset at `uri` is an error unless `overwrite`."""
     fs, base = filesystem(uri)
-    existing = [d for d in (PAIRS_DIR, REJECTS_DIR) if fs.get_file_info(f"{base}/{d}").type != pafs.FileType.NotFound]
+    existing = [d for d in (PAIRS_DIR, REJECTS_DIR, STATS_DIR) if fs.get_file_info(f"{base}/{d}").type != pafs.FileType.NotFound]
     if existing and not overwrite:
         raise OutputExistsError(f"{uri} already holds a dataset ({', '.join(existing)}); use --overwrite to replace it")
     for d in existing:
         fs.delete_dir(f"{base}/{d}")
-    for d in (PAIRS_DIR, REJECTS_DIR):
+    for d in (PAIRS_DIR, REJECTS_DIR, STATS_DIR):
         fs.create_dir(f"{base}/{d}", recursive=True)
 
 
@@ -224,8 +224,21 @@ def write_shard(uri: str, kind: str, rows: list[dict], schema: pa.Schema) -> str
     return final
 
 
+def read_jsons(uri: str, folder: str) -> list[dict]:
+    fs, base = filesystem(uri)
+    infos = fs.get_file_info(pafs.FileSelector(f"{base}/{folder}", allow_not_found=True))
+    found = []
+    for info in sorted(infos, key=lambda i: i.path):
+        if info.path.endswith(".json"):
+            with fs.open_input_stream(info.path) as f:
+                found.append(json.loads(f.read()))
+    return found
+
+
 def write_json(uri: str, name: str, data: dict) -> str:
     fs, base = filesystem(uri)
-    with fs.open_output_stream(f"{base}/{name}") as f:
+    tmp = f"{base}/{name}.tmp-{uuid.uuid4().hex[:8]}"
+    with fs.open_output_stream(tmp) as f:
         f.write(json.dumps(data, indent=2, sort_keys=True).encode())
+    fs.move(tmp, f"{base}/{name}")
     return f"{uri.rstrip('/')}/{name}"

@@ -20,7 +20,18 @@ from prefgen.config import ModelConfig, PipelineConfig
 from prefgen.engine import ModelStage, actor_options, resolve_device
 from prefgen.evolve import EvolveTask
 from prefgen.generate import GenerateTask
-from prefgen.io import PAIRS_DIR, REJECTS_DIR, SUMMARY_FILE, absolute_uri, prepare_output, read_instructions, write_json, write_shard
+from prefgen.io import (
+    PAIRS_DIR,
+    REJECTS_DIR,
+    STATS_DIR,
+    SUMMARY_FILE,
+    absolute_uri,
+    prepare_output,
+    read_instructions,
+    read_jsons,
+    write_json,
+    write_shard,
+)
 from prefgen.judge import JudgeTask
 from prefgen.pair import split_rows
 from prefgen.schema import PAIR_ROW, REJECT_ROW, WORK_ROW, to_table
@@ -87,6 +98,7 @@ class RunSummary:
     rejects: dict[str, int] = field(default_factory=dict)
     candidates: dict[str, int] = field(default_factory=dict)
     output_tokens: int = 0
+    stages: dict[str, dict] = field(default_factory=dict)
     wall_seconds: float = 0.0
     config_digest: str = ""
 
@@ -103,6 +115,18 @@ class RunSummary:
         for key in ("generated", "evolved", "rated", "judge_failures"):
             self.candidates[key] = self.candidates.get(key, 0) + counts[key]
 
+    def add_stage_stats(self, actor_stats: list[dict], order: list[str]) -> None:
+        """Sum the per-actor stats files into one entry per stage, in pipeline order."""
+        for st in actor_stats:
+            agg = self.stages.setdefault(
+                st["stage"], {"replicas": 0, "engine_start_s": 0.0, "rows": 0, "output_tokens": 0, "busy_s": 0.0}
+            )
+            agg["replicas"] += 1
+            agg["engine_start_s"] = max(agg["engine_start_s"], st["engine_start_s"])
+            for key in ("rows", "output_tokens", "busy_s"):
+                agg[key] += st[key]
+        self.stages = {name: self.stages[name] for name in order if name in self.stages}
+
     def lines(self) -> list[str]:
         tps = self.output_tokens / self.wall_seconds if self.wall_seconds else 0.0
         reasons = ", ".join(f"{k}={v}" for k, v in sorted(self.rejects.items())) or "none"
@@ -112,6 +136,12 @@ class RunSummary:
             f"rows rejected:  {self.rejected_rows} ({reasons})",
             "candidates:     " + ", ".join(f"{k}={v}" for k, v in self.candidates.items()),
             f"tokens:         {self.output_tokens} generated ({tps:.1f} tok/s over the whole run)",
+            *(
+                f"  {name}: engine start {st['engine_start_s']:.0f} s, {st['rows']} rows, "
+                f"{st['output_tokens']} tokens in {st['busy_s']:.0f} s busy "
+                f"({st['output_tokens'] / max(st['busy_s'], 1e-9):.0f} tok/s)"
+                for name, st in self.stages.items()
+            ),
             f"wall time:      {self.wall_seconds:.1f} s",
             f"output:         {self.output}",
         ]
@@ -173,6 +203,7 @@ def run(cfg: PipelineConfig, log=print) -> RunSummary:
                 f"[prefgen] progress: {done}/{summary.input_rows} rows done, {summary.pairs} pairs, "
                 f"{summary.rejected_rows} rejected, {time.monotonic() - started:.0f} s"
             )
+    summary.add_stage_stats(read_jsons(cfg.output.path, STATS_DIR), [s.name for s in plan_stages(cfg)])
     summary.wall_seconds = time.monotonic() - started
     if summary.paired_rows + summary.rejected_rows != summary.input_rows:
         raise RuntimeError(
@@ -196,6 +227,7 @@ def _build_dataset(ray, cfg: PipelineConfig, rows: list[dict], stages: list[Stag
                 "device": devices[s.name],
                 "task": s.task,
                 "name": s.name,
+                "output": cfg.output.path,
             },
             batch_size=eng.batch_size,
             batch_format="pyarrow",
