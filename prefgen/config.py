@@ -103,16 +103,37 @@ class EvolutionConfig(ModelConfig):
 
 
 class JudgeConfig(ModelConfig):
-    aspect: Literal[ASPECTS] = "overall"  # type: ignore[valid-type]
+    name: str = Field("judge", description="Label of this judge in the judgments.")
+    aspects: list[Literal[ASPECTS]] = Field(  # type: ignore[valid-type]
+        default_factory=lambda: ["overall"],
+        min_length=1,
+        description="overall (one holistic call) or UltraFeedback aspects, each rated in its own call.",
+    )
+    combine: Literal["mean", "min"] = Field("mean", description="How aspect ratings combine into one.")
+    mode: Literal["joint", "single"] = Field(
+        "joint", description="joint: all candidates in one call under labels; single: one per call."
+    )
+    permutations: int = Field(1, ge=1, le=8, description="Shuffled orders judged and averaged (joint mode).")
     rationales: bool = Field(True, description="Ask for a rationale with each rating.")
     guided: bool = Field(True, description="Constrain the answer to a JSON schema (vLLM structured outputs).")
-    max_retries: int = Field(2, ge=0, description="Re-asks for a judgment that does not validate.")
-    sampling: SamplingConfig = Field(default_factory=lambda: SamplingConfig(temperature=0.0, max_tokens=192))
+    max_retries: int = Field(2, ge=0, description="Re-asks for an answer that does not validate.")
+    sampling: SamplingConfig = Field(default_factory=lambda: SamplingConfig(temperature=0.0, max_tokens=512))
+
+    @model_validator(mode="after")
+    def _check(self) -> JudgeConfig:
+        if len(set(self.aspects)) != len(self.aspects):
+            raise ValueError(f"aspects: repeated in {self.aspects}")
+        if self.mode == "single" and self.permutations > 1:
+            raise ValueError("permutations: shuffled orders apply to mode 'joint' only")
+        return self
 
 
 class PairingConfig(Strict):
-    strategy: Literal["best_vs_worst", "all_pairs"] = "best_vs_worst"
+    strategy: Literal["best_vs_worst", "best_vs_random_lower", "all_pairs"] = "best_vs_worst"
     min_margin: float = Field(1.0, gt=0, description="Smallest chosen-minus-rejected rating that pairs.")
+    length_matched: bool = Field(
+        False, description="Among qualifying rejected candidates prefer the one closest in length to the chosen."
+    )
 
 
 class InputConfig(Strict):
@@ -147,21 +168,39 @@ class PipelineConfig(Strict):
     )
     evolution: EvolutionConfig = Field(default_factory=lambda: EvolutionConfig(sampling=SamplingConfig(max_tokens=160)))
     judge: JudgeConfig = Field(default_factory=JudgeConfig)
+    jury: list[JudgeConfig] = Field(
+        default_factory=list, description="Further judges; their ratings are averaged with the judge's."
+    )
     pairing: PairingConfig = Field(default_factory=PairingConfig)
     output: OutputConfig = Field(default_factory=OutputConfig)
     ray: RayConfig = Field(default_factory=RayConfig)
     seed: int = Field(0, description="Run seed for every seeded choice (evolution criteria, pairing).")
 
     @model_validator(mode="after")
-    def _name_generators(self) -> PipelineConfig:
-        names = []
+    def _unique_names(self) -> PipelineConfig:
         for i, gen in enumerate(self.generators):
             gen.name = gen.name or f"gen{i}"
-            names.append(gen.name)
-        dupes = sorted({n for n in names if names.count(n) > 1})
-        if dupes:
-            raise ValueError(f"generators: names must be unique, repeated: {dupes}")
+        for i, juror in enumerate(self.jury):
+            juror.name = f"juror{i + 1}" if juror.name == "judge" else juror.name
+        for key, names in (("generators", [g.name for g in self.generators]), ("jury", [j.name for j in self.judges])):
+            dupes = sorted({n for n in names if names.count(n) > 1})
+            if dupes:
+                raise ValueError(f"{key}: names must be unique, repeated: {dupes}")
         return self
+
+    @property
+    def judges(self) -> list[JudgeConfig]:
+        return [self.judge, *self.jury]
+
+    def warnings(self) -> list[str]:
+        """Legal but risky settings, said once at the start of a run."""
+        makers = {g.model for g in self.generators} | ({self.evolution.model} if self.evolution.enabled else set())
+        return [
+            f"judge '{j.name}' uses {j.model}, which also writes candidates: it may favour its own outputs "
+            "(self-preference); use a different model or add a jury"
+            for j in self.judges
+            if j.model in makers
+        ]
 
     def digest(self) -> str:
         """A short hash of everything that shapes the output (paths and Ray placement excluded)."""

@@ -1,13 +1,20 @@
 """Pairing: chosen/rejected pairs from rated candidates, in TRL's conversational format.
 
-`select_pairs` is the rule, a pure function: it never pairs two candidates whose ratings tie or
-whose texts are equal, and never pairs below the minimum margin. An instruction that yields
-no pair gets the reason why, which sends it to the rejects output.
+`select_pairs` is the rule, a pure function. It never pairs two candidates whose ratings tie
+or whose texts are equal, and never pairs below the minimum margin. Strategies:
+- best_vs_worst: the best candidate against the worst qualifying one;
+- best_vs_random_lower: the best against a random qualifying lower one, drawn from a generator
+  seeded by (run seed, row id): reproducible, independent of batching, and different per row;
+- all_pairs: every qualifying pair.
+`length_matched` makes the best-* strategies prefer the qualifying rejected candidate whose
+length is closest to the chosen's, to curb the judge's taste for longer answers.
+An instruction that yields no pair gets the reason why, which sends it to the rejects output.
 """
 
 from __future__ import annotations
 
-from itertools import combinations
+import hashlib
+import random
 
 from prefgen.schema import (
     REJECT_ALL_TIED,
@@ -22,12 +29,18 @@ def _same_text(a: dict, b: dict) -> bool:
     return " ".join(a["text"].split()) == " ".join(b["text"].split())
 
 
-def select_pairs(candidates: list[dict], strategy: str, min_margin: float) -> tuple[list[tuple[dict, dict]], str | None]:
-    """Return ([(chosen, rejected), ...], None), or ([], reason) when no pair qualifies.
+def row_rng(seed: int, row_id: str) -> random.Random:
+    return random.Random(int.from_bytes(hashlib.sha256(f"{seed}:{row_id}".encode()).digest()[:8], "big"))
 
-    best_vs_worst: the one pair with the largest rating gap (ties broken by candidate id).
-    all_pairs: every qualifying pair, largest gap first.
-    """
+
+def select_pairs(
+    candidates: list[dict],
+    strategy: str,
+    min_margin: float,
+    length_matched: bool = False,
+    rng: random.Random | None = None,
+) -> tuple[list[tuple[dict, dict]], str | None]:
+    """Return ([(chosen, rejected), ...], None), or ([], reason) when no pair qualifies."""
     if not candidates:
         return [], REJECT_NO_CANDIDATES
     rated = sorted((c for c in candidates if c["rating"] is not None), key=lambda c: c["candidate_id"])
@@ -35,19 +48,31 @@ def select_pairs(candidates: list[dict], strategy: str, min_margin: float) -> tu
         return [], REJECT_TOO_FEW_RATED
     if len({c["rating"] for c in rated}) == 1:
         return [], REJECT_ALL_TIED
-    ordered = []
-    for a, b in combinations(rated, 2):
-        if a["rating"] == b["rating"] or _same_text(a, b):
-            continue
-        chosen, rejected = (a, b) if a["rating"] > b["rating"] else (b, a)
-        ordered.append((chosen, rejected))
-    if not ordered:
+    distinct = [
+        (a, b) if a["rating"] > b["rating"] else (b, a)
+        for i, a in enumerate(rated)
+        for b in rated[i + 1 :]
+        if a["rating"] != b["rating"] and not _same_text(a, b)
+    ]
+    if not distinct:
         return [], REJECT_IDENTICAL
-    pairs = [p for p in ordered if p[0]["rating"] - p[1]["rating"] >= min_margin]
+    pairs = [p for p in distinct if p[0]["rating"] - p[1]["rating"] >= min_margin]
     if not pairs:
         return [], REJECT_MARGIN
     pairs.sort(key=lambda p: (-(p[0]["rating"] - p[1]["rating"]), p[0]["candidate_id"], p[1]["candidate_id"]))
-    return (pairs[:1] if strategy == "best_vs_worst" else pairs), None
+    if strategy == "all_pairs":
+        return pairs, None
+    # best-*: the highest-rated chosen that has a qualifying partner, then pick its rejected.
+    top = max(p[0]["rating"] for p in pairs)
+    chosen = min((p[0] for p in pairs if p[0]["rating"] == top), key=lambda c: c["candidate_id"])
+    options = [r for c, r in pairs if c is chosen]  # worst first
+    if length_matched:
+        rejected = min(options, key=lambda r: (abs(len(r["text"]) - len(chosen["text"])), r["rating"], r["candidate_id"]))
+    elif strategy == "best_vs_random_lower":
+        rejected = (rng or random.Random(0)).choice(options)
+    else:
+        rejected = options[0]
+    return [(chosen, rejected)], None
 
 
 def pair_row(row: dict, chosen: dict, rejected: dict, index: int) -> dict:
@@ -87,14 +112,16 @@ def judge_errors(candidates: list[dict]) -> str | None:
     return "; ".join(errors) or None
 
 
-def split_rows(rows: list[dict], strategy: str, min_margin: float) -> tuple[list[dict], list[dict]]:
+def split_rows(
+    rows: list[dict], strategy: str, min_margin: float, length_matched: bool = False, seed: int = 0
+) -> tuple[list[dict], list[dict]]:
     """Work rows -> (pair rows, reject rows); every row lands in exactly one of the two."""
     pairs, rejects = [], []
     for row in rows:
         if row["reject_reason"]:
             rejects.append(reject_row(row, row["reject_reason"], row["reject_detail"]))
             continue
-        selected, reason = select_pairs(row["candidates"], strategy, min_margin)
+        selected, reason = select_pairs(row["candidates"], strategy, min_margin, length_matched, row_rng(seed, row["id"]))
         if reason:
             rejects.append(reject_row(row, reason, judge_errors(row["candidates"])))
         pairs.extend(pair_row(row, c, r, i) for i, (c, r) in enumerate(selected))

@@ -56,15 +56,17 @@ def plan_stages(cfg: PipelineConfig) -> list[StagePlan]:
         stages.append(
             StagePlan("evolve", ev, EvolveTask(ev.model, list(ev.criteria), ev.num_evolutions, ev.keep_original, cfg.seed))
         )
-    j = cfg.judge
-    stages.append(StagePlan("judge", j, JudgeTask(j.model, j.aspect, j.rationales, j.guided, j.max_retries)))
+    for j in cfg.judges:
+        task = JudgeTask(j.name, j.model, list(j.aspects), j.mode, j.permutations, j.rationales, j.guided,
+                         j.max_retries, j.combine, cfg.seed)
+        stages.append(StagePlan(f"judge:{j.name}", j, task))
     return stages
 
 
-def write_batch(batch: pa.Table, output: str, strategy: str, min_margin: float) -> pa.Table:
+def write_batch(batch: pa.Table, output: str, pairing: dict, seed: int) -> pa.Table:
     """Last stage: pair the batch, write its shards, return one row of counts."""
     rows = batch.to_pylist()
-    pairs, rejects = split_rows(rows, strategy, min_margin)
+    pairs, rejects = split_rows(rows, pairing["strategy"], pairing["min_margin"], pairing["length_matched"], seed)
     write_shard(output, PAIRS_DIR, pairs, PAIR_ROW)
     write_shard(output, REJECTS_DIR, rejects, REJECT_ROW)
     candidates = [c for row in rows for c in row["candidates"]]
@@ -77,9 +79,31 @@ def write_batch(batch: pa.Table, output: str, strategy: str, min_margin: float) 
         "generated": sum(c["origin"] == "generated" for c in candidates),
         "evolved": sum(c["origin"] == "evolved" for c in candidates),
         "rated": sum(c["rating"] is not None for c in candidates),
-        "judge_failures": sum(c["judge_error"] is not None for c in candidates),
+        "unrated": sum(c["rating"] is None for c in candidates),
+        **judge_counts(candidates),
     }
     return pa.Table.from_pylist([counts])
+
+
+def judge_counts(candidates: list[dict]) -> dict[str, int]:
+    """Judgments made, and per judge call: parse failures, retries, calls given up."""
+    judgments = [j for c in candidates for j in c["judgments"] or []]
+    calls = {}
+    for c in candidates:
+        for j in c["judgments"] or []:
+            # a joint call shows several candidates: count it once, by its judge/aspect/order
+            key = (c["candidate_id"].split("/")[0], j["judge"], j["aspect"], j["permutation"],
+                   j["order_seed"] if j["order_seed"] is not None else c["candidate_id"])
+            calls[key] = j
+    failed = [j for j in calls.values() if j["error"]]
+    return {
+        "judgments": len(judgments),
+        "not_applicable": sum(bool(j["not_applicable"]) for j in judgments),
+        "judge_calls": len(calls),
+        "parse_failures": sum(j["attempts"] - (0 if j["error"] else 1) for j in calls.values() if j["raw"] is not None),
+        "retries": sum(j["attempts"] - 1 for j in calls.values()),
+        "calls_given_up": len(failed),
+    }
 
 
 def _count_reasons(rejects: list[dict]) -> dict[str, int]:
@@ -87,6 +111,10 @@ def _count_reasons(rejects: list[dict]) -> dict[str, int]:
     for r in rejects:
         counts[r["reason"]] = counts.get(r["reason"], 0) + 1
     return counts
+
+
+CANDIDATE_COUNTS = ("generated", "evolved", "rated", "unrated")
+JUDGE_COUNTS = ("judgments", "not_applicable", "judge_calls", "parse_failures", "retries", "calls_given_up")
 
 
 @dataclass
@@ -97,6 +125,8 @@ class RunSummary:
     pairs: int = 0
     rejects: dict[str, int] = field(default_factory=dict)
     candidates: dict[str, int] = field(default_factory=dict)
+    judging: dict[str, int] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
     output_tokens: int = 0
     stages: dict[str, dict] = field(default_factory=dict)
     wall_seconds: float = 0.0
@@ -112,8 +142,10 @@ class RunSummary:
         self.output_tokens += counts["output_tokens"]
         for reason, n in json.loads(counts["rejects"]).items():
             self.rejects[reason] = self.rejects.get(reason, 0) + n
-        for key in ("generated", "evolved", "rated", "judge_failures"):
+        for key in CANDIDATE_COUNTS:
             self.candidates[key] = self.candidates.get(key, 0) + counts[key]
+        for key in JUDGE_COUNTS:
+            self.judging[key] = self.judging.get(key, 0) + counts[key]
 
     def add_stage_stats(self, actor_stats: list[dict], order: list[str]) -> None:
         """Sum the per-actor stats files into one entry per stage, in pipeline order."""
@@ -135,6 +167,8 @@ class RunSummary:
             f"pairs out:      {self.pairs} (from {self.paired_rows} instructions)",
             f"rows rejected:  {self.rejected_rows} ({reasons})",
             "candidates:     " + ", ".join(f"{k}={v}" for k, v in self.candidates.items()),
+            "judging:        " + ", ".join(f"{k}={v}" for k, v in self.judging.items()),
+            *(f"warning:        {w}" for w in self.warnings),
             f"tokens:         {self.output_tokens} generated ({tps:.1f} tok/s over the whole run)",
             *(
                 f"  {name}: engine start {st['engine_start_s']:.0f} s, {st['rows']} rows, "
@@ -185,8 +219,11 @@ def run(cfg: PipelineConfig, log=print) -> RunSummary:
     prepare_output(cfg.output.path, cfg.output.overwrite)
     summary.input_rows = inputs.total
     write_shard(cfg.output.path, REJECTS_DIR, inputs.rejects, REJECT_ROW)
-    summary.add({"paired_rows": 0, "pairs": 0, "output_tokens": 0, "rejects": json.dumps(_count_reasons(inputs.rejects)),
-                 "generated": 0, "evolved": 0, "rated": 0, "judge_failures": 0})
+    summary.add({"paired_rows": 0, "pairs": 0, "output_tokens": 0, "rejects": json.dumps(_count_reasons(inputs.rejects))}
+                | dict.fromkeys(CANDIDATE_COUNTS + JUDGE_COUNTS, 0))
+    summary.warnings = cfg.warnings()
+    for warning in summary.warnings:
+        log(f"[prefgen] warning: {warning}")
     log(f"[prefgen] {inputs.total} rows read from {inputs.source}: {len(inputs.rows)} to process, {len(inputs.rejects)} rejected")
 
     if inputs.rows:
@@ -236,7 +273,7 @@ def _build_dataset(ray, cfg: PipelineConfig, rows: list[dict], stages: list[Stag
         )
     return ds.map_batches(
         write_batch,
-        fn_kwargs={"output": cfg.output.path, "strategy": cfg.pairing.strategy, "min_margin": cfg.pairing.min_margin},
+        fn_kwargs={"output": cfg.output.path, "pairing": cfg.pairing.model_dump(), "seed": cfg.seed},
         batch_format="pyarrow",
         batch_size=None,
         num_cpus=0.25,

@@ -80,10 +80,16 @@ JUDGE_ASPECTS = {
 # this order gave good answers 5 and empty or off-topic answers mostly 1.
 SCALE = "5 = excellent, 4 = good, 3 = acceptable, 2 = poor, 1 = very poor"
 
-JUDGE_TEMPLATE = """{aspect}
-Score the response from 5 down to 1 ({scale}).
+NOT_APPLICABLE = "N/A"
+# Honesty can be beside the point (a haiku asserts nothing): the judge may answer N/A, which
+# is recorded as a missing rating, never as a number.
+NA_NOTE = f'If the aspect does not apply to a response, give "{NOT_APPLICABLE}" as its rating.'
+NA_ASPECTS = ("honesty",)
 
-{answer_format}
+SINGLE_TEMPLATE = """{aspect}
+Score the response from 5 down to 1 ({scale}).{na_note}
+
+Answer with JSON: {answer_shape}
 
 # Input
 {instruction}
@@ -94,30 +100,66 @@ Score the response from 5 down to 1 ({scale}).
 # Score{rationale_header}
 """
 
-ANSWER_JSON_WITH_RATIONALE = 'Answer with JSON: {"rating": <1-5>, "rationale": "<one sentence>"}'
-ANSWER_JSON = 'Answer with JSON: {"rating": <1-5>}'
+JOINT_TEMPLATE = """{aspect}
+Score each response from 5 down to 1 ({scale}).{na_note}
+Rate every response on its own merits; the order they are listed in means nothing.
+
+Answer with JSON, one entry per response label: {answer_shape}
+
+# Input
+{instruction}
+
+{responses}
+# Scores{rationale_header}
+"""
 
 
-def judge_prompt(instruction: str, response: str, aspect: str, rationales: bool) -> list[Message]:
-    text = JUDGE_TEMPLATE.format(
+def _answer_shape(rationales: bool) -> str:
+    return '{"rating": <1-5>, "rationale": "<one sentence>"}' if rationales else '{"rating": <1-5>}'
+
+
+def _fill(template: str, aspect: str, rationales: bool, **fields) -> list[Message]:
+    text = template.format(
         aspect=JUDGE_ASPECTS[aspect],
         scale=SCALE,
-        answer_format=ANSWER_JSON_WITH_RATIONALE if rationales else ANSWER_JSON,
-        instruction=instruction,
-        response=response,
-        rationale_header=" - Rationale" if rationales else "",
+        na_note=(" " + NA_NOTE) if aspect in NA_ASPECTS else "",
+        rationale_header=" - Rationales" if rationales else "",
+        **fields,
     )
     return [{"role": "user", "content": text}]
 
 
-def judgment_schema(rationales: bool) -> dict:
-    """JSON schema the judge's answer is constrained to under guided decoding."""
-    properties: dict = {"rating": {"type": "integer", "minimum": 1, "maximum": 5}}
+def judge_prompt(instruction: str, response: str, aspect: str, rationales: bool) -> list[Message]:
+    """One response, one aspect: the mission's `score - rationale` judge, answered in JSON."""
+    return _fill(SINGLE_TEMPLATE, aspect, rationales, answer_shape=_answer_shape(rationales),
+                 instruction=instruction, response=response)
+
+
+def joint_judge_prompt(instruction: str, labelled: list[tuple[str, str]], aspect: str, rationales: bool) -> list[Message]:
+    """All responses of an instruction under labels, in the order given (already shuffled)."""
+    responses = "".join(f"# Response {label}\n{text}\n\n" for label, text in labelled)
+    labels = ", ".join(f'"{label}": {_answer_shape(rationales)}' for label, _ in labelled[:2])
+    shape = "{" + labels + (", ..." if len(labelled) > 2 else "") + "}"
+    return _fill(JOINT_TEMPLATE, aspect, rationales, answer_shape=shape, instruction=instruction, responses=responses)
+
+
+def judgment_schema(rationales: bool, allow_na: bool = False) -> dict:
+    """JSON schema of one judgment: an integer rating 1-5 (or N/A if allowed) and a rationale."""
+    rating: dict = {"type": "integer", "minimum": 1, "maximum": 5}
+    if allow_na:
+        rating = {"anyOf": [rating, {"type": "string", "enum": [NOT_APPLICABLE]}]}
+    properties: dict = {"rating": rating}
     if rationales:
-        properties["rationale"] = {"type": "string", "maxLength": 400}
+        properties["rationale"] = {"type": "string", "minLength": 1, "maxLength": 240}
+    return {"type": "object", "properties": properties, "required": list(properties), "additionalProperties": False}
+
+
+def joint_schema(labels: list[str], rationales: bool, allow_na: bool = False) -> dict:
+    """Exactly one judgment per label: the keys are the labels, all required, no others."""
+    one = judgment_schema(rationales, allow_na)
     return {
         "type": "object",
-        "properties": properties,
-        "required": list(properties),
+        "properties": {label: one for label in labels},
+        "required": list(labels),
         "additionalProperties": False,
     }

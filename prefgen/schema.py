@@ -12,6 +12,24 @@ import pyarrow as pa
 
 MESSAGE = pa.struct([("role", pa.string()), ("content", pa.string())])
 
+# One rating of one candidate: by one judge, on one aspect, under one shown order.
+JUDGMENT = pa.struct(
+    [
+        ("judge", pa.string()),
+        ("aspect", pa.string()),
+        ("permutation", pa.int64()),
+        ("position", pa.int64()),  # 0-based place in the order shown to the judge
+        ("label", pa.string()),
+        ("order_seed", pa.int64()),  # seed of the shuffle that gave that order (joint mode)
+        ("rating", pa.float64()),  # null: not applicable, or the judgment failed (see error)
+        ("not_applicable", pa.bool_()),
+        ("rationale", pa.string()),
+        ("raw", pa.string()),  # the judge's answer as written
+        ("error", pa.string()),
+        ("attempts", pa.int64()),
+    ]
+)
+
 CANDIDATE = pa.struct(
     [
         ("candidate_id", pa.string()),  # "<row id>/<generator>/<k>", evolved: "<parent>/e<round>"
@@ -21,10 +39,12 @@ CANDIDATE = pa.struct(
         ("origin", pa.string()),  # "generated" | "evolved"
         ("parent_id", pa.string()),
         ("criterion", pa.string()),
-        ("rating", pa.float64()),
+        ("rating", pa.float64()),  # combined over permutations, aspects and judges
+        ("rating_spread", pa.float64()),  # largest max-min over permutations of one judge/aspect
+        ("judge_agreement", pa.float64()),  # max-min of the judges' ratings (a jury only)
         ("rationale", pa.string()),
-        ("judge_raw", pa.string()),
         ("judge_error", pa.string()),
+        ("judgments", pa.list_(JUDGMENT)),
     ]
 )
 CANDIDATE_FIELDS = [f.name for f in CANDIDATE]

@@ -8,14 +8,17 @@ from prefgen.config import ConfigError, PipelineConfig, load_config, parse_confi
 def test_defaults_validate_and_name_generators():
     cfg = PipelineConfig()
     assert [g.name for g in cfg.generators] == ["smol-focused", "smol-creative"]
-    assert cfg.judge.aspect == "overall" and cfg.evolution.enabled
+    assert cfg.judge.aspects == ["overall"] and cfg.evolution.enabled
 
 
 @pytest.mark.parametrize(
     "data, key",
     [
         ({"generators": [{"sampling": {"temprature": 1.0}}]}, "generators.0.sampling.temprature"),
-        ({"judge": {"aspect": "style"}}, "judge.aspect"),
+        ({"judge": {"aspects": ["style"]}}, "judge.aspects.0"),
+        ({"judge": {"mode": "single", "permutations": 2}}, "judge"),
+        ({"jury": [{"combine": "median"}]}, "jury.0.combine"),
+        ({"pairing": {"strategy": "random"}}, "pairing.strategy"),
         ({"generators": [{"model": "/no/such/model"}]}, "generators.0.model"),
         ({"generators": [{}, {"engine": {"max_model_len": "big"}}]}, "generators.1.engine.max_model_len"),
         ({"evolution": {"criteria": ["speed"]}}, "evolution.criteria.0"),
@@ -34,6 +37,15 @@ def test_bad_key_is_named(data, key):
 def test_duplicate_generator_names_rejected():
     with pytest.raises(ConfigError, match="names must be unique"):
         parse_config({"generators": [{"name": "a"}, {"name": "a"}]})
+
+
+def test_jury_names_and_self_preference_warning():
+    cfg = parse_config({"jury": [{"model": "Qwen/Qwen2.5-7B-Instruct"}, {}]})
+    assert [j.name for j in cfg.judges] == ["judge", "juror1", "juror2"]
+    warned = cfg.warnings()
+    assert len(warned) == 2 and "'judge'" in warned[0] and "'juror2'" in warned[1]
+    other = parse_config({"judge": {"model": "Qwen/Qwen2.5-7B-Instruct"}})
+    assert other.warnings() == []
 
 
 def test_hub_id_and_local_dir_accepted(tmp_path):
@@ -62,5 +74,5 @@ def test_unreadable_and_non_mapping_yaml(tmp_path):
 def test_digest_ignores_paths_but_not_settings():
     a = parse_config({"output": {"path": "x"}})
     b = parse_config({"output": {"path": "y"}})
-    c = parse_config({"judge": {"aspect": "honesty"}})
+    c = parse_config({"judge": {"aspects": ["honesty"]}})
     assert a.digest() == b.digest() != c.digest()

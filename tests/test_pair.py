@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from prefgen.pair import select_pairs, split_rows
+from prefgen.pair import row_rng, select_pairs, split_rows
 from prefgen.schema import (
     REJECT_ALL_TIED,
     REJECT_IDENTICAL,
@@ -60,16 +60,21 @@ candidate_lists = st.lists(
 ).map(lambda items: [cand(f"c{i}", r, t) for i, (r, t) in enumerate(items)])
 
 
-@given(candidate_lists, st.sampled_from(["best_vs_worst", "all_pairs"]), st.sampled_from([0.5, 1.0, 2.0]))
-def test_pairs_never_tie_never_equal_and_respect_margin(cands, strategy, margin):
-    pairs, reason = select_pairs(cands, strategy, margin)
+STRATEGIES = ["best_vs_worst", "best_vs_random_lower", "all_pairs"]
+
+
+@given(candidate_lists, st.sampled_from(STRATEGIES), st.sampled_from([0.5, 1.0, 2.0]), st.booleans(), st.integers(0, 99))
+def test_pairs_never_tie_never_equal_and_respect_margin(cands, strategy, margin, length_matched, seed):
+    pairs, reason = select_pairs(cands, strategy, margin, length_matched, row_rng(seed, "r"))
     assert (reason is None) == bool(pairs)
     for chosen, rejected in pairs:
         assert chosen["rating"] - rejected["rating"] >= margin
         assert chosen["text"] != rejected["text"]
         assert chosen in cands and rejected in cands
-    if strategy == "best_vs_worst":
+    if strategy != "all_pairs":
         assert len(pairs) <= 1
+        if pairs:  # the chosen is a best-rated candidate that has a qualifying partner
+            assert pairs[0][0]["rating"] == max(c["rating"] for c, _ in select_pairs(cands, "all_pairs", margin)[0])
 
 
 @given(candidate_lists, st.randoms())
@@ -98,3 +103,22 @@ def test_split_rows_sends_every_row_somewhere():
     assert pair["prompt"] == [{"role": "user", "content": "q ok"}]
     assert pair["chosen"] == [{"role": "assistant", "content": "text a"}]
     assert (pair["chosen_rating"], pair["rejected_rating"]) == (5.0, 2.0)
+
+
+def test_random_lower_is_seeded_per_run_and_row_not_per_call():
+    cands = [cand("best", 5.0)] + [cand(f"low{i}", 1.0 + (i % 3)) for i in range(6)]
+    pick = lambda seed, rid: select_pairs(cands, "best_vs_random_lower", 1.0, rng=row_rng(seed, rid))[0][0][1]["candidate_id"]  # noqa: E731
+    assert pick(3, "row-a") == pick(3, "row-a")
+    picks = [pick(3, f"row-{i}") for i in range(60)]
+    assert len(set(picks)) >= 4  # not degenerate: not always the first or the worst
+    assert len({pick(seed, "row-a") for seed in range(30)}) >= 3
+
+
+def test_length_matched_prefers_rejected_of_similar_length():
+    chosen = cand("c", 5.0, "x" * 100)
+    short_worst = cand("s", 1.0, "y" * 10)
+    similar = cand("m", 2.0, "z" * 95)
+    pairs, _ = select_pairs([chosen, short_worst, similar], "best_vs_worst", 1.0, length_matched=True)
+    assert pairs[0][1]["candidate_id"] == "m"
+    pairs, _ = select_pairs([chosen, short_worst, similar], "best_vs_worst", 1.0)
+    assert pairs[0][1]["candidate_id"] == "s"

@@ -1,8 +1,8 @@
 """The whole pipeline on real Ray and real vLLM (CPU build) with the small embedded model.
 
 One run (a session fixture, so the engines start once) through the real CLI: two generator
-configurations, evolution on, the judge under guided decoding, over a small input that also
-holds bad rows. The tests read what it wrote.
+configurations, evolution on, the judge under guided decoding (joint mode, two aspects, two
+shuffled orders), over a small input that also holds bad rows. The tests read what it wrote.
 """
 
 import glob
@@ -36,7 +36,8 @@ CONFIG = {
     ],
     "evolution": {"num_evolutions": 1, "criteria": ["details", "creativity"], "engine": ENGINE,
                   "sampling": {"max_tokens": 64}},
-    "judge": {"engine": ENGINE, "sampling": {"temperature": 0.0, "max_tokens": 96}},
+    "judge": {"aspects": ["overall", "honesty"], "permutations": 2, "engine": ENGINE,
+              "sampling": {"temperature": 0.0, "max_tokens": 512}},
     "pairing": {"min_margin": 1},
 }
 
@@ -101,11 +102,36 @@ def test_candidates_come_from_both_generators_and_the_evolver(run):
 def test_judge_rated_every_candidate_under_guided_decoding(run):
     cands = [c for row in run["pairs"] + run["rejects"] for c in row["candidates"]]
     assert cands
+    aspects, permutations = CONFIG["judge"]["aspects"], CONFIG["judge"]["permutations"]
     for c in cands:
         assert c["judge_error"] is None, c
-        assert c["rating"] in (1, 2, 3, 4, 5)
-        assert c["rationale"] and json.loads(c["judge_raw"])["rating"] == c["rating"]
-    assert run["summary"]["candidates"]["judge_failures"] == 0
+        assert len(c["judgments"]) == len(aspects) * permutations
+        assert {(j["aspect"], j["permutation"]) for j in c["judgments"]} == {(a, p) for a in aspects for p in range(2)}
+        for j in c["judgments"]:
+            assert j["error"] is None and j["attempts"] >= 1
+            answer = json.loads(j["raw"])[j["label"]]  # the rating sits under the candidate's own label
+            if j["not_applicable"]:
+                assert j["aspect"] == "honesty" and j["rating"] is None and answer["rating"] == "N/A"
+            else:
+                assert j["rating"] in (1, 2, 3, 4, 5) and answer["rating"] == j["rating"]
+        assert c["rating"] is not None and 1 <= c["rating"] <= 5 and c["rating_spread"] is not None
+    judging = run["summary"]["judging"]
+    assert judging["calls_given_up"] == 0 and judging["parse_failures"] == 0
+    assert judging["judgments"] == len(cands) * len(aspects) * permutations
+    assert judging["judge_calls"] == 4 * len(aspects) * permutations  # joint: one call per row, aspect, order
+
+
+def test_shown_orders_are_permutations_with_recorded_seeds(run):
+    for row in run["pairs"] + [r for r in run["rejects"] if r["candidates"]]:
+        calls = {}
+        for c in row["candidates"]:
+            for j in c["judgments"]:
+                calls.setdefault((j["aspect"], j["permutation"]), []).append(j)
+        for js in calls.values():
+            assert sorted(j["position"] for j in js) == list(range(len(row["candidates"])))
+            assert len({j["order_seed"] for j in js}) == 1
+        seeds = {js[0]["order_seed"] for js in calls.values()}
+        assert len(seeds) == len(calls)  # every aspect and permutation has its own shuffle
 
 
 def test_pairs_are_trl_conversational_and_ordered(run):
@@ -131,5 +157,7 @@ def test_output_loads_with_datasets(run):
 
 def test_run_prints_progress_and_summary(run):
     assert "[prefgen] progress:" in run["stdout"]
+    assert "judging:        judgments=" in run["stdout"] and "parse_failures=0" in run["stdout"]
+    assert "self-preference" in run["stdout"]  # the judge is also the generators' model
     assert "rows in:        8" in run["stdout"]
     assert f"output:         {run['out']}" in run["stdout"]

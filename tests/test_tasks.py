@@ -4,27 +4,12 @@ These check the bookkeeping only; that the stages work on a real model is the in
 test's job.
 """
 
-from prefgen.engine import Request, Result
+from scripted_engine import ScriptedEngine
+
+from prefgen.engine import Result
 from prefgen.evolve import EvolveTask, pick_criterion
 from prefgen.generate import GenerateTask
-from prefgen.judge import JudgeTask
 from prefgen.schema import candidate
-
-
-class ScriptedEngine:
-    """Answers each request with reply(request) -> list of texts, or an error Result."""
-
-    def __init__(self, reply):
-        self.reply = reply
-        self.calls: list[list[Request]] = []
-
-    def chat(self, requests):
-        self.calls.append(requests)
-        out = []
-        for req in requests:
-            texts = self.reply(req)
-            out.append(texts if isinstance(texts, Result) else Result(texts=texts, tokens=10 * len(texts)))
-        return out
 
 
 def row(rid, instruction="What is synthetic data?", cands=None):
@@ -79,35 +64,3 @@ def test_criterion_draw_is_stable_and_uses_every_criterion():
     draws = [pick_criterion(crits, 0, f"id{i}", 1) for i in range(200)]
     assert draws == [pick_criterion(crits, 0, f"id{i}", 1) for i in range(200)]
     assert set(draws) == set(crits)
-
-
-def test_judge_rates_each_candidate_from_its_own_call_and_retries():
-    attempts = {}
-
-    def reply(req):
-        text = req.messages[0]["content"]
-        key = "good" if "good answer" in text else "bad"
-        attempts[key] = attempts.get(key, 0) + 1
-        if key == "bad" and attempts[key] == 1:
-            return ["I think it is fine"]  # unparseable: asked again
-        return ['{"rating": %d, "rationale": "%s"}' % (5 if key == "good" else 2, key)]
-
-    engine = ScriptedEngine(reply)
-    rows = [row("r1", cands=[gen("r1", 0, "good answer"), gen("r1", 1, "bad answer")])]
-    JudgeTask("judge", max_retries=2).run(rows, engine)
-    good, bad = rows[0]["candidates"]
-    assert (good["rating"], good["rationale"]) == (5, "good")
-    assert (bad["rating"], bad["rationale"], bad["judge_error"]) == (2, "bad", None)
-    assert len(engine.calls) == 2 and len(engine.calls[1]) == 1
-    assert engine.calls[1][0].temperature is not None and engine.calls[0][0].temperature is None
-    assert engine.calls[0][0].json_schema is not None
-
-
-def test_judge_gives_up_after_retries_and_keeps_raw_text():
-    engine = ScriptedEngine(lambda req: ["N/A"])
-    rows = [row("r1", cands=[gen("r1", 0, "x")])]
-    JudgeTask("judge", max_retries=1, guided=False).run(rows, engine)
-    cand = rows[0]["candidates"][0]
-    assert cand["rating"] is None and cand["judge_raw"] == "N/A"
-    assert cand["judge_error"].startswith("attempt 2:")
-    assert len(engine.calls) == 2 and engine.calls[0][0].json_schema is None

@@ -1,0 +1,313 @@
+"""prefgen as a Ray job: `ray job submit` against a real Ray head, the way users run it on a cluster.
+
+A module fixture starts a head on loopback (CPU only, token authentication on, free ports, its
+own --temp-dir and HOME) with the real `ray` CLI; the tests submit `jobs/run_pipeline.py` with
+`ray job submit --runtime-env jobs/runtime_env.yaml --working-dir <repo>`, so the code reaches
+the job the way it reaches a cluster: zipped, uploaded, and run from the uploaded copy. The
+teardown stops exactly the processes of this head, never another Ray on the machine.
+
+The runtime-env checks at the bottom need no Ray cluster.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+# The interpreter running the tests is the one with prefgen's dependencies; the head's PATH
+# need not contain it, so the job names it by absolute path (not resolved: a venv's python is
+# a symlink whose target would lose the venv).
+PYTHON = sys.executable
+RAY = str(Path(sys.executable).parent / "ray")
+RUNTIME_ENV = REPO / "jobs" / "runtime_env.yaml"
+RUNTIME_ENV_CLUSTER = REPO / "jobs" / "runtime_env.cluster.yaml"
+JOB_CONFIG = "tests/data/job_config.yaml"  # relative: read from the uploaded working dir
+JOB_INPUT_ROWS = 3
+NUM_CPUS = 6  # logical CPUs: two engine actors at 1 each, the data tasks, the job supervisor
+JOB_TIMEOUT = 900
+# The embedded model is converted once into the real cache; the head runs under a temporary
+# HOME, so point it there explicitly instead of converting again under the temporary HOME.
+PREFGEN_CACHE = os.environ.get("PREFGEN_CACHE") or str(Path.home() / ".cache" / "prefgen")
+
+
+@dataclass
+class Head:
+    address: str  # the dashboard (job server) URL
+    env: dict  # environment for every CLI call against this head: temp HOME, token auth
+    root: Path  # per-module scratch: HOME, job outputs
+    temp_dir: Path  # the head's --temp-dir (sessions, logs, sockets, uploaded packages)
+
+
+def _free_ports(n: int) -> list[int]:
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.socket()
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def _head_env(home: Path) -> dict:
+    # No RAY_* from the caller's environment: no RAY_ADDRESS of another cluster, no token
+    # (RAY_AUTH_TOKEN / RAY_AUTH_TOKEN_PATH) other than the one generated below.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+    env.update(
+        HOME=str(home),  # `ray get-auth-token --generate` always writes ~/.ray/auth_token
+        RAY_AUTH_MODE="token",
+        RAY_USAGE_STATS_ENABLED="0",
+        PREFGEN_CACHE=PREFGEN_CACHE,
+        HF_HUB_OFFLINE="1",
+    )
+    return env
+
+
+def _ray(head_env: dict, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([RAY, *args], env=head_env, capture_output=True, text=True, timeout=timeout)
+
+
+def _head_processes(sid: int, temp_dir: Path) -> list[psutil.Process]:
+    """Every process of this head: its session (ray start ran in a new one), or anything whose
+    command line or working directory lies under its temp dir (job drivers start sessions of
+    their own but run inside the uploaded working dir)."""
+    mine = []
+    marker = str(temp_dir)
+    for proc in psutil.process_iter():
+        try:
+            if proc.pid == os.getpid():
+                continue
+            if os.getsid(proc.pid) == sid or marker in " ".join(proc.cmdline()) or proc.cwd().startswith(marker):
+                mine.append(proc)
+        except (psutil.Error, OSError):
+            pass
+    return mine
+
+
+def _stop_head(sid: int, temp_dir: Path) -> None:
+    # Not `ray stop --force`: it kills every Ray process on the machine, including the local
+    # Ray of another test (or another user). This stops this head's processes only.
+    for _ in range(3):
+        procs = _head_processes(sid, temp_dir)
+        if not procs:
+            return
+        for p in procs:
+            try:
+                p.terminate()
+            except psutil.Error:
+                pass
+        _, alive = psutil.wait_procs(procs, timeout=15)
+        for p in alive:
+            try:
+                p.kill()
+            except psutil.Error:
+                pass
+        psutil.wait_procs(alive, timeout=10)
+
+
+def _job_info(head: Head, submission_id: str) -> dict:
+    script = (
+        "import json, sys\n"
+        "from ray.job_submission import JobSubmissionClient\n"
+        "info = JobSubmissionClient(sys.argv[1]).get_job_info(sys.argv[2])\n"
+        "print(json.dumps({'status': str(info.status), 'driver_exit_code': info.driver_exit_code,"
+        " 'message': info.message, 'start_time': info.start_time, 'end_time': info.end_time}))\n"
+    )
+    proc = subprocess.run(
+        [PYTHON, "-c", script, head.address, submission_id],
+        env=head.env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _submit(head: Head, submission_id: str, *pipeline_args: str) -> tuple[subprocess.CompletedProcess, float]:
+    """`ray job submit` as a user types it; blocks until the job ends (it streams the logs)."""
+    cmd = [
+        RAY, "job", "submit",
+        "--address", head.address,
+        "--submission-id", submission_id,
+        "--runtime-env", str(RUNTIME_ENV),
+        "--working-dir", str(REPO),
+        "--log-style", "record",
+        "--",
+        PYTHON, "jobs/run_pipeline.py", *pipeline_args,
+    ]  # fmt: skip
+    started = time.monotonic()
+    try:
+        proc = subprocess.run(cmd, env=head.env, capture_output=True, text=True, timeout=JOB_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        _ray(head.env, "job", "stop", "--address", head.address, submission_id)
+        raise
+    return proc, time.monotonic() - started
+
+
+@pytest.fixture(scope="module")
+def head(tmp_path_factory):
+    assert Path(RAY).exists(), f"no ray CLI next to {PYTHON}"
+    root = tmp_path_factory.mktemp("job_submit")
+    home = root / "home"
+    home.mkdir()
+    env = _head_env(home)
+
+    gen = _ray(env, "get-auth-token", "--generate")
+    assert gen.returncode == 0, gen.stderr
+    assert (home / ".ray" / "auth_token").read_text().strip() == gen.stdout.strip()
+
+    # Short path: Ray's unix sockets live under it (limit ~107 characters).
+    temp_dir = Path(tempfile.mkdtemp(prefix="prefgen-ray-"))
+    gcs, dash, node_mgr, obj_mgr, agent_http, agent_grpc, env_agent, metrics, client = _free_ports(9)
+    cmd = [
+        RAY, "start", "--head",
+        "--node-ip-address=127.0.0.1",
+        f"--port={gcs}",
+        "--dashboard-host=127.0.0.1",
+        f"--dashboard-port={dash}",
+        f"--node-manager-port={node_mgr}",
+        f"--object-manager-port={obj_mgr}",
+        f"--dashboard-agent-listen-port={agent_http}",
+        f"--dashboard-agent-grpc-port={agent_grpc}",
+        f"--runtime-env-agent-port={env_agent}",
+        f"--metrics-export-port={metrics}",
+        f"--ray-client-server-port={client}",
+        f"--num-cpus={NUM_CPUS}",
+        "--num-gpus=0",
+        f"--object-store-memory={1024**3}",
+        f"--temp-dir={temp_dir}",
+        "--disable-usage-stats",
+    ]  # fmt: skip
+    # A new session: every process the head spawns (GCS, raylet, dashboard, workers, engines)
+    # carries this session id, which is how the teardown finds them.
+    start = subprocess.Popen(
+        cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+    )
+    sid = start.pid
+    try:
+        out, _ = start.communicate(timeout=300)
+        (root / "ray_start.txt").write_text(out)
+        assert start.returncode == 0, out[-5000:]
+        h = Head(address=f"http://127.0.0.1:{dash}", env=env, root=root, temp_dir=temp_dir)
+        # `ray start` returns before the job server answers; wait until `ray job list` works.
+        deadline = time.monotonic() + 180
+        while True:
+            probe = _ray(env, "job", "list", "--address", h.address)
+            if probe.returncode == 0:
+                break
+            assert time.monotonic() < deadline, probe.stdout[-2000:] + probe.stderr[-3000:]
+            time.sleep(2)
+        yield h
+    finally:
+        if start.poll() is None:
+            start.kill()
+        _stop_head(sid, temp_dir)
+        leftover = _head_processes(sid, temp_dir)
+        shutil.rmtree(temp_dir, ignore_errors=True)
+        assert not leftover, f"head processes still alive: {[p.pid for p in leftover]}"
+
+
+@pytest.mark.integration
+def test_token_auth_guards_the_head(head):
+    # A client without the token (a HOME with no ~/.ray/auth_token) is turned away.
+    env = dict(head.env, RAY_AUTH_MODE="disabled", HOME=str(head.root))
+    proc = _ray(env, "job", "list", "--address", head.address)
+    assert proc.returncode != 0
+    assert "auth" in (proc.stdout + proc.stderr).lower()
+
+
+@pytest.mark.integration
+def test_pipeline_job_succeeds_and_writes_the_dataset(head):
+    out = head.root / "out"
+    sid = f"prefgen-test-{uuid.uuid4().hex[:8]}"
+    proc, wall = _submit(head, sid, "run", JOB_CONFIG, "--output", str(out))
+    (head.root / "submit_ok.txt").write_text(f"wall {wall:.1f} s\n{proc.stdout}\n--- stderr ---\n{proc.stderr}")
+    print(f"\n[job_submit] {sid}: submit to end {wall:.1f} s")
+    info = _job_info(head, sid)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    assert info["status"] == "SUCCEEDED" and info["driver_exit_code"] == 0, info
+
+    logs = _ray(head.env, "job", "logs", "--address", head.address, sid)
+    assert logs.returncode == 0, logs.stderr
+    assert "[prefgen] done" in logs.stdout
+    assert f"rows in:        {JOB_INPUT_ROWS}" in logs.stdout
+
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["input_rows"] == JOB_INPUT_ROWS
+    assert summary["paired_rows"] + sum(summary["rejects"].values()) == JOB_INPUT_ROWS
+    # Every pair on disk comes from a row the summary counts.
+    assert list((out / "pairs").glob("*.parquet")) or summary["paired_rows"] == 0
+
+
+@pytest.mark.integration
+def test_bad_config_job_fails_with_the_key_named(head):
+    bad = head.root / "bad.yaml"
+    bad.write_text(yaml.safe_dump({"judge": {"sampling": {"temprature": 0.0}}}))
+    sid = f"prefgen-bad-{uuid.uuid4().hex[:8]}"
+    proc, _ = _submit(head, sid, "run", str(bad), "--output", str(head.root / "bad-out"))
+    assert proc.returncode != 0
+    info = _job_info(head, sid)
+    assert info["status"] == "FAILED" and info["driver_exit_code"] == 2, info
+    logs = _ray(head.env, "job", "logs", "--address", head.address, sid)
+    assert "judge.sampling.temprature: Extra inputs are not permitted" in logs.stdout
+    assert not (head.root / "bad-out").exists()
+
+
+# --- the runtime environment files, without a cluster -------------------------------------
+
+
+@pytest.mark.parametrize("path", [RUNTIME_ENV, RUNTIME_ENV_CLUSTER], ids=lambda p: p.name)
+def test_runtime_env_files_are_valid_for_ray(path):
+    from ray.runtime_env import RuntimeEnv
+
+    spec = yaml.safe_load(path.read_text())
+    # RuntimeEnv accepts unknown keys as plugins, so a typo ("exclude") would pass silently.
+    assert set(spec) <= set(RuntimeEnv.known_fields), set(spec) - set(RuntimeEnv.known_fields)
+    RuntimeEnv(**spec)  # types and mutually exclusive fields (pip / uv / conda)
+    assert spec["working_dir"] == "."
+    assert {".venv/", ".git/"} <= set(spec["excludes"])
+
+
+def test_local_runtime_env_installs_nothing():
+    spec = yaml.safe_load(RUNTIME_ENV.read_text())
+    assert not {"pip", "uv", "conda", "container", "image_uri", "py_executable"} & set(spec)
+
+
+def test_cluster_runtime_env_pins_vllm_like_the_gpu_extra():
+    import tomllib
+
+    spec = yaml.safe_load(RUNTIME_ENV_CLUSTER.read_text())
+    gpu_extra = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]["gpu"]
+    assert set(gpu_extra) <= set(spec["uv"]["packages"])
+
+
+def test_working_dir_upload_stays_small(tmp_path):
+    """Zip the repository the way the job client does, with the file's excludes and without
+    .gitignore: the upload holds the code and no virtualenv or git objects."""
+    from ray._private.runtime_env.packaging import _zip_files
+
+    spec = yaml.safe_load(RUNTIME_ENV.read_text())
+    package = tmp_path / "pkg.zip"
+    _zip_files(str(REPO), spec["excludes"], str(package), include_gitignore=False)
+    names = zipfile.ZipFile(package).namelist()
+    assert "jobs/run_pipeline.py" in names and "prefgen/cli.py" in names and JOB_CONFIG in names
+    assert not [n for n in names if n.startswith((".venv/", ".git/")) or "__pycache__" in n]
+    assert package.stat().st_size < 20 * 1024**2, package.stat().st_size
