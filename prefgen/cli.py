@@ -10,7 +10,8 @@ import argparse
 import sys
 
 from prefgen.config import ConfigError, PipelineConfig, load_config
-from prefgen.io import InputError, OutputExistsError
+from prefgen.io import InputError
+from prefgen.runstate import ResumeRefused
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -22,9 +23,12 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--field", help="name of the instruction field")
     run.add_argument("--output", help="output directory or URI")
     run.add_argument("--limit", type=int, help="use only the first N input rows")
-    run.add_argument("--overwrite", action="store_true", help="replace an existing dataset at the output")
+    run.add_argument(
+        "--overwrite", action="store_true", help="start fresh: delete the dataset at the output (default: resume it)"
+    )
     run.add_argument("--ray-address", help="Ray cluster to join (default: RAY_ADDRESS or a new local Ray)")
     run.add_argument("--seed", type=int, help="run seed")
+    run.add_argument("--mode", choices=["auto", "streaming", "phased"], help="streaming, or one stage at a time")
     show = sub.add_parser("config", help="print the full, validated config (defaults filled in)")
     show.add_argument("config", nargs="?", help="YAML config (default: the embedded default)")
     return parser
@@ -39,6 +43,7 @@ def _overrides(args: argparse.Namespace) -> dict:
         "output.overwrite": args.overwrite or None,
         "ray.address": args.ray_address,
         "seed": args.seed,
+        "ray.mode": getattr(args, "mode", None),
     }
     return {k: v for k, v in pairs.items() if v is not None}
 
@@ -53,10 +58,10 @@ def main(argv: list[str] | None = None) -> int:
             print(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False), end="")
             return 0
         cfg: PipelineConfig = load_config(args.config, _overrides(args))
-        from prefgen.pipeline import run
+        from prefgen.pipeline import PlanError, run
 
         summary = run(cfg)
-    except (ConfigError, InputError, OutputExistsError) as exc:
+    except (ConfigError, InputError, ResumeRefused, PlanError) as exc:
         print(f"prefgen: {exc}", file=sys.stderr)
         return 2
     print("[prefgen] done")

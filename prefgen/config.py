@@ -145,12 +145,22 @@ class InputConfig(Strict):
 
 class OutputConfig(Strict):
     path: str = Field("prefgen-output", description="Directory or URI (s3://, gs://, file://) for the dataset.")
-    overwrite: bool = Field(False, description="Replace an existing dataset at path.")
+    overwrite: bool = Field(
+        False, description="Start fresh: delete what is at path. Without it a run at path of the same config resumes."
+    )
 
 
 class RayConfig(Strict):
     address: str | None = Field(None, description="Cluster to join; none: RAY_ADDRESS or a new local Ray.")
     num_cpus: int | None = Field(None, ge=1, description="Logical CPUs of a new local Ray; none: enough for all engines.")
+    mode: Literal["auto", "streaming", "phased"] = Field(
+        "auto",
+        description="streaming: every stage's engines at once; phased: one stage at a time, results "
+        "materialised in between; auto: phased when the GPUs cannot hold every stage at once.",
+    )
+    max_batch_retries: int = Field(
+        2, ge=0, description="Times a batch is retried on a new engine actor after its actor died."
+    )
 
 
 class PipelineConfig(Strict):

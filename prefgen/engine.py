@@ -23,7 +23,7 @@ import pyarrow as pa
 
 from prefgen.config import EngineConfig, ModelConfig
 from prefgen.prompts import Message
-from prefgen.schema import WORK_ROW, to_table
+from prefgen.schema import REJECT_STAGE_ERROR, WORK_ROW, to_table
 
 
 @dataclass
@@ -120,6 +120,14 @@ class VllmEngine:
         return results
 
 
+def _engine_dead(exc: Exception) -> bool:
+    try:
+        from vllm.v1.engine.exceptions import EngineDeadError
+    except ImportError:  # pragma: no cover - other vLLM layouts
+        return "EngineDead" in type(exc).__name__
+    return isinstance(exc, EngineDeadError)
+
+
 # --- placement --------------------------------------------------------------------------------
 
 
@@ -163,7 +171,8 @@ class ModelStage:
         self.stats_file = f"{STATS_DIR}/{name.replace(':', '-')}-{uuid.uuid4().hex[:8]}.json"
         started = time.monotonic()
         self.engine = VllmEngine(model_cfg, device)
-        self.stats = {"stage": name, "engine_start_s": round(time.monotonic() - started, 2),
+        self.stats = {"stage": name, "pid": os.getpid(), "engine_start_s": round(time.monotonic() - started, 2),
+                      "ready_at": time.time(), "last_batch_at": None,
                       "batches": 0, "rows": 0, "output_tokens": 0, "busy_s": 0.0}
         print(f"[prefgen] {name}: engine ready in {self.stats['engine_start_s']:.1f} s", flush=True)
 
@@ -174,12 +183,21 @@ class ModelStage:
         live = [row for row in rows if row["reject_reason"] is None]
         before = sum(row["output_tokens"] for row in live)
         started = time.monotonic()
-        if live:
-            self.task.run(live, self.engine)
+        try:
+            if live:
+                self.task.run(live, self.engine)
+        except Exception as exc:  # noqa: BLE001 - any failure is recorded on the rows
+            if _engine_dead(exc):
+                # Exit the actor: Ray starts a new one and retries this batch there.
+                print(f"[prefgen] {self.name}: engine died ({exc!r}); restarting the actor", flush=True)
+                os._exit(1)
+            for row in live:
+                row["reject_reason"], row["reject_detail"] = REJECT_STAGE_ERROR, f"{self.name}: {exc!r}"
         tokens = sum(row["output_tokens"] for row in live) - before
         elapsed = time.monotonic() - started
         for key, value in (("batches", 1), ("rows", len(live)), ("output_tokens", tokens), ("busy_s", elapsed)):
             self.stats[key] += value
+        self.stats["last_batch_at"] = time.time()
         write_json(self.output, self.stats_file, self.stats)
         print(
             f"[prefgen] {self.name}: {len(live)} rows, {tokens} tokens in {elapsed:.1f} s "

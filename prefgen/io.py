@@ -192,34 +192,25 @@ def _reject_duplicates(out: InputRows) -> None:
 
 # --- output -------------------------------------------------------------------------------------
 
-PAIRS_DIR, REJECTS_DIR, STATS_DIR, SUMMARY_FILE = "pairs", "rejects", "_stats", "summary.json"
+PAIRS_DIR, REJECTS_DIR, STATS_DIR, PHASES_DIR = "pairs", "rejects", "_stats", "_phases"
 
 
-class OutputExistsError(RuntimeError):
-    pass
+def write_shard(uri: str, kind: str, key: str, rows: list[dict], schema: pa.Schema, before_visible=None) -> str:
+    """Write rows as uri/kind/part-<key>.parquet, atomically: a temporary file moved into place.
 
-
-def prepare_output(uri: str, overwrite: bool) -> None:
-    """Refuse to mix runs: an existing dataset at `uri` is an error unless `overwrite`."""
+    `before_visible` runs between the two (the run's lease check), so a writer that lost the
+    folder leaves nothing a reader can see.
+    """
     fs, base = filesystem(uri)
-    existing = [d for d in (PAIRS_DIR, REJECTS_DIR, STATS_DIR) if fs.get_file_info(f"{base}/{d}").type != pafs.FileType.NotFound]
-    if existing and not overwrite:
-        raise OutputExistsError(f"{uri} already holds a dataset ({', '.join(existing)}); use --overwrite to replace it")
-    for d in existing:
-        fs.delete_dir(f"{base}/{d}")
-    for d in (PAIRS_DIR, REJECTS_DIR, STATS_DIR):
-        fs.create_dir(f"{base}/{d}", recursive=True)
-
-
-def write_shard(uri: str, kind: str, rows: list[dict], schema: pa.Schema) -> str | None:
-    """Write rows as one Parquet shard under uri/kind, named by the ids it holds; atomic."""
-    if not rows:
-        return None
-    fs, base = filesystem(uri)
-    digest = hashlib.sha256("\n".join(sorted(r.get("pair_id") or r["id"] for r in rows)).encode()).hexdigest()[:16]
-    final = f"{base}/{kind}/part-{digest}.parquet"
+    final = f"{base}/{kind}/part-{key}.parquet"
     tmp = f"{base}/{kind}/.tmp-{uuid.uuid4().hex}.parquet"
     pq.write_table(to_table(rows, schema), tmp, filesystem=fs)
+    try:
+        if before_visible:
+            before_visible()
+    except BaseException:
+        fs.delete_file(tmp)
+        raise
     fs.move(tmp, final)
     return final
 

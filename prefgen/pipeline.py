@@ -3,8 +3,12 @@ judge -> pair and write.
 
 Each model stage is a `map_batches` over an actor pool of `ModelStage`s, each actor holding a
 resident vLLM engine; rows stream from stage to stage in blocks of one batch. The last stage
-pairs a batch and writes its pairs and rejects as shards, returning one small count row, so
-the driver sees progress as batches land and the output is complete when the stream ends.
+pairs a batch and writes its pairs and rejects as shards, returning one report row; the driver
+commits each report (see `runstate.py`), so a killed run resumes where it stopped.
+
+Faults: an engine actor that dies is restarted and its batch retried `max_batch_retries`
+times; a batch that still fails is skipped by Ray Data and its rows are rejected by the driver
+as `worker_failed`, so every input row still ends up in the output once.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 import pyarrow as pa
 
@@ -20,21 +24,12 @@ from prefgen.config import ModelConfig, PipelineConfig
 from prefgen.engine import ModelStage, actor_options, resolve_device
 from prefgen.evolve import EvolveTask
 from prefgen.generate import GenerateTask
-from prefgen.io import (
-    PAIRS_DIR,
-    REJECTS_DIR,
-    STATS_DIR,
-    SUMMARY_FILE,
-    absolute_uri,
-    prepare_output,
-    read_instructions,
-    read_jsons,
-    write_json,
-    write_shard,
-)
+from prefgen.io import PAIRS_DIR, PHASES_DIR, REJECTS_DIR, STATS_DIR, absolute_uri, read_instructions, read_jsons, write_shard
 from prefgen.judge import JudgeTask
-from prefgen.pair import split_rows
-from prefgen.schema import PAIR_ROW, REJECT_ROW, WORK_ROW, to_table
+from prefgen.pair import reject_row, split_rows
+from prefgen.report import RunSummary, batch_counts
+from prefgen.runstate import RunState, batch_key, check_lease, input_digest
+from prefgen.schema import PAIR_ROW, REJECT_ROW, REJECT_WORKER_FAILED, WORK_ROW, to_table
 
 
 @dataclass
@@ -63,218 +58,185 @@ def plan_stages(cfg: PipelineConfig) -> list[StagePlan]:
     return stages
 
 
-def write_batch(batch: pa.Table, output: str, pairing: dict, seed: int) -> pa.Table:
-    """Last stage: pair the batch, write its shards, return one row of counts."""
+def write_rows(output: str, token: str, rows: list[dict], pairs: list[dict], rejects: list[dict]) -> dict:
+    """Write one batch's shards (fenced by the run's lease token) and return its report."""
+    key = batch_key([r["id"] for r in rows])
+    for kind, items, schema in ((PAIRS_DIR, pairs, PAIR_ROW), (REJECTS_DIR, rejects, REJECT_ROW)):
+        if items:
+            write_shard(output, kind, key, items, schema, before_visible=lambda: check_lease(output, token))
+    return batch_counts(key, rows, pairs, rejects)
+
+
+def write_batch(batch: pa.Table, output: str, token: str, pairing: dict, seed: int) -> pa.Table:
+    """Last stage: pair the batch, write its shards, return its report as one row."""
     rows = batch.to_pylist()
     pairs, rejects = split_rows(rows, pairing["strategy"], pairing["min_margin"], pairing["length_matched"], seed)
-    write_shard(output, PAIRS_DIR, pairs, PAIR_ROW)
-    write_shard(output, REJECTS_DIR, rejects, REJECT_ROW)
-    candidates = [c for row in rows for c in row["candidates"]]
-    counts = {
-        "rows": len(rows),
-        "paired_rows": len({p["id"] for p in pairs}),
-        "pairs": len(pairs),
-        "rejects": json.dumps(_count_reasons(rejects)),
-        "output_tokens": sum(row["output_tokens"] for row in rows),
-        "generated": sum(c["origin"] == "generated" for c in candidates),
-        "evolved": sum(c["origin"] == "evolved" for c in candidates),
-        "rated": sum(c["rating"] is not None for c in candidates),
-        "unrated": sum(c["rating"] is None for c in candidates),
-        **judge_counts(candidates),
-    }
-    return pa.Table.from_pylist([counts])
-
-
-def judge_counts(candidates: list[dict]) -> dict[str, int]:
-    """Judgments made, and per judge call: parse failures, retries, calls given up."""
-    judgments = [j for c in candidates for j in c["judgments"] or []]
-    calls = {}
-    for c in candidates:
-        for j in c["judgments"] or []:
-            # a joint call shows several candidates: count it once, by its judge/aspect/order
-            key = (c["candidate_id"].split("/")[0], j["judge"], j["aspect"], j["permutation"],
-                   j["order_seed"] if j["order_seed"] is not None else c["candidate_id"])
-            calls[key] = j
-    failed = [j for j in calls.values() if j["error"]]
-    return {
-        "judgments": len(judgments),
-        "not_applicable": sum(bool(j["not_applicable"]) for j in judgments),
-        "judge_calls": len(calls),
-        "parse_failures": sum(j["attempts"] - (0 if j["error"] else 1) for j in calls.values() if j["raw"] is not None),
-        "retries": sum(j["attempts"] - 1 for j in calls.values()),
-        "calls_given_up": len(failed),
-    }
-
-
-def _count_reasons(rejects: list[dict]) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for r in rejects:
-        counts[r["reason"]] = counts.get(r["reason"], 0) + 1
-    return counts
-
-
-CANDIDATE_COUNTS = ("generated", "evolved", "rated", "unrated")
-JUDGE_COUNTS = ("judgments", "not_applicable", "judge_calls", "parse_failures", "retries", "calls_given_up")
-
-
-@dataclass
-class RunSummary:
-    output: str
-    input_rows: int = 0
-    paired_rows: int = 0
-    pairs: int = 0
-    rejects: dict[str, int] = field(default_factory=dict)
-    candidates: dict[str, int] = field(default_factory=dict)
-    judging: dict[str, int] = field(default_factory=dict)
-    warnings: list[str] = field(default_factory=list)
-    output_tokens: int = 0
-    stages: dict[str, dict] = field(default_factory=dict)
-    wall_seconds: float = 0.0
-    config_digest: str = ""
-
-    @property
-    def rejected_rows(self) -> int:
-        return sum(self.rejects.values())
-
-    def add(self, counts: dict) -> None:
-        self.paired_rows += counts["paired_rows"]
-        self.pairs += counts["pairs"]
-        self.output_tokens += counts["output_tokens"]
-        for reason, n in json.loads(counts["rejects"]).items():
-            self.rejects[reason] = self.rejects.get(reason, 0) + n
-        for key in CANDIDATE_COUNTS:
-            self.candidates[key] = self.candidates.get(key, 0) + counts[key]
-        for key in JUDGE_COUNTS:
-            self.judging[key] = self.judging.get(key, 0) + counts[key]
-
-    def add_stage_stats(self, actor_stats: list[dict], order: list[str]) -> None:
-        """Sum the per-actor stats files into one entry per stage, in pipeline order."""
-        for st in actor_stats:
-            agg = self.stages.setdefault(
-                st["stage"], {"replicas": 0, "engine_start_s": 0.0, "rows": 0, "output_tokens": 0, "busy_s": 0.0}
-            )
-            agg["replicas"] += 1
-            agg["engine_start_s"] = max(agg["engine_start_s"], st["engine_start_s"])
-            for key in ("rows", "output_tokens", "busy_s"):
-                agg[key] += st[key]
-        self.stages = {name: self.stages[name] for name in order if name in self.stages}
-
-    def lines(self) -> list[str]:
-        tps = self.output_tokens / self.wall_seconds if self.wall_seconds else 0.0
-        reasons = ", ".join(f"{k}={v}" for k, v in sorted(self.rejects.items())) or "none"
-        return [
-            f"rows in:        {self.input_rows}",
-            f"pairs out:      {self.pairs} (from {self.paired_rows} instructions)",
-            f"rows rejected:  {self.rejected_rows} ({reasons})",
-            "candidates:     " + ", ".join(f"{k}={v}" for k, v in self.candidates.items()),
-            "judging:        " + ", ".join(f"{k}={v}" for k, v in self.judging.items()),
-            *(f"warning:        {w}" for w in self.warnings),
-            f"tokens:         {self.output_tokens} generated ({tps:.1f} tok/s over the whole run)",
-            *(
-                f"  {name}: engine start {st['engine_start_s']:.0f} s, {st['rows']} rows, "
-                f"{st['output_tokens']} tokens in {st['busy_s']:.0f} s busy "
-                f"({st['output_tokens'] / max(st['busy_s'], 1e-9):.0f} tok/s)"
-                for name, st in self.stages.items()
-            ),
-            f"wall time:      {self.wall_seconds:.1f} s",
-            f"output:         {self.output}",
-        ]
+    report = write_rows(output, token, rows, pairs, rejects)
+    return pa.Table.from_pylist([{"report": json.dumps(report)}])  # JSON: reports differ in shape
 
 
 def _init_ray(cfg: PipelineConfig, stages: list[StagePlan]):
+    """Join the configured cluster, or start a local Ray; returns (ray, session dir we own)."""
     import ray
 
     if ray.is_initialized():
-        return ray
+        return ray, None
     address = cfg.ray.address or os.environ.get("RAY_ADDRESS")
     if address:
         ray.init(address=address)
-    else:
-        # A local Ray needs a logical CPU per engine actor plus one for the other tasks; on a
-        # laptop that can exceed the cores, and the engines then share them.
-        needed = int(sum(s.model.engine.cpus_per_replica * s.model.engine.replicas for s in stages)) + 1
-        ray.init(num_cpus=cfg.ray.num_cpus or max(os.cpu_count() or 1, needed))
-    return ray
+        return ray, None
+    # A local Ray needs a logical CPU per engine actor plus one for the other tasks; on a
+    # laptop that can exceed the cores, and the engines then share them.
+    needed = int(sum(s.model.engine.cpus_per_replica * s.model.engine.replicas for s in stages)) + 1
+    context = ray.init(address="local", num_cpus=cfg.ray.num_cpus or max(os.cpu_count() or 1, needed))
+    return ray, context.address_info.get("session_dir")
 
 
-def check_fit(stages: list[StagePlan], devices: dict[str, str], resources: dict) -> None:
-    """Refuse up front a plan whose single replica cannot be placed on this cluster."""
+class PlanError(RuntimeError):
+    """The configured plan cannot run on this cluster; says what is missing."""
+
+
+def choose_mode(cfg: PipelineConfig, stages: list[StagePlan], devices: dict[str, str], resources: dict) -> str:
+    """Check the plan against the cluster and pick streaming or phased; refuse what cannot fit."""
+    gpus, cpus = resources.get("GPU", 0), resources.get("CPU", 0)
+    gpu_need = {s.name: s.model.engine.tensor_parallel_size for s in stages if devices[s.name] == "gpu"}
     for s in stages:
         eng = s.model.engine
-        if devices[s.name] == "gpu" and resources.get("GPU", 0) < eng.tensor_parallel_size:
-            raise RuntimeError(
-                f"{s.name}: needs {eng.tensor_parallel_size} GPU(s) per replica, the cluster has "
-                f"{resources.get('GPU', 0):g}; lower tensor_parallel_size or set engine.device: cpu"
+        if gpu_need.get(s.name, 0) > gpus:
+            raise PlanError(
+                f"{s.name}: needs {eng.tensor_parallel_size} GPU(s) per replica, the cluster has {gpus:g}; "
+                "lower tensor_parallel_size, add GPU workers, or set engine.device: cpu"
             )
-        if resources.get("CPU", 0) < eng.cpus_per_replica:
-            raise RuntimeError(f"{s.name}: needs {eng.cpus_per_replica:g} CPUs per replica, the cluster has {resources.get('CPU', 0):g}")
+        if eng.cpus_per_replica > cpus:
+            raise PlanError(f"{s.name}: needs {eng.cpus_per_replica:g} CPUs per replica, the cluster has {cpus:g}")
+    all_at_once = sum(need * s.model.engine.replicas for s in stages for need in [gpu_need.get(s.name, 0)])
+    if cfg.ray.mode != "auto":
+        if cfg.ray.mode == "streaming" and all_at_once > gpus:
+            raise PlanError(
+                f"streaming holds every stage's engines at once: {all_at_once:g} GPUs, the cluster has "
+                f"{gpus:g}; set ray.mode: phased (or auto)"
+            )
+        return cfg.ray.mode
+    return "phased" if all_at_once > gpus else "streaming"
 
 
 def run(cfg: PipelineConfig, log=print) -> RunSummary:
     started = time.monotonic()
     cfg = cfg.model_copy(deep=True)
-    cfg.output.path = absolute_uri(cfg.output.path)
-    summary = RunSummary(output=cfg.output.path, config_digest=cfg.digest())
+    cfg.output.path = out = absolute_uri(cfg.output.path)
     inputs = read_instructions(cfg.input)  # unusable input fails here, before Ray starts
-    prepare_output(cfg.output.path, cfg.output.overwrite)
-    summary.input_rows = inputs.total
-    write_shard(cfg.output.path, REJECTS_DIR, inputs.rejects, REJECT_ROW)
-    summary.add({"paired_rows": 0, "pairs": 0, "output_tokens": 0, "rejects": json.dumps(_count_reasons(inputs.rejects))}
-                | dict.fromkeys(CANDIDATE_COUNTS + JUDGE_COUNTS, 0))
-    summary.warnings = cfg.warnings()
+    all_ids = sorted(r["id"] for r in inputs.rows + inputs.rejects)
+    state = RunState(out)
+    state.open(cfg.model_dump(mode="json"), cfg.digest(), input_digest(all_ids), cfg.output.overwrite, log)
+    todo = [r for r in inputs.rows if r["id"] not in state.done_ids]
+    bad_input = [r for r in inputs.rejects if r["id"] not in state.done_ids]
+    log(f"[prefgen] {inputs.total} rows read from {inputs.source}: {len(inputs.rows)} usable, "
+        f"{len(inputs.rejects)} rejected, {len(state.done_ids)} already done, {len(todo)} to process")
+    summary = RunSummary(output=out, input_rows=inputs.total, rows_skipped=len(state.done_ids),
+                         config_digest=cfg.digest(), warnings=cfg.warnings())
     for warning in summary.warnings:
         log(f"[prefgen] warning: {warning}")
-    log(f"[prefgen] {inputs.total} rows read from {inputs.source}: {len(inputs.rows)} to process, {len(inputs.rejects)} rejected")
 
-    if inputs.rows:
-        stages = plan_stages(cfg)
-        ray = _init_ray(cfg, stages)
-        resources = ray.cluster_resources()
-        devices = {s.name: resolve_device(s.model.engine, resources.get("GPU", 0)) for s in stages}
-        check_fit(stages, devices, resources)
-        ds = _build_dataset(ray, cfg, inputs.rows, stages, devices)
-        for counts in ds.iter_rows():
-            summary.add(counts)
-            done = summary.paired_rows + summary.rejected_rows
-            log(
-                f"[prefgen] progress: {done}/{summary.input_rows} rows done, {summary.pairs} pairs, "
-                f"{summary.rejected_rows} rejected, {time.monotonic() - started:.0f} s"
-            )
-    summary.add_stage_stats(read_jsons(cfg.output.path, STATS_DIR), [s.name for s in plan_stages(cfg)])
+    try:
+        attempt_commits = _process(cfg, state, todo, bad_input, summary, started, log)
+    except BaseException as exc:
+        state.fail(repr(exc))
+        raise
+    for commit in state.commits:
+        summary.add(commit)
+    summary.attempt_tokens = sum(c["output_tokens"] for c in attempt_commits)
+    summary.add_stage_stats(read_jsons(out, STATS_DIR), [s.name for s in plan_stages(cfg)])
     summary.wall_seconds = time.monotonic() - started
-    if summary.paired_rows + summary.rejected_rows != summary.input_rows:
+    if summary.done_rows != summary.input_rows:
         raise RuntimeError(
             f"row counts do not add up: {summary.input_rows} in, {summary.paired_rows} paired + "
             f"{summary.rejected_rows} rejected"
         )
-    write_json(cfg.output.path, SUMMARY_FILE, asdict(summary) | {"config": cfg.model_dump(mode="json")})
+    state.finish(asdict(summary))
     return summary
 
 
-def _build_dataset(ray, cfg: PipelineConfig, rows: list[dict], stages: list[StagePlan], devices: dict[str, str]):
+def _process(cfg, state: RunState, todo, bad_input, summary: RunSummary, started: float, log) -> list[dict]:
+    """Write the bad input's rejects, stream the rest through the stages; return this attempt's commits."""
+    out = cfg.output.path
+    stages = plan_stages(cfg)
+    ray, session_dir = _init_ray(cfg, stages) if todo else (None, None)
+    state.claim(session_dir)
+    attempt_commits = []
+    if bad_input:
+        attempt_commits.append(write_rows(out, state.token, bad_input, [], bad_input))
+        state.commit(attempt_commits[-1])
+    if todo:
+        resources = ray.cluster_resources()
+        devices = {s.name: resolve_device(s.model.engine, resources.get("GPU", 0)) for s in stages}
+        summary.mode = mode = choose_mode(cfg, stages, devices, resources)
+        log(f"[prefgen] {mode} mode: " + ", ".join(f"{s.name} on {devices[s.name]}" for s in stages))
+        ray.data.DataContext.get_current().max_errored_blocks = -1  # failed batches: see below
+        build = _phased_dataset if mode == "phased" else _streaming_dataset
+        for row in build(ray, cfg, todo, stages, devices, state.token, log).iter_rows():
+            report = json.loads(row["report"])
+            state.commit(report)
+            attempt_commits.append(report)
+            log(f"[prefgen] progress: {len(state.done_ids)}/{summary.input_rows} rows done, "
+                f"{sum(c['pairs'] for c in state.commits)} pairs, {time.monotonic() - started:.0f} s")
+        lost = [r for r in todo if r["id"] not in state.done_ids]
+        if lost:
+            detail = f"its batch failed after {cfg.ray.max_batch_retries} retries (engine actor died)"
+            rejects = [reject_row(r, REJECT_WORKER_FAILED, detail) for r in lost]
+            attempt_commits.append(write_rows(out, state.token, lost, [], rejects))
+            state.commit(attempt_commits[-1])
+            log(f"[prefgen] {len(lost)} rows rejected as {REJECT_WORKER_FAILED}")
+    return attempt_commits
+
+
+def _source(ray, rows: list[dict], stages: list[StagePlan]):
+    """The rows to process, in blocks of one batch so that stages stream block by block."""
     block = min(s.model.engine.batch_size for s in stages)
     table = to_table(rows, WORK_ROW)
-    ds = ray.data.from_arrow([table.slice(i, block) for i in range(0, table.num_rows, block)])
-    for s in stages:
-        eng = s.model.engine
-        ds = ds.map_batches(
-            ModelStage,
-            fn_constructor_kwargs={
-                "model_cfg": s.model,
-                "device": devices[s.name],
-                "task": s.task,
-                "name": s.name,
-                "output": cfg.output.path,
-            },
-            batch_size=eng.batch_size,
-            batch_format="pyarrow",
-            compute=ray.data.ActorPoolStrategy(size=eng.replicas),
-            **actor_options(eng, devices[s.name]),
-        )
+    return ray.data.from_arrow([table.slice(i, block) for i in range(0, table.num_rows, block)])
+
+
+def _with_stage(ray, ds, cfg: PipelineConfig, s: StagePlan, device: str):
+    eng = s.model.engine
+    return ds.map_batches(
+        ModelStage,
+        fn_constructor_kwargs={"model_cfg": s.model, "device": device, "task": s.task, "name": s.name,
+                               "output": cfg.output.path},
+        batch_size=eng.batch_size,
+        batch_format="pyarrow",
+        compute=ray.data.ActorPoolStrategy(size=eng.replicas),
+        max_restarts=-1,  # a dead engine actor is always replaced...
+        max_task_retries=cfg.ray.max_batch_retries,  # ...but a batch is retried a bounded number of times
+        **actor_options(eng, device),
+    )
+
+
+def _with_writer(ds, cfg: PipelineConfig, token: str):
     return ds.map_batches(
         write_batch,
-        fn_kwargs={"output": cfg.output.path, "pairing": cfg.pairing.model_dump(), "seed": cfg.seed},
+        fn_kwargs={"output": cfg.output.path, "token": token, "pairing": cfg.pairing.model_dump(), "seed": cfg.seed},
         batch_format="pyarrow",
         batch_size=None,
         num_cpus=0.25,
     )
+
+
+def _streaming_dataset(ray, cfg, rows, stages, devices, token, log):
+    """Every stage's engines live at once; rows flow through all of them block by block."""
+    ds = _source(ray, rows, stages)
+    for s in stages:
+        ds = _with_stage(ray, ds, cfg, s, devices[s.name])
+    return _with_writer(ds, cfg, token)
+
+
+def _phased_dataset(ray, cfg, rows, stages, devices, token, log):
+    """One stage at a time: its output is written under `_phases/`, its engines released, and
+    the next stage reads it back. Holds one model's engines at a time (e.g. one GPU)."""
+    ds = _source(ray, rows, stages)
+    for i, s in enumerate(stages):
+        started = time.monotonic()
+        path = f"{cfg.output.path}/{PHASES_DIR}/{token[:8]}/{i:02d}-{s.name.replace(':', '-')}"
+        _with_stage(ray, ds, cfg, s, devices[s.name]).write_parquet(path)
+        log(f"[prefgen] phase {i + 1}/{len(stages)} {s.name} done in {time.monotonic() - started:.0f} s")
+        ds = ray.data.read_parquet(path)
+    return _with_writer(ds, cfg, token)

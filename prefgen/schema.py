@@ -101,6 +101,8 @@ REJECT_TOO_FEW_RATED = "too_few_rated"
 REJECT_ALL_TIED = "all_tied"
 REJECT_IDENTICAL = "identical_texts"
 REJECT_MARGIN = "margin_below_min"
+REJECT_STAGE_ERROR = "stage_error"
+REJECT_WORKER_FAILED = "worker_failed"
 
 
 def candidate(**fields) -> dict:

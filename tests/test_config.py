@@ -1,5 +1,7 @@
 """Config loading: defaults run, bad keys are named before anything starts."""
 
+from pathlib import Path
+
 import pytest
 
 from prefgen.config import ConfigError, PipelineConfig, load_config, parse_config
@@ -76,3 +78,10 @@ def test_digest_ignores_paths_but_not_settings():
     b = parse_config({"output": {"path": "y"}})
     c = parse_config({"judge": {"aspects": ["honesty"]}})
     assert a.digest() == b.digest() != c.digest()
+
+
+def test_shipped_configs_validate_and_laptop_is_the_default():
+    root = Path(__file__).parent.parent / "configs"
+    for path in root.glob("*.yaml"):
+        load_config(path)
+    assert load_config(root / "laptop.yaml").digest() == PipelineConfig().digest()

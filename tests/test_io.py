@@ -7,7 +7,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from prefgen.config import InputConfig
-from prefgen.io import InputError, OutputExistsError, prepare_output, read_instructions, write_shard
+from prefgen.io import InputError, read_instructions, write_shard
 from prefgen.schema import REJECT_ROW
 
 
@@ -98,14 +98,16 @@ def test_bundled_sample_is_the_default():
     assert got.total >= 10 and not got.rejects
 
 
-def test_output_refuses_existing_dataset_and_writes_through_uri(tmp_path):
+def test_shard_written_atomically_through_a_uri(tmp_path):
     uri = f"file://{tmp_path}/out"
-    prepare_output(uri, overwrite=False)
+    (tmp_path / "out" / "rejects").mkdir(parents=True)
     row = {"id": "a", "instruction": "q", "source": "s", "line": 1, "reason": "r", "detail": None, "candidates": []}
-    shard = write_shard(uri, "rejects", [row], REJECT_ROW)
-    assert pq.read_table(shard.removeprefix("file://") if shard.startswith("file://") else shard).num_rows == 1
-    assert not [p for p in (tmp_path / "out" / "rejects").iterdir() if p.name.startswith(".tmp")]
-    with pytest.raises(OutputExistsError):
-        prepare_output(uri, overwrite=False)
-    prepare_output(uri, overwrite=True)
-    assert list((tmp_path / "out" / "rejects").iterdir()) == []
+    shard = write_shard(uri, "rejects", "k1", [row], REJECT_ROW)
+    assert shard.endswith("rejects/part-k1.parquet") and pq.read_table(shard).num_rows == 1
+
+    def refuse():
+        raise RuntimeError("lost the lease")
+
+    with pytest.raises(RuntimeError):
+        write_shard(uri, "rejects", "k2", [row], REJECT_ROW, before_visible=refuse)
+    assert sorted(p.name for p in (tmp_path / "out" / "rejects").iterdir()) == ["part-k1.parquet"]

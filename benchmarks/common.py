@@ -1,0 +1,48 @@
+"""Shared helpers of the benchmark scripts: run the real CLI in a subprocess, read the manifest."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def cli(args: list[str]) -> list[str]:
+    return [sys.executable, "-m", "prefgen.cli", "run", *args]
+
+
+def run_cli(args: list[str], log: Path) -> tuple[float, dict]:
+    """Run `prefgen run ARGS` to the end; return (wall seconds seen from outside, manifest)."""
+    started = time.monotonic()
+    with log.open("w") as f:
+        done = subprocess.run(cli(args), stdout=f, stderr=subprocess.STDOUT)
+    wall = time.monotonic() - started
+    if done.returncode != 0:
+        raise SystemExit(f"prefgen failed (rc {done.returncode}); see {log}")
+    out = Path(args[args.index("--output") + 1])
+    return wall, json.loads((out / "manifest.json").read_text())
+
+
+def stage_table(manifest: dict) -> dict:
+    return {
+        name: {
+            "engine_start_s": round(st["engine_start_s"], 1),
+            "busy_s": round(st["busy_s"], 1),
+            "output_tokens": st["output_tokens"],
+            "tokens_per_s": round(st["output_tokens"] / max(st["busy_s"], 1e-9), 1),
+        }
+        for name, st in manifest["stages"].items()
+    }
+
+
+def save(name: str, data: dict) -> Path:
+    RESULTS.mkdir(exist_ok=True)
+    path = RESULTS / f"{name}.json"
+    path.write_text(json.dumps(data, indent=2))
+    print(json.dumps(data, indent=2))
+    print(f"written to {path}")
+    return path

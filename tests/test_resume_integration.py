@@ -1,0 +1,192 @@
+"""Never lose a row, on real processes: a SIGKILLed driver resumes; a killed engine actor is
+replaced. Real Ray and real vLLM (CPU build) on the small model, a lean pipeline (one
+generator, the judge) over twelve one-row batches so that a kill lands mid-run.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+from prefgen.config import InputConfig
+from prefgen.io import read_instructions
+
+pytestmark = pytest.mark.integration
+
+ENGINE = {"max_model_len": 1024, "batch_size": 1, "cpu_kv_cache_gib": 1}
+QUESTIONS = [
+    "What is a prime number?", "Name a primary colour.", "What does a thermometer measure?",
+    "Why do we sleep?", "What is rain?", "How many legs has a spider?", "What is a noun?",
+    "Why is salt added to pasta water?", "What is a volcano?", "What is gravity?",
+    "Who wrote Hamlet?", "What is a budget?",
+]
+
+
+def config(tmp: Path) -> Path:
+    data = tmp / "in.jsonl"
+    lines = [json.dumps({"instruction": q}) for q in QUESTIONS] + ['{"instruction": ""}', "not json"]
+    data.write_text("\n".join(lines) + "\n")
+    cfg = {
+        "input": {"path": str(data)},
+        "generators": [{"name": "g", "num_completions": 2, "engine": ENGINE,
+                        "sampling": {"temperature": 1.0, "max_tokens": 24}}],
+        "evolution": {"enabled": False},
+        "judge": {"engine": ENGINE, "sampling": {"temperature": 0.0, "max_tokens": 160}},
+        "pairing": {"min_margin": 1},
+    }
+    path = tmp / "config.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def start(cfg: Path, out: Path, log: Path) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "prefgen.cli", "run", str(cfg), "--output", str(out)],
+        stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True,
+    )
+
+
+def wait_for(predicate, proc: subprocess.Popen, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = predicate()
+        if found:
+            return found
+        assert proc.poll() is None, f"the run ended (rc {proc.returncode}) before {what}"
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def commits(out: Path) -> list[dict]:
+    return [json.loads(p.read_text()) for p in (out / "_commits").glob("*.json")] if (out / "_commits").exists() else []
+
+
+def read_output(out: Path):
+    pairs = [r for f in sorted((out / "pairs").glob("*.parquet")) for r in pq.read_table(f).to_pylist()]
+    rejects = [r for f in sorted((out / "rejects").glob("*.parquet")) for r in pq.read_table(f).to_pylist()]
+    return pairs, rejects
+
+
+def assert_exactly_once(cfg: Path, out: Path):
+    expected = read_instructions(InputConfig(path=str(yaml.safe_load(cfg.read_text())["input"]["path"])))
+    pairs, rejects = read_output(out)
+    reject_ids = [r["id"] for r in rejects]
+    paired = {p["id"] for p in pairs}
+    assert len(reject_ids) == len(set(reject_ids)), "a row was rejected twice"
+    assert not paired & set(reject_ids), "a row is both paired and rejected"
+    assert len({p["pair_id"] for p in pairs}) == len(pairs), "a pair was written twice"
+    assert paired | set(reject_ids) == {r["id"] for r in expected.rows + expected.rejects}
+    assert not [p for d in ("pairs", "rejects") for p in (out / d).iterdir() if p.name.startswith(".tmp")]
+    return pairs, rejects
+
+
+def session_processes(session_dir: str) -> list[int]:
+    found = []
+    for pid in (p for p in os.listdir("/proc") if p.isdigit()):
+        try:
+            if session_dir in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace"):
+                found.append(int(pid))
+        except OSError:
+            continue
+    return found
+
+
+def test_sigkilled_driver_resumes_with_every_row_exactly_once(tmp_path):
+    cfg, out = config(tmp_path), tmp_path / "out"
+    first = start(cfg, out, tmp_path / "first.log")
+    try:
+        # kill as soon as some, but not all, batches are committed
+        wait_for(lambda: len(commits(out)) >= 2, first, 900, "a batch was committed")
+        lease = json.loads((out / "_lease.json").read_text())
+        os.kill(first.pid, signal.SIGKILL)
+        first.wait()
+    finally:
+        if first.poll() is None:
+            first.kill()
+    done_before = {i for c in commits(out) for i in c["ids"]}
+    assert 0 < len(done_before) < len(QUESTIONS) + 2
+
+    second = subprocess.run(
+        [sys.executable, "-m", "prefgen.cli", "run", str(cfg), "--output", str(out)],
+        capture_output=True, text=True, timeout=1200,
+    )
+    assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
+    assert f"{len(done_before)} rows already done" in second.stdout
+    assert not session_processes(lease["ray_session_dir"]), "the killed run's Ray processes outlived the resume"
+
+    pairs, rejects = assert_exactly_once(cfg, out)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["status"] == "complete" and len(manifest["attempts"]) == 2
+    assert manifest["attempts"][1]["rows_skipped"] == len(done_before)
+    assert manifest["input_rows"] == manifest["paired_rows"] + sum(manifest["rejects"].values()) == 14
+    # rows finished before the kill were not redone: their shards are the ones committed then
+    assert {i for c in commits(out) for i in c["ids"]} >= done_before
+
+    changed = yaml.safe_load(cfg.read_text())
+    changed["pairing"]["min_margin"] = 2
+    cfg.write_text(yaml.safe_dump(changed))
+    refused = subprocess.run([sys.executable, "-m", "prefgen.cli", "run", str(cfg), "--output", str(out)],
+                             capture_output=True, text=True, timeout=300)
+    assert refused.returncode == 2 and "another config" in refused.stderr
+
+
+def test_killed_engine_actor_is_replaced_and_nothing_is_lost(tmp_path):
+    cfg, out = config(tmp_path), tmp_path / "out"
+    proc = start(cfg, out, tmp_path / "run.log")
+    try:
+        def judge_stats():
+            files = list((out / "_stats").glob("judge-*.json")) if (out / "_stats").exists() else []
+            stats = [json.loads(f.read_text()) for f in files]
+            return [s for s in stats if s["batches"] >= 1]
+
+        [victim] = wait_for(judge_stats, proc, 900, "the judge finished a batch")
+        os.kill(victim["pid"], signal.SIGKILL)
+        proc.wait(timeout=1200)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    log = (tmp_path / "run.log").read_text()
+    assert proc.returncode == 0, log[-4000:]
+    pairs, rejects = assert_exactly_once(cfg, out)
+    assert "worker_failed" not in {r["reason"] for r in rejects}, "the batch was not retried on a new actor"
+    judge_actors = [json.loads(f.read_text()) for f in (out / "_stats").glob("judge-*.json")]
+    assert len({a["pid"] for a in judge_actors}) >= 2  # a second judge actor took over
+    assert sum(a["rows"] for a in judge_actors) >= len(QUESTIONS)
+
+
+def test_phased_mode_runs_the_mission_shape_one_model_at_a_time(tmp_path):
+    """Two generators and a judge, each stage's engine alone: the one-GPU plan, on the CPU."""
+    cfg_path = config(tmp_path)
+    cfg = yaml.safe_load(cfg_path.read_text())
+    cfg["generators"].append({"name": "h", "system_prompt": "Answer in one sentence.", "engine": ENGINE,
+                              "sampling": {"temperature": 0.5, "max_tokens": 24}})
+    cfg["input"]["limit"] = 6
+    for model in cfg["generators"] + [cfg["judge"]]:
+        model["engine"] = dict(ENGINE, batch_size=4)
+    cfg_path.write_text(yaml.safe_dump(cfg))
+    out = tmp_path / "out"
+    done = subprocess.run(
+        [sys.executable, "-m", "prefgen.cli", "run", str(cfg_path), "--output", str(out), "--mode", "phased"],
+        capture_output=True, text=True, timeout=1500,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    for i, name in enumerate(["generate:g", "generate:h", "judge:judge"], start=1):
+        assert f"phase {i}/3 {name} done" in done.stdout
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["mode"] == "phased" and manifest["input_rows"] == 6
+    assert manifest["paired_rows"] + sum(manifest["rejects"].values()) == 6
+    # one model at a time: each stage's engine started after the previous stage's last batch
+    stats = {s["stage"]: s for s in (json.loads(f.read_text()) for f in (out / "_stats").glob("*.json"))}
+    order = ["generate:g", "generate:h", "judge:judge"]
+    for before, after in zip(order, order[1:]):
+        assert stats[after]["ready_at"] - stats[after]["engine_start_s"] >= stats[before]["last_batch_at"] - 1
+    assert not any((out / "_phases").iterdir()), "intermediate results were not cleaned up"
+    pairs, rejects = read_output(out)
+    assert {c["generator"] for r in pairs + rejects for c in r["candidates"]} == {"g", "h"}
