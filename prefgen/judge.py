@@ -225,6 +225,7 @@ class JudgeTask:
                     "raw": raw,
                     "error": error,
                     "attempts": call.attempts,
+                    "retried_because": "; ".join(call.errors) or None,
                 }
             )
 

@@ -27,6 +27,7 @@ JUDGMENT = pa.struct(
         ("raw", pa.string()),  # the judge's answer as written
         ("error", pa.string()),
         ("attempts", pa.int64()),
+        ("retried_because", pa.string()),  # what was wrong with the answers before this one
     ]
 )
 

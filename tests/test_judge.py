@@ -235,6 +235,7 @@ def test_retry_that_succeeds_is_recorded():
     JudgeTask("j", "m").run(rows, ScriptedEngine(lambda req: [next(answers)]))
     [j] = rows[0]["candidates"][0]["judgments"]
     assert (j["rating"], j["attempts"], j["error"]) == (4.0, 2, None)
+    assert j["retried_because"].startswith("attempt 1:")
 
 
 def test_single_mode_one_call_per_candidate_and_prompt_too_long():
