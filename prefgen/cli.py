@@ -11,6 +11,7 @@ import sys
 
 from prefgen.config import ConfigError, PipelineConfig, load_config
 from prefgen.io import InputError
+from prefgen.pipeline import PlanError, run
 from prefgen.runstate import ResumeRefused
 
 
@@ -58,8 +59,6 @@ def main(argv: list[str] | None = None) -> int:
             print(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False), end="")
             return 0
         cfg: PipelineConfig = load_config(args.config, _overrides(args))
-        from prefgen.pipeline import PlanError, run
-
         summary = run(cfg)
     except (ConfigError, InputError, ResumeRefused, PlanError) as exc:
         print(f"prefgen: {exc}", file=sys.stderr)

@@ -153,6 +153,11 @@ class OutputConfig(Strict):
 class RayConfig(Strict):
     address: str | None = Field(None, description="Cluster to join; none: RAY_ADDRESS or a new local Ray.")
     num_cpus: int | None = Field(None, ge=1, description="Logical CPUs of a new local Ray; none: enough for all engines.")
+    expected_resources: dict[str, float] = Field(
+        default_factory=dict,
+        description="What an autoscaling cluster can grow to, e.g. {GPU: 6, CPU: 80}: placement checks "
+        "and auto mode use it where the cluster has less at start (its workers may start at zero).",
+    )
     mode: Literal["auto", "streaming", "phased"] = Field(
         "auto",
         description="streaming: every stage's engines at once; phased: one stage at a time, results "

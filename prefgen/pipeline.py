@@ -92,6 +92,11 @@ def _init_ray(cfg: PipelineConfig, stages: list[StagePlan]):
     return ray, context.address_info.get("session_dir")
 
 
+def planning_resources(now: dict, expected: dict) -> dict:
+    """What to plan for: the cluster as it is, or what it is expected to grow to, whichever is more."""
+    return {k: max(now.get(k, 0), expected.get(k, 0)) for k in {*now, *expected}}
+
+
 class PlanError(RuntimeError):
     """The configured plan cannot run on this cluster; says what is missing."""
 
@@ -105,10 +110,14 @@ def choose_mode(cfg: PipelineConfig, stages: list[StagePlan], devices: dict[str,
         if gpu_need.get(s.name, 0) > gpus:
             raise PlanError(
                 f"{s.name}: needs {eng.tensor_parallel_size} GPU(s) per replica, the cluster has {gpus:g}; "
-                "lower tensor_parallel_size, add GPU workers, or set engine.device: cpu"
+                "lower tensor_parallel_size, add GPU workers (on an autoscaling cluster: set "
+                "ray.expected_resources), or set engine.device: cpu"
             )
         if eng.cpus_per_replica > cpus:
-            raise PlanError(f"{s.name}: needs {eng.cpus_per_replica:g} CPUs per replica, the cluster has {cpus:g}")
+            raise PlanError(
+                f"{s.name}: needs {eng.cpus_per_replica:g} CPUs per replica, the cluster has {cpus:g} "
+                "(on an autoscaling cluster: set ray.expected_resources)"
+            )
     all_at_once = sum(need * s.model.engine.replicas for s in stages for need in [gpu_need.get(s.name, 0)])
     if cfg.ray.mode != "auto":
         if cfg.ray.mode == "streaming" and all_at_once > gpus:
@@ -167,7 +176,7 @@ def _process(cfg, state: RunState, todo, bad_input, summary: RunSummary, started
         attempt_commits.append(write_rows(out, state.token, bad_input, [], bad_input))
         state.commit(attempt_commits[-1])
     if todo:
-        resources = ray.cluster_resources()
+        resources = planning_resources(ray.cluster_resources(), cfg.ray.expected_resources)
         devices = {s.name: resolve_device(s.model.engine, resources.get("GPU", 0)) for s in stages}
         summary.mode = mode = choose_mode(cfg, stages, devices, resources)
         log(f"[prefgen] {mode} mode: " + ", ".join(f"{s.name} on {devices[s.name]}" for s in stages))

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
+import pyarrow.parquet as pq
 import pytest
 import yaml
 
@@ -222,16 +223,18 @@ def head(tmp_path_factory):
         _stop_head(sid, temp_dir)
         leftover = _head_processes(sid, temp_dir)
         shutil.rmtree(temp_dir, ignore_errors=True)
-        assert not leftover, f"head processes still alive: {[p.pid for p in leftover]}"
+    assert not leftover, f"head processes still alive: {[p.pid for p in leftover]}"
 
 
 @pytest.mark.integration
 def test_token_auth_guards_the_head(head):
-    # A client without the token (a HOME with no ~/.ray/auth_token) is turned away.
-    env = dict(head.env, RAY_AUTH_MODE="disabled", HOME=str(head.root))
-    proc = _ray(env, "job", "list", "--address", head.address)
-    assert proc.returncode != 0
-    assert "auth" in (proc.stdout + proc.stderr).lower()
+    # A client without the token (a HOME with no ~/.ray/auth_token), and one with a wrong token.
+    no_token = dict(head.env, RAY_AUTH_MODE="disabled", HOME=str(head.root))
+    wrong_token = dict(head.env, RAY_AUTH_TOKEN="0" * 32)
+    for env in (no_token, wrong_token):
+        proc = _ray(env, "job", "list", "--address", head.address)
+        assert proc.returncode != 0
+        assert "AuthenticationError" in proc.stderr, proc.stderr[-2000:]
 
 
 @pytest.mark.integration
@@ -240,8 +243,10 @@ def test_pipeline_job_succeeds_and_writes_the_dataset(head):
     sid = f"prefgen-test-{uuid.uuid4().hex[:8]}"
     proc, wall = _submit(head, sid, "run", JOB_CONFIG, "--output", str(out))
     (head.root / "submit_ok.txt").write_text(f"wall {wall:.1f} s\n{proc.stdout}\n--- stderr ---\n{proc.stderr}")
-    print(f"\n[job_submit] {sid}: submit to end {wall:.1f} s")
     info = _job_info(head, sid)
+    if info["end_time"] and info["start_time"]:
+        server = (info["end_time"] - info["start_time"]) / 1000
+        print(f"\n[job_submit] {sid}: `ray job submit` to exit {wall:.1f} s, job start to end {server:.1f} s")
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     assert info["status"] == "SUCCEEDED" and info["driver_exit_code"] == 0, info
 
@@ -250,11 +255,14 @@ def test_pipeline_job_succeeds_and_writes_the_dataset(head):
     assert "[prefgen] done" in logs.stdout
     assert f"rows in:        {JOB_INPUT_ROWS}" in logs.stdout
 
-    summary = json.loads((out / "summary.json").read_text())
+    # The run's summary: manifest.json (it replaced summary.json), counts that add up.
+    summary = json.loads((out / "manifest.json").read_text())
+    assert summary["status"] == "complete"
     assert summary["input_rows"] == JOB_INPUT_ROWS
     assert summary["paired_rows"] + sum(summary["rejects"].values()) == JOB_INPUT_ROWS
-    # Every pair on disk comes from a row the summary counts.
-    assert list((out / "pairs").glob("*.parquet")) or summary["paired_rows"] == 0
+    # The shards on disk hold what the summary counts.
+    on_disk = {d: sum(pq.read_metadata(f).num_rows for f in (out / d).glob("*.parquet")) for d in ("pairs", "rejects")}
+    assert on_disk == {"pairs": summary["pairs"], "rejects": sum(summary["rejects"].values())}, (on_disk, summary)
 
 
 @pytest.mark.integration

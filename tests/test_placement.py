@@ -8,7 +8,7 @@ import pytest
 
 from prefgen.config import PipelineConfig, parse_config
 from prefgen.engine import actor_options, resolve_device
-from prefgen.pipeline import choose_mode, plan_stages
+from prefgen.pipeline import PlanError, choose_mode, plan_stages, planning_resources
 
 
 def gpu_config(tp_judge=1, mode="auto", replicas=1) -> PipelineConfig:
@@ -50,6 +50,17 @@ def test_stage_needing_more_gpus_than_the_cluster_is_refused_by_name():
     stages, devices = plan(cfg, 2)
     with pytest.raises(RuntimeError, match=r"judge:judge: needs 4 GPU\(s\) per replica, the cluster has 2"):
         choose_mode(cfg, stages, devices, {"CPU": 8, "GPU": 2})
+
+
+def test_autoscaling_cluster_plans_for_expected_resources():
+    """Right after `ray up` the head alone is there (CPU 0, no GPU): plan for what it can grow to."""
+    cfg = gpu_config()
+    resources = planning_resources({"CPU": 0.0, "memory": 1e9}, {"GPU": 6, "CPU": 80})
+    assert resources["GPU"] == 6 and resources["CPU"] == 80 and resources["memory"] == 1e9
+    stages, devices = plan(cfg, resources["GPU"])
+    assert choose_mode(cfg, stages, devices, resources) == "streaming"
+    with pytest.raises(PlanError, match="ray.expected_resources"):
+        choose_mode(cfg, stages, devices, {"CPU": 0.0})
 
 
 def test_cpu_plans_stream_and_devices_resolve():
