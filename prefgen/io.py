@@ -25,14 +25,15 @@ from prefgen.config import InputConfig
 from prefgen.schema import (
     REJECT_BAD_JSON,
     REJECT_BAD_UTF8,
+    REJECT_DUPLICATE,
     REJECT_EMPTY,
     REJECT_MISSING_FIELD,
     REJECT_NOT_STRING,
+    reject_row,
     to_table,
 )
 
 SAMPLE_INSTRUCTIONS = Path(__file__).parent / "data" / "sample_instructions.jsonl"
-REJECT_DUPLICATE = "duplicate_instruction"
 
 
 class InputError(ValueError):
@@ -85,7 +86,7 @@ class InputRows:
             "line": line,
         }
         if reason:
-            self.rejects.append(base | {"reason": reason, "detail": detail, "candidates": []})
+            self.rejects.append(reject_row(base, reason, detail))
         else:
             self.rows.append(base | {"candidates": [], "output_tokens": 0, "reject_reason": None, "reject_detail": None})
 
@@ -180,10 +181,7 @@ def _reject_duplicates(out: InputRows) -> None:
     for row in out.rows:
         key = " ".join(row["instruction"].split())
         if key in first_seen:
-            out.rejects.append(
-                {k: row[k] for k in ("id", "instruction", "source", "line")}
-                | {"reason": REJECT_DUPLICATE, "detail": f"same instruction as line {first_seen[key]}", "candidates": []}
-            )
+            out.rejects.append(reject_row(row, REJECT_DUPLICATE, f"same instruction as line {first_seen[key]}"))
         else:
             first_seen[key] = row["line"]
             kept.append(row)

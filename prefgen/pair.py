@@ -22,6 +22,7 @@ from prefgen.schema import (
     REJECT_MARGIN,
     REJECT_NO_CANDIDATES,
     REJECT_TOO_FEW_RATED,
+    reject_row,
 )
 
 
@@ -92,18 +93,6 @@ def pair_row(row: dict, chosen: dict, rejected: dict, index: int) -> dict:
         "candidates": row["candidates"],
         "source": row["source"],
         "line": row["line"],
-    }
-
-
-def reject_row(row: dict, reason: str, detail: str | None) -> dict:
-    return {
-        "id": row["id"],
-        "instruction": row["instruction"],
-        "source": row["source"],
-        "line": row["line"],
-        "reason": reason,
-        "detail": detail,
-        "candidates": row.get("candidates") or [],
     }
 
 

@@ -26,10 +26,10 @@ from prefgen.evolve import EvolveTask
 from prefgen.generate import GenerateTask
 from prefgen.io import PAIRS_DIR, PHASES_DIR, REJECTS_DIR, STATS_DIR, absolute_uri, read_instructions, read_jsons, write_shard
 from prefgen.judge import JudgeTask
-from prefgen.pair import reject_row, split_rows
+from prefgen.pair import split_rows
 from prefgen.report import RunSummary, batch_counts
 from prefgen.runstate import RunState, batch_key, check_lease, input_digest
-from prefgen.schema import PAIR_ROW, REJECT_ROW, REJECT_WORKER_FAILED, WORK_ROW, to_table
+from prefgen.schema import PAIR_ROW, REJECT_ROW, REJECT_WORKER_FAILED, WORK_ROW, reject_row, to_table
 
 
 @dataclass
@@ -58,9 +58,12 @@ def plan_stages(cfg: PipelineConfig) -> list[StagePlan]:
     return stages
 
 
-def write_rows(output: str, token: str, rows: list[dict], pairs: list[dict], rejects: list[dict]) -> dict:
-    """Write one batch's shards (fenced by the run's lease token) and return its report."""
-    key = batch_key([r["id"] for r in rows])
+def write_rows(output: str, token: str, rows: list[dict], pairs: list[dict], rejects: list[dict], tag: str = "") -> dict:
+    """Write one batch's shards (fenced by the run's lease token) and return its report.
+
+    The shard key derives from the batch's ids (and `tag`, for batches the driver writes), so
+    a retried writer rewrites the same files instead of adding new ones."""
+    key = batch_key([tag, *(r["id"] for r in rows)] if tag else [r["id"] for r in rows])
     for kind, items, schema in ((PAIRS_DIR, pairs, PAIR_ROW), (REJECTS_DIR, rejects, REJECT_ROW)):
         if items:
             write_shard(output, kind, key, items, schema, before_visible=lambda: check_lease(output, token))
@@ -173,7 +176,7 @@ def _process(cfg, state: RunState, todo, bad_input, summary: RunSummary, started
     state.claim(session_dir)
     attempt_commits = []
     if bad_input:
-        attempt_commits.append(write_rows(out, state.token, bad_input, [], bad_input))
+        attempt_commits.append(write_rows(out, state.token, bad_input, [], bad_input, tag="input"))
         state.commit(attempt_commits[-1])
     if todo:
         resources = planning_resources(ray.cluster_resources(), cfg.ray.expected_resources)
@@ -192,7 +195,8 @@ def _process(cfg, state: RunState, todo, bad_input, summary: RunSummary, started
         if lost:
             detail = f"its batch failed after {cfg.ray.max_batch_retries} retries (engine actor died)"
             rejects = [reject_row(r, REJECT_WORKER_FAILED, detail) for r in lost]
-            attempt_commits.append(write_rows(out, state.token, lost, [], rejects))
+            # tagged: an uncommitted shard of the failed batch (same ids) must not become committed
+            attempt_commits.append(write_rows(out, state.token, lost, [], rejects, tag="lost"))
             state.commit(attempt_commits[-1])
             log(f"[prefgen] {len(lost)} rows rejected as {REJECT_WORKER_FAILED}")
     return attempt_commits

@@ -94,6 +94,7 @@ REJECT_ROW = pa.schema(
 REJECT_MISSING_FIELD = "missing_field"
 REJECT_NOT_STRING = "instruction_not_string"
 REJECT_EMPTY = "empty_instruction"
+REJECT_DUPLICATE = "duplicate_instruction"
 REJECT_BAD_JSON = "malformed_json"
 REJECT_BAD_UTF8 = "invalid_utf8"
 REJECT_TOO_LONG = "prompt_too_long"
@@ -112,6 +113,19 @@ def candidate(**fields) -> dict:
     if unknown:
         raise KeyError(f"unknown candidate fields: {sorted(unknown)}")
     return {name: fields.get(name) for name in CANDIDATE_FIELDS}
+
+
+def reject_row(row: dict, reason: str, detail: str | None) -> dict:
+    """A rejects-output row for an input row or work row, with its reason."""
+    return {
+        "id": row["id"],
+        "instruction": row["instruction"],
+        "source": row["source"],
+        "line": row["line"],
+        "reason": reason,
+        "detail": detail,
+        "candidates": row.get("candidates") or [],
+    }
 
 
 def to_table(rows: list[dict], schema: pa.Schema) -> pa.Table:
