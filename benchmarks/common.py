@@ -9,6 +9,22 @@ import time
 from pathlib import Path
 
 RESULTS = Path(__file__).parent / "results"
+INSTRUCTIONS = Path(__file__).parent / "data" / "instructions.jsonl"  # 48 varied instructions
+
+
+def config_with_batch_size(config: str | None, batch_size: int, folder: Path) -> Path:
+    """Write the config (default: the embedded default) with every model's engine.batch_size
+    set, so that a run commits its rows in several batches; return the new file."""
+    import yaml
+
+    from prefgen.config import load_config
+
+    cfg = load_config(config)
+    for model in [*cfg.generators, cfg.evolution, *cfg.judges]:
+        model.engine.batch_size = batch_size
+    path = folder / "config.yaml"
+    path.write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
+    return path
 
 
 def cli(args: list[str]) -> list[str]:

@@ -3,9 +3,9 @@
 Streaming keeps every stage's engine alive at once; phased runs one stage at a time (the
 one-GPU plan) and materialises results in between. Prints and writes, per mode: wall time,
 tokens generated and tokens/s over the wall time, and per stage engine start, busy time and
-tokens/s. Default: the embedded default config over the bundled sample instructions.
+tokens/s. Default: the embedded default config over benchmarks/data/instructions.jsonl (48).
 
-    uv run --extra cpu python benchmarks/pipeline_modes.py [--config C.yaml] [--limit N]
+    uv run --extra cpu python benchmarks/pipeline_modes.py [--config C.yaml] [--input F] [--limit N]
 """
 
 from __future__ import annotations
@@ -14,19 +14,21 @@ import argparse
 import tempfile
 from pathlib import Path
 
-from common import run_cli, save, stage_table
+from common import INSTRUCTIONS, run_cli, save, stage_table
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", help="YAML config (default: the embedded default)")
+    parser.add_argument("--input", default=str(INSTRUCTIONS), help="instructions file")
     parser.add_argument("--limit", type=int, help="first N instructions only")
     parser.add_argument("--modes", default="streaming,phased")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="prefgen-bench-"))
-    results = {"config": args.config or "embedded default", "limit": args.limit, "modes": {}}
+    results = {"config": args.config or "embedded default", "input": args.input, "limit": args.limit, "modes": {}}
     for mode in args.modes.split(","):
-        cmd = ([args.config] if args.config else []) + ["--output", str(work / mode), "--mode", mode, "--overwrite"]
+        cmd = ([args.config] if args.config else []) + ["--input", args.input, "--output", str(work / mode),
+                                                         "--mode", mode, "--overwrite"]
         if args.limit:
             cmd += ["--limit", str(args.limit)]
         wall, manifest = run_cli(cmd, work / f"{mode}.log")

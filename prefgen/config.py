@@ -45,10 +45,21 @@ class EngineConfig(Strict):
     device: Literal["auto", "cpu", "gpu"] = Field(
         "auto", description="auto: GPU if the Ray cluster has GPUs, else vLLM's CPU build."
     )
+    accelerator_type: str | None = Field(
+        None,
+        description="GPU model every replica must land on, as Ray names it (A10G, L4, A100, H100, ...); "
+        "none: any GPU. GPU stages only.",
+    )
     cpus_per_replica: float = Field(1.0, gt=0, description="Logical Ray CPUs each engine actor holds.")
     cpu_kv_cache_gib: float = Field(2.0, gt=0, description="KV cache size on the CPU build (VLLM_CPU_KVCACHE_SPACE).")
     batch_size: int = Field(16, ge=1, description="Instructions per batch sent to one engine actor.")
     extra: dict = Field(default_factory=dict, description="Further keyword arguments for vllm.LLM.")
+
+    @model_validator(mode="after")
+    def _accelerator_needs_gpu(self) -> EngineConfig:
+        if self.accelerator_type and self.device == "cpu":
+            raise ValueError(f"accelerator_type {self.accelerator_type!r} needs device gpu or auto, not cpu")
+        return self
 
 
 class SamplingConfig(Strict):

@@ -143,6 +143,8 @@ def actor_options(engine: EngineConfig, device: str) -> dict:
     env = {}
     if device == "gpu":
         options["num_gpus"] = engine.tensor_parallel_size
+        if engine.accelerator_type:
+            options["accelerator_type"] = engine.accelerator_type
         if engine.tensor_parallel_size > 1:
             env["VLLM_WORKER_MULTIPROC_METHOD"] = "spawn"
     else:
@@ -161,7 +163,8 @@ class ModelStage:
     """Callable class for `map_batches`: one resident engine, one task, batches of work rows.
 
     After each batch the actor rewrites its own stats file under `<output>/_stats/` (engine
-    start, rows, tokens, busy time); the driver sums them into the run summary.
+    start, rows, tokens, busy time, outputs the task dropped by reason); the driver sums them
+    into the run summary.
     """
 
     def __init__(self, model_cfg: ModelConfig, device: str, task, name: str, output: str):
@@ -173,7 +176,7 @@ class ModelStage:
         self.engine = VllmEngine(model_cfg, device)
         self.stats = {"stage": name, "pid": os.getpid(), "engine_start_s": round(time.monotonic() - started, 2),
                       "ready_at": time.time(), "last_batch_at": None,
-                      "batches": 0, "rows": 0, "output_tokens": 0, "busy_s": 0.0}
+                      "batches": 0, "rows": 0, "output_tokens": 0, "busy_s": 0.0, "dropped": {}}
         print(f"[prefgen] {name}: engine ready in {self.stats['engine_start_s']:.1f} s", flush=True)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
@@ -198,6 +201,7 @@ class ModelStage:
         for key, value in (("batches", 1), ("rows", len(live)), ("output_tokens", tokens), ("busy_s", elapsed)):
             self.stats[key] += value
         self.stats["last_batch_at"] = time.time()
+        self.stats["dropped"] = dict(getattr(self.task, "dropped", {}))  # the task counts for this actor
         write_json(self.output, self.stats_file, self.stats)
         print(
             f"[prefgen] {self.name}: {len(live)} rows, {tokens} tokens in {elapsed:.1f} s "

@@ -3,13 +3,14 @@
 Round 1 rewrites every generated completion; round r rewrites round r-1's rewrites. Each
 rewrite targets one criterion, drawn per candidate and round from a hash of the run seed and
 the candidate id, so the draw is the same on every run and independent of batching. A rewrite
-is not assumed better: the judge rates it like any other candidate.
+is not assumed better: the judge rates it like any other candidate. A rewrite that failed
+(prompt too long), came back empty or unchanged adds no candidate and is counted in `dropped`.
 """
 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from prefgen.engine import ChatEngine, Request
 from prefgen.prompts import clean_evolved, evolve_prompt
@@ -21,6 +22,15 @@ def pick_criterion(criteria: list[str], seed: int, candidate_id: str, round_no: 
     return criteria[int.from_bytes(digest[:8], "big") % len(criteria)]
 
 
+def why_dropped(error: str | None, text: str, parent_text: str) -> str | None:
+    """Why a rewrite adds no candidate, or None if it does."""
+    if error:
+        return "prompt_too_long"
+    if not text:
+        return "empty"
+    return "unchanged" if text == parent_text else None
+
+
 @dataclass
 class EvolveTask:
     model: str
@@ -28,6 +38,7 @@ class EvolveTask:
     num_evolutions: int = 1
     keep_original: bool = True
     seed: int = 0
+    dropped: dict[str, int] = field(default_factory=dict)  # rewrites that became no candidate, by reason
 
     def run(self, rows: list[dict], engine: ChatEngine) -> None:
         parents = [(row, c) for row in rows for c in row["candidates"] if c["origin"] == "generated"]
@@ -43,8 +54,10 @@ class EvolveTask:
             for (row, parent), crit, result in zip(parents, criteria, engine.chat(requests)):
                 row["output_tokens"] += result.tokens
                 text = clean_evolved(result.texts[0]) if result.texts else ""
-                if not text or text == parent["text"]:
-                    continue  # a failed or no-op rewrite adds nothing; the parent stays
+                reason = why_dropped(result.error, text, parent["text"])
+                if reason:  # a failed or no-op rewrite adds nothing; the parent stays
+                    self.dropped[reason] = self.dropped.get(reason, 0) + 1
+                    continue
                 child = candidate(
                     candidate_id=f"{parent['candidate_id']}/e{round_no}",
                     text=text,

@@ -2,12 +2,13 @@
 
 One generator is one `GenerateTask` in its own engine stage; the pool is the chain of those
 stages, each appending to the row's candidate list, so the candidates of an instruction are
-grouped as they are made (no shuffle, no barrier).
+grouped as they are made (no shuffle, no barrier). An empty completion adds no candidate and
+is counted in `dropped`, which the stage reports.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from prefgen.engine import ChatEngine, Request
 from prefgen.prompts import generation_prompt
@@ -20,6 +21,7 @@ class GenerateTask:
     model: str
     system_prompt: str | None = None
     num_completions: int = 1
+    dropped: dict[str, int] = field(default_factory=dict)  # completions that became no candidate, by reason
 
     def run(self, rows: list[dict], engine: ChatEngine) -> None:
         requests = [
@@ -33,7 +35,9 @@ class GenerateTask:
                 row["reject_detail"] = f"generator {self.name}: {result.error}"
                 continue
             for k, text in enumerate(result.texts):
-                if text.strip():
+                if not text.strip():
+                    self.dropped["empty"] = self.dropped.get("empty", 0) + 1
+                else:
                     row["candidates"].append(
                         candidate(
                             candidate_id=f"{row['id']}/{self.name}/{k}",

@@ -75,7 +75,8 @@ class InputRows:
             if not present:
                 reason, detail = REJECT_MISSING_FIELD, "the instruction field is missing"
             elif not isinstance(value, str):
-                reason, detail = REJECT_NOT_STRING, f"instruction is {type(value).__name__}, not text"
+                kind = "null" if value is None else type(value).__name__
+                reason, detail = REJECT_NOT_STRING, f"instruction is {kind}, not text"
             elif not value.strip():
                 reason, detail = REJECT_EMPTY, "instruction is empty or whitespace"
         text = value if isinstance(value, str) else None

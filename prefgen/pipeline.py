@@ -104,6 +104,20 @@ class PlanError(RuntimeError):
     """The configured plan cannot run on this cluster; says what is missing."""
 
 
+def _check_accelerator(stage: str, wanted: str, device: str, resources: dict) -> None:
+    """Ray marks a node holding GPUs of type T with the resource `accelerator_type:T`."""
+    if device != "gpu":
+        raise PlanError(f"{stage}: accelerator_type {wanted} is set but the cluster has no GPUs, so the stage "
+                        "would run on the CPU; add GPU workers or set ray.expected_resources")
+    if resources.get(f"accelerator_type:{wanted}", 0) <= 0:
+        have = sorted(k.split(":", 1)[1] for k, v in resources.items() if k.startswith("accelerator_type:") and v > 0)
+        raise PlanError(
+            f"{stage}: needs accelerator type {wanted}, the cluster has {', '.join(have) or 'none named'}; "
+            f"change engine.accelerator_type, or on an autoscaling cluster add 'accelerator_type:{wanted}' "
+            "to ray.expected_resources"
+        )
+
+
 def choose_mode(cfg: PipelineConfig, stages: list[StagePlan], devices: dict[str, str], resources: dict) -> str:
     """Check the plan against the cluster and pick streaming or phased; refuse what cannot fit."""
     gpus, cpus = resources.get("GPU", 0), resources.get("CPU", 0)
@@ -116,6 +130,8 @@ def choose_mode(cfg: PipelineConfig, stages: list[StagePlan], devices: dict[str,
                 "lower tensor_parallel_size, add GPU workers (on an autoscaling cluster: set "
                 "ray.expected_resources), or set engine.device: cpu"
             )
+        if eng.accelerator_type:
+            _check_accelerator(s.name, eng.accelerator_type, devices[s.name], resources)
         if eng.cpus_per_replica > cpus:
             raise PlanError(
                 f"{s.name}: needs {eng.cpus_per_replica:g} CPUs per replica, the cluster has {cpus:g} "

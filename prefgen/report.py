@@ -97,13 +97,29 @@ class RunSummary:
         """Sum the per-actor stats files into one entry per stage, in pipeline order."""
         for st in actor_stats:
             agg = self.stages.setdefault(
-                st["stage"], {"replicas": 0, "engine_start_s": 0.0, "rows": 0, "output_tokens": 0, "busy_s": 0.0}
+                st["stage"],
+                {"replicas": 0, "engine_start_s": 0.0, "rows": 0, "output_tokens": 0, "busy_s": 0.0, "dropped": {}},
             )
             agg["replicas"] += 1
             agg["engine_start_s"] = max(agg["engine_start_s"], st["engine_start_s"])
             for key in ("rows", "output_tokens", "busy_s"):
                 agg[key] += st[key]
+            for reason, n in st.get("dropped", {}).items():
+                agg["dropped"][reason] = agg["dropped"].get(reason, 0) + n
         self.stages = {name: self.stages[name] for name in order if name in self.stages}
+
+    @staticmethod
+    def _stage_line(name: str, st: dict) -> str:
+        line = (
+            f"  {name}: engine start {st['engine_start_s']:.0f} s, {st['rows']} rows, "
+            f"{st['output_tokens']} tokens in {st['busy_s']:.0f} s busy "
+            f"({st['output_tokens'] / max(st['busy_s'], 1e-9):.0f} tok/s)"
+        )
+        dropped = st.get("dropped") or {}
+        if dropped:
+            reasons = ", ".join(f"{k}={v}" for k, v in sorted(dropped.items()))
+            line += f"; outputs dropped: {sum(dropped.values())} ({reasons})"
+        return line
 
     def lines(self) -> list[str]:
         tps = self.attempt_tokens / self.wall_seconds if self.wall_seconds else 0.0
@@ -115,12 +131,7 @@ class RunSummary:
             "candidates:     " + ", ".join(f"{k}={v}" for k, v in self.candidates.items()),
             "judging:        " + ", ".join(f"{k}={v}" for k, v in self.judging.items()),
             f"tokens:         {self.output_tokens} generated ({tps:.1f} tok/s over the wall time)",
-            *(
-                f"  {name}: engine start {st['engine_start_s']:.0f} s, {st['rows']} rows, "
-                f"{st['output_tokens']} tokens in {st['busy_s']:.0f} s busy "
-                f"({st['output_tokens'] / max(st['busy_s'], 1e-9):.0f} tok/s)"
-                for name, st in self.stages.items()
-            ),
+            *(self._stage_line(name, st) for name, st in self.stages.items()),
             *(f"warning:        {w}" for w in self.warnings),
             f"wall time:      {self.wall_seconds:.1f} s" + (f" ({self.mode} mode)" if self.mode else ""),
             f"output:         {self.output}",

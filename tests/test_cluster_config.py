@@ -177,3 +177,25 @@ def test_manifests_name_the_same_ray_version_everywhere():
     texts = CLUSTER_YAML.read_text() + RAYJOB_YAML.read_text()
     for image in {w for w in texts.split() if w.startswith("rayproject/ray:")}:
         assert image.startswith(f"rayproject/ray:{ray.__version__}-"), image
+
+
+def test_accelerator_types_the_mission_asks_for_are_offered(rayjob):
+    """A stage pinned to a GPU model can only scale up if some worker type advertises that model
+    before its nodes exist: in cluster.yaml's resources and in the RayJob's rayStartParams."""
+    from prefgen.config import load_config
+
+    mission = load_config(REPO / "configs" / "mission.yaml")
+    wanted = {m.engine.accelerator_type for m in [*mission.generators, mission.evolution, *mission.judges]}
+    wanted.discard(None)
+    assert wanted, "configs/mission.yaml pins no accelerator type"
+    offered_by_cluster = {k for node in _worker_types(_cluster()).values() for k in node["resources"]}
+    offered_by_rayjob = {
+        k
+        for group in rayjob["spec"]["rayClusterSpec"]["workerGroupSpecs"]
+        if "resources" in group["rayStartParams"]
+        for k in json.loads(json.loads(group["rayStartParams"]["resources"]))  # a JSON string inside a string
+    }
+    for accelerator in wanted:
+        resource = f"accelerator_type:{accelerator}"
+        assert resource in offered_by_cluster and resource in offered_by_rayjob
+        assert mission.ray.expected_resources.get(resource, 0) > 0

@@ -30,6 +30,7 @@ def test_jsonl_bad_lines_each_get_a_reason(tmp_path):
             json.dumps(["a", "list"]).encode(),  # 8
             json.dumps({"instruction": "What is  synthetic data?"}).encode(),  # 9 duplicate of 1
             json.dumps({"instruction": "Why is the sky blue?"}).encode(),  # 10 ok
+            json.dumps({"instruction": None}).encode(),  # 11
         ],
     )
     got = read_instructions(InputConfig(path=str(path)))
@@ -43,10 +44,13 @@ def test_jsonl_bad_lines_each_get_a_reason(tmp_path):
         6: "empty_instruction",
         8: "malformed_json",
         9: "duplicate_instruction",
+        11: "instruction_not_string",
     }
-    assert got.total == 9
+    assert got.total == 10
     assert all(r["source"] == str(path) for r in got.rejects)
-    assert "line 1" in next(r for r in got.rejects if r["line"] == 9)["detail"]
+    details = {r["line"]: r["detail"] for r in got.rejects}
+    assert "line 1" in details[9]
+    assert (details[5], details[11]) == ("instruction is int, not text", "instruction is null, not text")
 
 
 def test_ids_are_stable_and_distinct(tmp_path):

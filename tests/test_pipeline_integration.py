@@ -166,6 +166,11 @@ def test_manifest_records_the_run(run):
     assert set(stages) == {"generate:focused", "generate:playful", "evolve", "judge:judge"}
     assert all(st["engine_start_s"] > 0 and st["output_tokens"] > 0 for st in stages.values())
     assert stages["generate:focused"]["rows"] == 5  # the too-long row reaches the stage and is refused there
+    # every completion and every rewrite is either a candidate or counted as dropped, with a reason
+    generated = m["candidates"]["generated"] + sum(sum(stages[g]["dropped"].values()) for g in
+                                                   ("generate:focused", "generate:playful"))
+    assert generated == 4 * 3  # four rows reach the generators whole; 1 + 2 completions each
+    assert m["candidates"]["evolved"] + sum(stages["evolve"]["dropped"].values()) == m["candidates"]["generated"]
     assert not (run["out"] / "_lease.json").exists()
 
 

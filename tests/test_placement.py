@@ -6,18 +6,19 @@ that the resources prefgen asks for are the ones Ray grants.
 
 import pytest
 
-from prefgen.config import PipelineConfig, parse_config
+from prefgen.config import ConfigError, PipelineConfig, parse_config
 from prefgen.engine import actor_options, resolve_device
 from prefgen.pipeline import PlanError, choose_mode, plan_stages, planning_resources
 
 
-def gpu_config(tp_judge=1, mode="auto", replicas=1) -> PipelineConfig:
-    eng = {"device": "gpu", "replicas": replicas}
+def gpu_config(tp_judge=1, mode="auto", replicas=1, judge_accelerator=None, device="gpu") -> PipelineConfig:
+    eng = {"device": device, "replicas": replicas}
+    judge = {"device": device, "tensor_parallel_size": tp_judge, "accelerator_type": judge_accelerator}
     return parse_config(
         {
             "generators": [{"name": "a", "engine": eng}, {"name": "b", "engine": eng}],
             "evolution": {"enabled": False},
-            "judge": {"engine": {"device": "gpu", "tensor_parallel_size": tp_judge}},
+            "judge": {"engine": judge},
             "ray": {"mode": mode},
         }
     )
@@ -63,6 +64,25 @@ def test_autoscaling_cluster_plans_for_expected_resources():
         choose_mode(cfg, stages, devices, {"CPU": 0.0})
 
 
+def test_accelerator_type_is_checked_against_the_cluster():
+    cfg = gpu_config(judge_accelerator="A10G")
+    stages, devices = plan(cfg, 4)
+    with pytest.raises(PlanError, match=r"judge:judge: needs accelerator type A10G, the cluster has L4"):
+        choose_mode(cfg, stages, devices, {"CPU": 8, "GPU": 4, "accelerator_type:L4": 1})
+    assert choose_mode(cfg, stages, devices, {"CPU": 8, "GPU": 4, "accelerator_type:A10G": 1}) == "streaming"
+    # an autoscaling cluster whose A10G workers do not exist yet: planned from expected_resources
+    grown = planning_resources({"CPU": 0.0}, {"CPU": 80, "GPU": 6, "accelerator_type:A10G": 6})
+    assert choose_mode(cfg, stages, devices, grown) == "streaming"
+    auto = gpu_config(judge_accelerator="A10G", device="auto")
+    with pytest.raises(PlanError, match="has no GPUs, so the stage would run on the CPU"):
+        choose_mode(auto, *plan(auto, 0), {"CPU": 8})
+
+
+def test_accelerator_type_on_a_cpu_engine_is_a_config_error():
+    with pytest.raises(ConfigError, match=r"judge.engine: .*accelerator_type 'A10G' needs device gpu or auto"):
+        gpu_config(judge_accelerator="A10G", device="cpu")
+
+
 def test_cpu_plans_stream_and_devices_resolve():
     cfg = PipelineConfig()
     stages, devices = plan(cfg, 0)
@@ -90,12 +110,15 @@ def test_gpu_actor_options_are_granted_on_logical_gpus():
             import ray
 
             batch["gpu_ids"] = [",".join(str(g) for g in ray.get_gpu_ids())] * len(batch["x"])
+            granted = ray.get_runtime_context().get_assigned_resources()
+            batch["a10g"] = [granted.get("accelerator_type:A10G", 0) > 0] * len(batch["x"])
             batch["visible"] = [os.environ.get("CUDA_VISIBLE_DEVICES", "")] * len(batch["x"])
             return batch
 
-    ray.init(address="local", num_cpus=4, num_gpus=2, include_dashboard=False)
+    # a node with two logical GPUs that Ray takes for A10Gs
+    ray.init(address="local", num_cpus=4, num_gpus=2, resources={"accelerator_type:A10G": 1}, include_dashboard=False)
     try:
-        cfg = gpu_config(tp_judge=2)
+        cfg = gpu_config(tp_judge=2, judge_accelerator="A10G")
         opts = actor_options(cfg.judge.engine, "gpu")
         opts.pop("runtime_env")
         ds = ray.data.range(4).map_batches(
@@ -104,5 +127,6 @@ def test_gpu_actor_options_are_granted_on_logical_gpus():
         rows = ds.take_all()
         assert {r["gpu_ids"] for r in rows} == {"0,1"}  # tensor_parallel_size 2: both GPUs, one actor
         assert {r["visible"] for r in rows} == {"0,1"}
+        assert {r["a10g"] for r in rows} == {True}  # placed by the accelerator type asked for
     finally:
         ray.shutdown()

@@ -64,3 +64,35 @@ def test_criterion_draw_is_stable_and_uses_every_criterion():
     draws = [pick_criterion(crits, 0, f"id{i}", 1) for i in range(200)]
     assert draws == [pick_criterion(crits, 0, f"id{i}", 1) for i in range(200)]
     assert set(draws) == set(crits)
+
+
+def test_outputs_that_add_no_candidate_are_counted_by_reason():
+    def reply(req):
+        content = req.messages[-1]["content"]
+        if "too long" in content:
+            return Result(error="prompt has 5000 tokens")
+        return ["   "] if "blank" in content else ["same"] if "same" in content else ["new text"]
+
+    engine = ScriptedEngine(reply)
+    rows = [row("r1", cands=[gen("r1", 0, "too long"), gen("r1", 1, "blank"), gen("r1", 2, "same"), gen("r1", 3, "x")])]
+    task = EvolveTask("m", ["details"])
+    task.run(rows, engine)
+    assert task.dropped == {"prompt_too_long": 1, "empty": 1, "unchanged": 1}
+    assert [c["candidate_id"] for c in rows[0]["candidates"] if c["origin"] == "evolved"] == ["r1/g/3/e1"]
+
+    generator = GenerateTask("g", "m", num_completions=3)
+    generator.run([row("r2")], ScriptedEngine(lambda req: ["a", "", "  \n"]))
+    assert generator.dropped == {"empty": 2}
+
+
+def test_summary_sums_dropped_outputs_over_actors():
+    from prefgen.report import RunSummary
+
+    actor = {"stage": "evolve", "engine_start_s": 3.0, "rows": 4, "output_tokens": 40, "busy_s": 2.0}
+    summary = RunSummary(output="out")
+    summary.add_stage_stats([dict(actor, dropped={"empty": 1}), dict(actor, dropped={"empty": 2, "unchanged": 1}),
+                             actor], ["evolve"])
+    assert summary.stages["evolve"]["dropped"] == {"empty": 3, "unchanged": 1}
+    assert summary.stages["evolve"]["rows"] == 12
+    expected = "evolve: engine start 3 s, 12 rows, 120 tokens in 6 s busy (20 tok/s); outputs dropped: 4 (empty=3, unchanged=1)"
+    assert expected in [line.strip() for line in summary.lines()]
