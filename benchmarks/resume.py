@@ -13,7 +13,6 @@ attempt's wall time and tokens, and the time saved against redoing everything.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import signal
 import subprocess
@@ -23,10 +22,12 @@ from pathlib import Path
 
 from common import INSTRUCTIONS, cli, config_with_batch_size, run_cli, save
 
+from prefgen.io import read_jsons
+from prefgen.runstate import COMMITS_DIR
+
 
 def committed(out: Path) -> list[dict]:
-    folder = out / "_commits"
-    return [json.loads(p.read_text()) for p in folder.glob("*.json")] if folder.exists() else []
+    return read_jsons(str(out), COMMITS_DIR)
 
 
 def main() -> None:
@@ -57,6 +58,7 @@ def main() -> None:
     killed_after = time.monotonic() - started
     before = committed(out)
     done = len({i for c in before for i in c["ids"]})
+    tokens_before = sum(c["output_tokens"] for c in before)
     if done >= total:
         raise SystemExit(f"the run finished before the kill ({done}/{total} rows); lower --batch-size")
 
@@ -69,10 +71,10 @@ def main() -> None:
         "baseline_output_tokens": full["output_tokens"],
         "killed_after_s": round(killed_after, 1),
         "rows_done_before_kill": done,
-        "tokens_done_before_kill": sum(c["output_tokens"] for c in before),
+        "tokens_done_before_kill": tokens_before,
         "rows_skipped_by_resume": resumed["attempts"][-1]["rows_skipped"],
         "resume_wall_s": round(resume_wall, 1),
-        "resume_output_tokens": resumed["output_tokens"] - sum(c["output_tokens"] for c in before),
+        "resume_output_tokens": resumed["output_tokens"] - tokens_before,
         "time_saved_vs_rerun_s": round(full_wall - resume_wall, 1),
         "exactly_once": resumed["paired_rows"] + sum(resumed["rejects"].values()) == total,
         "attempts": len(resumed["attempts"]),

@@ -10,6 +10,7 @@ is not assumed better: the judge rates it like any other candidate. A rewrite th
 from __future__ import annotations
 
 import hashlib
+from collections import Counter
 from dataclasses import dataclass, field
 
 from prefgen.engine import ChatEngine, Request
@@ -38,7 +39,7 @@ class EvolveTask:
     num_evolutions: int = 1
     keep_original: bool = True
     seed: int = 0
-    dropped: dict[str, int] = field(default_factory=dict)  # rewrites that became no candidate, by reason
+    dropped: Counter = field(default_factory=Counter)  # rewrites that became no candidate, by reason
 
     def run(self, rows: list[dict], engine: ChatEngine) -> None:
         parents = [(row, c) for row in rows for c in row["candidates"] if c["origin"] == "generated"]
@@ -56,7 +57,7 @@ class EvolveTask:
                 text = clean_evolved(result.texts[0]) if result.texts else ""
                 reason = why_dropped(result.error, text, parent["text"])
                 if reason:  # a failed or no-op rewrite adds nothing; the parent stays
-                    self.dropped[reason] = self.dropped.get(reason, 0) + 1
+                    self.dropped[reason] += 1
                     continue
                 child = candidate(
                     candidate_id=f"{parent['candidate_id']}/e{round_no}",

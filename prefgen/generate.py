@@ -8,6 +8,7 @@ is counted in `dropped`, which the stage reports.
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 
 from prefgen.engine import ChatEngine, Request
@@ -21,7 +22,7 @@ class GenerateTask:
     model: str
     system_prompt: str | None = None
     num_completions: int = 1
-    dropped: dict[str, int] = field(default_factory=dict)  # completions that became no candidate, by reason
+    dropped: Counter = field(default_factory=Counter)  # completions that became no candidate, by reason
 
     def run(self, rows: list[dict], engine: ChatEngine) -> None:
         requests = [
@@ -36,7 +37,7 @@ class GenerateTask:
                 continue
             for k, text in enumerate(result.texts):
                 if not text.strip():
-                    self.dropped["empty"] = self.dropped.get("empty", 0) + 1
+                    self.dropped["empty"] += 1
                 else:
                     row["candidates"].append(
                         candidate(
