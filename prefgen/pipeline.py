@@ -88,11 +88,27 @@ def _init_ray(cfg: PipelineConfig, stages: list[StagePlan]):
     if address:
         ray.init(address=address)
         return ray, None
+    _workers_use_this_interpreter()
     # A local Ray needs a logical CPU per engine actor plus one for the other tasks; on a
     # laptop that can exceed the cores, and the engines then share them.
     needed = int(sum(s.model.engine.cpus_per_replica * s.model.engine.replicas for s in stages)) + 1
     context = ray.init(address="local", num_cpus=cfg.ray.num_cpus or max(os.cpu_count() or 1, needed))
     return ray, context.address_info.get("session_dir")
+
+
+def _workers_use_this_interpreter() -> None:
+    """Keep a local Ray's workers on the driver's own interpreter.
+
+    Under `uv run`, Ray (>= 2.47) by default makes every worker start through `uv run` in a copy
+    of the working directory, which builds and re-syncs a second virtualenv there; workers that
+    start while another one syncs can find vLLM half installed. A local Ray's workers run on this
+    machine, where the driver's interpreter already has everything, so prefgen turns that off
+    (`RAY_ENABLE_UV_RUN_RUNTIME_ENV=0`, Ray's documented switch) before it starts one. Ray reads
+    the switch when it is imported, so the already-read value is set too."""
+    from ray._private import ray_constants
+
+    os.environ["RAY_ENABLE_UV_RUN_RUNTIME_ENV"] = "0"
+    ray_constants.RAY_ENABLE_UV_RUN_RUNTIME_ENV = False
 
 
 def planning_resources(now: dict, expected: dict) -> dict:
