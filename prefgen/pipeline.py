@@ -88,7 +88,7 @@ def _init_ray(cfg: PipelineConfig, stages: list[StagePlan]):
     if address:
         ray.init(address=address)
         return ray, None
-    _workers_use_this_interpreter()
+    keep_local_workers_on_this_interpreter()
     # A local Ray needs a logical CPU per engine actor plus one for the other tasks; on a
     # laptop that can exceed the cores, and the engines then share them.
     needed = int(sum(s.model.engine.cpus_per_replica * s.model.engine.replicas for s in stages)) + 1
@@ -96,7 +96,7 @@ def _init_ray(cfg: PipelineConfig, stages: list[StagePlan]):
     return ray, context.address_info.get("session_dir")
 
 
-def _workers_use_this_interpreter() -> None:
+def keep_local_workers_on_this_interpreter() -> None:
     """Keep a local Ray's workers on the driver's own interpreter.
 
     Under `uv run`, Ray (>= 2.47) by default makes every worker start through `uv run` in a copy

@@ -8,7 +8,13 @@ import pytest
 
 from prefgen.config import ConfigError, PipelineConfig, parse_config
 from prefgen.engine import actor_options, resolve_device
-from prefgen.pipeline import PlanError, choose_mode, plan_stages, planning_resources
+from prefgen.pipeline import (
+    PlanError,
+    choose_mode,
+    keep_local_workers_on_this_interpreter,
+    plan_stages,
+    planning_resources,
+)
 
 
 def gpu_config(tp_judge=1, mode="auto", replicas=1, judge_accelerator=None, device="gpu") -> PipelineConfig:
@@ -116,6 +122,7 @@ def test_gpu_actor_options_are_granted_on_logical_gpus():
             return batch
 
     # a node with two logical GPUs that Ray takes for A10Gs
+    keep_local_workers_on_this_interpreter()
     ray.init(address="local", num_cpus=4, num_gpus=2, resources={"accelerator_type:A10G": 1}, include_dashboard=False)
     try:
         cfg = gpu_config(tp_judge=2, judge_accelerator="A10G")
