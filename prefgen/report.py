@@ -12,6 +12,11 @@ CANDIDATE_COUNTS = ("generated", "evolved", "rated", "unrated")
 JUDGE_COUNTS = ("judgments", "not_applicable", "judge_calls", "parse_failures", "retries", "calls_given_up")
 
 
+def format_counts(counts: dict[str, int]) -> str:
+    """`a=1, b=2`, in the dict's own order."""
+    return ", ".join(f"{k}={v}" for k, v in counts.items())
+
+
 def count_reasons(rejects: list[dict]) -> dict[str, int]:
     counts: dict[str, int] = {}
     for r in rejects:
@@ -104,7 +109,7 @@ class RunSummary:
             agg["engine_start_s"] = max(agg["engine_start_s"], st["engine_start_s"])
             for key in ("rows", "output_tokens", "busy_s"):
                 agg[key] += st[key]
-            for reason, n in st.get("dropped", {}).items():
+            for reason, n in st.get("dropped", {}).items():  # a plain dict: asdict() would garble a Counter
                 agg["dropped"][reason] = agg["dropped"].get(reason, 0) + n
         self.stages = {name: self.stages[name] for name in order if name in self.stages}
 
@@ -117,19 +122,18 @@ class RunSummary:
         )
         dropped = st.get("dropped") or {}
         if dropped:
-            reasons = ", ".join(f"{k}={v}" for k, v in sorted(dropped.items()))
-            line += f"; outputs dropped: {sum(dropped.values())} ({reasons})"
+            line += f"; outputs dropped: {sum(dropped.values())} ({format_counts(dict(sorted(dropped.items())))})"
         return line
 
     def lines(self) -> list[str]:
         tps = self.attempt_tokens / self.wall_seconds if self.wall_seconds else 0.0
-        reasons = ", ".join(f"{k}={v}" for k, v in sorted(self.rejects.items())) or "none"
+        reasons = format_counts(dict(sorted(self.rejects.items()))) or "none"
         return [
             f"rows in:        {self.input_rows}" + (f" ({self.rows_skipped} done by an earlier attempt)" if self.rows_skipped else ""),
             f"pairs out:      {self.pairs} (from {self.paired_rows} instructions)",
             f"rows rejected:  {self.rejected_rows} ({reasons})",
-            "candidates:     " + ", ".join(f"{k}={v}" for k, v in self.candidates.items()),
-            "judging:        " + ", ".join(f"{k}={v}" for k, v in self.judging.items()),
+            "candidates:     " + format_counts(self.candidates),
+            "judging:        " + format_counts(self.judging),
             f"tokens:         {self.output_tokens} generated ({tps:.1f} tok/s over the wall time)",
             *(self._stage_line(name, st) for name, st in self.stages.items()),
             *(f"warning:        {w}" for w in self.warnings),

@@ -13,7 +13,7 @@ import subprocess
 import sys
 
 DRIVER = """
-import json, os, sys
+import json, sys
 import ray
 from prefgen.config import parse_config
 from prefgen.pipeline import _init_ray

@@ -86,6 +86,8 @@ def test_outputs_that_add_no_candidate_are_counted_by_reason():
 
 
 def test_summary_sums_dropped_outputs_over_actors():
+    from dataclasses import asdict
+
     from prefgen.report import RunSummary
 
     actor = {"stage": "evolve", "engine_start_s": 3.0, "rows": 4, "output_tokens": 40, "busy_s": 2.0}
@@ -93,6 +95,7 @@ def test_summary_sums_dropped_outputs_over_actors():
     summary.add_stage_stats([dict(actor, dropped={"empty": 1}), dict(actor, dropped={"empty": 2, "unchanged": 1}),
                              actor], ["evolve"])
     assert summary.stages["evolve"]["dropped"] == {"empty": 3, "unchanged": 1}
+    assert asdict(summary)["stages"]["evolve"]["dropped"] == {"empty": 3, "unchanged": 1}  # as the manifest gets it
     assert summary.stages["evolve"]["rows"] == 12
     expected = "evolve: engine start 3 s, 12 rows, 120 tokens in 6 s busy (20 tok/s); outputs dropped: 4 (empty=3, unchanged=1)"
     assert expected in [line.strip() for line in summary.lines()]
