@@ -53,6 +53,10 @@ class EngineConfig(Strict):
     cpus_per_replica: float = Field(1.0, gt=0, description="Logical Ray CPUs each engine actor holds.")
     cpu_kv_cache_gib: float = Field(2.0, gt=0, description="KV cache size on the CPU build (VLLM_CPU_KVCACHE_SPACE).")
     batch_size: int = Field(16, ge=1, description="Instructions per batch sent to one engine actor.")
+    seed: int | None = Field(
+        None,
+        description="Seeds the engine once (vLLM's CPU build rejects per-request seeds).",
+    )
     extra: dict = Field(default_factory=dict, description="Further keyword arguments for vllm.LLM.")
 
     @model_validator(mode="after")
@@ -66,10 +70,6 @@ class SamplingConfig(Strict):
     temperature: float = Field(0.7, ge=0)
     top_p: float = Field(0.95, gt=0, le=1)
     max_tokens: int = Field(256, gt=0)
-    seed: int | None = Field(
-        None,
-        description="Seeds the engine once (vLLM's CPU build rejects per-request seeds).",
-    )
 
 
 class ModelConfig(Strict):

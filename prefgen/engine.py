@@ -21,24 +21,27 @@ from typing import Protocol
 
 import pyarrow as pa
 
-from prefgen.config import EngineConfig, ModelConfig
+from prefgen.config import EngineConfig, ModelConfig, SamplingConfig
 from prefgen.prompts import Message
 from prefgen.schema import REJECT_STAGE_ERROR, WORK_ROW, to_table
 
 
 @dataclass
 class Request:
-    """One conversation to complete `n` times with the stage's sampling settings."""
+    """One conversation to complete `n` times with its own sampling settings.
+
+    Sampling travels with the request, so one engine serves every role its model plays."""
 
     messages: list[Message]
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
     n: int = 1
     json_schema: dict | None = None
-    temperature: float | None = None  # overrides the stage's temperature (used by retries)
 
 
 @dataclass
 class Result:
     texts: list[str] = field(default_factory=list)
+    finish_reasons: list[str] = field(default_factory=list)  # per text: "stop", or "length" if cut off
     tokens: int = 0
     error: str | None = None  # set instead of texts when the request could not run
 
@@ -48,17 +51,16 @@ class ChatEngine(Protocol):
 
 
 class VllmEngine:
-    """A resident `vllm.LLM` with fixed sampling settings (per request: n and the schema)."""
+    """A resident `vllm.LLM`; every request brings its own sampling, `n` and schema."""
 
-    def __init__(self, model_cfg: ModelConfig, device: str):
+    def __init__(self, source: str, eng: EngineConfig, device: str):
         from vllm import LLM
 
         from prefgen.embedded import resolve_model
 
-        self.cfg = model_cfg
-        eng = model_cfg.engine
+        self.engine_cfg = eng
         kwargs = dict(
-            model=resolve_model(model_cfg.model),
+            model=resolve_model(source),
             dtype=eng.dtype,
             max_model_len=eng.max_model_len,
             enforce_eager=eng.enforce_eager,
@@ -66,8 +68,8 @@ class VllmEngine:
         )
         if device == "gpu":
             kwargs["gpu_memory_utilization"] = eng.gpu_memory_utilization
-        if model_cfg.sampling.seed is not None:
-            kwargs["seed"] = model_cfg.sampling.seed
+        if eng.seed is not None:
+            kwargs["seed"] = eng.seed
         kwargs.update(eng.extra)
         self.llm = LLM(**kwargs)
         self.tokenizer = self.llm.get_tokenizer()
@@ -78,18 +80,19 @@ class VllmEngine:
             ids = ids["input_ids"]
         return len(ids)
 
-    def _sampling(self, request: Request):
+    @staticmethod
+    def _sampling(request: Request):
         from vllm import SamplingParams
         from vllm.sampling_params import StructuredOutputsParams
 
-        s = self.cfg.sampling
+        s = request.sampling
         structured = None
         if request.json_schema:
             # Without this, small models can fill max_tokens with whitespace inside the JSON.
             structured = StructuredOutputsParams(json=request.json_schema, disable_any_whitespace=True)
         return SamplingParams(
             n=request.n,
-            temperature=s.temperature if request.temperature is None else request.temperature,
+            temperature=s.temperature,
             top_p=s.top_p,
             max_tokens=s.max_tokens,
             structured_outputs=structured,
@@ -97,14 +100,15 @@ class VllmEngine:
 
     def chat(self, requests: list[Request]) -> list[Result]:
         results = [Result() for _ in requests]
-        budget = self.cfg.engine.max_model_len - self.cfg.sampling.max_tokens
+        limit = self.engine_cfg.max_model_len
         runnable = []
         for i, req in enumerate(requests):
             length = self.prompt_tokens(req.messages)
+            budget = limit - req.sampling.max_tokens
             if length > budget:
                 results[i].error = (
-                    f"prompt has {length} tokens; max_model_len {self.cfg.engine.max_model_len} "
-                    f"leaves {budget} after max_tokens {self.cfg.sampling.max_tokens}"
+                    f"prompt has {length} tokens; max_model_len {limit} "
+                    f"leaves {budget} after max_tokens {req.sampling.max_tokens}"
                 )
             else:
                 runnable.append(i)
@@ -116,6 +120,7 @@ class VllmEngine:
             )
             for i, out in zip(runnable, outputs):
                 results[i].texts = [c.text for c in out.outputs]
+                results[i].finish_reasons = [c.finish_reason or "stop" for c in out.outputs]
                 results[i].tokens = sum(len(c.token_ids) for c in out.outputs)
         return results
 
@@ -173,7 +178,7 @@ class ModelStage:
         self.name, self.task, self.output = name, task, output
         self.stats_file = f"{STATS_DIR}/{name.replace(':', '-')}-{uuid.uuid4().hex[:8]}.json"
         started = time.monotonic()
-        self.engine = VllmEngine(model_cfg, device)
+        self.engine = VllmEngine(model_cfg.model, model_cfg.engine, device)
         self.stats = {"stage": name, "pid": os.getpid(), "engine_start_s": round(time.monotonic() - started, 2),
                       "ready_at": time.time(), "last_batch_at": None,
                       "batches": 0, "rows": 0, "output_tokens": 0, "busy_s": 0.0, "dropped": {}}

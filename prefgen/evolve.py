@@ -13,6 +13,7 @@ import hashlib
 from collections import Counter
 from dataclasses import dataclass, field
 
+from prefgen.config import SamplingConfig
 from prefgen.engine import ChatEngine, Request
 from prefgen.prompts import clean_evolved, evolve_prompt
 from prefgen.schema import candidate
@@ -36,6 +37,7 @@ def why_dropped(error: str | None, text: str, parent_text: str) -> str | None:
 class EvolveTask:
     model: str
     criteria: list[str]
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
     num_evolutions: int = 1
     keep_original: bool = True
     seed: int = 0
@@ -48,7 +50,7 @@ class EvolveTask:
                 break
             criteria = [pick_criterion(self.criteria, self.seed, c["candidate_id"], round_no) for _, c in parents]
             requests = [
-                Request(evolve_prompt(row["instruction"], c["text"], crit))
+                Request(evolve_prompt(row["instruction"], c["text"], crit), self.sampling)
                 for (row, c), crit in zip(parents, criteria)
             ]
             children = []

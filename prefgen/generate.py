@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
+from prefgen.config import SamplingConfig
 from prefgen.engine import ChatEngine, Request
 from prefgen.prompts import generation_prompt
 from prefgen.schema import REJECT_TOO_LONG, candidate
@@ -20,13 +21,14 @@ from prefgen.schema import REJECT_TOO_LONG, candidate
 class GenerateTask:
     name: str
     model: str
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
     system_prompt: str | None = None
     num_completions: int = 1
     dropped: Counter = field(default_factory=Counter)  # completions that became no candidate, by reason
 
     def run(self, rows: list[dict], engine: ChatEngine) -> None:
         requests = [
-            Request(generation_prompt(row["instruction"], self.system_prompt), n=self.num_completions)
+            Request(generation_prompt(row["instruction"], self.system_prompt), self.sampling, n=self.num_completions)
             for row in rows
         ]
         for row, result in zip(rows, engine.chat(requests)):

@@ -23,6 +23,7 @@ import re
 from dataclasses import dataclass, field
 from statistics import mean
 
+from prefgen.config import SamplingConfig
 from prefgen.engine import ChatEngine, Request
 from prefgen.prompts import (
     NA_ASPECTS,
@@ -166,6 +167,7 @@ class Call:
 class JudgeTask:
     name: str
     model: str
+    sampling: SamplingConfig = field(default_factory=lambda: SamplingConfig(temperature=0.0, max_tokens=512))
     aspects: list[str] = field(default_factory=lambda: ["overall"])
     mode: str = "joint"
     permutations: int = 1
@@ -200,7 +202,8 @@ class JudgeTask:
             labelled = list(zip(call.labels, (c["text"] for c in call.shown)))
             messages = joint_judge_prompt(instruction, labelled, call.aspect, self.rationales)
             schema = joint_schema(call.labels, self.rationales, allow_na)
-        return Request(messages, 1, schema if self.guided else None, RETRY_TEMPERATURE if attempt else None)
+        sampling = self.sampling.model_copy(update={"temperature": RETRY_TEMPERATURE}) if attempt else self.sampling
+        return Request(messages, sampling, 1, schema if self.guided else None)
 
     def _parse(self, call: Call, text: str) -> dict[str, Judgment]:
         allow_na = call.aspect in NA_ASPECTS

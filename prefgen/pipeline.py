@@ -43,16 +43,16 @@ class StagePlan:
 
 def plan_stages(cfg: PipelineConfig) -> list[StagePlan]:
     stages = [
-        StagePlan(f"generate:{g.name}", g, GenerateTask(g.name, g.model, g.system_prompt, g.num_completions))
+        StagePlan(f"generate:{g.name}", g, GenerateTask(g.name, g.model, g.sampling, g.system_prompt, g.num_completions))
         for g in cfg.generators
     ]
     ev = cfg.evolution
     if ev.enabled:
         stages.append(
-            StagePlan("evolve", ev, EvolveTask(ev.model, list(ev.criteria), ev.num_evolutions, ev.keep_original, cfg.seed))
+            StagePlan("evolve", ev, EvolveTask(ev.model, list(ev.criteria), ev.sampling, ev.num_evolutions, ev.keep_original, cfg.seed))
         )
     for j in cfg.judges:
-        task = JudgeTask(j.name, j.model, list(j.aspects), j.mode, j.permutations, j.rationales, j.guided,
+        task = JudgeTask(j.name, j.model, j.sampling, list(j.aspects), j.mode, j.permutations, j.rationales, j.guided,
                          j.max_retries, j.combine, cfg.seed)
         stages.append(StagePlan(f"judge:{j.name}", j, task))
     return stages

@@ -220,7 +220,7 @@ def test_retry_then_give_up_keeps_raw_text_and_never_defaults():
     engine = ScriptedEngine(lambda req: [next(answers)])
     JudgeTask("j", "m", max_retries=2).run(rows, engine)
     assert len(engine.calls) == 3
-    assert engine.calls[0][0].temperature is None and engine.calls[1][0].temperature is not None
+    assert engine.calls[0][0].sampling.temperature == 0.0 and engine.calls[1][0].sampling.temperature == 0.7
     for cand in rows[0]["candidates"]:
         assert cand["rating"] is None
         [j] = cand["judgments"]
