@@ -18,11 +18,9 @@ def config_with_batch_size(config: str | None, batch_size: int, folder: Path) ->
     import yaml
 
     from prefgen.config import load_config
-    from prefgen.pipeline import plan_stages
-
     cfg = load_config(config)
-    for stage in plan_stages(cfg):
-        stage.model.engine.batch_size = batch_size
+    for model in cfg.models.values():
+        model.engine.batch_size = batch_size
     path = folder / "config.yaml"
     path.write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
     return path

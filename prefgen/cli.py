@@ -11,7 +11,8 @@ import sys
 
 from prefgen.config import ConfigError, PipelineConfig, load_config
 from prefgen.io import InputError
-from prefgen.pipeline import PlanError, run
+from prefgen.pipeline import run
+from prefgen.placement import PlanError
 from prefgen.runstate import ResumeRefused
 
 
@@ -32,6 +33,12 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--mode", choices=["auto", "streaming", "phased"], help="streaming, or one stage at a time")
     show = sub.add_parser("config", help="print the full, validated config (defaults filled in)")
     show.add_argument("config", nargs="?", help="YAML config (default: the embedded default)")
+    plan = sub.add_parser("plan", help="print the engines, their placement, the stages and the calls per row; start nothing")
+    plan.add_argument("config", nargs="?", help="YAML config (default: the embedded default)")
+    plan.add_argument("--gpus", type=float, default=0.0,
+                      help="GPUs to plan for besides ray.expected_resources (default 0: this machine's view)")
+    plan.add_argument("--cpus", type=float, default=None, help="CPUs to plan for (default: this machine's cores)")
+    plan.add_argument("--mode", choices=["auto", "streaming", "phased"], help="streaming, or one stage at a time")
     return parser
 
 
@@ -49,6 +56,20 @@ def _overrides(args: argparse.Namespace) -> dict:
     return {k: v for k, v in pairs.items() if v is not None}
 
 
+def _plan(args: argparse.Namespace) -> int:
+    import os
+
+    from prefgen.pipeline import plan_run
+    from prefgen.plan import plan_lines, plan_stages
+
+    cfg = load_config(args.config, {"ray.mode": args.mode} if args.mode else None)
+    stages = plan_stages(cfg)
+    cluster = {"CPU": args.cpus if args.cpus is not None else float(os.cpu_count() or 1), "GPU": args.gpus}
+    devices, mode, resources = plan_run(cfg, stages, cluster)
+    print("\n".join(plan_lines(cfg, stages, devices, mode, resources)))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
@@ -58,6 +79,8 @@ def main(argv: list[str] | None = None) -> int:
             cfg = load_config(args.config)
             print(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False), end="")
             return 0
+        if args.command == "plan":
+            return _plan(args)
         cfg: PipelineConfig = load_config(args.config, _overrides(args))
         summary = run(cfg)
     except (ConfigError, InputError, ResumeRefused, PlanError) as exc:

@@ -41,7 +41,17 @@ class EngineConfig(Strict):
     tensor_parallel_size: int = Field(1, ge=1, description="GPUs per replica (tensor parallelism, one node).")
     gpu_memory_utilization: float = Field(0.9, gt=0, le=1, description="Share of GPU memory vLLM may take.")
     enforce_eager: bool = Field(True, description="Skip CUDA graph capture: faster start, slower decode.")
-    replicas: int = Field(1, ge=1, description="Engine actors serving this model's stage in parallel.")
+    replicas: int | tuple[int, int] = Field(
+        1,
+        description="Engine actors serving this model's stage: a number, or [min, max] for a pool that "
+        "grows with the work (the autoscaler adds nodes for it).",
+    )
+    gpus_per_replica: float | None = Field(
+        None,
+        gt=0,
+        description="GPUs one replica holds; none: tensor_parallel_size. Below 1 (e.g. 0.5) shares a GPU "
+        "with another engine; gpu_memory_utilization must then fit the share.",
+    )
     device: Literal["auto", "cpu", "gpu"] = Field(
         "auto", description="auto: GPU if the Ray cluster has GPUs, else vLLM's CPU build."
     )
@@ -60,10 +70,27 @@ class EngineConfig(Strict):
     extra: dict = Field(default_factory=dict, description="Further keyword arguments for vllm.LLM.")
 
     @model_validator(mode="after")
-    def _accelerator_needs_gpu(self) -> EngineConfig:
+    def _check(self) -> EngineConfig:
         if self.accelerator_type and self.device == "cpu":
             raise ValueError(f"accelerator_type {self.accelerator_type!r} needs device gpu or auto, not cpu")
+        low, high = self.replica_range
+        if not 1 <= low <= high:
+            raise ValueError(f"replicas: {self.replicas!r} must be a number >= 1 or [min, max] with 1 <= min <= max")
+        share = self.gpus_per_replica
+        if share is not None:
+            if share < 1 and self.tensor_parallel_size > 1:
+                raise ValueError("gpus_per_replica: a fraction of a GPU holds one rank; tensor_parallel_size must be 1")
+            if share >= 1 and share != self.tensor_parallel_size:
+                raise ValueError(f"gpus_per_replica: {share:g} whole GPUs must equal tensor_parallel_size "
+                                 f"({self.tensor_parallel_size})")
+            if share < 1 and self.gpu_memory_utilization > share + 1e-9:
+                raise ValueError(f"gpu_memory_utilization: {self.gpu_memory_utilization:g} of the GPU's memory does "
+                                 f"not fit a replica holding {share:g} of it; set it to at most {share:g}")
         return self
+
+    @property
+    def replica_range(self) -> tuple[int, int]:
+        return (self.replicas, self.replicas) if isinstance(self.replicas, int) else tuple(self.replicas)
 
 
 class SamplingConfig(Strict):
@@ -72,37 +99,62 @@ class SamplingConfig(Strict):
     max_tokens: int = Field(256, gt=0)
 
 
-class ModelConfig(Strict):
-    """A model and how it runs: the shared part of generators, the evolver and the judge."""
+def check_source(value: str) -> str:
+    """A model source: an embedded:// model, a local folder (made absolute), or a hub id."""
+    if is_embedded(value):
+        name = value[len(EMBEDDED_SCHEME):]
+        if name not in EMBEDDED_MODELS:
+            raise ValueError(f"unknown embedded model {name!r}; known: {sorted(EMBEDDED_MODELS)}")
+        return value
+    path = Path(value).expanduser()
+    if path.is_dir():
+        return str(path)
+    looks_like_path = value.startswith(("/", ".", "~")) or value.count("/") != 1
+    if looks_like_path or not _HUB_ID.match(value):
+        raise ValueError(f"model path {value!r} does not exist (and is not a hub id like 'org/name')")
+    return value
 
-    model: str = Field(DEFAULT_MODEL, description="Local folder, Hugging Face hub id, or embedded://NAME.")
+
+class VllmModel(Strict):
+    """A model served by vLLM engines inside the job: declared once, used by any number of roles.
+
+    Roles on one model with the same engine settings share one engine (one per replica)."""
+
+    kind: Literal["vllm"] = Field("vllm", description="How the model is served: vllm (an engine in the job).")
+    source: str = Field(DEFAULT_MODEL, description="Local folder, Hugging Face hub id, or embedded://NAME.")
     engine: EngineConfig = Field(default_factory=EngineConfig)
+
+    @field_validator("source")
+    @classmethod
+    def _source_exists(cls, value: str) -> str:
+        return check_source(value)
+
+    def engine_key(self) -> str:
+        """What makes two declarations one engine: the source and every engine setting."""
+        return json.dumps(self.model_dump(mode="json"), sort_keys=True)
+
+
+class RoleConfig(Strict):
+    """What every role (generator, evolver, judge, juror) has: a model and its own sampling."""
+
+    model: str | None = Field(
+        None,
+        description="Name of a model under `models:`; or, as shorthand, a source (local folder, hub id, "
+        "embedded://NAME) with this role's `engine:`. None: the only declared model, else the embedded default.",
+    )
+    engine: EngineConfig | None = Field(
+        None, description="Shorthand only (model given as a source): the engine settings of that model."
+    )
     sampling: SamplingConfig = Field(default_factory=SamplingConfig)
 
-    @field_validator("model")
-    @classmethod
-    def _model_exists(cls, value: str) -> str:
-        if is_embedded(value):
-            name = value[len(EMBEDDED_SCHEME):]
-            if name not in EMBEDDED_MODELS:
-                raise ValueError(f"unknown embedded model {name!r}; known: {sorted(EMBEDDED_MODELS)}")
-            return value
-        path = Path(value).expanduser()
-        if path.is_dir():
-            return str(path)
-        looks_like_path = value.startswith(("/", ".", "~")) or value.count("/") != 1
-        if looks_like_path or not _HUB_ID.match(value):
-            raise ValueError(f"model path {value!r} does not exist (and is not a hub id like 'org/name')")
-        return value
 
-
-class GeneratorConfig(ModelConfig):
+class GeneratorConfig(RoleConfig):
     name: str | None = Field(None, description="Label of this generator in the output; default gen<N>.")
     system_prompt: str | None = None
     num_completions: int = Field(1, ge=1, le=16, description="Completions per instruction.")
 
 
-class EvolutionConfig(ModelConfig):
+class EvolutionConfig(RoleConfig):
     enabled: bool = True
     num_evolutions: int = Field(1, ge=1, le=8, description="Rewrite rounds; each round rewrites the last.")
     criteria: list[Literal[CRITERIA]] = Field(  # type: ignore[valid-type]
@@ -113,7 +165,7 @@ class EvolutionConfig(ModelConfig):
     keep_original: bool = Field(True, description="Keep the unevolved completions as candidates.")
 
 
-class JudgeConfig(ModelConfig):
+class JudgeConfig(RoleConfig):
     name: str = Field("judge", description="Label of this judge in the judgments.")
     aspects: list[Literal[ASPECTS]] = Field(  # type: ignore[valid-type]
         default_factory=lambda: ["overall"],
@@ -179,8 +231,16 @@ class RayConfig(Strict):
     )
 
 
+_MODEL_NAME = re.compile(r"^[A-Za-z0-9][\w.\-]*$")
+
+
 class PipelineConfig(Strict):
     input: InputConfig = Field(default_factory=InputConfig)
+    models: dict[str, VllmModel] = Field(
+        default_factory=dict,
+        description="Models declared once by name; roles refer to them by name. Roles that give a "
+        "source instead are added here under a derived name.",
+    )
     generators: list[GeneratorConfig] = Field(
         default_factory=lambda: [
             GeneratorConfig(name="smol-focused", sampling=SamplingConfig(temperature=0.3, max_tokens=128)),
@@ -203,6 +263,56 @@ class PipelineConfig(Strict):
     seed: int = Field(0, description="Run seed for every seeded choice (evolution criteria, pairing).")
 
     @model_validator(mode="after")
+    def _resolve_models(self) -> PipelineConfig:
+        """Point every role at a declared model; shorthand sources become declarations."""
+        for name in self.models:
+            if not _MODEL_NAME.match(name):
+                raise ValueError(f"models.{name}: a model name is letters, digits, '.', '_' or '-'")
+        declared = list(self.models)
+        for key, role in self.roles_by_key():
+            role.model = self._declare(key, role, declared)
+            role.engine = None
+        return self
+
+    def _declare(self, key: str, role: RoleConfig, declared: list[str]) -> str:
+        if role.model in self.models:
+            if role.engine is not None:
+                raise ValueError(f"{key}.engine: model {role.model!r} is declared under models; "
+                                 f"set its engine there (models.{role.model}.engine)")
+            return role.model
+        if role.model is None and role.engine is None and len(declared) == 1:
+            return declared[0]
+        if role.model is None and len(declared) > 1:
+            raise ValueError(f"{key}.model: required, several models are declared ({', '.join(declared)})")
+        try:
+            spec = VllmModel(source=role.model or DEFAULT_MODEL, engine=role.engine or EngineConfig())
+        except ValidationError as err:
+            known = f"; declared models: {', '.join(self.models)}" if self.models else ""
+            raise ValueError(f"{key}.model: {err.errors()[0]['msg'].removeprefix('Value error, ')}{known}") from None
+        for name, other in self.models.items():
+            if other.engine_key() == spec.engine_key():
+                return name
+        base = re.sub(r"[^\w.\-]", "-", spec.source.rstrip("/").rsplit("/", 1)[-1]) or "model"
+        name, k = base, 1
+        while name in self.models:
+            k += 1
+            name = f"{base}-{k}"
+        self.models[name] = spec
+        return name
+
+    def roles_by_key(self) -> list[tuple[str, RoleConfig]]:
+        """Every role in use, with its config key (`generators.0`, `evolution`, `judge`, `jury.1`)."""
+        roles: list[tuple[str, RoleConfig]] = [(f"generators.{i}", g) for i, g in enumerate(self.generators)]
+        if self.evolution.enabled:
+            roles.append(("evolution", self.evolution))
+        roles.append(("judge", self.judge))
+        roles += [(f"jury.{i}", j) for i, j in enumerate(self.jury)]
+        return roles
+
+    def model_of(self, role: RoleConfig) -> VllmModel:
+        return self.models[role.model]
+
+    @model_validator(mode="after")
     def _unique_names(self) -> PipelineConfig:
         for i, gen in enumerate(self.generators):
             gen.name = gen.name or f"gen{i}"
@@ -220,25 +330,33 @@ class PipelineConfig(Strict):
 
     def warnings(self) -> list[str]:
         """Legal but risky settings, said once at the start of a run."""
-        makers = {g.model for g in self.generators} | ({self.evolution.model} if self.evolution.enabled else set())
+        writers = [*self.generators, *([self.evolution] if self.evolution.enabled else [])]
+        makers = {self.model_of(r).source for r in writers}
         return [
-            f"judge '{j.name}' uses {j.model}, which also writes candidates: it may favour its own outputs "
-            "(self-preference); use a different model or add a jury"
+            f"judge '{j.name}' uses {self.model_of(j).source}, which also writes candidates: it may favour "
+            "its own outputs (self-preference); use a different model or add a jury"
             for j in self.judges
-            if j.model in makers
+            if self.model_of(j).source in makers
         ]
 
     def digest(self) -> str:
         """A short hash of everything that shapes the output (paths and Ray placement excluded)."""
-        shaping = self.model_dump(exclude={"output": True, "ray": True, "input": {"path"}})
+        shaping = self.model_dump(exclude={"output": True, "ray": True, "input": {"path"}, "models": True})
+        # a role's model by what it is, not by the name it was declared under
+        for key, role in self.roles_by_key():
+            node = shaping
+            for part in key.split("."):
+                node = node[int(part)] if part.isdigit() else node[part]
+            node["model"] = self.model_of(role).model_dump()
         return hashlib.sha256(json.dumps(shaping, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def _format_errors(source: str, err: ValidationError) -> str:
     lines = [f"invalid configuration in {source}:"]
     for e in err.errors():
-        key = ".".join(str(p) for p in e["loc"]) or "(top level)"
-        lines.append(f"  {key}: {e['msg']}")
+        key = ".".join(str(p) for p in e["loc"])
+        msg = e["msg"].removeprefix("Value error, ")
+        lines.append(f"  {key}: {msg}" if key else f"  {msg}")  # checks across keys name their key
     return "\n".join(lines)
 
 

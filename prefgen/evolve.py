@@ -43,6 +43,10 @@ class EvolveTask:
     seed: int = 0
     dropped: Counter = field(default_factory=Counter)  # rewrites that became no candidate, by reason
 
+    @property
+    def role(self) -> str:
+        return "evolve"
+
     def run(self, rows: list[dict], engine: ChatEngine) -> None:
         parents = [(row, c) for row in rows for c in row["candidates"] if c["origin"] == "generated"]
         for round_no in range(1, self.num_evolutions + 1):

@@ -26,6 +26,10 @@ class GenerateTask:
     num_completions: int = 1
     dropped: Counter = field(default_factory=Counter)  # completions that became no candidate, by reason
 
+    @property
+    def role(self) -> str:
+        return f"generate:{self.name}"
+
     def run(self, rows: list[dict], engine: ChatEngine) -> None:
         requests = [
             Request(generation_prompt(row["instruction"], self.system_prompt), self.sampling, n=self.num_completions)

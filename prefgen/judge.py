@@ -20,6 +20,7 @@ import hashlib
 import json
 import random
 import re
+from collections import Counter
 from dataclasses import dataclass, field
 from statistics import mean
 
@@ -176,6 +177,7 @@ class JudgeTask:
     max_retries: int = 2
     combine: str = "mean"
     seed: int = 0
+    dropped: Counter = field(default_factory=Counter)  # the judge drops no output; kept for the Task shape
 
     def calls(self, rows: list[dict]) -> list[Call]:
         calls = []
@@ -231,6 +233,10 @@ class JudgeTask:
                     "retried_because": "; ".join(call.errors) or None,
                 }
             )
+
+    @property
+    def role(self) -> str:
+        return f"judge:{self.name}"
 
     def run(self, rows: list[dict], engine: ChatEngine) -> None:
         for row in rows:

@@ -2,7 +2,8 @@
 judge -> pair and write.
 
 Each model stage is a `map_batches` over an actor pool of `ModelStage`s, each actor holding a
-resident vLLM engine; rows stream from stage to stage in blocks of one batch. The last stage
+resident vLLM engine that serves every role its model plays there (see `plan.py`); rows stream
+from stage to stage in blocks of one batch. The last stage
 pairs a batch and writes its pairs and rejects as shards, returning one report row; the driver
 commits each report (see `runstate.py`), so a killed run resumes where it stopped.
 
@@ -16,46 +17,21 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
+from functools import partial
 
 import pyarrow as pa
 
-from prefgen.config import ModelConfig, PipelineConfig
-from prefgen.engine import ModelStage, actor_options, resolve_device
-from prefgen.evolve import EvolveTask
-from prefgen.generate import GenerateTask
+from prefgen.config import PipelineConfig
+from prefgen.engine import VllmEngine
 from prefgen.io import PAIRS_DIR, PHASES_DIR, REJECTS_DIR, STATS_DIR, absolute_uri, read_instructions, read_jsons, write_shard
-from prefgen.judge import JudgeTask
 from prefgen.pair import split_rows
+from prefgen.placement import actor_options, choose_mode, planning_resources, resolve_device
+from prefgen.plan import StagePlan, plan_lines, plan_stages
 from prefgen.report import RunSummary, batch_counts
 from prefgen.runstate import RunState, batch_key, check_lease, input_digest
+from prefgen.stage import ModelStage
 from prefgen.schema import PAIR_ROW, REJECT_ROW, REJECT_WORKER_FAILED, WORK_ROW, reject_row, to_table
-
-
-@dataclass
-class StagePlan:
-    """One model stage: what it runs, on which model, placed how."""
-
-    name: str
-    model: ModelConfig
-    task: object
-
-
-def plan_stages(cfg: PipelineConfig) -> list[StagePlan]:
-    stages = [
-        StagePlan(f"generate:{g.name}", g, GenerateTask(g.name, g.model, g.sampling, g.system_prompt, g.num_completions))
-        for g in cfg.generators
-    ]
-    ev = cfg.evolution
-    if ev.enabled:
-        stages.append(
-            StagePlan("evolve", ev, EvolveTask(ev.model, list(ev.criteria), ev.sampling, ev.num_evolutions, ev.keep_original, cfg.seed))
-        )
-    for j in cfg.judges:
-        task = JudgeTask(j.name, j.model, j.sampling, list(j.aspects), j.mode, j.permutations, j.rationales, j.guided,
-                         j.max_retries, j.combine, cfg.seed)
-        stages.append(StagePlan(f"judge:{j.name}", j, task))
-    return stages
 
 
 def write_rows(output: str, token: str, rows: list[dict], pairs: list[dict], rejects: list[dict], tag: str = "") -> dict:
@@ -91,7 +67,7 @@ def _init_ray(cfg: PipelineConfig, stages: list[StagePlan]):
     keep_local_workers_on_this_interpreter()
     # A local Ray needs a logical CPU per engine actor plus one for the other tasks; on a
     # laptop that can exceed the cores, and the engines then share them.
-    needed = int(sum(s.model.engine.cpus_per_replica * s.model.engine.replicas for s in stages)) + 1
+    needed = int(sum(s.model.engine.cpus_per_replica * s.model.engine.replica_range[1] for s in stages)) + 1
     context = ray.init(address="local", num_cpus=cfg.ray.num_cpus or max(os.cpu_count() or 1, needed))
     return ray, context.address_info.get("session_dir")
 
@@ -111,57 +87,12 @@ def keep_local_workers_on_this_interpreter() -> None:
     ray_constants.RAY_ENABLE_UV_RUN_RUNTIME_ENV = False
 
 
-def planning_resources(now: dict, expected: dict) -> dict:
-    """What to plan for: the cluster as it is, or what it is expected to grow to, whichever is more."""
-    return {k: max(now.get(k, 0), expected.get(k, 0)) for k in {*now, *expected}}
-
-
-class PlanError(RuntimeError):
-    """The configured plan cannot run on this cluster; says what is missing."""
-
-
-def _check_accelerator(stage: str, wanted: str, device: str, resources: dict) -> None:
-    """Ray marks a node holding GPUs of type T with the resource `accelerator_type:T`."""
-    if device != "gpu":
-        raise PlanError(f"{stage}: accelerator_type {wanted} is set but the cluster has no GPUs, so the stage "
-                        "would run on the CPU; add GPU workers or set ray.expected_resources")
-    if resources.get(f"accelerator_type:{wanted}", 0) <= 0:
-        have = sorted(k.split(":", 1)[1] for k, v in resources.items() if k.startswith("accelerator_type:") and v > 0)
-        raise PlanError(
-            f"{stage}: needs accelerator type {wanted}, the cluster has {', '.join(have) or 'none named'}; "
-            f"change engine.accelerator_type, or on an autoscaling cluster add 'accelerator_type:{wanted}' "
-            "to ray.expected_resources"
-        )
-
-
-def choose_mode(cfg: PipelineConfig, stages: list[StagePlan], devices: dict[str, str], resources: dict) -> str:
-    """Check the plan against the cluster and pick streaming or phased; refuse what cannot fit."""
-    gpus, cpus = resources.get("GPU", 0), resources.get("CPU", 0)
-    gpu_need = {s.name: s.model.engine.tensor_parallel_size for s in stages if devices[s.name] == "gpu"}
-    for s in stages:
-        eng = s.model.engine
-        if gpu_need.get(s.name, 0) > gpus:
-            raise PlanError(
-                f"{s.name}: needs {eng.tensor_parallel_size} GPU(s) per replica, the cluster has {gpus:g}; "
-                "lower tensor_parallel_size, add GPU workers (on an autoscaling cluster: set "
-                "ray.expected_resources), or set engine.device: cpu"
-            )
-        if eng.accelerator_type:
-            _check_accelerator(s.name, eng.accelerator_type, devices[s.name], resources)
-        if eng.cpus_per_replica > cpus:
-            raise PlanError(
-                f"{s.name}: needs {eng.cpus_per_replica:g} CPUs per replica, the cluster has {cpus:g} "
-                "(on an autoscaling cluster: set ray.expected_resources)"
-            )
-    all_at_once = sum(need * s.model.engine.replicas for s in stages for need in [gpu_need.get(s.name, 0)])
-    if cfg.ray.mode != "auto":
-        if cfg.ray.mode == "streaming" and all_at_once > gpus:
-            raise PlanError(
-                f"streaming holds every stage's engines at once: {all_at_once:g} GPUs, the cluster has "
-                f"{gpus:g}; set ray.mode: phased (or auto)"
-            )
-        return cfg.ray.mode
-    return "phased" if all_at_once > gpus else "streaming"
+def plan_run(cfg: PipelineConfig, stages: list[StagePlan], cluster: dict) -> tuple[dict[str, str], str, dict]:
+    """Devices per stage, the mode, and the resources planned for; PlanError if it cannot fit."""
+    resources = planning_resources(cluster, cfg.ray.expected_resources)
+    devices = {s.name: resolve_device(s.model.engine, resources.get("GPU", 0)) for s in stages}
+    mode = choose_mode(cfg.ray.mode, [(s.label, s.model.engine, devices[s.name]) for s in stages], resources)
+    return devices, mode, resources
 
 
 def run(cfg: PipelineConfig, log=print) -> RunSummary:
@@ -189,7 +120,7 @@ def run(cfg: PipelineConfig, log=print) -> RunSummary:
     for commit in state.commits:
         summary.add(commit)
     summary.attempt_tokens = sum(c["output_tokens"] for c in attempt_commits)
-    summary.add_stage_stats(read_jsons(out, STATS_DIR), [s.name for s in plan_stages(cfg)])
+    summary.add_stage_stats(read_jsons(out, STATS_DIR), [(s.name, s.roles) for s in plan_stages(cfg)])
     summary.wall_seconds = time.monotonic() - started
     if summary.done_rows != summary.input_rows:
         raise RuntimeError(
@@ -211,10 +142,10 @@ def _process(cfg, state: RunState, todo, bad_input, summary: RunSummary, started
         attempt_commits.append(write_rows(out, state.token, bad_input, [], bad_input, tag="input"))
         state.commit(attempt_commits[-1])
     if todo:
-        resources = planning_resources(ray.cluster_resources(), cfg.ray.expected_resources)
-        devices = {s.name: resolve_device(s.model.engine, resources.get("GPU", 0)) for s in stages}
-        summary.mode = mode = choose_mode(cfg, stages, devices, resources)
-        log(f"[prefgen] {mode} mode: " + ", ".join(f"{s.name} on {devices[s.name]}" for s in stages))
+        devices, mode, resources = plan_run(cfg, stages, ray.cluster_resources())
+        summary.mode = mode
+        for line in plan_lines(cfg, stages, devices, mode, resources):
+            log(f"[prefgen] plan: {line}")
         ray.data.DataContext.get_current().max_errored_blocks = -1  # failed batches: see below
         build = _phased_dataset if mode == "phased" else _streaming_dataset
         for row in build(ray, cfg, todo, stages, devices, state.token, log).iter_rows():
@@ -243,13 +174,14 @@ def _source(ray, rows: list[dict], stages: list[StagePlan]):
 
 def _with_stage(ray, ds, cfg: PipelineConfig, s: StagePlan, device: str):
     eng = s.model.engine
+    low, high = eng.replica_range
     return ds.map_batches(
         ModelStage,
-        fn_constructor_kwargs={"model_cfg": s.model, "device": device, "task": s.task, "name": s.name,
-                               "output": cfg.output.path},
+        fn_constructor_kwargs={"engine_factory": partial(VllmEngine, s.model.source, eng, device),
+                               "tasks": s.tasks, "name": s.name, "output": cfg.output.path},
         batch_size=eng.batch_size,
         batch_format="pyarrow",
-        compute=ray.data.ActorPoolStrategy(size=eng.replicas),
+        compute=ray.data.ActorPoolStrategy(min_size=low, max_size=high),
         max_restarts=-1,  # a dead engine actor is always replaced...
         max_task_retries=cfg.ray.max_batch_retries,  # ...but a batch is retried a bounded number of times
         **actor_options(eng, device),
@@ -280,7 +212,7 @@ def _phased_dataset(ray, cfg, rows, stages, devices, token, log):
     ds = _source(ray, rows, stages)
     for i, s in enumerate(stages):
         started = time.monotonic()
-        path = f"{cfg.output.path}/{PHASES_DIR}/{token[:8]}/{i:02d}-{s.name.replace(':', '-')}"
+        path = f"{cfg.output.path}/{PHASES_DIR}/{token[:8]}/{i:02d}-{s.name.replace('#', '-')}"
         _with_stage(ray, ds, cfg, s, devices[s.name]).write_parquet(path)
         log(f"[prefgen] phase {i + 1}/{len(stages)} {s.name} done in {time.monotonic() - started:.0f} s")
         ds = ray.data.read_parquet(path)

@@ -52,8 +52,8 @@ def test_jury_names_and_self_preference_warning():
 
 def test_hub_id_and_local_dir_accepted(tmp_path):
     cfg = parse_config({"generators": [{"model": "Qwen/Qwen2.5-1.5B-Instruct"}, {"model": str(tmp_path)}]})
-    assert cfg.generators[0].model == "Qwen/Qwen2.5-1.5B-Instruct"
-    assert cfg.generators[1].model == str(tmp_path)
+    assert cfg.model_of(cfg.generators[0]).source == "Qwen/Qwen2.5-1.5B-Instruct"
+    assert cfg.model_of(cfg.generators[1]).source == str(tmp_path)
 
 
 def test_yaml_file_and_overrides(tmp_path):
@@ -85,3 +85,51 @@ def test_shipped_configs_validate_and_laptop_is_the_default():
     for path in root.glob("*.yaml"):
         load_config(path)
     assert load_config(root / "laptop.yaml").digest() == PipelineConfig().digest()
+
+
+def test_models_declared_once_and_referred_to_by_name():
+    cfg = parse_config({
+        "models": {"qwen": {"source": "Qwen/Qwen2.5-1.5B-Instruct", "engine": {"max_model_len": 4096}}},
+        "generators": [{"name": "a"}, {"name": "b", "model": "qwen", "sampling": {"temperature": 1.0}}],
+        "evolution": {"model": "qwen"},
+    })
+    assert [g.model for g in cfg.generators] == ["qwen", "qwen"]  # the only declared model is the default
+    assert cfg.model_of(cfg.evolution).engine.max_model_len == 4096
+    assert cfg.generators[1].sampling.temperature == 1.0 and cfg.generators[0].sampling.temperature == 0.7
+
+
+def test_shorthand_sources_become_declarations_and_share_when_equal(tmp_path):
+    cfg = parse_config({
+        "generators": [{"model": str(tmp_path)}, {"model": str(tmp_path), "engine": {"seed": 3}}],
+        "evolution": {"model": str(tmp_path)},
+        "judge": {"model": str(tmp_path), "engine": {"seed": 3}},
+    })
+    names = [g.model for g in cfg.generators]
+    assert names[0] != names[1]  # another engine seed: another engine
+    assert cfg.evolution.model == names[0] and cfg.judge.model == names[1]
+    assert all(g.engine is None for g in cfg.generators)  # engines live under models only
+
+
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        ({"models": {"a": {}, "b": {}}, "generators": [{"model": "a"}]}, "evolution.model: required, several"),
+        ({"models": {"a": {}}, "judge": {"model": "a", "engine": {"seed": 1}}}, "judge.engine: model 'a' is declared"),
+        ({"models": {"a": {}}, "judge": {"model": "qwen"}}, "judge.model: model path 'qwen' does not exist"),
+        ({"models": {"a b": {}}}, "models.a b: a model name is"),
+        ({"models": {"a": {"source": "/nowhere/x"}}}, "models.a.source"),
+        ({"models": {"a": {"kind": "tgi"}}}, "models.a.kind"),
+        ({"generators": [{"sampling": {"seed": 1}}]}, "generators.0.sampling.seed"),
+    ],
+)
+def test_model_declaration_errors_name_the_key(data, message):
+    with pytest.raises(ConfigError) as err:
+        parse_config(data, "my.yaml")
+    assert message in str(err.value)
+
+
+def test_digest_does_not_depend_on_model_names():
+    a = parse_config({"models": {"x": {}}})
+    b = parse_config({"models": {"y": {}}})
+    c = parse_config({"models": {"y": {"engine": {"seed": 4}}}})
+    assert a.digest() == b.digest() == PipelineConfig().digest() != c.digest()

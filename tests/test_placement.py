@@ -7,22 +7,18 @@ that the resources prefgen asks for are the ones Ray grants.
 import pytest
 
 from prefgen.config import ConfigError, PipelineConfig, parse_config
-from prefgen.engine import actor_options, resolve_device
-from prefgen.pipeline import (
-    PlanError,
-    choose_mode,
-    keep_local_workers_on_this_interpreter,
-    plan_stages,
-    planning_resources,
-)
+from prefgen.pipeline import keep_local_workers_on_this_interpreter, plan_run
+from prefgen.placement import PlanError, actor_options, planning_resources, resolve_device
+from prefgen.plan import plan_stages
 
 
 def gpu_config(tp_judge=1, mode="auto", replicas=1, judge_accelerator=None, device="gpu") -> PipelineConfig:
+    """Two generators on engines of their own (different seeds), the judge on a third."""
     eng = {"device": device, "replicas": replicas}
-    judge = {"device": device, "tensor_parallel_size": tp_judge, "accelerator_type": judge_accelerator}
+    judge = {"device": device, "tensor_parallel_size": tp_judge, "accelerator_type": judge_accelerator, "seed": 2}
     return parse_config(
         {
-            "generators": [{"name": "a", "engine": eng}, {"name": "b", "engine": eng}],
+            "generators": [{"name": "a", "engine": eng}, {"name": "b", "engine": {**eng, "seed": 1}}],
             "evolution": {"enabled": False},
             "judge": {"engine": judge},
             "ray": {"mode": mode},
@@ -30,33 +26,24 @@ def gpu_config(tp_judge=1, mode="auto", replicas=1, judge_accelerator=None, devi
     )
 
 
-def plan(cfg, gpus):
-    stages = plan_stages(cfg)
-    devices = {s.name: resolve_device(s.model.engine, gpus) for s in stages}
-    return stages, devices
+def mode_for(cfg, resources):
+    return plan_run(cfg, plan_stages(cfg), resources)[1]
 
 
 @pytest.mark.parametrize("gpus, expected", [(1, "phased"), (2, "phased"), (3, "streaming"), (8, "streaming")])
 def test_auto_mode_phases_when_gpus_cannot_hold_every_stage(gpus, expected):
-    cfg = gpu_config()
-    stages, devices = plan(cfg, gpus)
-    assert choose_mode(cfg, stages, devices, {"CPU": 8, "GPU": gpus}) == expected
+    assert mode_for(gpu_config(), {"CPU": 8, "GPU": gpus}) == expected
 
 
 def test_streaming_refused_when_it_cannot_fit_and_phased_accepted():
-    cfg = gpu_config(mode="streaming", replicas=2)
-    stages, devices = plan(cfg, 2)
     with pytest.raises(RuntimeError, match=r"5 GPUs, the cluster has 2; set ray.mode: phased"):
-        choose_mode(cfg, stages, devices, {"CPU": 8, "GPU": 2})
-    phased = gpu_config(mode="phased", replicas=2)
-    assert choose_mode(phased, *plan(phased, 2), {"CPU": 8, "GPU": 2}) == "phased"
+        mode_for(gpu_config(mode="streaming", replicas=2), {"CPU": 8, "GPU": 2})
+    assert mode_for(gpu_config(mode="phased", replicas=2), {"CPU": 8, "GPU": 2}) == "phased"
 
 
 def test_stage_needing_more_gpus_than_the_cluster_is_refused_by_name():
-    cfg = gpu_config(tp_judge=4)
-    stages, devices = plan(cfg, 2)
-    with pytest.raises(RuntimeError, match=r"judge:judge: needs 4 GPU\(s\) per replica, the cluster has 2"):
-        choose_mode(cfg, stages, devices, {"CPU": 8, "GPU": 2})
+    with pytest.raises(RuntimeError, match=r"\(judge:judge\): needs 4 GPU\(s\) per replica, the cluster has 2"):
+        mode_for(gpu_config(tp_judge=4), {"CPU": 8, "GPU": 2})
 
 
 def test_autoscaling_cluster_plans_for_expected_resources():
@@ -64,24 +51,46 @@ def test_autoscaling_cluster_plans_for_expected_resources():
     cfg = gpu_config()
     resources = planning_resources({"CPU": 0.0, "memory": 1e9}, {"GPU": 6, "CPU": 80})
     assert resources["GPU"] == 6 and resources["CPU"] == 80 and resources["memory"] == 1e9
-    stages, devices = plan(cfg, resources["GPU"])
-    assert choose_mode(cfg, stages, devices, resources) == "streaming"
+    assert mode_for(cfg, resources) == "streaming"
     with pytest.raises(PlanError, match="ray.expected_resources"):
-        choose_mode(cfg, stages, devices, {"CPU": 0.0})
+        mode_for(cfg, {"CPU": 0.0})
 
 
 def test_accelerator_type_is_checked_against_the_cluster():
     cfg = gpu_config(judge_accelerator="A10G")
-    stages, devices = plan(cfg, 4)
-    with pytest.raises(PlanError, match=r"judge:judge: needs accelerator type A10G, the cluster has L4"):
-        choose_mode(cfg, stages, devices, {"CPU": 8, "GPU": 4, "accelerator_type:L4": 1})
-    assert choose_mode(cfg, stages, devices, {"CPU": 8, "GPU": 4, "accelerator_type:A10G": 1}) == "streaming"
+    with pytest.raises(PlanError, match=r"\(judge:judge\): needs accelerator type A10G, the cluster has L4"):
+        mode_for(cfg, {"CPU": 8, "GPU": 4, "accelerator_type:L4": 1})
+    assert mode_for(cfg, {"CPU": 8, "GPU": 4, "accelerator_type:A10G": 1}) == "streaming"
     # an autoscaling cluster whose A10G workers do not exist yet: planned from expected_resources
     grown = planning_resources({"CPU": 0.0}, {"CPU": 80, "GPU": 6, "accelerator_type:A10G": 6})
-    assert choose_mode(cfg, stages, devices, grown) == "streaming"
+    assert mode_for(cfg, grown) == "streaming"
     auto = gpu_config(judge_accelerator="A10G", device="auto")
     with pytest.raises(PlanError, match="has no GPUs, so the stage would run on the CPU"):
-        choose_mode(auto, *plan(auto, 0), {"CPU": 8})
+        mode_for(auto, {"CPU": 8})
+
+
+def test_fractional_gpus_share_one_gpu_and_are_checked_up_front():
+    half = {"device": "gpu", "gpus_per_replica": 0.5, "gpu_memory_utilization": 0.45}
+    cfg = parse_config({"generators": [{"name": "a", "engine": half}], "evolution": {"enabled": False},
+                        "judge": {"engine": {**half, "seed": 1}}, "ray": {"mode": "streaming"}})
+    assert mode_for(cfg, {"CPU": 4, "GPU": 1}) == "streaming"  # two engines on one GPU
+    assert actor_options(cfg.models[cfg.judge.model].engine, "gpu")["num_gpus"] == 0.5
+    with pytest.raises(ConfigError, match=r"judge.engine: .*gpu_memory_utilization: 0.9 .* at most 0.5"):
+        parse_config({"judge": {"engine": {"device": "gpu", "gpus_per_replica": 0.5}}})
+    with pytest.raises(ConfigError, match="tensor_parallel_size must be 1"):
+        parse_config({"judge": {"engine": {"gpus_per_replica": 0.5, "gpu_memory_utilization": 0.4,
+                                           "tensor_parallel_size": 2}}})
+
+
+def test_replica_range_gives_an_autoscaling_pool_and_plans_for_its_minimum():
+    cfg = gpu_config(replicas=[1, 4], mode="streaming")
+    engine = cfg.models[cfg.judge.model].engine
+    assert engine.replica_range == (1, 1)
+    pooled = cfg.models[cfg.generators[0].model].engine
+    assert pooled.replica_range == (1, 4)
+    assert mode_for(cfg, {"CPU": 8, "GPU": 3}) == "streaming"  # the minimum of each pool fits
+    with pytest.raises(ConfigError, match=r"replicas"):
+        parse_config({"judge": {"engine": {"replicas": [3, 1]}}})
 
 
 def test_accelerator_type_on_a_cpu_engine_is_a_config_error():
@@ -91,17 +100,17 @@ def test_accelerator_type_on_a_cpu_engine_is_a_config_error():
 
 def test_cpu_plans_stream_and_devices_resolve():
     cfg = PipelineConfig()
-    stages, devices = plan(cfg, 0)
-    assert set(devices.values()) == {"cpu"}
-    assert choose_mode(cfg, stages, devices, {"CPU": 5}) == "streaming"
-    assert resolve_device(cfg.judge.engine, 4) == "gpu"
+    devices, mode, _ = plan_run(cfg, plan_stages(cfg), {"CPU": 5})
+    assert set(devices.values()) == {"cpu"} and mode == "streaming"
+    assert resolve_device(cfg.model_of(cfg.judge).engine, 4) == "gpu"
 
 
 def test_actor_options_per_device():
     cfg = gpu_config(tp_judge=2)
-    gpu = actor_options(cfg.judge.engine, "gpu")
+    gpu = actor_options(cfg.model_of(cfg.judge).engine, "gpu")
     assert gpu["num_gpus"] == 2 and gpu["num_cpus"] == 1
-    cpu = actor_options(PipelineConfig().judge.engine, "cpu")
+    default = PipelineConfig()
+    cpu = actor_options(default.model_of(default.judge).engine, "cpu")
     assert "num_gpus" not in cpu
     assert cpu["runtime_env"]["env_vars"]["VLLM_CPU_KVCACHE_SPACE"] == "2"
 
@@ -126,7 +135,7 @@ def test_gpu_actor_options_are_granted_on_logical_gpus():
     ray.init(address="local", num_cpus=4, num_gpus=2, resources={"accelerator_type:A10G": 1}, include_dashboard=False)
     try:
         cfg = gpu_config(tp_judge=2, judge_accelerator="A10G")
-        opts = actor_options(cfg.judge.engine, "gpu")
+        opts = actor_options(cfg.model_of(cfg.judge).engine, "gpu")
         opts.pop("runtime_env")
         ds = ray.data.range(4).map_batches(
             lambda b: {"x": b["id"]}, batch_format="numpy"

@@ -85,17 +85,23 @@ def test_outputs_that_add_no_candidate_are_counted_by_reason():
     assert generator.dropped == {"empty": 2}
 
 
-def test_summary_sums_dropped_outputs_over_actors():
+def test_summary_sums_per_role_figures_over_actors():
     from dataclasses import asdict
 
     from prefgen.report import RunSummary
 
-    actor = {"stage": "evolve", "engine_start_s": 3.0, "rows": 4, "output_tokens": 40, "busy_s": 2.0}
+    def actor(dropped, tokens=40):
+        return {"stage": "m", "engine_start_s": 3.0, "busy_s": 2.0, "roles": {
+            "generate:g": {"rows": 4, "requests": 4, "output_tokens": 10, "busy_s": 0.5, "dropped": {}},
+            "evolve": {"rows": 4, "requests": 8, "output_tokens": tokens, "busy_s": 1.5, "dropped": dropped}}}
+
     summary = RunSummary(output="out")
-    summary.add_stage_stats([dict(actor, dropped={"empty": 1}), dict(actor, dropped={"empty": 2, "unchanged": 1}),
-                             actor], ["evolve"])
-    assert summary.stages["evolve"]["dropped"] == {"empty": 3, "unchanged": 1}
-    assert asdict(summary)["stages"]["evolve"]["dropped"] == {"empty": 3, "unchanged": 1}  # as the manifest gets it
-    assert summary.stages["evolve"]["rows"] == 12
-    expected = "evolve: engine start 3 s, 12 rows, 120 tokens in 6 s busy (20 tok/s); outputs dropped: 4 (empty=3, unchanged=1)"
-    assert expected in [line.strip() for line in summary.lines()]
+    summary.add_stage_stats([actor({"empty": 1}), actor({"empty": 2, "unchanged": 1}), actor({})],
+                            [("m", ["generate:g", "evolve"])])
+    assert summary.roles["evolve"]["dropped"] == {"empty": 3, "unchanged": 1}
+    assert asdict(summary)["roles"]["evolve"]["dropped"] == {"empty": 3, "unchanged": 1}  # as the manifest gets it
+    assert summary.roles["evolve"]["requests"] == 24 and summary.roles["generate:g"]["rows"] == 12
+    assert summary.stages["m"]["replicas"] == 3 and summary.stages["m"]["output_tokens"] == 150
+    lines = [line.strip() for line in summary.lines()]
+    assert "engine m (3 actor(s)): start 3 s, busy 6 s, 150 tokens (25 tok/s busy)" in lines
+    assert "evolve: 12 rows, 24 requests, 120 tokens in 4 s; outputs dropped: 4 (empty=3, unchanged=1)" in lines

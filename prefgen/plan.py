@@ -1,0 +1,132 @@
+"""The run's plan: which engines start, which roles each serves, and what a row costs in calls.
+
+Roles (generators, the evolver, the judges) are put in an order that keeps the roles of one
+model next to each other: generators are independent of each other and judges too, so the
+generators that share the evolver's (or the first judge's) model go last and the judges that
+share it go first. Adjacent roles of one model then become one stage: one engine (per replica)
+running every role's task with that role's own sampling. A model whose roles cannot be made
+adjacent (e.g. it generates and judges, with another model evolving in between) gets a second
+stage, and so a second engine, named `<model>#2`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from prefgen.config import PipelineConfig, RoleConfig, VllmModel
+from prefgen.evolve import EvolveTask
+from prefgen.generate import GenerateTask
+from prefgen.judge import JudgeTask
+
+
+@dataclass
+class StagePlan:
+    """One engine stage: a model, placed by its engine settings, and the tasks of its roles."""
+
+    name: str
+    model_name: str
+    model: VllmModel
+    tasks: list = field(default_factory=list)
+
+    @property
+    def roles(self) -> list[str]:
+        return [t.role for t in self.tasks]
+
+    @property
+    def label(self) -> str:
+        return f"{self.name} ({', '.join(self.roles)})"
+
+
+def task_for(cfg: PipelineConfig, key: str, role: RoleConfig):
+    source = cfg.model_of(role).source
+    if key.startswith("generators."):
+        return GenerateTask(role.name, source, role.sampling, role.system_prompt, role.num_completions)
+    if key == "evolution":
+        return EvolveTask(source, list(role.criteria), role.sampling, role.num_evolutions, role.keep_original, cfg.seed)
+    return JudgeTask(role.name, source, role.sampling, list(role.aspects), role.mode, role.permutations,
+                     role.rationales, role.guided, role.max_retries, role.combine, cfg.seed)
+
+
+def ordered_roles(cfg: PipelineConfig) -> list[tuple[str, RoleConfig]]:
+    """Roles in pipeline order, arranged so that the roles of one engine sit together."""
+    def key(role: RoleConfig) -> str:
+        return cfg.model_of(role).engine_key()
+
+    roles = cfg.roles_by_key()
+    gens = [r for r in roles if r[0].startswith("generators.")]
+    evolution = [r for r in roles if r[0] == "evolution"]
+    judges = [r for r in roles if r[0] == "judge" or r[0].startswith("jury.")]
+    if evolution:
+        pivot = key(evolution[0][1])
+    else:  # the judges' first model that also generates, if any
+        gen_keys = {key(g) for _, g in gens}
+        pivot = next((key(j) for _, j in judges if key(j) in gen_keys), None)
+
+    def grouped(items, pivot_last: bool):
+        first_seen = {}
+        for _, role in items:
+            first_seen.setdefault(key(role), len(first_seen))
+        at_pivot = (lambda r: key(r) == pivot) if pivot_last else (lambda r: key(r) != pivot)
+        return sorted(items, key=lambda kr: (at_pivot(kr[1]), first_seen[key(kr[1])]))
+
+    return grouped(gens, pivot_last=True) + evolution + grouped(judges, pivot_last=False)
+
+
+def plan_stages(cfg: PipelineConfig) -> list[StagePlan]:
+    stages: list[StagePlan] = []
+    uses: dict[str, int] = {}
+    for key, role in ordered_roles(cfg):
+        model = cfg.model_of(role)
+        if not stages or stages[-1].model.engine_key() != model.engine_key():
+            uses[role.model] = uses.get(role.model, 0) + 1
+            name = role.model if uses[role.model] == 1 else f"{role.model}#{uses[role.model]}"
+            stages.append(StagePlan(name, role.model, model))
+        stages[-1].tasks.append(task_for(cfg, key, role))
+    return stages
+
+
+def expected_calls(cfg: PipelineConfig) -> dict[str, dict[str, float]]:
+    """Per role: engine requests and outputs per input row, before retries and drops."""
+    calls: dict[str, dict[str, float]] = {}
+    generated = 0
+    for g in cfg.generators:
+        calls[f"generate:{g.name}"] = {"requests": 1, "outputs": g.num_completions}
+        generated += g.num_completions
+    candidates = generated
+    ev = cfg.evolution
+    if ev.enabled:
+        calls["evolve"] = {"requests": generated * ev.num_evolutions, "outputs": generated * ev.num_evolutions}
+        candidates = generated * ev.num_evolutions + (generated if ev.keep_original else 0)
+    for j in cfg.judges:
+        if j.mode == "single":
+            per_aspect = candidates
+        else:
+            per_aspect = candidates if j.permutations == "balanced" else j.permutations
+        n = per_aspect * len(j.aspects)
+        calls[f"judge:{j.name}"] = {"requests": n, "outputs": n}
+    return calls
+
+
+def plan_lines(cfg: PipelineConfig, stages: list[StagePlan], devices: dict[str, str], mode: str,
+               resources: dict) -> list[str]:
+    """The plan in words: engines, placement, stages' roles, calls per input row."""
+    from prefgen.placement import gpus_per_replica
+
+    lines = [f"mode: {mode} (planned for {', '.join(f'{k}={v:g}' for k, v in sorted(resources.items())) or 'no resources'})",
+             f"engines: {len(stages)}"]
+    for s in stages:
+        e, device = s.model.engine, devices[s.name]
+        low, high = e.replica_range
+        replicas = f"{low}" if low == high else f"{low}-{high}"
+        where = f"{gpus_per_replica(e, device):g} GPU" if device == "gpu" else f"CPU ({e.cpu_kv_cache_gib:g} GiB KV cache)"
+        if e.accelerator_type:
+            where += f" of type {e.accelerator_type}"
+        lines.append(f"  {s.name}: {s.model.source} on {device}, {replicas} replica(s) x {where} "
+                     f"+ {e.cpus_per_replica:g} CPU, batch {e.batch_size}")
+        lines.append(f"    roles: {', '.join(s.roles)}")
+    lines.append("calls per input row (before retries):")
+    calls = expected_calls(cfg)
+    for role, c in calls.items():
+        lines.append(f"  {role}: {c['requests']:g} request(s), {c['outputs']:g} output(s)")
+    lines.append(f"  total: {sum(c['requests'] for c in calls.values()):g} requests")
+    return lines
