@@ -18,6 +18,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from prefgen.embedded import EMBEDDED_MODELS, EMBEDDED_SCHEME, is_embedded
+from prefgen.family import self_preference_warnings
 
 DEFAULT_MODEL = EMBEDDED_SCHEME + "SmolLM2-135M-Instruct"
 CRITERIA = ("helpfulness", "relevance", "deepening", "creativity", "details")
@@ -176,17 +177,34 @@ class JudgeConfig(RoleConfig):
     mode: Literal["joint", "single"] = Field(
         "joint", description="joint: all candidates in one call under labels; single: one per call."
     )
-    permutations: int = Field(1, ge=1, le=8, description="Shuffled orders judged and averaged (joint mode).")
+    permutations: int | Literal["balanced"] = Field(
+        1,
+        description="Orders judged and averaged (joint mode), chosen so position effects cancel: 2 = a seeded "
+        "shuffle and its reverse, k = such mirrored pairs (an odd k ends with one unmirrored shuffle); "
+        "balanced = every rotation of the shuffle (one order per candidate, each shown once in every position).",
+    )
     rationales: bool = Field(True, description="Ask for a rationale with each rating.")
     guided: bool = Field(True, description="Constrain the answer to a JSON schema (vLLM structured outputs).")
     max_retries: int = Field(2, ge=0, description="Re-asks for an answer that does not validate.")
     sampling: SamplingConfig = Field(default_factory=lambda: SamplingConfig(temperature=0.0, max_tokens=512))
 
+    @field_validator("permutations", mode="before")
+    @classmethod
+    def _orders(cls, value):
+        if value == "balanced":
+            return value
+        number = value if isinstance(value, int) and not isinstance(value, bool) else None
+        if isinstance(value, str) and value.strip().isdigit():
+            number = int(value)
+        if number is None or not 1 <= number <= 8:
+            raise ValueError(f"{value!r} is neither a number of orders from 1 to 8 nor 'balanced'")
+        return number
+
     @model_validator(mode="after")
     def _check(self) -> JudgeConfig:
         if len(set(self.aspects)) != len(self.aspects):
             raise ValueError(f"aspects: repeated in {self.aspects}")
-        if self.mode == "single" and self.permutations > 1:
+        if self.mode == "single" and self.permutations != 1:
             raise ValueError("permutations: shuffled orders apply to mode 'joint' only")
         return self
 
@@ -331,13 +349,8 @@ class PipelineConfig(Strict):
     def warnings(self) -> list[str]:
         """Legal but risky settings, said once at the start of a run."""
         writers = [*self.generators, *([self.evolution] if self.evolution.enabled else [])]
-        makers = {self.model_of(r).source for r in writers}
-        return [
-            f"judge '{j.name}' uses {self.model_of(j).source}, which also writes candidates: it may favour "
-            "its own outputs (self-preference); use a different model or add a jury"
-            for j in self.judges
-            if self.model_of(j).source in makers
-        ]
+        return self_preference_warnings([(j.name, self.model_of(j).source) for j in self.judges],
+                                        [self.model_of(r).source for r in writers])
 
     def digest(self) -> str:
         """A short hash of everything that shapes the output (paths and Ray placement excluded)."""

@@ -3,8 +3,9 @@
 Two modes:
 - joint: all candidates of an instruction in one call, under letter labels, in an order
   shuffled from a recorded seed; the answer is keyed by label, so a rating is tied to its
-  candidate by name, never by position. `permutations` > 1 judges k different orders and
-  keeps the spread as a confidence measure.
+  candidate by name, never by position. `permutations` > 1 judges k orders chosen so that
+  position effects cancel (`shown_orders`: a shuffle and its reverse, or with "balanced" every
+  rotation) and keeps the spread as a confidence measure.
 - single: one candidate per call (the mission's simplified judge).
 
 Under guided decoding the answer is JSON constrained to the schema in `prompts.py`; without it
@@ -22,6 +23,7 @@ import random
 import re
 from collections import Counter
 from dataclasses import dataclass, field
+from functools import partial
 from statistics import mean
 
 from prefgen.config import SamplingConfig
@@ -147,6 +149,30 @@ def order_seed(run_seed: int, row_id: str, judge: str, aspect: str, permutation:
     return int.from_bytes(digest[:6], "big")
 
 
+def shown_orders(cands: list[dict], permutations: int | str, seed_of) -> list[tuple[int, list[dict]]]:
+    """The orders a joint judge sees, each with the seed of the shuffle it derives from.
+
+    Orders come in mirrored pairs so that a position effect linear in position cancels: order
+    2i is the candidates (sorted by id) shuffled with `seed_of(2i)`, order 2i+1 its reverse, under
+    the same seed; an odd k leaves its last shuffle unmirrored. "balanced": the n rotations of
+    the base shuffle, so every candidate is shown once in every position and a judge that rates
+    by position alone gives every candidate the same mean.
+    """
+    def shuffled(perm: int) -> tuple[int, list[dict]]:
+        seed, shown = seed_of(perm), sorted(cands, key=lambda c: c["candidate_id"])
+        random.Random(seed).shuffle(shown)
+        return seed, shown
+
+    if permutations == "balanced":
+        seed, base = shuffled(0)
+        return [(seed, base[r:] + base[:r]) for r in range(max(len(base), 1))]
+    orders = []
+    for perm in range(permutations):
+        seed, base = shuffled(perm) if perm % 2 == 0 else orders[-1]
+        orders.append((seed, base if perm % 2 == 0 else base[::-1]))
+    return orders
+
+
 @dataclass
 class Call:
     """One judge request: a row's candidates (one, or all in shown order) on one aspect."""
@@ -171,13 +197,14 @@ class JudgeTask:
     sampling: SamplingConfig = field(default_factory=lambda: SamplingConfig(temperature=0.0, max_tokens=512))
     aspects: list[str] = field(default_factory=lambda: ["overall"])
     mode: str = "joint"
-    permutations: int = 1
+    permutations: int | str = 1  # k orders, or "balanced": every rotation (see shown_orders)
     rationales: bool = True
     guided: bool = True
     max_retries: int = 2
     combine: str = "mean"
     seed: int = 0
     dropped: Counter = field(default_factory=Counter)  # the judge drops no output; kept for the Task shape
+    combine_rules: dict[str, str] = field(default_factory=dict)  # every judge's combine rule, by judge name
 
     def calls(self, rows: list[dict]) -> list[Call]:
         calls = []
@@ -187,10 +214,8 @@ class JudgeTask:
                 if self.mode == "single":
                     calls += [Call(row, aspect, 0, [c], None) for c in cands]
                     continue
-                for perm in range(self.permutations):
-                    seed = order_seed(self.seed, row["id"], self.name, aspect, perm)
-                    shown = sorted(cands, key=lambda c: c["candidate_id"])
-                    random.Random(seed).shuffle(shown)
+                seed_of = partial(order_seed, self.seed, row["id"], self.name, aspect)
+                for perm, (seed, shown) in enumerate(shown_orders(cands, self.permutations, seed_of)):
                     calls.append(Call(row, aspect, perm, shown, seed))
         return [c for c in calls if c.shown]
 
@@ -265,15 +290,19 @@ class JudgeTask:
             pending = retry
         for row in rows:
             for cand in row["candidates"]:
-                combine_candidate(cand, self.combine)
+                judges = {j["judge"] for j in cand["judgments"]}
+                # a judge missing from combine_rules keeps this judge's rule (the old behaviour)
+                rules = dict.fromkeys(judges, self.combine) | self.combine_rules | {self.name: self.combine}
+                combine_candidate(cand, rules)
 
 
-def combine_candidate(cand: dict, combine: str = "mean") -> None:
+def combine_candidate(cand: dict, rules: dict[str, str]) -> None:
     """Set rating, rating_spread, judge_agreement, rationale and judge_error from judgments.
 
     Per judge and aspect: mean over permutations (their max-min is the spread). Per judge: the
-    aspects combined (mean or min), N/A aspects left out. Over judges: the mean (their max-min
-    is the agreement). A judge/aspect whose every judgment failed leaves the candidate unrated.
+    aspects combined by that judge's own rule in `rules` (judge name -> "mean" or "min"), N/A
+    aspects left out. Over judges: the mean (their max-min is the agreement). A judge/aspect
+    whose every judgment failed leaves the candidate unrated.
     """
     cells: dict[tuple[str, str], list[dict]] = {}
     for j in cand["judgments"] or []:
@@ -287,7 +316,7 @@ def combine_candidate(cand: dict, combine: str = "mean") -> None:
         if values:
             per_judge.setdefault(judge, []).append(mean(values))
             spreads.append(max(values) - min(values))
-    judge_scores = [mean(v) if combine == "mean" else min(v) for v in per_judge.values() if v]
+    judge_scores = [mean(v) if rules[judge] == "mean" else min(v) for judge, v in per_judge.items() if v]
     usable = judge_scores and not failed
     cand["rating"] = mean(judge_scores) if usable else None
     cand["rating_spread"] = max(spreads) if usable else None

@@ -44,7 +44,8 @@ def task_for(cfg: PipelineConfig, key: str, role: RoleConfig):
     if key == "evolution":
         return EvolveTask(source, list(role.criteria), role.sampling, role.num_evolutions, role.keep_original, cfg.seed)
     return JudgeTask(role.name, source, role.sampling, list(role.aspects), role.mode, role.permutations,
-                     role.rationales, role.guided, role.max_retries, role.combine, cfg.seed)
+                     role.rationales, role.guided, role.max_retries, role.combine, cfg.seed,
+                     combine_rules={j.name: j.combine for j in cfg.judges})
 
 
 def ordered_roles(cfg: PipelineConfig) -> list[tuple[str, RoleConfig]]:

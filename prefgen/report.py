@@ -2,11 +2,15 @@
 
 A batch's counts are computed where it is written (`batch_counts`), committed by the driver,
 and summed into a `RunSummary`, whose lines end a run and whose fields land in the manifest.
+Judge health (`prefgen.health`) travels the same way: summable statistics per batch, figures
+and warnings computed there from the sums; this module only renders them.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+
+from prefgen.health import add_health, batch_health, health_figures, health_warnings
 
 CANDIDATE_COUNTS = ("generated", "evolved", "rated", "unrated")
 JUDGE_COUNTS = ("judgments", "not_applicable", "judge_calls", "parse_failures", "retries", "calls_given_up")
@@ -58,6 +62,7 @@ def batch_counts(key: str, rows: list[dict], pairs: list[dict], rejects: list[di
         "rated": sum(c["rating"] is not None for c in candidates),
         "unrated": sum(c["rating"] is None for c in candidates),
         **judge_counts(candidates),
+        "health": batch_health(rows, pairs),
     }
 
 
@@ -79,6 +84,9 @@ class RunSummary:
     mode: str = ""  # streaming or phased
     wall_seconds: float = 0.0
     config_digest: str = ""
+    health_stats: dict = field(default_factory=dict)  # summed over batches (prefgen.health)
+    health: dict = field(default_factory=dict)  # the figures of those sums
+    health_warnings: list[str] = field(default_factory=list)
 
     @property
     def rejected_rows(self) -> int:
@@ -98,6 +106,9 @@ class RunSummary:
             self.candidates[key] = self.candidates.get(key, 0) + counts[key]
         for key in JUDGE_COUNTS:
             self.judging[key] = self.judging.get(key, 0) + counts[key]
+        self.health_stats = add_health(self.health_stats, counts.get("health") or {})  # older reports: none
+        self.health = health_figures(self.health_stats)
+        self.health_warnings = health_warnings(self.health)
 
     def add_stage_stats(self, actor_stats: list[dict], plan: list[tuple[str, list[str]]]) -> None:
         """Sum the per-actor stats files: per engine stage (replicas, start, busy time) and per role
@@ -150,7 +161,61 @@ class RunSummary:
             "judging:        " + format_counts(self.judging),
             f"tokens:         {self.output_tokens} generated ({tps:.1f} tok/s over the wall time)",
             *self._stage_lines(),
+            *health_lines(self.health, self.health_warnings),
             *(f"warning:        {w}" for w in self.warnings),
             f"wall time:      {self.wall_seconds:.1f} s" + (f" ({self.mode} mode)" if self.mode else ""),
             f"output:         {self.output}",
         ]
+
+
+def _ordinal(i: int) -> str:
+    return f"{i}{'th' if 10 <= i % 100 <= 20 else {1: 'st', 2: 'nd', 3: 'rd'}.get(i % 10, 'th')}"
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.0f}%"
+
+
+def health_lines(figures: dict, warnings: list[str]) -> list[str]:
+    """The summary's "judge health:" block: each figure in plain words, then the warnings."""
+    if not figures:
+        return []
+    f = figures
+    lines = ["judge health:"]
+    by_pos = f["mean_rating_by_position"]
+    if by_pos["n"]:
+        means = ", ".join(f"{_ordinal(int(p) + 1)} {m:.2f}" for p, m in by_pos["means"].items())
+        lines.append(f"  mean rating by position shown: {means} ({by_pos['n']} judgments)")
+    mono = f["monotone_calls"]
+    if mono["n"]:
+        lines.append(
+            f"  ratings falling with position: {_pct(mono['weak_share'])} of {mono['n']} joint calls of 3+ "
+            f"(chance {_pct(mono['weak_chance'])}), strictly {_pct(mono['strict_share'])} (chance {_pct(mono['strict_chance'])})"
+        )
+    perm = f["permutation_agreement"]
+    if perm["n"]:
+        lines.append(
+            f"  same rating in another order: {_pct(perm['share'])} of {perm['n']} comparisons "
+            f"(chance {_pct(perm['chance'])}), mean spread {perm['mean_spread']:.2f}"
+        )
+    jury = f["juror_agreement"]
+    if jury["n"]:
+        lines.append(
+            f"  jurors within 1 point: {_pct(jury['within_1_share'])} of {jury['n']} comparisons, mean "
+            f"difference {jury['mean_abs_diff']:.2f} (random ratings: {jury['chance_abs_diff']:.2f})"
+        )
+    length = f["length_rating"]
+    if length["r"] is not None:
+        lines.append(f"  length vs rating within an instruction: r={length['r']:.2f} ({length['n']} candidates)")
+    longer, evolved = f["chosen_longer"], f["evolved_beat_parent"]
+    if longer["n"]:
+        lines.append(f"  chosen is the longer response: {_pct(longer['share'])} of {longer['n']} pairs")
+    if evolved["n"]:
+        lines.append(
+            f"  rewrite beat its original: {_pct(evolved['win_share'])} of {evolved['n']} "
+            f"(ties {_pct(evolved['tie_share'])})"
+        )
+    dist = f["rating_distribution"]
+    if dist["n"]:
+        lines.append(f"  ratings: {format_counts({k: _pct(v) for k, v in dist['shares'].items()})} ({dist['n']})")
+    return lines + [f"  warning: {w}" for w in warnings]

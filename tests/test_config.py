@@ -19,6 +19,9 @@ def test_defaults_validate_and_name_generators():
         ({"generators": [{"sampling": {"temprature": 1.0}}]}, "generators.0.sampling.temprature"),
         ({"judge": {"aspects": ["style"]}}, "judge.aspects.0"),
         ({"judge": {"mode": "single", "permutations": 2}}, "judge"),
+        ({"judge": {"mode": "single", "permutations": "balanced"}}, "judge"),
+        ({"judge": {"permutations": "rotated"}}, "judge.permutations"),
+        ({"judge": {"permutations": 0}}, "judge.permutations"),
         ({"jury": [{"combine": "median"}]}, "jury.0.combine"),
         ({"pairing": {"strategy": "random"}}, "pairing.strategy"),
         ({"generators": [{"model": "/no/such/model"}]}, "generators.0.model"),
@@ -48,6 +51,11 @@ def test_jury_names_and_self_preference_warning():
     assert len(warned) == 2 and "'judge'" in warned[0] and "'juror2'" in warned[1]
     other = parse_config({"judge": {"model": "Qwen/Qwen2.5-7B-Instruct"}})
     assert other.warnings() == []
+
+
+def test_permutations_count_or_balanced():
+    assert parse_config({"judge": {"permutations": "balanced"}}).judge.permutations == "balanced"
+    assert parse_config({"jury": [{"permutations": 3}]}).jury[0].permutations == 3
 
 
 def test_hub_id_and_local_dir_accepted(tmp_path):

