@@ -215,6 +215,9 @@ class PairingConfig(Strict):
     length_matched: bool = Field(
         False, description="Among qualifying rejected candidates prefer the one closest in length to the chosen."
     )
+    allow_truncated_chosen: bool = Field(
+        False, description="Let a candidate cut off at max_tokens be the chosen one (it may always be the rejected)."
+    )
 
 
 class InputConfig(Strict):

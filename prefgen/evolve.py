@@ -5,6 +5,12 @@ rewrite targets one criterion, drawn per candidate and round from a hash of the 
 the candidate id, so the draw is the same on every run and independent of batching. A rewrite
 is not assumed better: the judge rates it like any other candidate. A rewrite that failed
 (prompt too long), came back empty or unchanged adds no candidate and is counted in `dropped`.
+
+A rewrite cut off at `max_tokens` is kept, marked `truncated`, rather than dropped: the judge
+still rates it, pairing never makes it the chosen answer (unless asked to) but may use it as a
+rejected one, and the truncated counts show how often the evolver's limit is too tight, which a
+silent drop would hide. It is also rewritten in the next round like any other rewrite, where
+the evolver may finish it; that rewrite carries its own flag.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ from dataclasses import dataclass, field
 
 from prefgen.config import SamplingConfig
 from prefgen.engine import ChatEngine, Request
+from prefgen.generate import cut_off
 from prefgen.prompts import clean_evolved, evolve_prompt
 from prefgen.schema import candidate
 
@@ -73,6 +80,7 @@ class EvolveTask:
                     origin="evolved",
                     parent_id=parent["candidate_id"],
                     criterion=crit,
+                    truncated=cut_off(result, 0),
                 )
                 row["candidates"].append(child)
                 children.append((row, child))

@@ -3,7 +3,9 @@
 One generator is one `GenerateTask` in its own engine stage; the pool is the chain of those
 stages, each appending to the row's candidate list, so the candidates of an instruction are
 grouped as they are made (no shuffle, no barrier). An empty completion adds no candidate and
-is counted in `dropped`, which the stage reports.
+is counted in `dropped`, which the stage reports. A completion cut off at `max_tokens` stays a
+candidate marked `truncated`: it can still serve as a rejected answer, and pairing decides
+whether it may be chosen.
 """
 
 from __future__ import annotations
@@ -12,9 +14,14 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from prefgen.config import SamplingConfig
-from prefgen.engine import ChatEngine, Request
+from prefgen.engine import ChatEngine, Request, Result
 from prefgen.prompts import generation_prompt
 from prefgen.schema import REJECT_TOO_LONG, candidate
+
+
+def cut_off(result: Result, k: int) -> bool:
+    """Whether text k of a result stopped at `max_tokens` rather than where the model ended it."""
+    return k < len(result.finish_reasons) and result.finish_reasons[k] == "length"
 
 
 @dataclass
@@ -52,5 +59,6 @@ class GenerateTask:
                             model=self.model,
                             generator=self.name,
                             origin="generated",
+                            truncated=cut_off(result, k),
                         )
                     )

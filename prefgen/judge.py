@@ -13,6 +13,12 @@ the same parsers read the answer and refuse anything that does not validate (cou
 range). A refused answer is asked again (sampled, so a retry can differ) up to `max_retries`
 times, then recorded as a failed judgment with its raw text. A rating is never guessed,
 defaulted, clipped or moved; honesty's N/A is recorded as missing, not as a number.
+
+An answer cut off at `max_tokens` that does not validate is asked again with twice the room
+(at most `max_tokens_growth` times the configured limit). The engine still refuses a limit the
+prompt leaves no room for; such a retry is asked again at the last limit that fit. An answer
+cut off that validates anyway is kept: every rating is there and in range, only a rationale
+may end early; its judgment says `truncated`.
 """
 
 from __future__ import annotations
@@ -27,7 +33,8 @@ from functools import partial
 from statistics import mean
 
 from prefgen.config import SamplingConfig
-from prefgen.engine import ChatEngine, Request
+from prefgen.engine import ChatEngine, Request, Result
+from prefgen.generate import cut_off
 from prefgen.prompts import (
     NA_ASPECTS,
     NOT_APPLICABLE,
@@ -184,6 +191,10 @@ class Call:
     seed: int | None
     attempts: int = 0
     errors: list[str] = field(default_factory=list)
+    max_tokens: int = 0  # the answer limit of the next request
+    room: int | None = None  # a limit known to fit the prompt, once a larger one was refused
+    truncated_answers: int = 0
+    last: tuple[str, int, bool] | None = None  # the latest answer: text, its limit, cut off?
 
     @property
     def labels(self) -> list[str]:
@@ -205,6 +216,7 @@ class JudgeTask:
     seed: int = 0
     dropped: Counter = field(default_factory=Counter)  # the judge drops no output; kept for the Task shape
     combine_rules: dict[str, str] = field(default_factory=dict)  # every judge's combine rule, by judge name
+    max_tokens_growth: int = 4  # a retry's max_tokens is at most this multiple of the configured one
 
     def calls(self, rows: list[dict]) -> list[Call]:
         calls = []
@@ -229,7 +241,8 @@ class JudgeTask:
             labelled = list(zip(call.labels, (c["text"] for c in call.shown)))
             messages = joint_judge_prompt(instruction, labelled, call.aspect, self.rationales)
             schema = joint_schema(call.labels, self.rationales, allow_na)
-        sampling = self.sampling.model_copy(update={"temperature": RETRY_TEMPERATURE}) if attempt else self.sampling
+        update = {"max_tokens": call.max_tokens} | ({"temperature": RETRY_TEMPERATURE} if attempt else {})
+        sampling = self.sampling.model_copy(update=update)
         return Request(messages, sampling, 1, schema if self.guided else None)
 
     def _parse(self, call: Call, text: str) -> dict[str, Judgment]:
@@ -238,7 +251,8 @@ class JudgeTask:
             return {"A": parse_judgment(text, self.rationales, allow_na)}
         return parse_joint(text, call.labels, self.rationales, allow_na)
 
-    def _record(self, call: Call, parsed: dict[str, Judgment] | None, raw: str | None, error: str | None) -> None:
+    def _record(self, call: Call, parsed: dict[str, Judgment] | None, error: str | None) -> None:
+        raw, limit, truncated = call.last or (None, call.max_tokens, False)
         for position, (label, cand) in enumerate(zip(call.labels, call.shown)):
             rating, rationale = parsed[label] if parsed else (None, None)
             cand["judgments"].append(
@@ -256,6 +270,9 @@ class JudgeTask:
                     "error": error,
                     "attempts": call.attempts,
                     "retried_because": "; ".join(call.errors) or None,
+                    "max_tokens": limit,
+                    "truncated": truncated,
+                    "truncated_answers": call.truncated_answers,
                 }
             )
 
@@ -268,32 +285,57 @@ class JudgeTask:
             for cand in row["candidates"]:
                 cand["judgments"] = cand["judgments"] or []
         pending = self.calls(rows)
+        for call in pending:
+            call.max_tokens = self.sampling.max_tokens
         for attempt in range(self.max_retries + 1):
             if not pending:
                 break
             results = engine.chat([self._request(call, attempt) for call in pending])
-            retry = []
-            for call, result in zip(pending, results):
-                call.row["output_tokens"] += result.tokens
-                call.attempts += 1
-                if result.error:  # the prompt does not fit: asking again cannot help
-                    self._record(call, None, None, result.error)
-                    continue
-                try:
-                    self._record(call, self._parse(call, result.texts[0]), result.texts[0], None)
-                except JudgmentError as exc:
-                    call.errors.append(f"attempt {attempt + 1}: {exc}")
-                    if attempt < self.max_retries:
-                        retry.append(call)
-                    else:
-                        self._record(call, None, result.texts[0], "; ".join(call.errors))
-            pending = retry
+            pending = [call for call, result in zip(pending, results) if self._take(call, result, attempt)]
         for row in rows:
             for cand in row["candidates"]:
                 judges = {j["judge"] for j in cand["judgments"]}
                 # a judge missing from combine_rules keeps this judge's rule (the old behaviour)
                 rules = dict.fromkeys(judges, self.combine) | self.combine_rules | {self.name: self.combine}
                 combine_candidate(cand, rules)
+
+    def _take(self, call: Call, result: Result, attempt: int) -> bool:
+        """Record the call's answer, or its failure; True if it is to be asked again."""
+        call.row["output_tokens"] += result.tokens
+        if result.error:  # the prompt does not fit at this limit
+            if not call.last:  # nor at the configured one: asking again cannot help
+                call.attempts = 1
+                self._record(call, None, result.error)
+                return False
+            call.errors.append(f"attempt {attempt + 1}: max_tokens={call.max_tokens} does not fit: {result.error}")
+            if attempt == self.max_retries:
+                self._record(call, None, self._final_error(call))
+                return False
+            call.max_tokens = call.room = call.last[1]  # the grown limit was refused: back to one that fit
+            return True
+        call.attempts += 1
+        call.last = (result.texts[0], call.max_tokens, cut_off(result, 0))
+        call.truncated_answers += call.last[2]
+        try:
+            parsed = self._parse(call, result.texts[0])
+        except JudgmentError as exc:
+            cut = call.last[2]
+            why = f"truncated at {call.max_tokens} tokens ({exc})" if cut else str(exc)
+            call.errors.append(f"attempt {attempt + 1}: {why}")
+            if attempt == self.max_retries:
+                self._record(call, None, self._final_error(call))
+                return False
+            if cut:  # more room, up to the ceiling
+                ceiling = call.room or self.sampling.max_tokens * max(1, self.max_tokens_growth)
+                call.max_tokens = max(call.max_tokens, min(2 * call.max_tokens, ceiling))
+            return True
+        self._record(call, parsed, None)
+        return False
+
+    @staticmethod
+    def _final_error(call: Call) -> str:
+        _text, limit, cut = call.last
+        return (f"answer cut off at max_tokens={limit}; " if cut else "") + "; ".join(call.errors)
 
 
 def combine_candidate(cand: dict, rules: dict[str, str]) -> None:

@@ -8,6 +8,10 @@ or whose texts are equal, and never pairs below the minimum margin. Strategies:
 - all_pairs: every qualifying pair.
 `length_matched` makes the best-* strategies prefer the qualifying rejected candidate whose
 length is closest to the chosen's, to curb the judge's taste for longer answers.
+A candidate cut off at `max_tokens` (`truncated`) is never the chosen one unless
+`allow_truncated_chosen`: a model trained to prefer it would learn to stop mid-sentence. It may
+still be the rejected one. A row whose qualifying pairs all have a truncated chosen is rejected
+as `chosen_truncated`, so a too-tight `max_tokens` shows up in the counts.
 An instruction that yields no pair gets the reason why, which sends it to the rejects output.
 """
 
@@ -18,6 +22,7 @@ import random
 
 from prefgen.schema import (
     REJECT_ALL_TIED,
+    REJECT_CHOSEN_TRUNCATED,
     REJECT_IDENTICAL,
     REJECT_MARGIN,
     REJECT_NO_CANDIDATES,
@@ -40,6 +45,7 @@ def select_pairs(
     min_margin: float,
     length_matched: bool = False,
     rng: random.Random | None = None,
+    allow_truncated_chosen: bool = False,
 ) -> tuple[list[tuple[dict, dict]], str | None]:
     """Return ([(chosen, rejected), ...], None), or ([], reason) when no pair qualifies."""
     if not candidates:
@@ -60,6 +66,9 @@ def select_pairs(
     pairs = [p for p in distinct if p[0]["rating"] - p[1]["rating"] >= min_margin]
     if not pairs:
         return [], REJECT_MARGIN
+    pairs = [p for p in pairs if allow_truncated_chosen or not p[0].get("truncated")]
+    if not pairs:
+        return [], REJECT_CHOSEN_TRUNCATED
     pairs.sort(key=lambda p: (-(p[0]["rating"] - p[1]["rating"]), p[0]["candidate_id"], p[1]["candidate_id"]))
     if strategy == "all_pairs":
         return pairs, None
@@ -102,7 +111,12 @@ def judge_errors(candidates: list[dict]) -> str | None:
 
 
 def split_rows(
-    rows: list[dict], strategy: str, min_margin: float, length_matched: bool = False, seed: int = 0
+    rows: list[dict],
+    strategy: str,
+    min_margin: float,
+    length_matched: bool = False,
+    seed: int = 0,
+    allow_truncated_chosen: bool = False,
 ) -> tuple[list[dict], list[dict]]:
     """Work rows -> (pair rows, reject rows); every row lands in exactly one of the two."""
     pairs, rejects = [], []
@@ -110,7 +124,9 @@ def split_rows(
         if row["reject_reason"]:
             rejects.append(reject_row(row, row["reject_reason"], row["reject_detail"]))
             continue
-        selected, reason = select_pairs(row["candidates"], strategy, min_margin, length_matched, row_rng(seed, row["id"]))
+        selected, reason = select_pairs(
+            row["candidates"], strategy, min_margin, length_matched, row_rng(seed, row["id"]), allow_truncated_chosen
+        )
         if reason:
             rejects.append(reject_row(row, reason, judge_errors(row["candidates"])))
         pairs.extend(pair_row(row, c, r, i) for i, (c, r) in enumerate(selected))

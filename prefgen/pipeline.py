@@ -49,7 +49,8 @@ def write_rows(output: str, token: str, rows: list[dict], pairs: list[dict], rej
 def write_batch(batch: pa.Table, output: str, token: str, pairing: dict, seed: int) -> pa.Table:
     """Last stage: pair the batch, write its shards, return its report as one row."""
     rows = batch.to_pylist()
-    pairs, rejects = split_rows(rows, pairing["strategy"], pairing["min_margin"], pairing["length_matched"], seed)
+    pairs, rejects = split_rows(rows, pairing["strategy"], pairing["min_margin"], pairing["length_matched"], seed,
+                                pairing["allow_truncated_chosen"])
     report = write_rows(output, token, rows, pairs, rejects)
     return pa.Table.from_pylist([{"report": json.dumps(report)}])  # JSON: reports differ in shape
 

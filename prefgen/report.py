@@ -12,8 +12,10 @@ from dataclasses import dataclass, field
 
 from prefgen.health import add_health, batch_health, health_figures, health_warnings
 
-CANDIDATE_COUNTS = ("generated", "evolved", "rated", "unrated")
-JUDGE_COUNTS = ("judgments", "not_applicable", "judge_calls", "parse_failures", "retries", "calls_given_up")
+CANDIDATE_COUNTS = ("generated", "evolved", "rated", "unrated", "truncated")
+JUDGE_COUNTS = (
+    "judgments", "not_applicable", "judge_calls", "parse_failures", "truncated_answers", "retries", "calls_given_up"
+)
 
 
 def format_counts(counts: dict[str, int]) -> str:
@@ -28,8 +30,18 @@ def count_reasons(rejects: list[dict]) -> dict[str, int]:
     return counts
 
 
+def _parse_failures(j: dict) -> int:
+    """Complete answers of one call that did not validate: the answers not kept, less the cut-off ones."""
+    not_kept = j["attempts"] - (0 if j["error"] else 1)
+    cut_not_kept = (j.get("truncated_answers") or 0) - (1 if j.get("truncated") and not j["error"] else 0)
+    return not_kept - cut_not_kept
+
+
 def judge_counts(candidates: list[dict]) -> dict[str, int]:
-    """Judgments made, and per judge call: parse failures, retries, calls given up."""
+    """Judgments made, and per judge call: parse failures, retries, calls given up.
+
+    An answer cut off at max_tokens counts under `truncated_answers` (kept or not), never as a
+    parse failure: `parse_failures` are complete answers that did not validate."""
     judgments = [j for c in candidates for j in c["judgments"] or []]
     calls = {}
     for c in candidates:
@@ -41,7 +53,8 @@ def judge_counts(candidates: list[dict]) -> dict[str, int]:
         "judgments": len(judgments),
         "not_applicable": sum(bool(j["not_applicable"]) for j in judgments),
         "judge_calls": len(calls),
-        "parse_failures": sum(j["attempts"] - (0 if j["error"] else 1) for j in calls.values() if j["raw"] is not None),
+        "parse_failures": sum(_parse_failures(j) for j in calls.values() if j["raw"] is not None),
+        "truncated_answers": sum(j.get("truncated_answers") or 0 for j in calls.values()),
         "retries": sum(j["attempts"] - 1 for j in calls.values()),
         "calls_given_up": sum(1 for j in calls.values() if j["error"]),
     }
@@ -61,6 +74,7 @@ def batch_counts(key: str, rows: list[dict], pairs: list[dict], rejects: list[di
         "evolved": sum(c["origin"] == "evolved" for c in candidates),
         "rated": sum(c["rating"] is not None for c in candidates),
         "unrated": sum(c["rating"] is None for c in candidates),
+        "truncated": sum(bool(c.get("truncated")) for c in candidates),
         **judge_counts(candidates),
         "health": batch_health(rows, pairs),
     }
@@ -102,10 +116,10 @@ class RunSummary:
         self.output_tokens += counts["output_tokens"]
         for reason, n in counts["rejects"].items():
             self.rejects[reason] = self.rejects.get(reason, 0) + n
-        for key in CANDIDATE_COUNTS:
-            self.candidates[key] = self.candidates.get(key, 0) + counts[key]
+        for key in CANDIDATE_COUNTS:  # .get: commits written before a counter existed lack it
+            self.candidates[key] = self.candidates.get(key, 0) + counts.get(key, 0)
         for key in JUDGE_COUNTS:
-            self.judging[key] = self.judging.get(key, 0) + counts[key]
+            self.judging[key] = self.judging.get(key, 0) + counts.get(key, 0)
         self.health_stats = add_health(self.health_stats, counts.get("health") or {})  # older reports: none
         self.health = health_figures(self.health_stats)
         self.health_warnings = health_warnings(self.health)

@@ -28,6 +28,9 @@ JUDGMENT = pa.struct(
         ("error", pa.string()),
         ("attempts", pa.int64()),
         ("retried_because", pa.string()),  # what was wrong with the answers before this one
+        ("max_tokens", pa.int64()),  # the answer limit of the attempt recorded here
+        ("truncated", pa.bool_()),  # the answer recorded here (raw) was cut off at max_tokens
+        ("truncated_answers", pa.int64()),  # answers of this call cut off at max_tokens, kept or not
     ]
 )
 
@@ -40,6 +43,7 @@ CANDIDATE = pa.struct(
         ("origin", pa.string()),  # "generated" | "evolved"
         ("parent_id", pa.string()),
         ("criterion", pa.string()),
+        ("truncated", pa.bool_()),  # the text was cut off at max_tokens (finish reason "length")
         ("rating", pa.float64()),  # combined over permutations, aspects and judges
         ("rating_spread", pa.float64()),  # largest max-min over permutations of one judge/aspect
         ("judge_agreement", pa.float64()),  # max-min of the judges' ratings (a jury only)
@@ -103,6 +107,7 @@ REJECT_TOO_FEW_RATED = "too_few_rated"
 REJECT_ALL_TIED = "all_tied"
 REJECT_IDENTICAL = "identical_texts"
 REJECT_MARGIN = "margin_below_min"
+REJECT_CHOSEN_TRUNCATED = "chosen_truncated"  # every qualifying chosen was cut off at max_tokens
 REJECT_STAGE_ERROR = "stage_error"
 REJECT_WORKER_FAILED = "worker_failed"
 

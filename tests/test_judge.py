@@ -13,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scripted_engine import ScriptedEngine
 
+from prefgen.config import SamplingConfig
 from prefgen.engine import Result
 from prefgen.judge import JudgeTask, JudgmentError, combine_candidate, labels_for, parse_joint, parse_judgment
 from prefgen.pair import split_rows
@@ -371,3 +372,109 @@ def test_more_orders_come_in_mirrored_pairs_with_new_shuffles():
     assert seeds[0] == seeds[1] != seeds[2] == seeds[3] != seeds[4]
     assert len({tuple(o) for o in orders}) == 5
     assert [c.permutation for c in calls] == list(range(5))
+
+
+# --- answers cut off at max_tokens ----------------------------------------------------------------
+
+CUT_JSON = '{"A": {"rating": 4, "rationale": "the answer explains'
+GOOD_JSON = '{"A": {"rating": 4, "rationale": "clear"}}'
+
+
+def cut(text):
+    return Result(texts=[text], finish_reasons=["length"], tokens=5)
+
+
+def whole(text):
+    return Result(texts=[text], finish_reasons=["stop"], tokens=5)
+
+
+def limits(engine):
+    return [batch[0].sampling.max_tokens for batch in engine.calls]
+
+
+def test_truncated_answer_is_retried_with_doubled_room_up_to_the_ceiling():
+    from prefgen.report import judge_counts
+
+    rows = [row("r1", ["a"])]
+    engine = ScriptedEngine(lambda req: cut(CUT_JSON))
+    JudgeTask("j", "m", SamplingConfig(temperature=0.0, max_tokens=100), max_retries=4).run(rows, engine)
+    assert limits(engine) == [100, 200, 400, 400, 400]  # doubles, then holds at 4x
+    [j] = rows[0]["candidates"][0]["judgments"]
+    assert j["rating"] is None and j["raw"] == CUT_JSON and (j["truncated"], j["max_tokens"]) == (True, 400)
+    assert j["error"].startswith("answer cut off at max_tokens=400")
+    assert j["retried_because"].startswith("attempt 1: truncated at 100 tokens")
+    assert "attempt 3: truncated at 400 tokens" in j["retried_because"]
+    counts = judge_counts(rows[0]["candidates"])
+    assert counts["truncated_answers"] == 5 and counts["parse_failures"] == 0
+    assert (counts["retries"], counts["calls_given_up"]) == (4, 1)
+
+
+def test_growth_of_one_never_grows_and_parse_failures_keep_the_limit():
+    engine = ScriptedEngine(lambda req: cut(CUT_JSON))
+    JudgeTask("j", "m", SamplingConfig(max_tokens=100), max_tokens_growth=1).run([row("r1", ["a"])], engine)
+    assert limits(engine) == [100, 100, 100]
+    engine = ScriptedEngine(lambda req: whole("not json at all"))
+    JudgeTask("j", "m", SamplingConfig(max_tokens=100)).run([row("r1", ["a"])], engine)
+    assert limits(engine) == [100, 100, 100]  # a complete but bad answer is not a reason for more room
+
+
+def test_truncated_then_complete_answer_is_kept_and_counted_apart_from_parse_failures():
+    from prefgen.report import judge_counts
+
+    answers = iter([whole("garbage"), cut(CUT_JSON), whole(GOOD_JSON)])
+    rows = [row("r1", ["a"])]
+    engine = ScriptedEngine(lambda req: next(answers))
+    JudgeTask("j", "m", SamplingConfig(max_tokens=64), max_retries=2).run(rows, engine)
+    assert limits(engine) == [64, 64, 128]
+    [j] = rows[0]["candidates"][0]["judgments"]
+    assert (j["rating"], j["error"], j["truncated"], j["max_tokens"]) == (4.0, None, False, 128)
+    assert j["truncated_answers"] == 1
+    assert j["retried_because"].startswith("attempt 1: labels do not match")
+    assert "attempt 2: truncated at 64 tokens" in j["retried_because"]
+    counts = judge_counts(rows[0]["candidates"])
+    assert counts["parse_failures"] == 1 and counts["truncated_answers"] == 1
+    assert (counts["retries"], counts["calls_given_up"]) == (2, 0)
+
+
+def test_truncated_answer_that_still_validates_is_accepted_and_flagged():
+    from prefgen.report import judge_counts
+
+    rows = [row("r1", ["a", "b"])]
+    answer = 'A: 5 - clear and complete\nB: 2 - it stops befo'  # every rating there, the last rationale cut
+    engine = ScriptedEngine(lambda req: cut(answer))
+    JudgeTask("j", "m", guided=False).run(rows, engine)
+    assert len(engine.calls) == 1
+    ratings = {c["text"]: c["rating"] for c in rows[0]["candidates"]}
+    assert sorted(ratings.values()) == [2.0, 5.0]
+    assert all(j["truncated"] and j["error"] is None for c in rows[0]["candidates"] for j in c["judgments"])
+    counts = judge_counts(rows[0]["candidates"])
+    assert (counts["truncated_answers"], counts["parse_failures"], counts["retries"]) == (1, 0, 0)
+
+
+def test_grown_retry_the_prompt_leaves_no_room_for_falls_back_to_the_limit_that_fit():
+    from prefgen.report import judge_counts
+
+    def reply(req):  # the engine's check: this prompt leaves room for 150 answer tokens
+        limit = req.sampling.max_tokens
+        if limit > 150:
+            return Result(error=f"prompt has 1900 tokens; max_model_len 2048 leaves {2048 - limit} after {limit}")
+        return cut(CUT_JSON)
+
+    def judge(max_retries):
+        rows = [row("r1", ["a"])]
+        engine = ScriptedEngine(reply)
+        JudgeTask("j", "m", SamplingConfig(max_tokens=100), max_retries=max_retries).run(rows, engine)
+        [j] = rows[0]["candidates"][0]["judgments"]
+        return limits(engine), j, judge_counts(rows[0]["candidates"])
+
+    asked, j, counts = judge(max_retries=3)
+    assert asked == [100, 200, 100, 100]  # refused at 200, then never grown past what fit
+    assert j["raw"] == CUT_JSON and (j["max_tokens"], j["attempts"], j["truncated_answers"]) == (100, 3, 3)
+    assert j["error"].startswith("answer cut off at max_tokens=100")
+    assert "attempt 2: max_tokens=200 does not fit: prompt has 1900" in j["error"]
+    assert (counts["truncated_answers"], counts["parse_failures"], counts["calls_given_up"]) == (3, 0, 1)
+
+    asked, j, counts = judge(max_retries=1)  # the refused retry was the last one
+    assert asked == [100, 200] and j["attempts"] == 1 and j["raw"] == CUT_JSON
+    assert j["error"].startswith("answer cut off at max_tokens=100") and "max_tokens=200 does not fit" in j["error"]
+    assert (counts["truncated_answers"], counts["parse_failures"], counts["calls_given_up"]) == (1, 0, 1)

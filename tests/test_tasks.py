@@ -105,3 +105,49 @@ def test_summary_sums_per_role_figures_over_actors():
     lines = [line.strip() for line in summary.lines()]
     assert "engine m (3 actor(s)): start 3 s, busy 6 s, 150 tokens (25 tok/s busy)" in lines
     assert "evolve: 12 rows, 24 requests, 120 tokens in 4 s; outputs dropped: 4 (empty=3, unchanged=1)" in lines
+
+
+# --- outputs cut off at max_tokens ----------------------------------------------------------------
+
+
+def test_generate_marks_each_completion_cut_off_at_max_tokens():
+    engine = ScriptedEngine(lambda req: Result(texts=["done.", "and then the"], finish_reasons=["stop", "length"]))
+    rows = [row("r1")]
+    GenerateTask("g", "m", num_completions=2).run(rows, engine)
+    assert [(c["candidate_id"], c["truncated"]) for c in rows[0]["candidates"]] == [("r1/g/0", False), ("r1/g/1", True)]
+    plain = [row("r2")]
+    GenerateTask("g", "m").run(plain, ScriptedEngine(lambda req: ["an answer"]))  # no finish reasons: not cut off
+    assert plain[0]["candidates"][0]["truncated"] is False
+
+
+def test_evolve_keeps_a_cut_off_rewrite_flagged_and_rewrites_it_next_round():
+    replies = iter([Result(texts=["a longer rewrite that stops mid"], finish_reasons=["length"]),
+                    Result(texts=["a finished rewrite."], finish_reasons=["stop"])])
+    engine = ScriptedEngine(lambda req: next(replies))
+    rows = [row("r1", cands=[gen("r1", 0, "short answer")])]
+    task = EvolveTask("m-e", ["details"], num_evolutions=2)
+    task.run(rows, engine)
+    cands = rows[0]["candidates"]
+    assert [(c["candidate_id"], c["truncated"]) for c in cands] == [
+        ("r1/g/0", None), ("r1/g/0/e1", True), ("r1/g/0/e1/e2", False)
+    ]
+    assert "stops mid" in engine.calls[1][0].messages[-1]["content"]  # round 2 rewrote the cut-off text
+    assert not task.dropped
+
+
+def test_batch_counts_and_summary_count_truncated_candidates():
+    from prefgen.report import RunSummary, batch_counts
+
+    cands = [gen("r1", 0, "a"), gen("r1", 1, "b"), gen("r1", 2, "c")]
+    cands[1]["truncated"], cands[2]["truncated"] = True, False
+    counts = batch_counts("k", [row("r1", cands=cands)], [], [])
+    assert counts["truncated"] == 1 and counts["truncated_answers"] == 0
+    summary = RunSummary(output="out")
+    summary.add(counts)
+    summary.add(counts)
+    assert summary.candidates["truncated"] == 2
+    assert any(line.startswith("candidates:") and "truncated=2" in line for line in summary.lines())
+    assert any(line.startswith("judging:") and "truncated_answers=0" in line for line in summary.lines())
+    old = {k: v for k, v in counts.items() if k not in ("truncated", "truncated_answers")}  # a commit from before
+    summary.add(old)
+    assert summary.candidates["truncated"] == 2
