@@ -15,14 +15,27 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from prefgen.embedded import EMBEDDED_MODELS, EMBEDDED_SCHEME, is_embedded
 from prefgen.family import self_preference_warnings
+from prefgen.prompts import (
+    ASPECT_ALIASES,
+    BUILTIN_ASPECTS,
+    DEFAULT_REWRITE,
+    EVOL_CRITERIA,
+    GENERATION_FIELDS,
+    REWRITE_FIELDS,
+    REWRITE_TEMPLATES,
+    Rubric,
+    aspect_name,
+    load_criteria,
+    resolve_template,
+)
 
 DEFAULT_MODEL = EMBEDDED_SCHEME + "SmolLM2-135M-Instruct"
-CRITERIA = ("helpfulness", "relevance", "deepening", "creativity", "details")
-ASPECTS = ("overall", "helpfulness", "honesty", "instruction-following", "truthfulness")
+CRITERIA = tuple(EVOL_CRITERIA)
+ASPECTS = BUILTIN_ASPECTS
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")
 
 
@@ -153,25 +166,59 @@ class GeneratorConfig(RoleConfig):
     name: str | None = Field(None, description="Label of this generator in the output; default gen<N>.")
     system_prompt: str | None = None
     num_completions: int = Field(1, ge=1, le=16, description="Completions per instruction.")
+    template: str | None = Field(
+        None,
+        description="The user message: text holding {instruction}, or the path of a file holding it (read "
+        "once, at load; relative to the working directory); none: the instruction as it is.",
+    )
+
+    @field_validator("template")
+    @classmethod
+    def _resolve_template(cls, value: str | None) -> str | None:
+        return None if value is None else resolve_template(value, GENERATION_FIELDS)
 
 
 class EvolutionConfig(RoleConfig):
     enabled: bool = True
     num_evolutions: int = Field(1, ge=1, le=8, description="Rewrite rounds; each round rewrites the last.")
-    criteria: list[Literal[CRITERIA]] = Field(  # type: ignore[valid-type]
+    criteria: dict[str, str] = Field(
         default_factory=lambda: ["helpfulness", "relevance", "deepening", "creativity", "details"],
-        min_length=1,
-        description="Criteria a rewrite targets; each round draws one per candidate (seeded by its id).",
+        description="Criteria a rewrite targets; each round draws one per candidate (seeded by its id). A list of "
+        f"built-in names ({', '.join(CRITERIA)}) and {{name: text}} entries of your own, or the path of a YAML "
+        "file holding such a list or a name: text mapping; loaded into name: text.",
     )
     keep_original: bool = Field(True, description="Keep the unevolved completions as candidates.")
+    template: str = Field(
+        DEFAULT_REWRITE,
+        description=f"The rewrite prompt: a built-in name ({', '.join(REWRITE_TEMPLATES)}; mission is the course's "
+        "simplified rewriter), text holding {instruction}, {response} and optionally {criterion} (the drawn "
+        "criterion's text), or the path of a file holding it; loaded into the template's text.",
+    )
+
+    @field_validator("criteria", mode="before")
+    @classmethod
+    def _load_criteria(cls, value):
+        return load_criteria(value)
+
+    @field_validator("template")
+    @classmethod
+    def _resolve_template(cls, value: str) -> str:
+        return resolve_template(value, REWRITE_FIELDS, REWRITE_TEMPLATES)
 
 
 class JudgeConfig(RoleConfig):
     name: str = Field("judge", description="Label of this judge in the judgments.")
-    aspects: list[Literal[ASPECTS]] = Field(  # type: ignore[valid-type]
+    rubrics: dict[str, Rubric] = Field(
+        default_factory=dict,
+        description="Rubrics of your own by aspect name, each {description, levels: {N: text, ..., 1: text}, "
+        "not_applicable} or {file: path/to/rubric.yaml}; list the name in aspects to use it. A name of a "
+        "built-in aspect replaces its rubric. Ratings of aspects on different scales are combined as they are.",
+    )
+    aspects: list[str] = Field(
         default_factory=lambda: ["overall"],
         min_length=1,
-        description="overall (one holistic call) or UltraFeedback aspects, each rated in its own call.",
+        description=f"Aspects, each rated in its own call: built-in ({', '.join(ASPECTS)}; overall-rating is an "
+        "alias of overall; mission-overall is the course's simplified judge) or names defined under rubrics.",
     )
     combine: Literal["mean", "min"] = Field("mean", description="How aspect ratings combine into one.")
     mode: Literal["joint", "single"] = Field(
@@ -199,6 +246,18 @@ class JudgeConfig(RoleConfig):
         if number is None or not 1 <= number <= 8:
             raise ValueError(f"{value!r} is neither a number of orders from 1 to 8 nor 'balanced'")
         return number
+    @field_validator("aspects")
+    @classmethod
+    def _known_aspects(cls, aspects: list[str], info: ValidationInfo) -> list[str]:
+        aspects = [aspect_name(a) for a in aspects]
+        if "rubrics" not in info.data:  # the rubrics failed: their error says why
+            return aspects
+        known = set(ASPECTS) | set(info.data["rubrics"])
+        unknown = [a for a in aspects if a not in known]
+        if unknown:
+            raise ValueError(f"unknown aspects {unknown}; built-in: {', '.join(ASPECTS)} (alias: "
+                             f"{', '.join(ASPECT_ALIASES)}), or define them under judge rubrics")
+        return aspects
 
     @model_validator(mode="after")
     def _check(self) -> JudgeConfig:

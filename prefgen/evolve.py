@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from prefgen.config import SamplingConfig
 from prefgen.engine import ChatEngine, Request
 from prefgen.generate import cut_off
-from prefgen.prompts import clean_evolved, evolve_prompt
+from prefgen.prompts import EVOL_CRITERIA, clean_evolved, evolve_prompt
 from prefgen.schema import candidate
 
 
@@ -43,12 +43,16 @@ def why_dropped(error: str | None, text: str, parent_text: str) -> str | None:
 @dataclass
 class EvolveTask:
     model: str
-    criteria: list[str]
+    criteria: list[str] | dict[str, str]  # built-in names, or name -> text (a config's `evolution.criteria`)
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
     num_evolutions: int = 1
     keep_original: bool = True
     seed: int = 0
     dropped: Counter = field(default_factory=Counter)  # rewrites that became no candidate, by reason
+    template: str | None = None  # the rewrite template's text; none: EvolQuality's
+
+    def criterion_text(self, name: str) -> str:
+        return self.criteria[name] if isinstance(self.criteria, dict) else EVOL_CRITERIA[name]
 
     @property
     def role(self) -> str:
@@ -59,9 +63,11 @@ class EvolveTask:
         for round_no in range(1, self.num_evolutions + 1):
             if not parents:
                 break
-            criteria = [pick_criterion(self.criteria, self.seed, c["candidate_id"], round_no) for _, c in parents]
+            names = list(self.criteria)
+            criteria = [pick_criterion(names, self.seed, c["candidate_id"], round_no) for _, c in parents]
             requests = [
-                Request(evolve_prompt(row["instruction"], c["text"], crit), self.sampling)
+                Request(evolve_prompt(row["instruction"], c["text"], self.criterion_text(crit), self.template),
+                        self.sampling)
                 for (row, c), crit in zip(parents, criteria)
             ]
             children = []

@@ -32,6 +32,7 @@ class GenerateTask:
     system_prompt: str | None = None
     num_completions: int = 1
     dropped: Counter = field(default_factory=Counter)  # completions that became no candidate, by reason
+    template: str | None = None  # the user message's template, holding {instruction}; none: the instruction
 
     @property
     def role(self) -> str:
@@ -39,7 +40,8 @@ class GenerateTask:
 
     def run(self, rows: list[dict], engine: ChatEngine) -> None:
         requests = [
-            Request(generation_prompt(row["instruction"], self.system_prompt), self.sampling, n=self.num_completions)
+            Request(generation_prompt(row["instruction"], self.system_prompt, self.template), self.sampling,
+                    n=self.num_completions)
             for row in rows
         ]
         for row, result in zip(rows, engine.chat(requests)):

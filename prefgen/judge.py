@@ -1,4 +1,4 @@
-"""UltraFeedback-style judging: every candidate rated 1-5 per aspect, with a rationale.
+"""UltraFeedback-style judging: every candidate rated per aspect (1-5 built in), with a rationale.
 
 Two modes:
 - joint: all candidates of an instruction in one call, under letter labels, in an order
@@ -6,9 +6,12 @@ Two modes:
   candidate by name, never by position. `permutations` > 1 judges k orders chosen so that
   position effects cancel (`shown_orders`: a shuffle and its reverse, or with "balanced" every
   rotation) and keeps the spread as a confidence measure.
-- single: one candidate per call (the mission's simplified judge).
+- single: one candidate per call.
 
-Under guided decoding the answer is JSON constrained to the schema in `prompts.py`; without it
+Each aspect is judged against its rubric (built-in or the config's own, `prompts.rubrics`), with
+the instruction and candidates in nonce-tagged blocks they cannot break out of.
+
+Under guided decoding the answer is JSON constrained to the schema in `prompts/judging.py`; without it
 the same parsers read the answer and refuse anything that does not validate (count, labels,
 range). A refused answer is asked again (sampled, so a retry can differ) up to `max_retries`
 times, then recorded as a failed judgment with its raw text. A rating is never guessed,
@@ -36,16 +39,18 @@ from prefgen.config import SamplingConfig
 from prefgen.engine import ChatEngine, Request, Result
 from prefgen.generate import cut_off
 from prefgen.prompts import (
-    NA_ASPECTS,
     NOT_APPLICABLE,
+    Rubric,
+    block_nonce,
     joint_judge_prompt,
     joint_schema,
     judge_prompt,
     judgment_schema,
+    rubric_for,
 )
 
 RETRY_TEMPERATURE = 0.7
-_SCORE_LINE = re.compile(r"^\s*(?:score\s*[:=]?\s*)?\**([1-5]|N/A)\**(?:\s*/\s*5)?\s*(?:[-–—:|]\s*(.*))?$", re.I)
+_SCORE_LINE = re.compile(r"^\s*(?:score\s*[:=]?\s*)?\**(\d{1,2}|N/A)\**(?:\s*/\s*\d{1,2})?\s*(?:[-–—:|]\s*(.*))?$", re.I)
 _LABEL_LINE = re.compile(r"^\s*(?i:response\s+)?\**([A-Z]{1,2})\**\s*[:.)\-–]\s*(.*)$")
 
 
@@ -56,7 +61,11 @@ class JudgmentError(ValueError):
 Judgment = tuple[float | None, str | None]  # (rating, None for N/A; rationale)
 
 
-def _check_rating(value, allow_na: bool) -> float | None:
+Scale = tuple[int, int]  # lowest and highest rating of the aspect's rubric
+FIVE = (1, 5)
+
+
+def _check_rating(value, allow_na: bool, scale: Scale = FIVE) -> float | None:
     if allow_na and isinstance(value, str) and value.strip().upper() == NOT_APPLICABLE:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, str)):
@@ -65,15 +74,16 @@ def _check_rating(value, allow_na: bool) -> float | None:
         if not value.strip().isdigit():
             raise JudgmentError(f"rating {value!r} is not an integer")
         value = int(value)
-    if not 1 <= value <= 5:
-        raise JudgmentError(f"rating {value} is outside 1-5")
+    if not scale[0] <= value <= scale[1]:
+        raise JudgmentError(f"rating {value} is outside {scale[0]}-{scale[1]}")
     return float(value)
 
 
-def _check_judgment(data, rationales: bool, allow_na: bool) -> Judgment:
+def _check_judgment(data, rationales: bool, allow_na: bool, scale: Scale = FIVE) -> Judgment:
+    """A judgment object, its keys in either order (the schema asks rationale first)."""
     if not isinstance(data, dict) or "rating" not in data:
         raise JudgmentError("judgment has no 'rating'")
-    rating = _check_rating(data["rating"], allow_na)
+    rating = _check_rating(data["rating"], allow_na, scale)
     rationale = data.get("rationale")
     if rationales and not (isinstance(rationale, str) and rationale.strip()):
         raise JudgmentError("judgment has no rationale")
@@ -101,29 +111,32 @@ def _load_json(text: str) -> dict:
     return data
 
 
-def _score_and_rationale(match: re.Match, tail: list[str], rationales: bool, allow_na: bool) -> Judgment:
+def _score_and_rationale(match: re.Match, tail: list[str], rationales: bool, allow_na: bool,
+                         scale: Scale = FIVE) -> Judgment:
     rationale = " ".join([match.group(2) or ""] + tail).strip() or None
     if rationales and not rationale:
         raise JudgmentError("a score without a rationale")
-    return _check_rating(match.group(1), allow_na), rationale
+    return _check_rating(match.group(1), allow_na, scale), rationale
 
 
-def parse_judgment(text: str, rationales: bool, allow_na: bool = False) -> Judgment:
+def parse_judgment(text: str, rationales: bool, allow_na: bool = False, scale: Scale = FIVE) -> Judgment:
     """One response's judgment: JSON, or the classic `score - rationale` line."""
     if "{" in text:
-        return _check_judgment(_load_json(text), rationales, allow_na)
+        return _check_judgment(_load_json(text), rationales, allow_na, scale)
     lines = [line for line in text.strip().splitlines() if line.strip()]
     match = _SCORE_LINE.match(lines[0]) if lines else None
     if not match:
         raise JudgmentError("answer is neither JSON nor 'score - rationale'")
-    return _score_and_rationale(match, lines[1:], rationales, allow_na)
+    return _score_and_rationale(match, lines[1:], rationales, allow_na, scale)
 
 
-def parse_joint(text: str, labels: list[str], rationales: bool, allow_na: bool = False) -> dict[str, Judgment]:
+def parse_joint(text: str, labels: list[str], rationales: bool, allow_na: bool = False,
+                scale: Scale = FIVE) -> dict[str, Judgment]:
     """Judgments keyed by label; exactly the given labels, each once, or JudgmentError."""
     if "{" in text:
         data = _load_json(text)
-        found = {label: _check_judgment(value, rationales, allow_na) for label, value in data.items() if label in labels}
+        found = {label: _check_judgment(value, rationales, allow_na, scale)
+                 for label, value in data.items() if label in labels}
         extra = sorted(set(data) - set(labels))
     else:  # free text: one "<label>: <score> - <rationale>" line per response
         found, extra = {}, []
@@ -135,7 +148,7 @@ def parse_joint(text: str, labels: list[str], rationales: bool, allow_na: bool =
             if labelled.group(1) in found or labelled.group(1) not in labels:
                 extra.append(labelled.group(1))
                 continue
-            found[labelled.group(1)] = _score_and_rationale(score, [], rationales, allow_na)
+            found[labelled.group(1)] = _score_and_rationale(score, [], rationales, allow_na, scale)
     missing = [label for label in labels if label not in found]
     if missing or extra:
         raise JudgmentError(f"labels do not match: missing {missing}, unexpected or repeated {extra}")
@@ -217,6 +230,7 @@ class JudgeTask:
     dropped: Counter = field(default_factory=Counter)  # the judge drops no output; kept for the Task shape
     combine_rules: dict[str, str] = field(default_factory=dict)  # every judge's combine rule, by judge name
     max_tokens_growth: int = 4  # a retry's max_tokens is at most this multiple of the configured one
+    rubrics: dict[str, Rubric] = field(default_factory=dict)  # a config's own rubrics; built-ins otherwise
 
     def calls(self, rows: list[dict]) -> list[Call]:
         calls = []
@@ -231,25 +245,35 @@ class JudgeTask:
                     calls.append(Call(row, aspect, perm, shown, seed))
         return [c for c in calls if c.shown]
 
+    def _rubric(self, aspect: str) -> Rubric:
+        return rubric_for(aspect, self.rubrics)
+
+    def nonce(self, call: Call) -> str:
+        """The call's block nonce: from its order seed and row id (single mode: a seed from the candidate id)."""
+        if call.seed is not None:
+            return block_nonce(call.seed, call.row["id"])
+        cand_id = call.shown[0]["candidate_id"]
+        return block_nonce(order_seed(self.seed, cand_id, self.name, call.aspect, call.permutation), call.row["id"])
+
     def _request(self, call: Call, attempt: int) -> Request:
-        allow_na = call.aspect in NA_ASPECTS
-        instruction = call.row["instruction"]
+        rubric = self._rubric(call.aspect)
+        instruction, nonce = call.row["instruction"], self.nonce(call)
         if self.mode == "single":
-            messages = judge_prompt(instruction, call.shown[0]["text"], call.aspect, self.rationales)
-            schema = judgment_schema(self.rationales, allow_na)
+            messages = judge_prompt(instruction, call.shown[0]["text"], call.aspect, self.rationales, nonce, rubric)
+            schema = judgment_schema(self.rationales, rubric.allows_na, rubric.scale)
         else:
             labelled = list(zip(call.labels, (c["text"] for c in call.shown)))
-            messages = joint_judge_prompt(instruction, labelled, call.aspect, self.rationales)
-            schema = joint_schema(call.labels, self.rationales, allow_na)
+            messages = joint_judge_prompt(instruction, labelled, call.aspect, self.rationales, nonce, rubric)
+            schema = joint_schema(call.labels, self.rationales, rubric.allows_na, rubric.scale)
         update = {"max_tokens": call.max_tokens} | ({"temperature": RETRY_TEMPERATURE} if attempt else {})
         sampling = self.sampling.model_copy(update=update)
         return Request(messages, sampling, 1, schema if self.guided else None)
 
     def _parse(self, call: Call, text: str) -> dict[str, Judgment]:
-        allow_na = call.aspect in NA_ASPECTS
+        rubric = self._rubric(call.aspect)
         if self.mode == "single":
-            return {"A": parse_judgment(text, self.rationales, allow_na)}
-        return parse_joint(text, call.labels, self.rationales, allow_na)
+            return {"A": parse_judgment(text, self.rationales, rubric.allows_na, rubric.scale)}
+        return parse_joint(text, call.labels, self.rationales, rubric.allows_na, rubric.scale)
 
     def _record(self, call: Call, parsed: dict[str, Judgment] | None, error: str | None) -> None:
         raw, limit, truncated = call.last or (None, call.max_tokens, False)

@@ -40,12 +40,14 @@ class StagePlan:
 def task_for(cfg: PipelineConfig, key: str, role: RoleConfig):
     source = cfg.model_of(role).source
     if key.startswith("generators."):
-        return GenerateTask(role.name, source, role.sampling, role.system_prompt, role.num_completions)
+        return GenerateTask(role.name, source, role.sampling, role.system_prompt, role.num_completions,
+                            template=role.template)
     if key == "evolution":
-        return EvolveTask(source, list(role.criteria), role.sampling, role.num_evolutions, role.keep_original, cfg.seed)
+        return EvolveTask(source, dict(role.criteria), role.sampling, role.num_evolutions, role.keep_original, cfg.seed,
+                          template=role.template)
     return JudgeTask(role.name, source, role.sampling, list(role.aspects), role.mode, role.permutations,
                      role.rationales, role.guided, role.max_retries, role.combine, cfg.seed,
-                     combine_rules={j.name: j.combine for j in cfg.judges})
+                     combine_rules={j.name: j.combine for j in cfg.judges}, rubrics=dict(role.rubrics))
 
 
 def ordered_roles(cfg: PipelineConfig) -> list[tuple[str, RoleConfig]]:

@@ -17,7 +17,7 @@ def test_defaults_validate_and_name_generators():
     "data, key",
     [
         ({"generators": [{"sampling": {"temprature": 1.0}}]}, "generators.0.sampling.temprature"),
-        ({"judge": {"aspects": ["style"]}}, "judge.aspects.0"),
+        ({"judge": {"aspects": ["style"]}}, "judge.aspects"),
         ({"judge": {"mode": "single", "permutations": 2}}, "judge"),
         ({"judge": {"mode": "single", "permutations": "balanced"}}, "judge"),
         ({"judge": {"permutations": "rotated"}}, "judge.permutations"),
@@ -26,7 +26,7 @@ def test_defaults_validate_and_name_generators():
         ({"pairing": {"strategy": "random"}}, "pairing.strategy"),
         ({"generators": [{"model": "/no/such/model"}]}, "generators.0.model"),
         ({"generators": [{}, {"engine": {"max_model_len": "big"}}]}, "generators.1.engine.max_model_len"),
-        ({"evolution": {"criteria": ["speed"]}}, "evolution.criteria.0"),
+        ({"evolution": {"criteria": ["speed"]}}, "evolution.criteria"),
         ({"pairing": {"min_margin": 0}}, "pairing.min_margin"),
         ({"generators": []}, "generators"),
         ({"outptu": {}}, "outptu"),

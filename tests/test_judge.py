@@ -126,12 +126,13 @@ def test_labels_and_schemas():
 
 
 def test_prompts_hold_the_texts_in_the_order_given():
-    [msg] = joint_judge_prompt("Q?", [("A", "second text"), ("B", "first text")], "honesty", True)
+    [_, msg] = joint_judge_prompt("Q?", [("A", "second text"), ("B", "first text")], "honesty", True, "n0nce")
     text = msg["content"]
-    assert text.index("# Response A\nsecond text") < text.index("# Response B\nfirst text")
+    assert text.index("<response A n0nce>\nsecond text\n</response A n0nce>") < text.index("<response B n0nce>\nfirst text")
     assert "N/A" in text and "honesty" in text
-    [single] = judge_prompt("What is synthetic data?", "Data made by a program.", "overall", rationales=False)
-    assert "Data made by a program." in single["content"] and "rationale" not in single["content"]
+    [_, single] = judge_prompt("What is synthetic data?", "Data made by a program.", "overall", False, "n0nce")
+    assert "<response n0nce>\nData made by a program.\n</response n0nce>" in single["content"]
+    assert "rationale" not in single["content"]
 
 
 # --- the task: no rating ever lands on another candidate ----------------------------------------
@@ -147,14 +148,15 @@ def row(rid, texts):
 
 
 def responses_by_label(prompt: str) -> dict[str, str]:
-    return dict(re.findall(r"# Response ([A-Z]+)\n(.*?)\n\n", prompt, flags=re.S))
+    blocks = re.findall(r"<response ([A-Z]+) (\w+)>\n(.*?)\n</response \1 \2>", prompt, flags=re.S)
+    return {label: text for label, _nonce, text in blocks}
 
 
 def truthful_judge(truth: dict[str, int], shuffle_keys):
     """Answers every label with the true rating of the text shown under it, keys in any order."""
 
     def reply(req):
-        shown = responses_by_label(req.messages[0]["content"])
+        shown = responses_by_label(req.messages[-1]["content"])
         labels = list(shown)
         shuffle_keys(labels)
         return [json.dumps({label: {"rating": truth[shown[label]], "rationale": f"for {shown[label]}"} for label in labels})]
@@ -201,8 +203,8 @@ def test_aspects_combine_with_na_missing_and_count_calls():
     truth_by_aspect = {"helpfulness": 4, "honesty": "N/A", "truthfulness": 2}
 
     def reply(req):
-        prompt = req.messages[0]["content"]
-        aspect = next(a for a in truth_by_aspect if a in prompt.split("\n")[0].lower())
+        prompt = req.messages[-1]["content"]
+        aspect = re.match(r"Aspect: (\S+)", prompt).group(1)
         shown = responses_by_label(prompt)
         return [json.dumps({label: {"rating": truth_by_aspect[aspect], "rationale": "r"} for label in shown})]
 
@@ -244,7 +246,7 @@ def test_single_mode_one_call_per_candidate_and_prompt_too_long():
     rows = [row("r1", ["short", "x" * 50])]
 
     def reply(req):
-        if "x" * 50 in req.messages[0]["content"]:
+        if "x" * 50 in req.messages[-1]["content"]:
             return Result(error="prompt has 9999 tokens")
         return ['{"rating": 4, "rationale": "fine"}']
 
@@ -288,9 +290,9 @@ def test_jury_stages_keep_each_judges_rule():
 
     def by_aspect(ratings):
         def reply(req):
-            aspect = next(a for a in ratings if a in req.messages[0]["content"].split("\n")[0].lower())
+            aspect = next(a for a in ratings if a in req.messages[-1]["content"].split("\n")[0].lower())
             return [json.dumps({label: {"rating": ratings[aspect], "rationale": "r"}
-                                for label in responses_by_label(req.messages[0]["content"])})]
+                                for label in responses_by_label(req.messages[-1]["content"])})]
         return reply
 
     aspects = ["helpfulness", "truthfulness"]
@@ -310,7 +312,7 @@ def position_judge(rating_at):
     """Rates each response by the position it is shown in alone: rating_at(position, text)."""
 
     def reply(req):
-        shown = responses_by_label(req.messages[0]["content"])
+        shown = responses_by_label(req.messages[-1]["content"])
         return [json.dumps({label: {"rating": rating_at(i, text), "rationale": "r"}
                             for i, (label, text) in enumerate(shown.items())})]
 
@@ -319,7 +321,7 @@ def position_judge(rating_at):
 
 def check_recorded_orders(rows, engine):
     """Every judgment's label, position and order seed say what the judge was really shown."""
-    prompts = [responses_by_label(req.messages[0]["content"]) for batch in engine.calls for req in batch]
+    prompts = [responses_by_label(req.messages[-1]["content"]) for batch in engine.calls for req in batch]
     for r in rows:
         calls = {}
         for c in r["candidates"]:
