@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from prefgen.calibrate import PairsError
 from prefgen.config import ConfigError, PipelineConfig, load_config
 from prefgen.io import InputError
 from prefgen.pipeline import run
@@ -39,7 +40,28 @@ def _parser() -> argparse.ArgumentParser:
                       help="GPUs to plan for besides ray.expected_resources (default 0: this machine's view)")
     plan.add_argument("--cpus", type=float, default=None, help="CPUs to plan for (default: this machine's cores)")
     plan.add_argument("--mode", choices=["auto", "streaming", "phased"], help="streaming, or one stage at a time")
+    cal = sub.add_parser("calibrate", help="run the judge on labelled pairs and report its agreement with them")
+    cal.add_argument("config", nargs="?", help="YAML config (default: the embedded default)")
+    cal.add_argument("--pairs", required=True, help="JSONL of labelled pairs: prompt, chosen, rejected")
+    cal.add_argument("--judge", help="which judge of the config (default: judge)")
+    cal.add_argument("--limit", type=int, help="use only the first N pairs")
+    cal.add_argument("--out", help="also write the figures as JSON to this file")
     return parser
+
+
+def _calibrate(args: argparse.Namespace) -> int:
+    import json
+
+    from prefgen.calibrate import calibrate, figure_lines
+
+    figures = calibrate(load_config(args.config), args.pairs, args.judge, args.limit)
+    print("[prefgen] calibration")
+    for line in figure_lines(figures):
+        print("  " + line)
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump(figures, f, indent=2)
+    return 0
 
 
 def _overrides(args: argparse.Namespace) -> dict:
@@ -81,9 +103,11 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "plan":
             return _plan(args)
+        if args.command == "calibrate":
+            return _calibrate(args)
         cfg: PipelineConfig = load_config(args.config, _overrides(args))
         summary = run(cfg)
-    except (ConfigError, InputError, ResumeRefused, PlanError) as exc:
+    except (ConfigError, InputError, ResumeRefused, PlanError, PairsError) as exc:
         print(f"prefgen: {exc}", file=sys.stderr)
         return 2
     print("[prefgen] done")

@@ -225,8 +225,9 @@ class JudgeConfig(RoleConfig):
         "joint", description="joint: all candidates in one call under labels; single: one per call."
     )
     permutations: int | Literal["balanced"] = Field(
-        1,
-        description="Orders judged and averaged (joint mode), chosen so position effects cancel: 2 = a seeded "
+        2,
+        description="Orders judged and averaged (joint mode), chosen so position effects cancel: 1 = one seeded "
+        "shuffle (position bias not cancelled), 2 = a seeded "
         "shuffle and its reverse, k = such mirrored pairs (an odd k ends with one unmirrored shuffle); "
         "balanced = every rotation of the shuffle (one order per candidate, each shown once in every position).",
     )
@@ -263,8 +264,10 @@ class JudgeConfig(RoleConfig):
     def _check(self) -> JudgeConfig:
         if len(set(self.aspects)) != len(self.aspects):
             raise ValueError(f"aspects: repeated in {self.aspects}")
-        if self.mode == "single" and self.permutations != 1:
-            raise ValueError("permutations: shuffled orders apply to mode 'joint' only")
+        if self.mode == "single":
+            if "permutations" in self.model_fields_set and self.permutations != 1:
+                raise ValueError("permutations: shuffled orders apply to mode 'joint' only")
+            self.permutations = 1  # one candidate per call: there is no order to cancel
         return self
 
 
@@ -333,7 +336,9 @@ class PipelineConfig(Strict):
         min_length=1,
     )
     evolution: EvolutionConfig = Field(default_factory=lambda: EvolutionConfig(sampling=SamplingConfig(max_tokens=160)))
-    judge: JudgeConfig = Field(default_factory=JudgeConfig)
+    # The laptop default judges one order: cheap, and its summary says when the small judge rates by
+    # position. A judge you configure gets JudgeConfig's default, a shuffle and its reverse.
+    judge: JudgeConfig = Field(default_factory=lambda: JudgeConfig(permutations=1))
     jury: list[JudgeConfig] = Field(
         default_factory=list, description="Further judges; their ratings are averaged with the judge's."
     )

@@ -215,6 +215,6 @@ def _phased_dataset(ray, cfg, rows, stages, devices, token, log):
         started = time.monotonic()
         path = f"{cfg.output.path}/{PHASES_DIR}/{token[:8]}/{i:02d}-{s.name.replace('#', '-')}"
         _with_stage(ray, ds, cfg, s, devices[s.name]).write_parquet(path)
-        log(f"[prefgen] phase {i + 1}/{len(stages)} {s.name} done in {time.monotonic() - started:.0f} s")
+        log(f"[prefgen] phase {i + 1}/{len(stages)} {s.label} done in {time.monotonic() - started:.0f} s")
         ds = ray.data.read_parquet(path)
     return _with_writer(ds, cfg, token)

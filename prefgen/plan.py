@@ -115,7 +115,8 @@ def plan_lines(cfg: PipelineConfig, stages: list[StagePlan], devices: dict[str, 
     """The plan in words: engines, placement, stages' roles, calls per input row."""
     from prefgen.placement import gpus_per_replica
 
-    lines = [f"mode: {mode} (planned for {', '.join(f'{k}={v:g}' for k, v in sorted(resources.items())) or 'no resources'})",
+    shown = {k: v for k, v in sorted(resources.items()) if k in ("CPU", "GPU") or k.startswith("accelerator_type:")}
+    lines = [f"mode: {mode} (planned for {', '.join(f'{k}={v:g}' for k, v in shown.items()) or 'no resources'})",
              f"engines: {len(stages)}"]
     for s in stages:
         e, device = s.model.engine, devices[s.name]

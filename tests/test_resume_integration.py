@@ -38,7 +38,7 @@ def config(tmp: Path) -> Path:
         "generators": [{"name": "g", "num_completions": 2, "engine": ENGINE,
                         "sampling": {"temperature": 1.0, "max_tokens": 24}}],
         "evolution": {"enabled": False},
-        "judge": {"engine": ENGINE, "sampling": {"temperature": 0.0, "max_tokens": 160}},
+        "judge": {"engine": ENGINE, "permutations": 1, "sampling": {"temperature": 0.0, "max_tokens": 160}},
         "pairing": {"min_margin": 1},
     }
     path = tmp / "config.yaml"
@@ -141,10 +141,10 @@ def test_killed_engine_actor_is_replaced_and_nothing_is_lost(tmp_path):
     cfg, out = config(tmp_path), tmp_path / "out"
     proc = start(cfg, out, tmp_path / "run.log")
     try:
-        def judge_stats():
-            files = list((out / "_stats").glob("judge-*.json")) if (out / "_stats").exists() else []
+        def judge_stats():  # one engine serves the generator and the judge: its actors' stats
+            files = list((out / "_stats").glob("*.json")) if (out / "_stats").exists() else []
             stats = [json.loads(f.read_text()) for f in files]
-            return [s for s in stats if s["batches"] >= 1]
+            return [s for s in stats if s["roles"]["judge:judge"]["rows"] >= 1]
 
         [victim] = wait_for(judge_stats, proc, 900, "the judge finished a batch")
         os.kill(victim["pid"], signal.SIGKILL)
@@ -156,20 +156,23 @@ def test_killed_engine_actor_is_replaced_and_nothing_is_lost(tmp_path):
     assert proc.returncode == 0, log[-4000:]
     pairs, rejects = assert_exactly_once(cfg, out)
     assert "worker_failed" not in {r["reason"] for r in rejects}, "the batch was not retried on a new actor"
-    judge_actors = [json.loads(f.read_text()) for f in (out / "_stats").glob("judge-*.json")]
-    assert len({a["pid"] for a in judge_actors}) >= 2  # a second judge actor took over
-    assert sum(a["rows"] for a in judge_actors) >= len(QUESTIONS)
+    judge_actors = [json.loads(f.read_text()) for f in (out / "_stats").glob("*.json")]
+    assert len({a["pid"] for a in judge_actors}) >= 2  # a second engine actor took over
+    assert sum(a["roles"]["judge:judge"]["rows"] for a in judge_actors) >= len(QUESTIONS)
 
 
 def test_phased_mode_runs_the_mission_shape_one_model_at_a_time(tmp_path):
-    """Two generators and a judge, each stage's engine alone: the one-GPU plan, on the CPU."""
+    """Two generators and a judge on three engines (other engine seeds make other engines), each
+    engine alone: the one-GPU plan, on the CPU."""
     cfg_path = config(tmp_path)
     cfg = yaml.safe_load(cfg_path.read_text())
-    cfg["generators"].append({"name": "h", "system_prompt": "Answer in one sentence.", "engine": ENGINE,
+    engine = dict(ENGINE, batch_size=4)
+    cfg["models"] = {"g": {"engine": engine}, "h": {"engine": dict(engine, seed=1)}, "j": {"engine": dict(engine, seed=2)}}
+    cfg["generators"][0].update(model="g", engine=None)
+    cfg["generators"].append({"name": "h", "model": "h", "system_prompt": "Answer in one sentence.",
                               "sampling": {"temperature": 0.5, "max_tokens": 24}})
+    cfg["judge"].update(model="j", engine=None)
     cfg["input"]["limit"] = 6
-    for model in cfg["generators"] + [cfg["judge"]]:
-        model["engine"] = dict(ENGINE, batch_size=4)
     cfg_path.write_text(yaml.safe_dump(cfg))
     out = tmp_path / "out"
     done = subprocess.run(
@@ -177,14 +180,14 @@ def test_phased_mode_runs_the_mission_shape_one_model_at_a_time(tmp_path):
         capture_output=True, text=True, timeout=1500,
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    for i, name in enumerate(["generate:g", "generate:h", "judge:judge"], start=1):
-        assert f"phase {i}/3 {name} done" in done.stdout
+    for i, label in enumerate(["g (generate:g)", "h (generate:h)", "j (judge:judge)"], start=1):
+        assert f"phase {i}/3 {label} done" in done.stdout
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["mode"] == "phased" and manifest["input_rows"] == 6
     assert manifest["paired_rows"] + sum(manifest["rejects"].values()) == 6
     # one model at a time: each stage's engine started after the previous stage's last batch
     stats = {s["stage"]: s for s in (json.loads(f.read_text()) for f in (out / "_stats").glob("*.json"))}
-    order = ["generate:g", "generate:h", "judge:judge"]
+    order = ["g", "h", "j"]
     for before, after in zip(order, order[1:]):
         assert stats[after]["ready_at"] - stats[after]["engine_start_s"] >= stats[before]["last_batch_at"] - 1
     assert not any((out / "_phases").iterdir()), "intermediate results were not cleaned up"

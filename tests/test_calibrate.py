@@ -1,0 +1,57 @@
+"""Calibration on labelled pairs: reading, the figures, and a judge driven by a scripted engine."""
+
+import json
+
+import pytest
+from scripted_engine import ScriptedEngine
+from test_judge import position_judge, responses_by_label
+
+from prefgen.calibrate import PairsError, calibration_figures, calibration_rows, read_labelled_pairs
+from prefgen.judge import JudgeTask
+
+PAIRS = "tests/data/labelled_pairs.jsonl"
+
+
+def test_pairs_read_from_strings_and_message_lists():
+    pairs = read_labelled_pairs(PAIRS)
+    assert len(pairs) == 4 and pairs[3]["prompt"] == "Name a mammal that lives in the sea."
+    assert pairs[3]["rejected"] == "The shark, which is a mammal."
+    assert len(read_labelled_pairs(PAIRS, limit=2)) == 2
+
+
+@pytest.mark.parametrize("line, message", [
+    ("not json", ":1: not valid JSON"),
+    ('{"prompt": "q", "chosen": "a"}', ":1: missing rejected"),
+    ('{"prompt": "q", "chosen": "", "rejected": "b"}', ":1: 'chosen' must be a non-empty"),
+])
+def test_bad_pair_lines_name_the_line(tmp_path, line, message):
+    path = tmp_path / "p.jsonl"
+    path.write_text(line + "\n")
+    with pytest.raises(PairsError, match=message):
+        read_labelled_pairs(path)
+
+
+def judged(reply, permutations):
+    rows = calibration_rows(read_labelled_pairs(PAIRS), PAIRS)
+    JudgeTask("j", "m", permutations=permutations, combine_rules={"j": "mean"}).run(rows, ScriptedEngine(reply))
+    return calibration_figures(rows)
+
+
+def test_a_judge_that_knows_the_answers_agrees_in_every_order():
+    chosen = {p["chosen"] for p in read_labelled_pairs(PAIRS)}
+
+    def reply(req):
+        shown = responses_by_label(req.messages[-1]["content"])
+        return [json.dumps({k: {"rationale": "r", "rating": 5 if t in chosen else 2} for k, t in shown.items()})]
+
+    fig = judged(reply, 2)
+    assert (fig["agreement"], fig["agreement_ties_half"], fig["ties"]) == (1.0, 1.0, 0.0)
+    assert fig["order_consistency"] == 1.0 and fig["orders_compared"] == 4
+    assert fig["first_shown_wins"] == 0.5  # the shuffle and its reverse: chosen shown first half the time
+
+
+def test_a_position_only_judge_is_exposed():
+    fig = judged(position_judge(lambda pos, _t: 5 - pos), 2)
+    assert fig["first_shown_wins"] == 1.0
+    assert fig["order_consistency"] == 0.0  # its verdict flips with the order
+    assert fig["ties"] == 1.0 and fig["agreement"] is None  # cancelled: every pair ends tied
