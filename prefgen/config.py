@@ -12,10 +12,20 @@ import hashlib
 import json
 import re
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from prefgen.embedded import EMBEDDED_MODELS, EMBEDDED_SCHEME, is_embedded
 from prefgen.family import self_preference_warnings
@@ -146,6 +156,39 @@ class VllmModel(Strict):
     def engine_key(self) -> str:
         """What makes two declarations one engine: the source and every engine setting."""
         return json.dumps(self.model_dump(mode="json"), sort_keys=True)
+
+
+class RewardModel(Strict):
+    """A sequence-classification reward model (one output label) served by vLLM's pooling runner.
+
+    Only judges may use it: it scores each (instruction, response) with one number in its own
+    units, which become the judgment's rating (see `prefgen/reward.py` for how scores combine)."""
+
+    kind: Literal["reward_model"] = Field(description="reward_model: a scoring head, run by vLLM's pooling runner.")
+    source: str = Field(description="Local folder or Hugging Face hub id of a *ForSequenceClassification model.")
+    engine: EngineConfig = Field(default_factory=EngineConfig)
+
+    @field_validator("source")
+    @classmethod
+    def _source_exists(cls, value: str) -> str:
+        if is_embedded(value):
+            raise ValueError(f"{value!r} is a chat model, not a reward model")
+        return check_source(value)
+
+    def engine_key(self) -> str:
+        return json.dumps(self.model_dump(mode="json"), sort_keys=True)
+
+
+def _model_kind(value) -> str:
+    """The `kind` of a model declaration; a declaration without one is a vLLM model."""
+    return value.get("kind", "vllm") if isinstance(value, dict) else getattr(value, "kind", "vllm")
+
+
+MODEL_KINDS = ("vllm", "reward_model")
+ModelSpec = Annotated[
+    Annotated[VllmModel, Tag("vllm")] | Annotated[RewardModel, Tag("reward_model")],
+    Discriminator(_model_kind),
+]
 
 
 class RoleConfig(Strict):
@@ -314,12 +357,15 @@ class RayConfig(Strict):
     )
 
 
+# Judge keys a reward model has no use for: it reads no prompt and writes no answer.
+REWARD_IGNORED_KEYS = ("rubrics", "aspects", "combine", "mode", "permutations", "rationales", "guided", "max_retries",
+                       "sampling")
 _MODEL_NAME = re.compile(r"^[A-Za-z0-9][\w.\-]*$")
 
 
 class PipelineConfig(Strict):
     input: InputConfig = Field(default_factory=InputConfig)
-    models: dict[str, VllmModel] = Field(
+    models: dict[str, ModelSpec] = Field(
         default_factory=dict,
         description="Models declared once by name; roles refer to them by name. Roles that give a "
         "source instead are added here under a derived name.",
@@ -394,8 +440,23 @@ class PipelineConfig(Strict):
         roles += [(f"jury.{i}", j) for i, j in enumerate(self.jury)]
         return roles
 
-    def model_of(self, role: RoleConfig) -> VllmModel:
+    def model_of(self, role: RoleConfig) -> VllmModel | RewardModel:
         return self.models[role.model]
+
+    @model_validator(mode="after")
+    def _reward_models_judge_only(self) -> PipelineConfig:
+        """A reward model only judges, and the judge keys that shape LLM prompts are refused for it."""
+        for key, role in self.roles_by_key():
+            if not isinstance(self.model_of(role), RewardModel):
+                continue
+            if not isinstance(role, JudgeConfig):
+                raise ValueError(f"{key}.model: {role.model!r} is a reward model; only judge and jury may use it")
+            for name in REWARD_IGNORED_KEYS:
+                default = JudgeConfig.model_fields[name].get_default(call_default_factory=True)
+                if name in role.model_fields_set and getattr(role, name) != default:
+                    raise ValueError(f"{key}.{name}: does not apply to a judge whose model ({role.model!r}) is a "
+                                     "reward model (it scores each response once); remove the key")
+        return self
 
     @model_validator(mode="after")
     def _unique_names(self) -> PipelineConfig:
@@ -416,8 +477,13 @@ class PipelineConfig(Strict):
     def warnings(self) -> list[str]:
         """Legal but risky settings, said once at the start of a run."""
         writers = [*self.generators, *([self.evolution] if self.evolution.enabled else [])]
-        return self_preference_warnings([(j.name, self.model_of(j).source) for j in self.judges],
-                                        [self.model_of(r).source for r in writers])
+        found = self_preference_warnings([(j.name, self.model_of(j).source) for j in self.judges],
+                                         [self.model_of(r).source for r in writers])
+        if (len(self.judges) == 1 and isinstance(self.model_of(self.judge), RewardModel)
+                and "min_margin" not in self.pairing.model_fields_set):
+            found.append(f"judge {self.judge.name!r} is a reward model: ratings are its raw scores, and "
+                         f"pairing.min_margin ({self.pairing.min_margin:g}) is in those units; set it for this model")
+        return found
 
     def digest(self) -> str:
         """A short hash of everything that shapes the output (paths and Ray placement excluded)."""
@@ -434,8 +500,13 @@ class PipelineConfig(Strict):
 def _format_errors(source: str, err: ValidationError) -> str:
     lines = [f"invalid configuration in {source}:"]
     for e in err.errors():
-        key = ".".join(str(p) for p in e["loc"])
-        msg = e["msg"].removeprefix("Value error, ")
+        loc, msg = list(e["loc"]), e["msg"].removeprefix("Value error, ")
+        if loc[:1] == ["models"] and len(loc) >= 3 and loc[2] in MODEL_KINDS:
+            del loc[2]  # the union's tag: `models.a.source`, not `models.a.vllm.source`
+        if loc[:1] == ["models"] and e["type"] == "union_tag_invalid":
+            loc.append("kind")
+            msg = f"unknown model kind {e['ctx']['tag']!r}; known: {', '.join(MODEL_KINDS)}"
+        key = ".".join(str(p) for p in loc)
         lines.append(f"  {key}: {msg}" if key else f"  {msg}")  # checks across keys name their key
     return "\n".join(lines)
 

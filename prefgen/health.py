@@ -62,7 +62,9 @@ def _candidate_stats(stats: dict, cand: dict) -> None:
     cells: dict[tuple[str, str], list[float]] = {}
     for j in cand["judgments"] or []:
         if j["rating"] is not None:
-            stats["ratings"][str(int(j["rating"]))] += 1
+            if j["rating"] == int(j["rating"]):  # rubric levels; a reward model's raw scores are left out
+                hist, level = stats["ratings"], str(int(j["rating"]))
+                hist[level] = hist.get(level, 0) + 1
             cells.setdefault((j["judge"], j["aspect"]), []).append(j["rating"])
     by_aspect: dict[str, list[float]] = {}
     for (_judge, aspect), values in cells.items():

@@ -256,13 +256,14 @@ class JudgeTask:
         return (f"answer cut off at max_tokens={limit}; " if cut else "") + "; ".join(call.errors)
 
 
-def combine_candidate(cand: dict, rules: dict[str, str]) -> None:
+def combine_candidate(cand: dict, rules: dict[str, str], overrides: dict[str, float] | None = None) -> None:
     """Set rating, rating_spread, judge_agreement, rationale and judge_error from judgments.
 
     Per judge and aspect: mean over permutations (their max-min is the spread). Per judge: the
     aspects combined by that judge's own rule in `rules` (judge name -> "mean" or "min"), N/A
-    aspects left out. Over judges: the mean (their max-min is the agreement). A judge/aspect
-    whose every judgment failed leaves the candidate unrated.
+    aspects left out, or the judge's score in `overrides` (a reward model's score put on the
+    jury's scale, see `reward.reward_overrides`). Over judges: the mean (their max-min is the
+    agreement). A judge/aspect whose every judgment failed leaves the candidate unrated.
     """
     cells: dict[tuple[str, str], list[dict]] = {}
     for j in cand["judgments"] or []:
@@ -276,7 +277,9 @@ def combine_candidate(cand: dict, rules: dict[str, str]) -> None:
         if values:
             per_judge.setdefault(judge, []).append(mean(values))
             spreads.append(max(values) - min(values))
-    judge_scores = [mean(v) if rules[judge] == "mean" else min(v) for judge, v in per_judge.items() if v]
+    overrides = overrides or {}
+    judge_scores = [overrides[judge] if judge in overrides else mean(v) if rules[judge] == "mean" else min(v)
+                    for judge, v in per_judge.items() if v]
     usable = judge_scores and not failed
     cand["rating"] = mean(judge_scores) if usable else None
     cand["rating_spread"] = max(spreads) if usable else None

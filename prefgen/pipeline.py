@@ -18,16 +18,14 @@ import json
 import os
 import time
 from dataclasses import asdict
-from functools import partial
 
 import pyarrow as pa
 
 from prefgen.config import PipelineConfig
-from prefgen.engine import VllmEngine
 from prefgen.io import PAIRS_DIR, PHASES_DIR, REJECTS_DIR, STATS_DIR, absolute_uri, read_instructions, read_jsons, write_shard
 from prefgen.pair import split_rows
 from prefgen.placement import actor_options, choose_mode, planning_resources, resolve_device
-from prefgen.plan import StagePlan, plan_lines, plan_stages
+from prefgen.plan import StagePlan, engine_factory, plan_lines, plan_stages
 from prefgen.report import RunSummary, batch_counts
 from prefgen.runstate import RunState, batch_key, check_lease, input_digest
 from prefgen.stage import ModelStage
@@ -178,7 +176,7 @@ def _with_stage(ray, ds, cfg: PipelineConfig, s: StagePlan, device: str):
     low, high = eng.replica_range
     return ds.map_batches(
         ModelStage,
-        fn_constructor_kwargs={"engine_factory": partial(VllmEngine, s.model.source, eng, device),
+        fn_constructor_kwargs={"engine_factory": engine_factory(s.model, device),
                                "tasks": s.tasks, "name": s.name, "output": cfg.output.path},
         batch_size=eng.batch_size,
         batch_format="pyarrow",

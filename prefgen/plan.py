@@ -6,17 +6,20 @@ generators that share the evolver's (or the first judge's) model go last and the
 share it go first. Adjacent roles of one model then become one stage: one engine (per replica)
 running every role's task with that role's own sampling. A model whose roles cannot be made
 adjacent (e.g. it generates and judges, with another model evolving in between) gets a second
-stage, and so a second engine, named `<model>#2`.
+stage, and so a second engine, named `<model>#2`. Judges on a reward model come after every
+other judge: their task sets the row's final combined ratings (see `reward.py`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import partial
 
-from prefgen.config import PipelineConfig, RoleConfig, VllmModel
+from prefgen.config import PipelineConfig, RewardModel, RoleConfig, VllmModel
 from prefgen.evolve import EvolveTask
 from prefgen.generate import GenerateTask
 from prefgen.judge import JudgeTask
+from prefgen.reward import RewardTask
 
 
 @dataclass
@@ -25,7 +28,7 @@ class StagePlan:
 
     name: str
     model_name: str
-    model: VllmModel
+    model: VllmModel | RewardModel
     tasks: list = field(default_factory=list)
 
     @property
@@ -37,8 +40,24 @@ class StagePlan:
         return f"{self.name} ({', '.join(self.roles)})"
 
 
+def engine_factory(model: VllmModel | RewardModel, device: str):
+    """What builds one replica's engine, by the model's kind (called inside the stage's actor)."""
+    from prefgen.engine import VllmEngine
+    from prefgen.reward import RewardEngine
+
+    engine = RewardEngine if isinstance(model, RewardModel) else VllmEngine
+    return partial(engine, model.source, model.engine, device)
+
+
+def reward_judges(cfg: PipelineConfig) -> set[str]:
+    return {j.name for j in cfg.judges if isinstance(cfg.model_of(j), RewardModel)}
+
+
 def task_for(cfg: PipelineConfig, key: str, role: RoleConfig):
     source = cfg.model_of(role).source
+    if isinstance(cfg.model_of(role), RewardModel):  # config allows judges only on it
+        return RewardTask(role.name, source, reward_judges(cfg), len(cfg.judges),
+                          combine_rules={j.name: j.combine for j in cfg.judges})
     if key.startswith("generators."):
         return GenerateTask(role.name, source, role.sampling, role.system_prompt, role.num_completions,
                             template=role.template)
@@ -70,7 +89,8 @@ def ordered_roles(cfg: PipelineConfig) -> list[tuple[str, RoleConfig]]:
         for _, role in items:
             first_seen.setdefault(key(role), len(first_seen))
         at_pivot = (lambda r: key(r) == pivot) if pivot_last else (lambda r: key(r) != pivot)
-        return sorted(items, key=lambda kr: (at_pivot(kr[1]), first_seen[key(kr[1])]))
+        rewards_last = lambda r: isinstance(cfg.model_of(r), RewardModel)  # noqa: E731
+        return sorted(items, key=lambda kr: (rewards_last(kr[1]), at_pivot(kr[1]), first_seen[key(kr[1])]))
 
     return grouped(gens, pivot_last=True) + evolution + grouped(judges, pivot_last=False)
 
@@ -101,6 +121,9 @@ def expected_calls(cfg: PipelineConfig) -> dict[str, dict[str, float]]:
         calls["evolve"] = {"requests": generated * ev.num_evolutions, "outputs": generated * ev.num_evolutions}
         candidates = generated * ev.num_evolutions + (generated if ev.keep_original else 0)
     for j in cfg.judges:
+        if isinstance(cfg.model_of(j), RewardModel):  # one score per candidate
+            calls[f"judge:{j.name}"] = {"requests": candidates, "outputs": candidates}
+            continue
         if j.mode == "single":
             per_aspect = candidates
         else:
