@@ -87,6 +87,13 @@ class EngineConfig(Strict):
     cpus_per_replica: float = Field(1.0, gt=0, description="Logical Ray CPUs each engine actor holds.")
     cpu_kv_cache_gib: float = Field(2.0, gt=0, description="KV cache size on the CPU build (VLLM_CPU_KVCACHE_SPACE).")
     batch_size: int = Field(16, ge=1, description="Instructions per batch sent to one engine actor.")
+    batches_in_flight: int = Field(
+        4,
+        ge=1,
+        description="Batches one engine actor works on at once; their requests share the engine's queue, so "
+        "it does not drain at the end of each batch. batch_size x batches_in_flight should cover the "
+        "engine's max_num_seqs.",
+    )
     seed: int | None = Field(
         None,
         description="Seeds the engine once (vLLM's CPU build rejects per-request seeds).",

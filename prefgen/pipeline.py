@@ -177,10 +177,14 @@ def _with_stage(ray, ds, cfg: PipelineConfig, s: StagePlan, device: str):
     return ds.map_batches(
         ModelStage,
         fn_constructor_kwargs={"engine_factory": engine_factory(s.model, device),
-                               "tasks": s.tasks, "name": s.name, "output": cfg.output.path},
+                               "tasks": s.tasks, "name": s.name, "output": cfg.output.path,
+                               "batches_in_flight": eng.batches_in_flight},
         batch_size=eng.batch_size,
         batch_format="pyarrow",
-        compute=ray.data.ActorPoolStrategy(min_size=low, max_size=high),
+        # ModelStage.__call__ is a coroutine: each actor runs `batches_in_flight` batches at once in
+        # its event loop; Ray Data keeps twice as many queued at it (its default) so none waits.
+        compute=ray.data.ActorPoolStrategy(min_size=low, max_size=high,
+                                           max_concurrent_calls_per_actor=eng.batches_in_flight),
         max_restarts=-1,  # a dead engine actor is always replaced...
         max_task_retries=cfg.ray.max_batch_retries,  # ...but a batch is retried a bounded number of times
         **actor_options(eng, device),

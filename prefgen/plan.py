@@ -41,11 +41,14 @@ class StagePlan:
 
 
 def engine_factory(model: VllmModel | RewardModel, device: str):
-    """What builds one replica's engine, by the model's kind (called inside the stage's actor)."""
-    from prefgen.engine import VllmEngine
+    """What builds one replica's engine, by the model's kind (called inside the stage's actor).
+
+    A chat model gets vLLM's async engine (several batches in flight share its queue); the
+    reward model's pooling engine is blocking and serves its batches one at a time."""
+    from prefgen.engine import AsyncVllmEngine
     from prefgen.reward import RewardEngine
 
-    engine = RewardEngine if isinstance(model, RewardModel) else VllmEngine
+    engine = RewardEngine if isinstance(model, RewardModel) else AsyncVllmEngine
     return partial(engine, model.source, model.engine, device)
 
 

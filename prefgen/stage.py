@@ -1,24 +1,31 @@
 """The Ray Data stage: one resident engine per actor, running the tasks of every role its model
-plays in this stage (generation, evolution, judging), batch after batch.
+plays in this stage (generation, evolution, judging), several batches at a time.
 
 `ModelStage` is the callable class handed to `Dataset.map_batches`: Ray builds it once per
 actor (engine start included) and then streams batches through it. It is built from an engine
 factory, so its bookkeeping and error paths run in unit tests with a scripted engine; the
-pipeline passes a factory of the real `VllmEngine`.
+pipeline passes a factory of the real `AsyncVllmEngine`. A blocking engine (`VllmEngine`, a
+scripted one) also works: its calls then run one at a time.
 """
 
 from __future__ import annotations
 
+import asyncio
+import copy
+import inspect
+import json
 import os
+import threading
 import time
 import uuid
 from collections import Counter
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol
 
 import pyarrow as pa
 
-from prefgen.engine import ChatEngine, Request, Result, engine_dead
+from prefgen.engine import AsyncChatEngine, ChatEngine, Request, Result, engine_dead
 from prefgen.schema import REJECT_STAGE_ERROR, WORK_ROW, to_table
 
 
@@ -26,7 +33,7 @@ class Task(Protocol):
     """What a role does with an engine: fills in the live rows of a batch in place."""
 
     role: str  # "generate:<name>", "evolve", "judge:<name>"
-    dropped: Counter  # outputs that became no candidate, by reason (this actor's running total)
+    dropped: Counter  # outputs that became no candidate, by reason (the stage runs a copy per batch and sums them)
 
     def run(self, rows: list[dict], engine: ChatEngine) -> None: ...
 
@@ -44,40 +51,90 @@ class CountingEngine:
         return results
 
 
+class SerialEngine:
+    """An async face for a blocking engine: its calls run in a thread, one at a time."""
+
+    def __init__(self, engine: ChatEngine):
+        self.engine, self.lock = engine, threading.Lock()
+
+    def _chat(self, requests: list[Request]) -> list[Result]:
+        with self.lock:
+            return self.engine.chat(requests)
+
+    async def chat(self, requests: list[Request]) -> list[Result]:
+        return await asyncio.to_thread(self._chat, requests)
+
+
+def as_async(engine) -> AsyncChatEngine:
+    return engine if inspect.iscoroutinefunction(engine.chat) else SerialEngine(engine)
+
+
+class LoopEngine:
+    """The blocking `chat` the tasks call from a worker thread, served by the actor's event loop.
+
+    The requests join the async engine's queue next to those of the other batches in flight."""
+
+    def __init__(self, engine: AsyncChatEngine, loop: asyncio.AbstractEventLoop):
+        self.engine, self.loop = engine, loop
+
+    def chat(self, requests: list[Request]) -> list[Result]:
+        return asyncio.run_coroutine_threadsafe(self.engine.chat(requests), self.loop).result()
+
+
 def new_role_stats() -> dict:
     return {"rows": 0, "requests": 0, "output_tokens": 0, "busy_s": 0.0, "dropped": {}}
 
 
 class ModelStage:
-    """Callable class for `map_batches`: one engine, the tasks of its roles in order.
+    """Callable class for `map_batches`: one engine, the tasks of its roles in order, several
+    batches at a time.
+
+    `__call__` is a coroutine, so Ray Data runs up to the actor's `max_concurrency` batches at
+    once (`engine.batches_in_flight`) in the actor's event loop, which also feeds the engine.
+    A batch's tasks run in a worker thread (they are plain functions calling `engine.chat`);
+    their requests go to the one async engine, where vLLM batches them with those of the
+    other batches in flight, so the engine keeps working while a batch's rows are converted,
+    its judge retries are asked, or its stats are written.
 
     A row rejected by one task is passed over by the later ones. After each batch the actor
-    rewrites its own stats file under `<output>/_stats/` (engine start and busy time; per role:
-    rows, requests, tokens, outputs dropped by reason); the driver sums them into the summary.
+    rewrites its own stats file under `<output>/_stats/`: engine start; `busy_s`, the time at
+    least one batch was in flight; `batch_s`, the batches' own times summed (batch_s / busy_s
+    is the mean number in flight); per role: rows, requests, tokens, task time summed over
+    batches, outputs dropped by reason. The driver sums them into the summary.
     """
 
-    def __init__(self, engine_factory: Callable[[], ChatEngine], tasks: list[Task], name: str, output: str):
+    def __init__(self, engine_factory: Callable[[], ChatEngine | AsyncChatEngine], tasks: list[Task], name: str,
+                 output: str, batches_in_flight: int = 1):
         from prefgen.io import STATS_DIR
 
         self.name, self.tasks, self.output = name, tasks, output
         self.stats_file = f"{STATS_DIR}/{name.replace(':', '-').replace('#', '-')}-{uuid.uuid4().hex[:8]}.json"
         started = time.monotonic()
-        self.engine = engine_factory()
+        self.engine = as_async(engine_factory())
+        # Ray Data may run a few batches per call on top of the actor's concurrency: threads are cheap.
+        self.threads = ThreadPoolExecutor(max_workers=4 * max(1, batches_in_flight), thread_name_prefix="prefgen-batch")
+        self.lock, self.write_lock = threading.Lock(), threading.Lock()
+        self.in_flight, self.busy_since, self.stats_written = 0, 0.0, 0
+        self.dropped = {t.role: Counter() for t in tasks}
         self.stats = {"stage": name, "pid": os.getpid(), "engine_start_s": round(time.monotonic() - started, 2),
-                      "ready_at": time.time(), "last_batch_at": None, "batches": 0, "busy_s": 0.0,
-                      "roles": {t.role: new_role_stats() for t in tasks}}
+                      "ready_at": time.time(), "last_batch_at": None, "batches": 0, "busy_s": 0.0, "batch_s": 0.0,
+                      "max_in_flight": 0, "roles": {t.role: new_role_stats() for t in tasks}}
         print(f"[prefgen] {name}: engine ready in {self.stats['engine_start_s']:.1f} s", flush=True)
 
     def restart_actor(self, exc: Exception) -> None:
-        """Exit the actor: Ray starts a new one and retries this batch there."""
+        """Exit the actor: Ray starts a new one and retries its batches there."""
         print(f"[prefgen] {self.name}: engine died ({exc!r}); restarting the actor", flush=True)
         os._exit(1)
 
-    def _run_task(self, task: Task, rows: list[dict]) -> None:
+    def _run_task(self, task: Task, rows: list[dict], engine: ChatEngine) -> int:
+        """Run one role's task on the batch's live rows; returns its output tokens."""
         live = [row for row in rows if row["reject_reason"] is None]
         if not live:
-            return
-        counting, started = CountingEngine(self.engine), time.monotonic()
+            return 0
+        # A copy per batch counts this batch's drops; batches in other threads count theirs.
+        task = copy.copy(task)
+        task.dropped = Counter()
+        counting, started = CountingEngine(engine), time.monotonic()
         try:
             task.run(live, counting)
         except Exception as exc:  # noqa: BLE001 - any failure is recorded on the rows
@@ -86,26 +143,60 @@ class ModelStage:
                 raise
             for row in live:
                 row["reject_reason"], row["reject_detail"] = REJECT_STAGE_ERROR, f"{task.role}: {exc!r}"
-        stats = self.stats["roles"][task.role]
-        for key, value in (("rows", len(live)), ("requests", counting.requests), ("output_tokens", counting.tokens),
-                           ("busy_s", time.monotonic() - started)):
-            stats[key] += value
-        stats["dropped"] = dict(task.dropped)
+        with self.lock:
+            stats = self.stats["roles"][task.role]
+            for key, value in (("rows", len(live)), ("requests", counting.requests),
+                               ("output_tokens", counting.tokens), ("busy_s", time.monotonic() - started)):
+                stats[key] += value
+            self.dropped[task.role].update(task.dropped)
+            stats["dropped"] = dict(self.dropped[task.role])
+        return counting.tokens
 
-    def __call__(self, batch: pa.Table) -> pa.Table:
+    def _enter(self) -> None:
+        with self.lock:
+            if self.in_flight == 0:
+                self.busy_since = time.monotonic()
+            self.in_flight += 1
+            self.stats["max_in_flight"] = max(self.stats["max_in_flight"], self.in_flight)
+
+    def _leave(self, elapsed: float) -> dict:
+        """Book a finished batch; returns a snapshot of the stats to write."""
+        with self.lock:
+            self.in_flight -= 1
+            now = time.monotonic()
+            self.stats["busy_s"] += now - self.busy_since
+            self.busy_since = now  # the time up to now is booked; the rest when the next one leaves
+            self.stats["batches"] += 1
+            self.stats["batch_s"] += elapsed
+            self.stats["last_batch_at"] = time.time()
+            return json.loads(json.dumps(self.stats))
+
+    def _write_stats(self, snapshot: dict) -> None:
         from prefgen.io import write_json
 
+        with self.write_lock:  # in order: a later snapshot is never overwritten by an earlier one
+            if snapshot["batches"] >= self.stats_written:
+                write_json(self.output, self.stats_file, snapshot)
+                self.stats_written = snapshot["batches"]
+
+    def _process(self, batch: pa.Table, engine: ChatEngine) -> pa.Table:
+        """One batch, in a worker thread: every role's task in order, then stats."""
         rows = batch.to_pylist()
         started = time.monotonic()
-        tokens_before = sum(r["output_tokens"] for r in self.stats["roles"].values())
-        for task in self.tasks:
-            self._run_task(task, rows)
-        elapsed = time.monotonic() - started
-        tokens = sum(r["output_tokens"] for r in self.stats["roles"].values()) - tokens_before
-        self.stats["batches"] += 1
-        self.stats["busy_s"] += elapsed
-        self.stats["last_batch_at"] = time.time()
-        write_json(self.output, self.stats_file, self.stats)
+        self._enter()
+        tokens = 0
+        try:
+            for task in self.tasks:
+                tokens += self._run_task(task, rows, engine)
+        finally:
+            elapsed = time.monotonic() - started
+            snapshot = self._leave(elapsed)
+        self._write_stats(snapshot)
         print(f"[prefgen] {self.name}: {len(rows)} rows, {tokens} tokens in {elapsed:.1f} s "
-              f"({tokens / max(elapsed, 1e-9):.0f} tok/s)", flush=True)
+              f"({tokens / max(elapsed, 1e-9):.0f} tok/s, {snapshot['max_in_flight']} batch(es) in flight at most)",
+              flush=True)
         return to_table(rows, WORK_ROW)
+
+    async def __call__(self, batch: pa.Table) -> pa.Table:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.threads, self._process, batch, LoopEngine(self.engine, loop))

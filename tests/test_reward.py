@@ -5,7 +5,7 @@ import math
 import pytest
 
 from prefgen.config import ConfigError, RewardModel, VllmModel, parse_config
-from prefgen.engine import VllmEngine
+from prefgen.engine import AsyncVllmEngine
 from prefgen.health import batch_health
 from prefgen.pair import split_rows
 from prefgen.plan import engine_factory, expected_calls, plan_stages
@@ -48,7 +48,7 @@ def test_a_declaration_without_kind_is_a_vllm_model_and_kind_selects_the_class(t
 
 
 @pytest.mark.parametrize("key, value", [
-    ("aspects", ["honesty"]), ("permutations", 2), ("mode", "single"), ("rationales", False), ("guided", False),
+    ("aspects", ["honesty"]), ("permutations", 3), ("mode", "single"), ("rationales", False), ("guided", False),
     ("combine", "min"), ("max_retries", 0), ("sampling", {"temperature": 0.5}),
 ])
 def test_judge_keys_of_llm_prompts_are_refused_on_a_reward_model(tmp_path, key, value):
@@ -57,7 +57,7 @@ def test_judge_keys_of_llm_prompts_are_refused_on_a_reward_model(tmp_path, key, 
 
 
 def test_judge_keys_at_their_defaults_are_accepted_on_a_reward_model(tmp_path):
-    cfg = config(tmp_path, judge={"model": "rm", "aspects": ["overall"], "permutations": 1, "guided": True})
+    cfg = config(tmp_path, judge={"model": "rm", "aspects": ["overall"], "permutations": 2, "guided": True})
     assert cfg.judge.model == "rm"
 
 
@@ -99,7 +99,7 @@ def test_engine_factory_by_kind(tmp_path):
     cfg = config(tmp_path)
     reward, chat = engine_factory(cfg.models["rm"], "cpu"), engine_factory(cfg.models["chat"], "cpu")
     assert reward.func is RewardEngine and reward.args == (str(tmp_path), cfg.models["rm"].engine, "cpu")
-    assert chat.func is VllmEngine
+    assert chat.func is AsyncVllmEngine
 
 
 def test_a_reward_judge_makes_one_request_per_candidate(tmp_path):

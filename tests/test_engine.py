@@ -1,0 +1,126 @@
+"""The engines' own logic around vLLM, on stand-ins for vLLM's objects (no engine starts).
+
+Each prompt is templated and tokenized once; its length is checked on those ids, which are what
+vLLM receives; a prompt that does not fit gets an error instead of a call; an async engine's
+requests all go to vLLM at once and come back in request order with every completion; one
+failing request aborts the others.
+"""
+
+import asyncio
+import threading
+from types import SimpleNamespace
+
+import pytest
+
+from prefgen import engine as engine_module
+from prefgen.config import EngineConfig, SamplingConfig
+from prefgen.engine import AsyncVllmEngine, Request, VllmEngine, length_error
+
+
+class CountingTokenizer:
+    """One token per character of the conversation's contents; counts its calls."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def apply_chat_template(self, messages, add_generation_prompt, tokenize):
+        assert add_generation_prompt and tokenize
+        self.calls += 1
+        return [ord(ch) for m in messages for ch in m["content"]]
+
+
+def completion(text, reason="stop", tokens=3):
+    return SimpleNamespace(text=text, finish_reason=reason, token_ids=list(range(tokens)))
+
+
+def request(content, max_tokens=10, n=1):
+    return Request([{"role": "user", "content": content}], SamplingConfig(max_tokens=max_tokens), n=n)
+
+
+@pytest.fixture
+def no_vllm(monkeypatch):
+    """vLLM's prompt and sampling objects replaced by plain values the fakes can read."""
+    monkeypatch.setattr(engine_module, "token_prompt", lambda ids: {"ids": ids})
+    monkeypatch.setattr(engine_module, "sampling_params", lambda req: {"n": req.n, "max_tokens": req.sampling.max_tokens})
+
+
+class FakeAsyncLLM:
+    """Answers each prompt with n texts naming it; `blocked` prompts wait until cancelled, `failing` raise."""
+
+    def __init__(self, failing=(), blocked=()):
+        self.failing, self.blocked = failing, blocked
+        self.seen, self.cancelled, self.most_open = [], [], 0
+        self.open = 0
+
+    async def generate(self, prompt, params, request_id):
+        text = "".join(map(chr, prompt["ids"]))
+        self.seen.append(text)
+        self.open += 1
+        self.most_open = max(self.most_open, self.open)
+        try:
+            await asyncio.sleep(0)  # every request of the call is submitted before any finishes
+            if text in self.failing:
+                raise ValueError(f"rejected {text}")
+            if text in self.blocked:
+                await asyncio.Event().wait()
+            outputs = [completion(f"{text}:{k}", "length" if k else "stop") for k in range(params["n"])]
+            yield SimpleNamespace(outputs=outputs, finished=True)
+        except asyncio.CancelledError:
+            self.cancelled.append(text)
+            raise
+        finally:
+            self.open -= 1
+
+
+def async_engine(llm, max_model_len=16):
+    eng = object.__new__(AsyncVllmEngine)
+    eng.engine_cfg, eng.llm, eng.tokenizer = EngineConfig(max_model_len=max_model_len), llm, CountingTokenizer()
+    eng._ids, eng._tokenizer_lock = iter(range(1000)), threading.Lock()
+    return eng
+
+
+def test_length_error_when_prompt_and_max_tokens_exceed_the_context():
+    assert length_error(6, 16, 10) is None  # exactly fits
+    message = length_error(7, 16, 10)
+    assert "7 tokens" in message and "max_model_len 16" in message and "leaves 6" in message
+
+
+def test_async_chat_tokenizes_once_sends_all_at_once_and_keeps_request_order(no_vllm):
+    llm = FakeAsyncLLM()
+    eng = async_engine(llm)
+    reqs = [request("abc", n=2), request("x" * 10), request("def")]  # the second: 10 + 10 > 16
+    results = asyncio.run(eng.chat(reqs))
+    assert eng.tokenizer.calls == 3
+    assert sorted(llm.seen) == ["abc", "def"] and llm.most_open == 2
+    assert results[0].texts == ["abc:0", "abc:1"] and results[0].finish_reasons == ["stop", "length"]
+    assert results[0].tokens == 6 and results[0].error is None
+    assert results[1].texts == [] and "10 tokens" in results[1].error
+    assert results[2].texts == ["def:0"]
+
+
+def test_a_failing_request_aborts_the_others_of_its_call(no_vllm):
+    llm = FakeAsyncLLM(failing={"bad"}, blocked={"slow"})
+    eng = async_engine(llm)
+
+    async def main():
+        with pytest.raises(ValueError, match="rejected bad"):
+            await eng.chat([request("slow"), request("bad")])
+        await asyncio.sleep(0)  # let the cancellation land
+        assert llm.cancelled == ["slow"]  # before the loop ends, which would cancel it anyway
+
+    asyncio.run(main())
+
+
+def test_blocking_engine_sends_the_ids_it_checked(no_vllm):
+    sent = []
+
+    def generate(prompts, params, use_tqdm):
+        sent.extend(prompts)
+        return [SimpleNamespace(outputs=[completion("".join(map(chr, p["ids"])))]) for p in prompts]
+
+    eng = object.__new__(VllmEngine)
+    eng.engine_cfg, eng.tokenizer = EngineConfig(max_model_len=16), CountingTokenizer()
+    eng.llm = SimpleNamespace(generate=generate)
+    results = eng.chat([request("y" * 7), request("ok")])
+    assert eng.tokenizer.calls == 2 and sent == [{"ids": [ord("o"), ord("k")]}]
+    assert results[0].error and results[1].texts == ["ok"] and results[1].finish_reasons == ["stop"]
