@@ -1,5 +1,9 @@
 """The run configuration: pydantic models loaded from one YAML file and validated up front.
 
+This module holds the whole (`PipelineConfig`: models by name, roles, pairing, input, output,
+Ray), resolves the roles' model names, and loads YAML; model declarations live in
+`config_models.py` and roles in `config_roles.py`.
+
 Every model forbids unknown keys, so a typo fails before any engine starts, with the dotted
 path of the bad key in the message (`generators.1.sampling.temprature: Extra inputs are not
 permitted`). Defaults run as they are: `PipelineConfig()` is the embedded default (local Ray,
@@ -12,313 +16,38 @@ import hashlib
 import json
 import re
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Literal
 
 import yaml
 from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Discriminator,
     Field,
-    Tag,
     ValidationError,
-    ValidationInfo,
-    field_validator,
     model_validator,
 )
 
-from prefgen.embedded import EMBEDDED_MODELS, EMBEDDED_SCHEME, is_embedded
-from prefgen.family import self_preference_warnings
-from prefgen.prompts import (
-    ASPECT_ALIASES,
-    BUILTIN_ASPECTS,
-    DEFAULT_REWRITE,
-    EVOL_CRITERIA,
-    GENERATION_FIELDS,
-    REWRITE_FIELDS,
-    REWRITE_TEMPLATES,
-    Rubric,
-    aspect_name,
-    load_criteria,
-    resolve_template,
+from prefgen.config_models import (  # noqa: F401 - the config's classes, importable from here
+    DEFAULT_MODEL,
+    MODEL_KINDS,
+    EngineConfig,
+    ModelSpec,
+    RewardModel,
+    SamplingConfig,
+    Strict,
+    VllmModel,
+    check_source,
 )
-
-DEFAULT_MODEL = EMBEDDED_SCHEME + "SmolLM2-135M-Instruct"
-CRITERIA = tuple(EVOL_CRITERIA)
-ASPECTS = BUILTIN_ASPECTS
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")
-
+from prefgen.config_roles import (  # noqa: F401
+    ASPECTS,
+    CRITERIA,
+    EvolutionConfig,
+    GeneratorConfig,
+    JudgeConfig,
+    RoleConfig,
+)
+from prefgen.family import self_preference_warnings
 
 class ConfigError(ValueError):
     """A configuration that cannot run; the message names the file and the key."""
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_default=True)
-
-
-class EngineConfig(Strict):
-    """How one vLLM engine is built and placed; one engine per replica."""
-
-    dtype: str = Field("bfloat16", description="Weights dtype passed to vLLM (auto, bfloat16, float16).")
-    max_model_len: int = Field(2048, gt=0, description="Context length; longer prompts are rejected before the engine.")
-    tensor_parallel_size: int = Field(1, ge=1, description="GPUs per replica (tensor parallelism, one node).")
-    gpu_memory_utilization: float = Field(0.9, gt=0, le=1, description="Share of GPU memory vLLM may take.")
-    enforce_eager: bool = Field(True, description="Skip CUDA graph capture: faster start, slower decode.")
-    replicas: int | tuple[int, int] = Field(
-        1,
-        description="Engine actors serving this model's stage: a number, or [min, max] for a pool that "
-        "grows with the work (the autoscaler adds nodes for it).",
-    )
-    gpus_per_replica: float | None = Field(
-        None,
-        gt=0,
-        description="GPUs one replica holds; none: tensor_parallel_size. Below 1 (e.g. 0.5) shares a GPU "
-        "with another engine; gpu_memory_utilization must then fit the share.",
-    )
-    device: Literal["auto", "cpu", "gpu"] = Field(
-        "auto", description="auto: GPU if the Ray cluster has GPUs, else vLLM's CPU build."
-    )
-    accelerator_type: str | None = Field(
-        None,
-        description="GPU model every replica must land on, as Ray names it (A10G, L4, A100, H100, ...); "
-        "none: any GPU. GPU stages only.",
-    )
-    cpus_per_replica: float = Field(1.0, gt=0, description="Logical Ray CPUs each engine actor holds.")
-    cpu_kv_cache_gib: float = Field(2.0, gt=0, description="KV cache size on the CPU build (VLLM_CPU_KVCACHE_SPACE).")
-    batch_size: int = Field(16, ge=1, description="Instructions per batch sent to one engine actor.")
-    batches_in_flight: int = Field(
-        4,
-        ge=1,
-        description="Batches one engine actor works on at once; their requests share the engine's queue, so "
-        "it does not drain at the end of each batch. batch_size x batches_in_flight should cover the "
-        "engine's max_num_seqs.",
-    )
-    seed: int | None = Field(
-        None,
-        description="Seeds the engine once (vLLM's CPU build rejects per-request seeds).",
-    )
-    extra: dict = Field(default_factory=dict, description="Further keyword arguments for vllm.LLM.")
-
-    @model_validator(mode="after")
-    def _check(self) -> EngineConfig:
-        if self.accelerator_type and self.device == "cpu":
-            raise ValueError(f"accelerator_type {self.accelerator_type!r} needs device gpu or auto, not cpu")
-        low, high = self.replica_range
-        if not 1 <= low <= high:
-            raise ValueError(f"replicas: {self.replicas!r} must be a number >= 1 or [min, max] with 1 <= min <= max")
-        share = self.gpus_per_replica
-        if share is not None:
-            if share < 1 and self.tensor_parallel_size > 1:
-                raise ValueError("gpus_per_replica: a fraction of a GPU holds one rank; tensor_parallel_size must be 1")
-            if share >= 1 and share != self.tensor_parallel_size:
-                raise ValueError(f"gpus_per_replica: {share:g} whole GPUs must equal tensor_parallel_size "
-                                 f"({self.tensor_parallel_size})")
-            if share < 1 and self.gpu_memory_utilization > share + 1e-9:
-                raise ValueError(f"gpu_memory_utilization: {self.gpu_memory_utilization:g} of the GPU's memory does "
-                                 f"not fit a replica holding {share:g} of it; set it to at most {share:g}")
-        return self
-
-    @property
-    def replica_range(self) -> tuple[int, int]:
-        return (self.replicas, self.replicas) if isinstance(self.replicas, int) else tuple(self.replicas)
-
-
-class SamplingConfig(Strict):
-    temperature: float = Field(0.7, ge=0)
-    top_p: float = Field(0.95, gt=0, le=1)
-    max_tokens: int = Field(256, gt=0)
-
-
-def check_source(value: str) -> str:
-    """A model source: an embedded:// model, a local folder (made absolute), or a hub id."""
-    if is_embedded(value):
-        name = value[len(EMBEDDED_SCHEME):]
-        if name not in EMBEDDED_MODELS:
-            raise ValueError(f"unknown embedded model {name!r}; known: {sorted(EMBEDDED_MODELS)}")
-        return value
-    path = Path(value).expanduser()
-    if path.is_dir():
-        return str(path)
-    looks_like_path = value.startswith(("/", ".", "~")) or value.count("/") != 1
-    if looks_like_path or not _HUB_ID.match(value):
-        raise ValueError(f"model path {value!r} does not exist (and is not a hub id like 'org/name')")
-    return value
-
-
-class VllmModel(Strict):
-    """A model served by vLLM engines inside the job: declared once, used by any number of roles.
-
-    Roles on one model with the same engine settings share one engine (one per replica)."""
-
-    kind: Literal["vllm"] = Field("vllm", description="How the model is served: vllm (an engine in the job).")
-    source: str = Field(DEFAULT_MODEL, description="Local folder, Hugging Face hub id, or embedded://NAME.")
-    engine: EngineConfig = Field(default_factory=EngineConfig)
-
-    @field_validator("source")
-    @classmethod
-    def _source_exists(cls, value: str) -> str:
-        return check_source(value)
-
-    def engine_key(self) -> str:
-        """What makes two declarations one engine: the source and every engine setting."""
-        return json.dumps(self.model_dump(mode="json"), sort_keys=True)
-
-
-class RewardModel(Strict):
-    """A sequence-classification reward model (one output label) served by vLLM's pooling runner.
-
-    Only judges may use it: it scores each (instruction, response) with one number in its own
-    units, which become the judgment's rating (see `prefgen/reward.py` for how scores combine)."""
-
-    kind: Literal["reward_model"] = Field(description="reward_model: a scoring head, run by vLLM's pooling runner.")
-    source: str = Field(description="Local folder or Hugging Face hub id of a *ForSequenceClassification model.")
-    engine: EngineConfig = Field(default_factory=EngineConfig)
-
-    @field_validator("source")
-    @classmethod
-    def _source_exists(cls, value: str) -> str:
-        if is_embedded(value):
-            raise ValueError(f"{value!r} is a chat model, not a reward model")
-        return check_source(value)
-
-    def engine_key(self) -> str:
-        return json.dumps(self.model_dump(mode="json"), sort_keys=True)
-
-
-def _model_kind(value) -> str:
-    """The `kind` of a model declaration; a declaration without one is a vLLM model."""
-    return value.get("kind", "vllm") if isinstance(value, dict) else getattr(value, "kind", "vllm")
-
-
-MODEL_KINDS = ("vllm", "reward_model")
-ModelSpec = Annotated[
-    Annotated[VllmModel, Tag("vllm")] | Annotated[RewardModel, Tag("reward_model")],
-    Discriminator(_model_kind),
-]
-
-
-class RoleConfig(Strict):
-    """What every role (generator, evolver, judge, juror) has: a model and its own sampling."""
-
-    model: str | None = Field(
-        None,
-        description="Name of a model under `models:`; or, as shorthand, a source (local folder, hub id, "
-        "embedded://NAME) with this role's `engine:`. None: the only declared model, else the embedded default.",
-    )
-    engine: EngineConfig | None = Field(
-        None, description="Shorthand only (model given as a source): the engine settings of that model."
-    )
-    sampling: SamplingConfig = Field(default_factory=SamplingConfig)
-
-
-class GeneratorConfig(RoleConfig):
-    name: str | None = Field(None, description="Label of this generator in the output; default gen<N>.")
-    system_prompt: str | None = None
-    num_completions: int = Field(1, ge=1, le=16, description="Completions per instruction.")
-    template: str | None = Field(
-        None,
-        description="The user message: text holding {instruction}, or the path of a file holding it (read "
-        "once, at load; relative to the working directory); none: the instruction as it is.",
-    )
-
-    @field_validator("template")
-    @classmethod
-    def _resolve_template(cls, value: str | None) -> str | None:
-        return None if value is None else resolve_template(value, GENERATION_FIELDS)
-
-
-class EvolutionConfig(RoleConfig):
-    enabled: bool = True
-    num_evolutions: int = Field(1, ge=1, le=8, description="Rewrite rounds; each round rewrites the last.")
-    criteria: dict[str, str] = Field(
-        default_factory=lambda: ["helpfulness", "relevance", "deepening", "creativity", "details"],
-        description="Criteria a rewrite targets; each round draws one per candidate (seeded by its id). A list of "
-        f"built-in names ({', '.join(CRITERIA)}) and {{name: text}} entries of your own, or the path of a YAML "
-        "file holding such a list or a name: text mapping; loaded into name: text.",
-    )
-    keep_original: bool = Field(True, description="Keep the unevolved completions as candidates.")
-    template: str = Field(
-        DEFAULT_REWRITE,
-        description=f"The rewrite prompt: a built-in name ({', '.join(REWRITE_TEMPLATES)}; mission is the course's "
-        "simplified rewriter), text holding {instruction}, {response} and optionally {criterion} (the drawn "
-        "criterion's text), or the path of a file holding it; loaded into the template's text.",
-    )
-
-    @field_validator("criteria", mode="before")
-    @classmethod
-    def _load_criteria(cls, value):
-        return load_criteria(value)
-
-    @field_validator("template")
-    @classmethod
-    def _resolve_template(cls, value: str) -> str:
-        return resolve_template(value, REWRITE_FIELDS, REWRITE_TEMPLATES)
-
-
-class JudgeConfig(RoleConfig):
-    name: str = Field("judge", description="Label of this judge in the judgments.")
-    rubrics: dict[str, Rubric] = Field(
-        default_factory=dict,
-        description="Rubrics of your own by aspect name, each {description, levels: {N: text, ..., 1: text}, "
-        "not_applicable} or {file: path/to/rubric.yaml}; list the name in aspects to use it. A name of a "
-        "built-in aspect replaces its rubric. Ratings of aspects on different scales are combined as they are.",
-    )
-    aspects: list[str] = Field(
-        default_factory=lambda: ["overall"],
-        min_length=1,
-        description=f"Aspects, each rated in its own call: built-in ({', '.join(ASPECTS)}; overall-rating is an "
-        "alias of overall; mission-overall is the course's simplified judge) or names defined under rubrics.",
-    )
-    combine: Literal["mean", "min"] = Field("mean", description="How aspect ratings combine into one.")
-    mode: Literal["joint", "single"] = Field(
-        "joint", description="joint: all candidates in one call under labels; single: one per call."
-    )
-    permutations: int | Literal["balanced"] = Field(
-        2,
-        description="Orders judged and averaged (joint mode), chosen so position effects cancel: 1 = one seeded "
-        "shuffle (position bias not cancelled), 2 = a seeded "
-        "shuffle and its reverse, k = such mirrored pairs (an odd k ends with one unmirrored shuffle); "
-        "balanced = every rotation of the shuffle (one order per candidate, each shown once in every position).",
-    )
-    rationales: bool = Field(True, description="Ask for a rationale with each rating.")
-    guided: bool = Field(True, description="Constrain the answer to a JSON schema (vLLM structured outputs).")
-    max_retries: int = Field(2, ge=0, description="Re-asks for an answer that does not validate.")
-    sampling: SamplingConfig = Field(default_factory=lambda: SamplingConfig(temperature=0.0, max_tokens=512))
-
-    @field_validator("permutations", mode="before")
-    @classmethod
-    def _orders(cls, value):
-        if value == "balanced":
-            return value
-        number = value if isinstance(value, int) and not isinstance(value, bool) else None
-        if isinstance(value, str) and value.strip().isdigit():
-            number = int(value)
-        if number is None or not 1 <= number <= 8:
-            raise ValueError(f"{value!r} is neither a number of orders from 1 to 8 nor 'balanced'")
-        return number
-    @field_validator("aspects")
-    @classmethod
-    def _known_aspects(cls, aspects: list[str], info: ValidationInfo) -> list[str]:
-        aspects = [aspect_name(a) for a in aspects]
-        if "rubrics" not in info.data:  # the rubrics failed: their error says why
-            return aspects
-        known = set(ASPECTS) | set(info.data["rubrics"])
-        unknown = [a for a in aspects if a not in known]
-        if unknown:
-            raise ValueError(f"unknown aspects {unknown}; built-in: {', '.join(ASPECTS)} (alias: "
-                             f"{', '.join(ASPECT_ALIASES)}), or define them under judge rubrics")
-        return aspects
-
-    @model_validator(mode="after")
-    def _check(self) -> JudgeConfig:
-        if len(set(self.aspects)) != len(self.aspects):
-            raise ValueError(f"aspects: repeated in {self.aspects}")
-        if self.mode == "single":
-            if "permutations" in self.model_fields_set and self.permutations != 1:
-                raise ValueError("permutations: shuffled orders apply to mode 'joint' only")
-            self.permutations = 1  # one candidate per call: there is no order to cancel
-        return self
 
 
 class PairingConfig(Strict):

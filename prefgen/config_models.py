@@ -1,0 +1,166 @@
+"""How models are declared: one entry per model under `models:`, with its kind, its source and
+the settings of its engine (placement included), and the sampling settings a role asks with.
+
+A kind is one class in the `ModelSpec` union, told apart by `kind`: `vllm` (a chat model in a
+vLLM engine inside the job) and `reward_model` (a sequence-classification model scoring
+responses). Roles (`config_roles.py`) refer to these declarations by name.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator, model_validator
+
+from prefgen.embedded import EMBEDDED_MODELS, EMBEDDED_SCHEME, is_embedded
+
+DEFAULT_MODEL = EMBEDDED_SCHEME + "SmolLM2-135M-Instruct"
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+class EngineConfig(Strict):
+    """How one vLLM engine is built and placed; one engine per replica."""
+
+    dtype: str = Field("bfloat16", description="Weights dtype passed to vLLM (auto, bfloat16, float16).")
+    max_model_len: int = Field(2048, gt=0, description="Context length; longer prompts are rejected before the engine.")
+    tensor_parallel_size: int = Field(1, ge=1, description="GPUs per replica (tensor parallelism, one node).")
+    gpu_memory_utilization: float = Field(0.9, gt=0, le=1, description="Share of GPU memory vLLM may take.")
+    enforce_eager: bool = Field(True, description="Skip CUDA graph capture: faster start, slower decode.")
+    replicas: int | tuple[int, int] = Field(
+        1,
+        description="Engine actors serving this model's stage: a number, or [min, max] for a pool that "
+        "grows with the work (the autoscaler adds nodes for it).",
+    )
+    gpus_per_replica: float | None = Field(
+        None,
+        gt=0,
+        description="GPUs one replica holds; none: tensor_parallel_size. Below 1 (e.g. 0.5) shares a GPU "
+        "with another engine; gpu_memory_utilization must then fit the share.",
+    )
+    device: Literal["auto", "cpu", "gpu"] = Field(
+        "auto", description="auto: GPU if the Ray cluster has GPUs, else vLLM's CPU build."
+    )
+    accelerator_type: str | None = Field(
+        None,
+        description="GPU model every replica must land on, as Ray names it (A10G, L4, A100, H100, ...); "
+        "none: any GPU. GPU stages only.",
+    )
+    cpus_per_replica: float = Field(1.0, gt=0, description="Logical Ray CPUs each engine actor holds.")
+    cpu_kv_cache_gib: float = Field(2.0, gt=0, description="KV cache size on the CPU build (VLLM_CPU_KVCACHE_SPACE).")
+    batch_size: int = Field(16, ge=1, description="Instructions per batch sent to one engine actor.")
+    batches_in_flight: int = Field(
+        4,
+        ge=1,
+        description="Batches one engine actor works on at once; their requests share the engine's queue, so "
+        "it does not drain at the end of each batch. batch_size x batches_in_flight should cover the "
+        "engine's max_num_seqs.",
+    )
+    seed: int | None = Field(
+        None,
+        description="Seeds the engine once (vLLM's CPU build rejects per-request seeds).",
+    )
+    extra: dict = Field(default_factory=dict, description="Further keyword arguments for vllm.LLM.")
+
+    @model_validator(mode="after")
+    def _check(self) -> EngineConfig:
+        if self.accelerator_type and self.device == "cpu":
+            raise ValueError(f"accelerator_type {self.accelerator_type!r} needs device gpu or auto, not cpu")
+        low, high = self.replica_range
+        if not 1 <= low <= high:
+            raise ValueError(f"replicas: {self.replicas!r} must be a number >= 1 or [min, max] with 1 <= min <= max")
+        share = self.gpus_per_replica
+        if share is not None:
+            if share < 1 and self.tensor_parallel_size > 1:
+                raise ValueError("gpus_per_replica: a fraction of a GPU holds one rank; tensor_parallel_size must be 1")
+            if share >= 1 and share != self.tensor_parallel_size:
+                raise ValueError(f"gpus_per_replica: {share:g} whole GPUs must equal tensor_parallel_size "
+                                 f"({self.tensor_parallel_size})")
+            if share < 1 and self.gpu_memory_utilization > share + 1e-9:
+                raise ValueError(f"gpu_memory_utilization: {self.gpu_memory_utilization:g} of the GPU's memory does "
+                                 f"not fit a replica holding {share:g} of it; set it to at most {share:g}")
+        return self
+
+    @property
+    def replica_range(self) -> tuple[int, int]:
+        return (self.replicas, self.replicas) if isinstance(self.replicas, int) else tuple(self.replicas)
+
+
+class SamplingConfig(Strict):
+    temperature: float = Field(0.7, ge=0)
+    top_p: float = Field(0.95, gt=0, le=1)
+    max_tokens: int = Field(256, gt=0)
+
+
+def check_source(value: str) -> str:
+    """A model source: an embedded:// model, a local folder (made absolute), or a hub id."""
+    if is_embedded(value):
+        name = value[len(EMBEDDED_SCHEME):]
+        if name not in EMBEDDED_MODELS:
+            raise ValueError(f"unknown embedded model {name!r}; known: {sorted(EMBEDDED_MODELS)}")
+        return value
+    path = Path(value).expanduser()
+    if path.is_dir():
+        return str(path)
+    looks_like_path = value.startswith(("/", ".", "~")) or value.count("/") != 1
+    if looks_like_path or not _HUB_ID.match(value):
+        raise ValueError(f"model path {value!r} does not exist (and is not a hub id like 'org/name')")
+    return value
+
+
+class VllmModel(Strict):
+    """A model served by vLLM engines inside the job: declared once, used by any number of roles.
+
+    Roles on one model with the same engine settings share one engine (one per replica)."""
+
+    kind: Literal["vllm"] = Field("vllm", description="How the model is served: vllm (an engine in the job).")
+    source: str = Field(DEFAULT_MODEL, description="Local folder, Hugging Face hub id, or embedded://NAME.")
+    engine: EngineConfig = Field(default_factory=EngineConfig)
+
+    @field_validator("source")
+    @classmethod
+    def _source_exists(cls, value: str) -> str:
+        return check_source(value)
+
+    def engine_key(self) -> str:
+        """What makes two declarations one engine: the source and every engine setting."""
+        return json.dumps(self.model_dump(mode="json"), sort_keys=True)
+
+
+class RewardModel(Strict):
+    """A sequence-classification reward model (one output label) served by vLLM's pooling runner.
+
+    Only judges may use it: it scores each (instruction, response) with one number in its own
+    units, which become the judgment's rating (see `prefgen/reward.py` for how scores combine)."""
+
+    kind: Literal["reward_model"] = Field(description="reward_model: a scoring head, run by vLLM's pooling runner.")
+    source: str = Field(description="Local folder or Hugging Face hub id of a *ForSequenceClassification model.")
+    engine: EngineConfig = Field(default_factory=EngineConfig)
+
+    @field_validator("source")
+    @classmethod
+    def _source_exists(cls, value: str) -> str:
+        if is_embedded(value):
+            raise ValueError(f"{value!r} is a chat model, not a reward model")
+        return check_source(value)
+
+    def engine_key(self) -> str:
+        return json.dumps(self.model_dump(mode="json"), sort_keys=True)
+
+
+def _model_kind(value) -> str:
+    """The `kind` of a model declaration; a declaration without one is a vLLM model."""
+    return value.get("kind", "vllm") if isinstance(value, dict) else getattr(value, "kind", "vllm")
+
+
+MODEL_KINDS = ("vllm", "reward_model")
+ModelSpec = Annotated[
+    Annotated[VllmModel, Tag("vllm")] | Annotated[RewardModel, Tag("reward_model")],
+    Discriminator(_model_kind),
+]
