@@ -17,7 +17,9 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import signal
 import subprocess
+import sys
 import tempfile
 from importlib import metadata
 from pathlib import Path
@@ -109,6 +111,9 @@ def main() -> None:
     parser.add_argument("--out", help="results name: benchmarks/results/throughput-NAME.json "
                                       "(default: the config's file name)")
     args = parser.parse_args()
+    # Killed (timeout, kill): exit through Python so vLLM's finalizers stop its engine core
+    # process, which would otherwise outlive this one.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
 
     from prefgen.config import load_config
     from prefgen.embedded import resolve_model
