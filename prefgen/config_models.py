@@ -28,7 +28,12 @@ class Strict(BaseModel):
 class EngineConfig(Strict):
     """How one vLLM engine is built and placed; one engine per replica."""
 
-    dtype: str = Field("bfloat16", description="Weights dtype passed to vLLM (auto, bfloat16, float16).")
+    dtype: str = Field(
+        "auto",
+        description="Weights dtype (bfloat16, float16, float32, or auto). auto: the checkpoint's own on a GPU; on a "
+        "CPU bfloat16 where the CPU computes it natively (AVX512-BF16 or AMX), else float32, which such CPUs run "
+        "about twice as fast.",
+    )
     max_model_len: int = Field(2048, gt=0, description="Context length; longer prompts are rejected before the engine.")
     tensor_parallel_size: int = Field(1, ge=1, description="GPUs per replica (tensor parallelism, one node).")
     gpu_memory_utilization: float = Field(0.9, gt=0, le=1, description="Share of GPU memory vLLM may take.")

@@ -52,13 +52,33 @@ class AsyncChatEngine(Protocol):
     async def chat(self, requests: list[Request]) -> list[Result]: ...
 
 
+def cpu_has_native_bf16(cpuinfo: str | None = None) -> bool:
+    """Whether this machine's CPU computes bfloat16 natively (AVX512-BF16 or AMX-BF16)."""
+    if cpuinfo is None:
+        try:
+            with open("/proc/cpuinfo") as f:
+                cpuinfo = f.read()
+        except OSError:  # not Linux: let vLLM decide
+            return True
+    flags = set(cpuinfo.split())
+    return bool(flags & {"avx512_bf16", "amx_bf16"})
+
+
+def resolve_dtype(dtype: str, device: str, cpuinfo: str | None = None) -> str:
+    """The dtype vLLM gets: `auto` on a CPU becomes bfloat16 or float32 by what the CPU computes natively
+    (measured on a CPU without AVX512-BF16: SmolLM2-135M decoded at 11.7 tok/s in bfloat16, 24.5 in float32)."""
+    if dtype != "auto" or device == "gpu":
+        return dtype
+    return "bfloat16" if cpu_has_native_bf16(cpuinfo) else "float32"
+
+
 def engine_kwargs(source: str, eng: EngineConfig, device: str) -> dict:
     """vLLM engine arguments of one model's engine (the same for `LLM` and `AsyncLLM`)."""
     from prefgen.embedded import resolve_model
 
     kwargs = dict(
         model=resolve_model(source),
-        dtype=eng.dtype,
+        dtype=resolve_dtype(eng.dtype, device),
         max_model_len=eng.max_model_len,
         enforce_eager=eng.enforce_eager,
         tensor_parallel_size=eng.tensor_parallel_size,

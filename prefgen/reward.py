@@ -50,9 +50,10 @@ class RewardEngine:
         from vllm import LLM
 
         from prefgen.embedded import resolve_model
+        from prefgen.engine import resolve_dtype
 
-        kwargs = dict(model=resolve_model(source), runner="pooling", dtype=eng.dtype, max_model_len=eng.max_model_len,
-                      enforce_eager=eng.enforce_eager, tensor_parallel_size=eng.tensor_parallel_size)
+        kwargs = dict(model=resolve_model(source), runner="pooling", dtype=resolve_dtype(eng.dtype, device),
+                      max_model_len=eng.max_model_len, enforce_eager=eng.enforce_eager, tensor_parallel_size=eng.tensor_parallel_size)
         if device == "gpu":
             kwargs["gpu_memory_utilization"] = eng.gpu_memory_utilization
         if eng.seed is not None:

@@ -124,3 +124,13 @@ def test_blocking_engine_sends_the_ids_it_checked(no_vllm):
     results = eng.chat([request("y" * 7), request("ok")])
     assert eng.tokenizer.calls == 2 and sent == [{"ids": [ord("o"), ord("k")]}]
     assert results[0].error and results[1].texts == ["ok"] and results[1].finish_reasons == ["stop"]
+
+
+def test_auto_dtype_follows_what_the_cpu_computes_natively():
+    from prefgen.engine import resolve_dtype
+
+    assert resolve_dtype("auto", "cpu", "flags : fpu avx2 avx512f avx512_bf16") == "bfloat16"
+    assert resolve_dtype("auto", "cpu", "flags : fpu avx2 amx_bf16") == "bfloat16"
+    assert resolve_dtype("auto", "cpu", "flags : fpu avx2 avx512f") == "float32"
+    assert resolve_dtype("auto", "gpu", "flags : fpu") == "auto"  # vLLM: the checkpoint's dtype
+    assert resolve_dtype("float16", "cpu", "flags : fpu") == "float16"  # a dtype asked for is kept
