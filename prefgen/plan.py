@@ -154,6 +154,8 @@ def plan_lines(cfg: PipelineConfig, stages: list[StagePlan], devices: dict[str, 
         lines.append(f"  {s.name}: {s.model.source} on {device}, {replicas} replica(s) x {where} "
                      f"+ {e.cpus_per_replica:g} CPU, batch {e.batch_size}")
         lines.append(f"    roles: {', '.join(s.roles)}")
+    held = [gpus_per_replica(s.model.engine, devices[s.name]) * s.model.engine.replica_range[0] for s in stages]
+    lines.append(f"GPUs held at once: {(max(held) if mode == 'phased' else sum(held)):g}")
     lines.append("calls per input row (before retries):")
     calls = expected_calls(cfg)
     for role, c in calls.items():
