@@ -58,7 +58,7 @@ class EngineConfig(Strict):
         "none: any GPU. GPU stages only.",
     )
     cpus_per_replica: float = Field(1.0, gt=0, description="Logical Ray CPUs each engine actor holds.")
-    cpu_kv_cache_gib: float = Field(2.0, gt=0, description="KV cache size on the CPU build (VLLM_CPU_KVCACHE_SPACE).")
+    cpu_kv_cache_gib: float = Field(2.0, gt=0, description="KV cache size of an engine on the CPU build, GiB (passed as kv_cache_memory_bytes).")
     batch_size: int = Field(16, ge=1, description="Instructions per batch sent to one engine actor.")
     batches_in_flight: int = Field(
         4,

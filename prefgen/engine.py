@@ -83,12 +83,20 @@ def engine_kwargs(source: str, eng: EngineConfig, device: str) -> dict:
         enforce_eager=eng.enforce_eager,
         tensor_parallel_size=eng.tensor_parallel_size,
     )
-    if device == "gpu":
-        kwargs["gpu_memory_utilization"] = eng.gpu_memory_utilization
+    kwargs.update(device_kwargs(eng, device))
     if eng.seed is not None:
         kwargs["seed"] = eng.seed
     kwargs.update(eng.extra)
     return kwargs
+
+
+def device_kwargs(eng: EngineConfig, device: str) -> dict:
+    """Memory arguments by device. On the CPU the KV cache gets a fixed size: without one, vLLM
+    reserves `gpu_memory_utilization` of the machine's RAM and refuses to start when other
+    processes hold more than the rest."""
+    if device == "gpu":
+        return {"gpu_memory_utilization": eng.gpu_memory_utilization}
+    return {"kv_cache_memory_bytes": int(eng.cpu_kv_cache_gib * 2**30)}
 
 
 def prompt_ids(tokenizer, messages: list[Message]) -> list[int]:

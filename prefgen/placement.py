@@ -39,7 +39,7 @@ def actor_options(engine: EngineConfig, device: str) -> dict:
         if engine.tensor_parallel_size > 1:
             env["VLLM_WORKER_MULTIPROC_METHOD"] = "spawn"
     else:
-        env["VLLM_CPU_KVCACHE_SPACE"] = f"{engine.cpu_kv_cache_gib:g}"
+        # (the KV cache size goes to the engine as an argument: see engine.device_kwargs)
         # vLLM's automatic thread binding pins every engine of a machine to the same cores;
         # several engines on one host must float instead.
         env["VLLM_CPU_OMP_THREADS_BIND"] = os.environ.get("VLLM_CPU_OMP_THREADS_BIND", "nobind")

@@ -50,12 +50,11 @@ class RewardEngine:
         from vllm import LLM
 
         from prefgen.embedded import resolve_model
-        from prefgen.engine import resolve_dtype
+        from prefgen.engine import device_kwargs, resolve_dtype
 
         kwargs = dict(model=resolve_model(source), runner="pooling", dtype=resolve_dtype(eng.dtype, device),
                       max_model_len=eng.max_model_len, enforce_eager=eng.enforce_eager, tensor_parallel_size=eng.tensor_parallel_size)
-        if device == "gpu":
-            kwargs["gpu_memory_utilization"] = eng.gpu_memory_utilization
+        kwargs.update(device_kwargs(eng, device))
         if eng.seed is not None:
             kwargs["seed"] = eng.seed
         kwargs.update(eng.extra)

@@ -134,3 +134,12 @@ def test_auto_dtype_follows_what_the_cpu_computes_natively():
     assert resolve_dtype("auto", "cpu", "flags : fpu avx2 avx512f") == "float32"
     assert resolve_dtype("auto", "gpu", "flags : fpu") == "auto"  # vLLM: the checkpoint's dtype
     assert resolve_dtype("float16", "cpu", "flags : fpu") == "float16"  # a dtype asked for is kept
+
+
+def test_a_cpu_engine_gets_a_fixed_kv_cache_and_a_gpu_engine_its_memory_share():
+    from prefgen.config import EngineConfig
+    from prefgen.engine import device_kwargs
+
+    eng = EngineConfig(cpu_kv_cache_gib=1.5, gpu_memory_utilization=0.8)
+    assert device_kwargs(eng, "cpu") == {"kv_cache_memory_bytes": 3 * 2**29}  # no RAM share reserved
+    assert device_kwargs(eng, "gpu") == {"gpu_memory_utilization": 0.8}

@@ -112,7 +112,7 @@ def test_actor_options_per_device():
     default = PipelineConfig()
     cpu = actor_options(default.model_of(default.judge).engine, "cpu")
     assert "num_gpus" not in cpu
-    assert cpu["runtime_env"]["env_vars"]["VLLM_CPU_KVCACHE_SPACE"] == "2"
+    assert cpu["runtime_env"]["env_vars"]["VLLM_CPU_OMP_THREADS_BIND"] == "nobind"
 
 
 def test_gpu_actor_options_are_granted_on_logical_gpus():
