@@ -106,18 +106,21 @@ class PipelineConfig(Strict):
         description="Models declared once by name; roles refer to them by name. Roles that give a "
         "source instead are added here under a derived name.",
     )
+    # The laptop default: two generator settings of the embedded model that ask for short answers
+    # (a 135M model rambles past any limit otherwise, and a cut-off answer is never chosen).
     generators: list[GeneratorConfig] = Field(
         default_factory=lambda: [
-            GeneratorConfig(name="smol-focused", sampling=SamplingConfig(temperature=0.3, max_tokens=128)),
+            GeneratorConfig(name="smol-focused", system_prompt="Answer accurately in at most 80 words.",
+                            sampling=SamplingConfig(temperature=0.3, max_tokens=192)),
             GeneratorConfig(
                 name="smol-creative",
-                system_prompt="You are a creative assistant. Answer with vivid, concrete examples.",
-                sampling=SamplingConfig(temperature=1.0, max_tokens=128),
+                system_prompt="You are a creative assistant. Answer with a vivid, concrete example, in at most 80 words.",
+                sampling=SamplingConfig(temperature=1.0, max_tokens=192),
             ),
         ],
         min_length=1,
     )
-    evolution: EvolutionConfig = Field(default_factory=lambda: EvolutionConfig(sampling=SamplingConfig(max_tokens=160)))
+    evolution: EvolutionConfig = Field(default_factory=lambda: EvolutionConfig(sampling=SamplingConfig(max_tokens=256)))
     # The laptop default judges one order: cheap, and its summary says when the small judge rates by
     # position. A judge you configure gets JudgeConfig's default, a shuffle and its reverse.
     judge: JudgeConfig = Field(default_factory=lambda: JudgeConfig(permutations=1))

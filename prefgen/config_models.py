@@ -34,7 +34,7 @@ class EngineConfig(Strict):
         "CPU bfloat16 where the CPU computes it natively (AVX512-BF16 or AMX), else float32, which such CPUs run "
         "about twice as fast.",
     )
-    max_model_len: int = Field(2048, gt=0, description="Context length; longer prompts are rejected before the engine.")
+    max_model_len: int = Field(4096, gt=0, description="Context length; longer prompts are rejected before the engine.")
     tensor_parallel_size: int = Field(1, ge=1, description="GPUs per replica (tensor parallelism, one node).")
     gpu_memory_utilization: float = Field(0.9, gt=0, le=1, description="Share of GPU memory vLLM may take.")
     enforce_eager: bool = Field(True, description="Skip CUDA graph capture: faster start, slower decode.")

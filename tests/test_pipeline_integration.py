@@ -21,7 +21,7 @@ from prefgen.io import read_instructions
 pytestmark = pytest.mark.integration
 
 INPUT = Path(__file__).parent / "data" / "instructions.jsonl"
-ENGINE = {"max_model_len": 1536, "batch_size": 4, "cpu_kv_cache_gib": 1}
+ENGINE = {"max_model_len": 2048, "batch_size": 4, "cpu_kv_cache_gib": 1}
 CONFIG = {
     "input": {"path": str(INPUT)},
     "generators": [
@@ -38,7 +38,8 @@ CONFIG = {
                   "sampling": {"max_tokens": 64}},
     "judge": {"aspects": ["overall", "honesty"], "permutations": 2, "engine": ENGINE,
               "sampling": {"temperature": 0.0, "max_tokens": 512}},
-    "pairing": {"min_margin": 1},
+    # short answers keep the run small; most are cut off, so cut-off answers may be chosen here
+    "pairing": {"min_margin": 1, "allow_truncated_chosen": True},
 }
 
 
@@ -87,7 +88,7 @@ def test_bad_input_rows_are_rejected_with_reasons(run):
         10: "instruction_not_string",
     }
     too_long = next(r for r in run["rejects"] if r["line"] == 9)
-    assert "max_model_len 1536" in too_long["detail"] and too_long["candidates"] == []
+    assert "max_model_len 2048" in too_long["detail"] and too_long["candidates"] == []
 
 
 def test_candidates_come_from_both_generators_and_the_evolver(run):
@@ -186,6 +187,10 @@ def test_manifest_records_the_run(run):
     assert generated == 4 * 3  # four rows reach the generators whole; 1 + 2 completions each
     assert m["candidates"]["evolved"] + sum(roles["evolve"]["dropped"].values()) == m["candidates"]["generated"]
     assert not (run["out"] / "_lease.json").exists()
+    cands = [c for row in run["pairs"] + run["rejects"] for c in row["candidates"]]
+    cands = list({c["candidate_id"]: c for c in cands}.values())  # a row with several pairs repeats them
+    assert all(isinstance(c["truncated"], bool) for c in cands)  # every candidate says whether it was cut off
+    assert m["candidates"]["truncated"] == sum(c["truncated"] for c in cands)
 
 
 def test_output_loads_with_datasets(run):
