@@ -88,10 +88,16 @@ def _convert_gguf(gguf_file: Path, target: Path) -> None:
     if unexpected or [k for k in missing if "lm_head" not in k]:
         raise RuntimeError(f"GGUF conversion mismatch: missing={missing} unexpected={unexpected}")
     plain.tie_weights()
+    save_model_folder(plain, tokenizer, target)
+
+
+def save_model_folder(model, tokenizer, target: Path) -> None:
+    """Save a model and its tokenizer as a Hugging Face folder at `target`, all or nothing: written
+    beside it under a temporary name, then renamed (a concurrent reader never sees half a folder)."""
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
     try:
         staging.chmod(0o755)
-        plain.save_pretrained(staging)
+        model.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
         staging.rename(target)
     finally:

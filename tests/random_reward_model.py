@@ -10,11 +10,9 @@ says nothing about which response is better.
 from __future__ import annotations
 
 import fcntl
-import shutil
-import tempfile
 from pathlib import Path
 
-from prefgen.embedded import cache_dir, resolve_model
+from prefgen.embedded import cache_dir, resolve_model, save_model_folder
 
 BASE = "embedded://SmolLM2-135M-Instruct"
 
@@ -41,11 +39,4 @@ def _build(base: str, target: Path, seed: int) -> None:
     torch.manual_seed(seed)  # the only weights not loaded from `base` are the score head's
     model = AutoModelForSequenceClassification.from_pretrained(base, num_labels=1, dtype=torch.bfloat16)
     model.config.pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
-    try:
-        staging.chmod(0o755)
-        model.save_pretrained(staging)
-        tokenizer.save_pretrained(staging)
-        staging.rename(target)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    save_model_folder(model, tokenizer, target)
