@@ -180,7 +180,10 @@ def test_manifest_records_the_run(run):
     assert all(r["requests"] > 0 and r["output_tokens"] > 0 for r in roles.values())
     assert roles["generate:focused"]["rows"] == 5  # the too-long row reaches the stage and is refused there
     assert roles["generate:playful"]["requests"] == 4  # one request per row, n=2
-    assert roles["judge:judge"]["requests"] == m["judging"]["judge_calls"] + m["judging"]["retries"]
+    # every call once, every retry once more, and a grown retry the context cannot hold is asked
+    # again at the limit that fits (one request more)
+    calls, retries = m["judging"]["judge_calls"], m["judging"]["retries"]
+    assert calls + retries <= roles["judge:judge"]["requests"] <= calls + 2 * retries
     # every completion and every rewrite is either a candidate or counted as dropped, with a reason
     generated = m["candidates"]["generated"] + sum(sum(roles[g]["dropped"].values()) for g in
                                                    ("generate:focused", "generate:playful"))
