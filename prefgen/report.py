@@ -147,6 +147,8 @@ class RunSummary:
         role_order = [r for _, roles in plan for r in roles]
         self.stages = {name: self.stages[name] for name in order if name in self.stages}
         self.roles = {name: self.roles[name] for name in role_order if name in self.roles}
+        for st in self.stages.values():  # stats files may list roles in any order: the plan's
+            st["roles"] = [r for r in role_order if r in st["roles"]] + [r for r in st["roles"] if r not in role_order]
 
     def _stage_lines(self) -> list[str]:
         lines = []

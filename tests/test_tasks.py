@@ -91,13 +91,14 @@ def test_summary_sums_per_role_figures_over_actors():
     from prefgen.report import RunSummary
 
     def actor(dropped, tokens=40):
-        return {"stage": "m", "engine_start_s": 3.0, "busy_s": 2.0, "roles": {
-            "generate:g": {"rows": 4, "requests": 4, "output_tokens": 10, "busy_s": 0.5, "dropped": {}},
-            "evolve": {"rows": 4, "requests": 8, "output_tokens": tokens, "busy_s": 1.5, "dropped": dropped}}}
+        return {"stage": "m", "engine_start_s": 3.0, "busy_s": 2.0, "roles": {  # as written: keys sorted
+            "evolve": {"rows": 4, "requests": 8, "output_tokens": tokens, "busy_s": 1.5, "dropped": dropped},
+            "generate:g": {"rows": 4, "requests": 4, "output_tokens": 10, "busy_s": 0.5, "dropped": {}}}}
 
     summary = RunSummary(output="out")
     summary.add_stage_stats([actor({"empty": 1}), actor({"empty": 2, "unchanged": 1}), actor({})],
                             [("m", ["generate:g", "evolve"])])
+    assert summary.stages["m"]["roles"] == ["generate:g", "evolve"] == list(summary.roles)  # the plan's order
     assert summary.roles["evolve"]["dropped"] == {"empty": 3, "unchanged": 1}
     assert asdict(summary)["roles"]["evolve"]["dropped"] == {"empty": 3, "unchanged": 1}  # as the manifest gets it
     assert summary.roles["evolve"]["requests"] == 24 and summary.roles["generate:g"]["rows"] == 12
