@@ -52,21 +52,26 @@ class CountingEngine:
 
 
 class SerialEngine:
-    """An async face for a blocking engine: its calls run in a thread, one at a time."""
+    """A blocking engine shared by the batches in flight: its calls (`chat`, or a reward model's
+    `score`) run one at a time, each in the calling batch's worker thread."""
 
-    def __init__(self, engine: ChatEngine):
+    def __init__(self, engine):
         self.engine, self.lock = engine, threading.Lock()
 
-    def _chat(self, requests: list[Request]) -> list[Result]:
-        with self.lock:
-            return self.engine.chat(requests)
+    def __getattr__(self, name: str):
+        attr = getattr(self.engine, name)
+        if not callable(attr):
+            return attr
 
-    async def chat(self, requests: list[Request]) -> list[Result]:
-        return await asyncio.to_thread(self._chat, requests)
+        def serial(*args, **kwargs):
+            with self.lock:
+                return attr(*args, **kwargs)
+
+        return serial
 
 
-def as_async(engine) -> AsyncChatEngine:
-    return engine if inspect.iscoroutinefunction(engine.chat) else SerialEngine(engine)
+def is_async(engine) -> bool:
+    return inspect.iscoroutinefunction(getattr(engine, "chat", None))
 
 
 class LoopEngine:
@@ -110,7 +115,8 @@ class ModelStage:
         self.name, self.tasks, self.output = name, tasks, output
         self.stats_file = f"{STATS_DIR}/{name.replace(':', '-').replace('#', '-')}-{uuid.uuid4().hex[:8]}.json"
         started = time.monotonic()
-        self.engine = as_async(engine_factory())
+        engine = engine_factory()
+        self.engine = engine if is_async(engine) else SerialEngine(engine)
         # Ray Data may run a few batches per call on top of the actor's concurrency: threads are cheap.
         self.threads = ThreadPoolExecutor(max_workers=4 * max(1, batches_in_flight), thread_name_prefix="prefgen-batch")
         self.lock, self.write_lock = threading.Lock(), threading.Lock()
@@ -199,4 +205,5 @@ class ModelStage:
 
     async def __call__(self, batch: pa.Table) -> pa.Table:
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self.threads, self._process, batch, LoopEngine(self.engine, loop))
+        engine = LoopEngine(self.engine, loop) if is_async(self.engine) else self.engine
+        return await loop.run_in_executor(self.threads, self._process, batch, engine)

@@ -235,3 +235,20 @@ def test_combine_row_rescales_every_reward_judge_of_the_row():
                               {**llm_judgment("rm2", b), "aspect": REWARD_ASPECT}]
     combine_row(rows[0]["candidates"], {}, {"rm1", "rm2"}, 2)
     assert [c["rating"] for c in rows[0]["candidates"]] == [1.0, 5.0]
+
+
+def test_the_stage_serves_a_reward_scorer_to_its_task(tmp_path):
+    """A reward model's engine has `score`, not `chat`: the async stage hands it to the task as is
+    (one call at a time), and the scores land on the candidates."""
+    import asyncio
+
+    from prefgen.schema import WORK_ROW, to_table
+    from prefgen.stage import ModelStage
+
+    scorer = ScriptedScorer(lambda text: float(len(text)))
+    (tmp_path / "_stats").mkdir()
+    st = ModelStage(lambda: scorer, [RewardTask("rm", "m", {"rm"}, 1)], "rm", str(tmp_path), batches_in_flight=2)
+    table = to_table(rows_of(["a", "bbb"], ["cc", "d"]), WORK_ROW)
+    out = asyncio.run(st(table)).to_pylist()
+    assert [[c["rating"] for c in row["candidates"]] for row in out] == [[1.0, 3.0], [2.0, 1.0]]
+    assert len(scorer.calls) == 1
