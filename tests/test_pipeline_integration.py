@@ -174,7 +174,9 @@ def test_manifest_records_the_run(run):
     # one model with one engine setting: one engine serves all four roles
     (engine,) = m["stages"].values()
     roles = m["roles"]
-    assert engine["roles"] == ["generate:focused", "generate:playful", "evolve", "judge:judge"] == list(roles)
+    # the engine lists its roles in the plan's order (the manifest's JSON sorts the roles' keys)
+    assert engine["roles"] == ["generate:focused", "generate:playful", "evolve", "judge:judge"]
+    assert set(roles) == set(engine["roles"])
     assert engine["engine_start_s"] > 0 and engine["replicas"] == 1
     assert engine["output_tokens"] == sum(r["output_tokens"] for r in roles.values()) == m["output_tokens"]
     assert all(r["requests"] > 0 and r["output_tokens"] > 0 for r in roles.values())
