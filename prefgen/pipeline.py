@@ -19,38 +19,16 @@ import os
 import time
 from dataclasses import asdict
 
-import pyarrow as pa
 
 from prefgen.config import PipelineConfig
-from prefgen.io import PAIRS_DIR, PHASES_DIR, REJECTS_DIR, STATS_DIR, absolute_uri, read_instructions, read_jsons, write_shard
-from prefgen.pair import split_rows
+from prefgen.io import PHASES_DIR, STATS_DIR, absolute_uri, read_instructions, read_jsons
 from prefgen.placement import actor_options, choose_mode, planning_resources, resolve_device
 from prefgen.plan import StagePlan, engine_factory, plan_lines, plan_stages
-from prefgen.report import RunSummary, batch_counts
-from prefgen.runstate import RunState, batch_key, check_lease, input_digest
+from prefgen.report import RunSummary
+from prefgen.runstate import RunState, input_digest
 from prefgen.stage import ModelStage
-from prefgen.schema import PAIR_ROW, REJECT_ROW, REJECT_WORKER_FAILED, WORK_ROW, reject_row, to_table
-
-
-def write_rows(output: str, token: str, rows: list[dict], pairs: list[dict], rejects: list[dict], tag: str = "") -> dict:
-    """Write one batch's shards (fenced by the run's lease token) and return its report.
-
-    The shard key derives from the batch's ids (and `tag`, for batches the driver writes), so
-    a retried writer rewrites the same files instead of adding new ones."""
-    key = batch_key([tag, *(r["id"] for r in rows)] if tag else [r["id"] for r in rows])
-    for kind, items, schema in ((PAIRS_DIR, pairs, PAIR_ROW), (REJECTS_DIR, rejects, REJECT_ROW)):
-        if items:
-            write_shard(output, kind, key, items, schema, before_visible=lambda: check_lease(output, token))
-    return batch_counts(key, rows, pairs, rejects)
-
-
-def write_batch(batch: pa.Table, output: str, token: str, pairing: dict, seed: int) -> pa.Table:
-    """Last stage: pair the batch, write its shards, return its report as one row."""
-    rows = batch.to_pylist()
-    pairs, rejects = split_rows(rows, pairing["strategy"], pairing["min_margin"], pairing["length_matched"], seed,
-                                pairing["allow_truncated_chosen"])
-    report = write_rows(output, token, rows, pairs, rejects)
-    return pa.Table.from_pylist([{"report": json.dumps(report)}])  # JSON: reports differ in shape
+from prefgen.schema import WORK_ROW, to_table
+from prefgen.writer import commit_reports, write_batch, write_rows
 
 
 def _init_ray(cfg: PipelineConfig, stages: list[StagePlan]):
@@ -147,20 +125,20 @@ def _process(cfg, state: RunState, todo, bad_input, summary: RunSummary, started
             log(f"[prefgen] plan: {line}")
         ray.data.DataContext.get_current().max_errored_blocks = -1  # failed batches: see below
         build = _phased_dataset if mode == "phased" else _streaming_dataset
-        for row in build(ray, cfg, todo, stages, devices, state.token, log).iter_rows():
-            report = json.loads(row["report"])
-            state.commit(report)
-            attempt_commits.append(report)
-            log(f"[prefgen] progress: {len(state.done_ids)}/{summary.input_rows} rows done, "
-                f"{sum(c['pairs'] for c in state.commits)} pairs, {time.monotonic() - started:.0f} s")
-        lost = [r for r in todo if r["id"] not in state.done_ids]
-        if lost:
-            detail = f"its batch failed after {cfg.ray.max_batch_retries} retries (engine actor died)"
-            rejects = [reject_row(r, REJECT_WORKER_FAILED, detail) for r in lost]
-            # tagged: an uncommitted shard of the failed batch (same ids) must not become committed
-            attempt_commits.append(write_rows(out, state.token, lost, [], rejects, tag="lost"))
-            state.commit(attempt_commits[-1])
-            log(f"[prefgen] {len(lost)} rows rejected as {REJECT_WORKER_FAILED}")
+
+        def reports():
+            for row in build(ray, cfg, todo, stages, devices, state.token, log).iter_rows():
+                yield json.loads(row["report"])
+                log(f"[prefgen] progress: {len(state.done_ids)}/{summary.input_rows} rows done, "
+                    f"{sum(c['pairs'] for c in state.commits)} pairs, {time.monotonic() - started:.0f} s")
+
+        done, write_errors = commit_reports(state, reports(), todo, cfg.ray.max_batch_retries, log)
+        attempt_commits += done
+        if write_errors:
+            summary.warnings.append(
+                f"{len(write_errors)} rows were rejected as write_failed: their shards could not be written "
+                f"({next(iter(write_errors.values()))}); check the output storage"
+            )
     return attempt_commits
 
 

@@ -1,0 +1,118 @@
+"""The last stage's writes, and what the driver makes of batches that never came back.
+
+A batch's shards are written with retries: a storage error (pyarrow raises `OSError`s) is
+retried with growing pauses, since object stores and network filesystems fail transiently.
+A lost lease (`StaleLease`) is not a storage error and is never retried. A write that still
+fails does not fail the writer task: it returns a report naming the batch's ids as not
+written, with the error, so the driver rejects them as `write_failed` and says so, instead of
+Ray Data skipping the task and the rows passing for an engine fault. A shard the failed write
+may already have moved into place has no commit, and the run sweeps it before it ends.
+
+Rows missing from every report are the ones whose batch Ray Data skipped after its engine
+actors died on every retry: only those are `worker_failed`.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterable
+
+import pyarrow as pa
+
+from prefgen.io import PAIRS_DIR, REJECTS_DIR, write_shard
+from prefgen.pair import split_rows
+from prefgen.report import batch_counts
+from prefgen.runstate import RunState, StaleLease, batch_key, check_lease
+from prefgen.schema import PAIR_ROW, REJECT_ROW, REJECT_WORKER_FAILED, REJECT_WRITE_FAILED, reject_row
+
+WRITE_ATTEMPTS = 5  # a shard write is tried this often...
+WRITE_PAUSE_S = 0.5  # ...pausing 0.5, 1, 2, 4 s in between
+
+
+def with_retries(write: Callable[[], str], attempts: int = WRITE_ATTEMPTS, pause_s: float = WRITE_PAUSE_S,
+                 sleep: Callable[[float], None] = time.sleep, log=print) -> str:
+    """Call `write` until it succeeds; retry storage errors (OSError) with doubling pauses."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return write()
+        except StaleLease:
+            raise
+        except OSError as exc:
+            if attempt == attempts:
+                raise
+            log(f"[prefgen] shard write failed ({exc!r}); try {attempt + 1}/{attempts} in {pause_s:.1f} s")
+            sleep(pause_s)
+            pause_s *= 2
+    raise AssertionError("unreachable")
+
+
+def write_rows(output: str, token: str, rows: list[dict], pairs: list[dict], rejects: list[dict], tag: str = "",
+               sleep: Callable[[float], None] = time.sleep) -> dict:
+    """Write one batch's shards (fenced by the run's lease token, retried) and return its report.
+
+    The shard key derives from the batch's ids (and `tag`, for batches the driver writes), so
+    a retried writer rewrites the same files instead of adding new ones."""
+    key = batch_key([tag, *(r["id"] for r in rows)] if tag else [r["id"] for r in rows])
+    for kind, items, schema in ((PAIRS_DIR, pairs, PAIR_ROW), (REJECTS_DIR, rejects, REJECT_ROW)):
+        if items:
+            with_retries(lambda: write_shard(output, kind, key, items, schema,
+                                             before_visible=lambda: check_lease(output, token)), sleep=sleep)
+    return batch_counts(key, rows, pairs, rejects)
+
+
+def write_batch(batch: pa.Table, output: str, token: str, pairing: dict, seed: int,
+                sleep: Callable[[float], None] = time.sleep) -> pa.Table:
+    """Last stage: pair the batch, write its shards, return its report as one row.
+
+    A write that fails on every try reports the batch's ids under `write_failed` instead."""
+    rows = batch.to_pylist()
+    pairs, rejects = split_rows(rows, pairing["strategy"], pairing["min_margin"], pairing["length_matched"], seed,
+                                pairing["allow_truncated_chosen"])
+    try:
+        report = write_rows(output, token, rows, pairs, rejects, sleep=sleep)
+    except OSError as exc:
+        report = {"write_failed": sorted(r["id"] for r in rows), "error": f"{type(exc).__name__}: {exc}"}
+    return pa.Table.from_pylist([{"report": json.dumps(report)}])  # JSON: reports differ in shape
+
+
+def commit_reports(state: RunState, reports: Iterable[dict], todo: list[dict], max_batch_retries: int,
+                   log=print) -> tuple[list[dict], dict[str, str]]:
+    """Commit the writers' reports as they come, then reject the rows none of them finished.
+
+    Returns this attempt's commits and the storage errors of the batches that could not be
+    written (id -> error)."""
+    commits: list[dict] = []
+    write_errors: dict[str, str] = {}
+    for report in reports:
+        if "write_failed" in report:
+            write_errors.update(dict.fromkeys(report["write_failed"], report["error"]))
+            log(f"[prefgen] {len(report['write_failed'])} rows could not be written: {report['error']}")
+            continue
+        with_retries(lambda: state.commit(report), log=log)
+        commits.append(report)
+    for tag, rows, rejects in leftover_rejects(todo, state.done_ids, write_errors, max_batch_retries):
+        # tagged: an uncommitted shard of the failed batch (same ids) must not become committed
+        commits.append(write_rows(state.uri, state.token, rows, [], rejects, tag=tag))
+        with_retries(lambda: state.commit(commits[-1]), log=log)
+        log(f"[prefgen] {len(rows)} rows rejected as {rejects[0]['reason']}")
+    return commits, write_errors
+
+
+def leftover_rejects(todo: list[dict], done_ids: set[str], write_errors: dict[str, str],
+                     max_batch_retries: int) -> list[tuple[str, list[dict], list[dict]]]:
+    """The rows no commit finished, as (tag, rows, rejects) batches for the driver to write.
+
+    Rows whose writer reported a storage failure are `write_failed`, with its error; the others
+    never reached a writer: their batch failed in an engine stage on every retry."""
+    unwritten = [r for r in todo if r["id"] not in done_ids and r["id"] in write_errors]
+    lost = [r for r in todo if r["id"] not in done_ids and r["id"] not in write_errors]
+    batches = []
+    if unwritten:
+        batches.append(("write_failed", unwritten, [
+            reject_row(r, REJECT_WRITE_FAILED, f"its shards could not be written after {WRITE_ATTEMPTS} tries: "
+                                               f"{write_errors[r['id']]}") for r in unwritten]))
+    if lost:
+        detail = f"its batch failed after {max_batch_retries} retries (engine actor died)"
+        batches.append(("lost", lost, [reject_row(r, REJECT_WORKER_FAILED, detail) for r in lost]))
+    return batches
