@@ -19,8 +19,8 @@ import os
 import time
 from dataclasses import asdict
 
-
 from prefgen.config import PipelineConfig
+from prefgen.engine_starts import start_failure
 from prefgen.io import PHASES_DIR, STATS_DIR, absolute_uri, read_instructions, read_jsons
 from prefgen.placement import actor_options, choose_mode, planning_resources, resolve_device
 from prefgen.plan import StagePlan, engine_factory, plan_lines, plan_stages
@@ -97,7 +97,7 @@ def run(cfg: PipelineConfig, log=print) -> RunSummary:
     for commit in state.commits:
         summary.add(commit)
     summary.attempt_tokens = sum(c["output_tokens"] for c in attempt_commits)
-    summary.add_stage_stats(read_jsons(out, STATS_DIR), [(s.name, s.roles) for s in plan_stages(cfg)])
+    summary.add_stage_stats(read_jsons(out, f"{STATS_DIR}/{state.token}"), [(s.name, s.roles) for s in plan_stages(cfg)])
     summary.wall_seconds = time.monotonic() - started
     if summary.done_rows != summary.input_rows:
         raise RuntimeError(
@@ -132,7 +132,15 @@ def _process(cfg, state: RunState, todo, bad_input, summary: RunSummary, started
                 log(f"[prefgen] progress: {len(state.done_ids)}/{summary.input_rows} rows done, "
                     f"{sum(c['pairs'] for c in state.commits)} pairs, {time.monotonic() - started:.0f} s")
 
-        done, write_errors = commit_reports(state, reports(), todo, cfg.ray.max_batch_retries, log)
+        try:
+            done, write_errors = commit_reports(state, reports(), todo, cfg.ray.max_batch_retries, log)
+        except Exception as exc:
+            error = start_failure(exc, read_jsons(out, f"{STATS_DIR}/{state.token}"), {s.name: s.label for s in stages},
+                                  {s.name: s.model.source for s in stages}, cfg.ray.max_actor_restarts,
+                                  len(state.done_ids))
+            if error:
+                raise error from exc
+            raise
         attempt_commits += done
         if write_errors:
             summary.warnings.append(
@@ -149,22 +157,22 @@ def _source(ray, rows: list[dict], stages: list[StagePlan]):
     return ray.data.from_arrow([table.slice(i, block) for i in range(0, table.num_rows, block)])
 
 
-def _with_stage(ray, ds, cfg: PipelineConfig, s: StagePlan, device: str):
+def _with_stage(ray, ds, cfg: PipelineConfig, s: StagePlan, device: str, token: str):
     eng = s.model.engine
     low, high = eng.replica_range
     return ds.map_batches(
         ModelStage,
         fn_constructor_kwargs={"engine_factory": engine_factory(s.model, device),
                                "tasks": s.tasks, "name": s.name, "output": cfg.output.path,
-                               "batches_in_flight": eng.batches_in_flight},
+                               "batches_in_flight": eng.batches_in_flight, "attempt": token},
         batch_size=eng.batch_size,
         batch_format="pyarrow",
         # ModelStage.__call__ is a coroutine: each actor runs `batches_in_flight` batches at once in
         # its event loop; Ray Data keeps twice as many queued at it (its default) so none waits.
         compute=ray.data.ActorPoolStrategy(min_size=low, max_size=high,
                                            max_concurrent_calls_per_actor=eng.batches_in_flight),
-        max_restarts=-1,  # a dead engine actor is always replaced...
-        max_task_retries=cfg.ray.max_batch_retries,  # ...but a batch is retried a bounded number of times
+        max_restarts=cfg.ray.max_actor_restarts,  # a dead engine actor is replaced, a bounded number of times
+        max_task_retries=cfg.ray.max_batch_retries,  # and a batch is retried a bounded number of times
         **actor_options(eng, device),
     )
 
@@ -183,7 +191,7 @@ def _streaming_dataset(ray, cfg, rows, stages, devices, token, log):
     """Every stage's engines live at once; rows flow through all of them block by block."""
     ds = _source(ray, rows, stages)
     for s in stages:
-        ds = _with_stage(ray, ds, cfg, s, devices[s.name])
+        ds = _with_stage(ray, ds, cfg, s, devices[s.name], token)
     return _with_writer(ds, cfg, token)
 
 
@@ -194,7 +202,7 @@ def _phased_dataset(ray, cfg, rows, stages, devices, token, log):
     for i, s in enumerate(stages):
         started = time.monotonic()
         path = f"{cfg.output.path}/{PHASES_DIR}/{token[:8]}/{i:02d}-{s.name.replace('#', '-')}"
-        _with_stage(ray, ds, cfg, s, devices[s.name]).write_parquet(path)
+        _with_stage(ray, ds, cfg, s, devices[s.name], token).write_parquet(path)
         log(f"[prefgen] phase {i + 1}/{len(stages)} {s.label} done in {time.monotonic() - started:.0f} s")
         ds = ray.data.read_parquet(path)
     return _with_writer(ds, cfg, token)
