@@ -7,9 +7,12 @@ from stage to stage in blocks of one batch. The last stage
 pairs a batch and writes its pairs and rejects as shards, returning one report row; the driver
 commits each report (see `runstate.py`), so a killed run resumes where it stopped.
 
-Faults: an engine actor that dies is restarted and its batch retried `max_batch_retries`
-times; a batch that still fails is skipped by Ray Data and its rows are rejected by the driver
-as `worker_failed`, so every input row still ends up in the output once.
+Faults: an engine actor that dies is restarted (at most `ray.max_actor_restarts` times) and
+its batch retried `max_batch_retries` times; a batch that still fails is skipped by Ray Data and
+its rows are rejected by the driver as `worker_failed`, so every input row still ends up in the
+output once. A writer whose storage fails past its retries reports its rows, which become
+`write_failed` (see `writer.py`). An engine stage that never starts stops the run with an
+error naming it (`engine_starts.py`); what was committed stays, and a rerun resumes.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from prefgen.report import RunSummary
 from prefgen.runstate import RunState, input_digest
 from prefgen.stage import ModelStage
 from prefgen.schema import WORK_ROW, to_table
-from prefgen.writer import commit_reports, write_batch, write_rows
+from prefgen.writer import commit_reports, write_batch, write_failed_warning, write_rows
 
 
 def _init_ray(cfg: PipelineConfig, stages: list[StagePlan]):
@@ -143,10 +146,7 @@ def _process(cfg, state: RunState, todo, bad_input, summary: RunSummary, started
             raise
         attempt_commits += done
         if write_errors:
-            summary.warnings.append(
-                f"{len(write_errors)} rows were rejected as write_failed: their shards could not be written "
-                f"({next(iter(write_errors.values()))}); check the output storage"
-            )
+            summary.warnings.append(write_failed_warning(write_errors))
     return attempt_commits
 
 

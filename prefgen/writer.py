@@ -99,6 +99,13 @@ def commit_reports(state: RunState, reports: Iterable[dict], todo: list[dict], m
     return commits, write_errors
 
 
+def write_failed_warning(write_errors: dict[str, str]) -> str:
+    """The summary's closing word on rows lost to storage faults."""
+    first = next(iter(write_errors.values()))
+    return (f"{len(write_errors)} rows were rejected as write_failed: their shards could not be written after "
+            f"{WRITE_ATTEMPTS} tries (first error: {first}); check the output storage")
+
+
 def leftover_rejects(todo: list[dict], done_ids: set[str], write_errors: dict[str, str],
                      max_batch_retries: int) -> list[tuple[str, list[dict], list[dict]]]:
     """The rows no commit finished, as (tag, rows, rejects) batches for the driver to write.

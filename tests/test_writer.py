@@ -13,7 +13,8 @@ from flaky_storage import FlakyStorage, use_flaky_storage
 
 from prefgen.runstate import RunState, StaleLease
 from prefgen.schema import REJECT_ROW, WORK_ROW, candidate, to_table
-from prefgen.writer import WRITE_ATTEMPTS, commit_reports, with_retries, write_batch, write_rows
+from prefgen.report import RunSummary
+from prefgen.writer import WRITE_ATTEMPTS, commit_reports, with_retries, write_batch, write_failed_warning, write_rows
 
 PAIRING = {"strategy": "best_worst", "min_margin": 1, "length_matched": False, "allow_truncated_chosen": False}
 
@@ -85,6 +86,9 @@ def test_a_write_that_outlasts_the_retries_becomes_write_failed_and_nothing_is_d
     assert {i: r for i, (r, _) in reasons.items()} == {"a": "write_failed", "b": "write_failed", "c": "worker_failed"}
     assert "injected storage fault" in reasons["a"][1] and "engine actor died" in reasons["c"][1]
     assert sorted(i for c in commits for i in c["ids"]) == ["a", "b", "c"]
+    summary = RunSummary(output=str(out), warnings=[write_failed_warning(errors)])
+    assert any("2 rows were rejected as write_failed" in line and "injected storage fault" in line
+               for line in summary.lines())
 
 
 def test_reports_are_committed_as_they_come(tmp_path):
