@@ -31,7 +31,7 @@ from prefgen.report import RunSummary
 from prefgen.runstate import RunState, input_digest
 from prefgen.stage import ModelStage
 from prefgen.schema import WORK_ROW, to_table
-from prefgen.writer import commit_reports, write_batch, write_failed_warning, write_rows
+from prefgen.writer import commit_reports, failed_warning, write_batch, write_rows
 
 
 def _init_ray(cfg: PipelineConfig, stages: list[StagePlan]):
@@ -136,7 +136,7 @@ def _process(cfg, state: RunState, todo, bad_input, summary: RunSummary, started
                     f"{sum(c['pairs'] for c in state.commits)} pairs, {time.monotonic() - started:.0f} s")
 
         try:
-            done, write_errors = commit_reports(state, reports(), todo, cfg.ray.max_batch_retries, log)
+            done, failed = commit_reports(state, reports(), todo, cfg.ray.max_batch_retries, log)
         except Exception as exc:
             error = start_failure(exc, read_jsons(out, f"{STATS_DIR}/{state.token}"), {s.name: s.label for s in stages},
                                   {s.name: s.model.source for s in stages}, cfg.ray.max_actor_restarts,
@@ -145,8 +145,8 @@ def _process(cfg, state: RunState, todo, bad_input, summary: RunSummary, started
                 raise error from exc
             raise
         attempt_commits += done
-        if write_errors:
-            summary.warnings.append(write_failed_warning(write_errors))
+        if failed:
+            summary.warnings.append(failed_warning(failed))
     return attempt_commits
 
 

@@ -14,7 +14,7 @@ from flaky_storage import FlakyStorage, use_flaky_storage
 from prefgen.runstate import RunState, StaleLease
 from prefgen.schema import REJECT_ROW, WORK_ROW, candidate, to_table
 from prefgen.report import RunSummary
-from prefgen.writer import WRITE_ATTEMPTS, commit_reports, with_retries, write_batch, write_failed_warning, write_rows
+from prefgen.writer import WRITE_ATTEMPTS, commit_reports, with_retries, failed_warning, write_batch, write_rows
 
 PAIRING = {"strategy": "best_worst", "min_margin": 1, "length_matched": False, "allow_truncated_chosen": False}
 
@@ -73,22 +73,35 @@ def test_a_write_that_outlasts_the_retries_becomes_write_failed_and_nothing_is_d
     report = json.loads(write_batch(batch, str(out), state.token, PAIRING, 0, sleep=lambda s: None)
                         .column("report")[0].as_py())
     assert flaky.failed == WRITE_ATTEMPTS
-    assert report["write_failed"] == ["a", "b"] and "injected storage fault" in report["error"]
+    assert report["failed"] == ["a", "b"] and report["reason"] == "write_failed"
+    assert "injected storage fault" in report["error"]
     assert len(read_dir(out, "pairs")) == 1  # moved into place before the rejects failed
 
     flaky.failures = flaky.failed  # the storage recovers
     todo = [work_row(i) for i in ("a", "b", "c")]  # c's batch never reached a writer
-    commits, errors = commit_reports(state, [report], todo, 2, log=lambda m: None)
-    assert set(errors) == {"a", "b"}
+    commits, failed = commit_reports(state, [report], todo, 2, log=lambda m: None)
+    assert set(failed) == {"a", "b"}
     state.finish({})
     assert read_dir(out, "pairs") == []
     reasons = {r["id"]: (r["reason"], r["detail"]) for r in read_dir(out, "rejects")}
     assert {i: r for i, (r, _) in reasons.items()} == {"a": "write_failed", "b": "write_failed", "c": "worker_failed"}
     assert "injected storage fault" in reasons["a"][1] and "engine actor died" in reasons["c"][1]
     assert sorted(i for c in commits for i in c["ids"]) == ["a", "b", "c"]
-    summary = RunSummary(output=str(out), warnings=[write_failed_warning(errors)])
-    assert any("2 rows were rejected as write_failed" in line and "injected storage fault" in line
-               for line in summary.lines())
+    summary = RunSummary(output=str(out), warnings=[failed_warning(failed)])
+    assert any("2 rows could not be written and were rejected (2 write_failed;" in line
+               and "injected storage fault" in line and "check the output storage" in line for line in summary.lines())
+
+
+def test_a_pairing_that_raises_rejects_its_rows_as_stage_error_not_worker_failed(tmp_path):
+    out = tmp_path / "out"
+    state = opened(out)
+    batch = to_table([work_row("a", ratings=(8.0, 3.0))], WORK_ROW)
+    report = json.loads(write_batch(batch, str(out), state.token, dict(PAIRING, min_margin="one"), 0)
+                        .column("report")[0].as_py())
+    assert report["failed"] == ["a"] and report["reason"] == "stage_error" and report["error"].startswith("pairing:")
+    commit_reports(state, [report], [work_row("a")], 2, log=lambda m: None)
+    [reject] = read_dir(out, "rejects")
+    assert reject["reason"] == "stage_error" and reject["detail"].startswith("pairing:")
 
 
 def test_reports_are_committed_as_they_come(tmp_path):
