@@ -150,7 +150,7 @@ def test_killed_engine_actor_is_replaced_and_nothing_is_lost(tmp_path):
     proc = start(cfg, out, tmp_path / "run.log")
     try:
         def judge_stats():  # one engine serves the generator and the judge: its actors' stats
-            files = list((out / "_stats").glob("*.json")) if (out / "_stats").exists() else []
+            files = list((out / "_stats").rglob("*.json")) if (out / "_stats").exists() else []
             stats = [json.loads(f.read_text()) for f in files]
             return [s for s in stats if s["roles"]["judge:judge"]["rows"] >= 1]
 
