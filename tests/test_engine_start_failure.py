@@ -9,6 +9,8 @@ import sys
 
 import pytest
 
+from prefgen.runstate import RunState
+
 pytestmark = pytest.mark.integration
 
 DRIVER = """
@@ -48,3 +50,6 @@ def test_an_engine_killed_while_starting_stops_the_run_with_a_clear_error(tmp_pa
     assert manifest["status"] == "failed" and "EngineStartFailed" in manifest["attempts"][-1]["error"]
     committed = [json.loads(p.read_text()) for p in (out / "_commits").glob("*.json")]
     assert [c["rejects"] for c in committed] == [{"empty_instruction": 1}]  # the bad input row, done before Ray
+    resumed = RunState(str(out))  # the folder resumes: same config and input, its driver gone
+    resumed.open(manifest["config"], manifest["config_digest"], manifest["input_digest"], False, log=lambda m: None)
+    assert len(resumed.done_ids) == 1
