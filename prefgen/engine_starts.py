@@ -10,6 +10,9 @@ raised, so the driver can stop with an error that says which stage, why, and wha
 from __future__ import annotations
 
 
+ACTOR_ERRORS = ("RayActorError", "ActorDiedError", "ActorUnavailableError")
+
+
 class EngineStartFailed(RuntimeError):
     """An engine stage could not start its engine; the folder stays resumable."""
 
@@ -19,8 +22,8 @@ def _actor_error(exc: BaseException) -> bool:
     seen = set()
     while exc is not None and id(exc) not in seen:
         seen.add(id(exc))
-        if any(t.__name__ in ("RayActorError", "ActorDiedError", "ActorUnavailableError") for t in type(exc).__mro__):
-            return True
+        if any(t.__name__ in ACTOR_ERRORS for t in type(exc).__mro__) or any(n in str(exc) for n in ACTOR_ERRORS):
+            return True  # by name: Ray may wrap its error in another, quoting it
         exc = exc.__cause__ or exc.__context__
     return False
 
