@@ -1,20 +1,32 @@
-"""An engine stage whose actors could not start, named in plain words.
+"""Engine actors that cannot start: a bound on failed starts, and an error in plain words.
 
-Ray restarts a dead engine actor at most `ray.max_actor_restarts` times; an actor killed while
-its engine loads (typically out of memory) past that bound, or whose engine raised while
-starting, fails the Ray Data job with a bare actor error. The stage's stats files (written
-before each start, see `stage.py`) say which stage it was, how often it tried and what it
-raised, so the driver can stop with an error that says which stage, why, and what to change.
+Ray restarts a dead engine actor without limit (Ray Data 2.60 counts a running actor that Ray
+gave up on as still in its pool and starts no other, so a bound in Ray would hang the run
+instead of ending it; the batches are bounded by `ray.max_batch_retries`). An actor killed
+while its engine loads (typically out of memory) would so restart forever. Each start is on
+record (the actor's stats file, written before the engine starts, see `stage.py`): a start
+that finds its actor already died `ray.max_failed_starts` times in a row while starting gives
+up by raising, which Ray does not retry, and Ray Data fails the job. From the same records the
+driver then says which stage it was, why, and what to change.
 """
 
 from __future__ import annotations
-
 
 ACTOR_ERRORS = ("RayActorError", "ActorDiedError", "ActorUnavailableError")
 
 
 class EngineStartFailed(RuntimeError):
     """An engine stage could not start its engine; the folder stays resumable."""
+
+
+def failed_starts_in_a_row(records: list[dict], actor: str) -> int:
+    """How many of this actor's latest starts died before their engine was ready (the starts
+    since its last ready one); records: the attempt's stats files."""
+    mine = sorted((r for r in records if r.get("actor") == actor), key=lambda r: r.get("started_at") or 0)
+    count = 0
+    for record in mine:
+        count = 0 if record.get("ready", True) else count + 1
+    return count
 
 
 def _actor_error(exc: BaseException) -> bool:
@@ -39,23 +51,28 @@ def never_started(stats: list[dict]) -> dict[str, list[dict]]:
     return failed
 
 
+def _why(records: list[dict]) -> str:
+    gave_up = [r for r in records if r.get("gave_up")]
+    if gave_up:
+        return (f"its actor died {gave_up[-1]['gave_up']} time(s) in a row while loading the model, most likely "
+                f"out of memory (host RAM or GPU), and prefgen gave up ({gave_up[-1]['error']})")
+    raised = [r["error"] for r in records if r.get("error")]
+    if raised:
+        return f"its engine raised while starting: {raised[-1]}"
+    return f"its actor died while loading the model ({len(records)} start(s)), most likely out of memory"
+
+
 def start_failure(exc: BaseException, stats: list[dict], labels: dict[str, str], sources: dict[str, str],
-                  max_restarts: int, rows_done: int) -> EngineStartFailed | None:
+                  rows_done: int) -> EngineStartFailed | None:
     """The error to stop with when `exc` is an engine actor's death and this attempt's stats show a
     stage whose actors never started; None when it is something else."""
     failed = never_started(stats)
     if not failed or not _actor_error(exc):
         return None
-    parts = []
-    for stage, records in failed.items():
-        raised = [r["error"] for r in records if r.get("error")]
-        why = (f"its engine raised while starting: {raised[-1]}" if raised else
-               f"its actor died while loading the model {len(records)} time(s), most likely out of memory "
-               f"(host RAM or GPU); Ray gave up after ray.max_actor_restarts={max_restarts} restart(s)")
-        parts.append(f"engine stage {labels.get(stage, stage)} (model {sources.get(stage, '?')}) could not start: {why}")
+    parts = [f"engine stage {labels.get(stage, stage)} (model {sources.get(stage, '?')}) could not start: {_why(records)}"
+             for stage, records in failed.items()]
     return EngineStartFailed(
         "; ".join(parts) + f". {rows_done} finished rows are committed; rerun the same command to resume. To fix: "
         "give the engine more memory or ask for less (a smaller engine.max_model_len, batch_size or "
-        "gpu_memory_utilization, or a smaller model), or raise ray.max_actor_restarts if the deaths were passing. "
-        f"Ray's error: {str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}"
+        "gpu_memory_utilization, or a smaller model), or raise ray.max_failed_starts if the deaths were passing."
     )

@@ -7,8 +7,8 @@ from stage to stage in blocks of one batch. The last stage
 pairs a batch and writes its pairs and rejects as shards, returning one report row; the driver
 commits each report (see `runstate.py`), so a killed run resumes where it stopped.
 
-Faults: an engine actor that dies is restarted (at most `ray.max_actor_restarts` times) and
-its batch retried `max_batch_retries` times; a batch that still fails is skipped by Ray Data and
+Faults: an engine actor that dies is restarted (one that keeps dying while it starts gives up
+after `ray.max_failed_starts`) and its batch retried `max_batch_retries` times; a batch that still fails is skipped by Ray Data and
 its rows are rejected by the driver as `worker_failed`, so every input row still ends up in the
 output once. A writer whose storage fails past its retries reports its rows, which become
 `write_failed` (see `writer.py`). An engine stage that never starts stops the run with an
@@ -139,8 +139,7 @@ def _process(cfg, state: RunState, todo, bad_input, summary: RunSummary, started
             done, failed = commit_reports(state, reports(), todo, cfg.ray.max_batch_retries, log)
         except Exception as exc:
             error = start_failure(exc, read_jsons(out, f"{STATS_DIR}/{state.token}"), {s.name: s.label for s in stages},
-                                  {s.name: s.model.source for s in stages}, cfg.ray.max_actor_restarts,
-                                  len(state.done_ids))
+                                  {s.name: s.model.source for s in stages}, len(state.done_ids))
             if error:
                 raise error from exc
             raise
@@ -164,15 +163,18 @@ def _with_stage(ray, ds, cfg: PipelineConfig, s: StagePlan, device: str, token: 
         ModelStage,
         fn_constructor_kwargs={"engine_factory": engine_factory(s.model, device),
                                "tasks": s.tasks, "name": s.name, "output": cfg.output.path,
-                               "batches_in_flight": eng.batches_in_flight, "attempt": token},
+                               "batches_in_flight": eng.batches_in_flight, "attempt": token,
+                               "max_failed_starts": cfg.ray.max_failed_starts},
         batch_size=eng.batch_size,
         batch_format="pyarrow",
         # ModelStage.__call__ is a coroutine: each actor runs `batches_in_flight` batches at once in
         # its event loop; Ray Data keeps twice as many queued at it (its default) so none waits.
         compute=ray.data.ActorPoolStrategy(min_size=low, max_size=high,
                                            max_concurrent_calls_per_actor=eng.batches_in_flight),
-        max_restarts=cfg.ray.max_actor_restarts,  # a dead engine actor is replaced, a bounded number of times
-        max_task_retries=cfg.ray.max_batch_retries,  # and a batch is retried a bounded number of times
+        # A dead engine actor is always restarted (Ray Data expects it; a start that keeps dying gives
+        # up by itself, see engine_starts.py), but a batch is retried a bounded number of times.
+        max_restarts=-1,
+        max_task_retries=cfg.ray.max_batch_retries,
         **actor_options(eng, device),
     )
 

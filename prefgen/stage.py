@@ -26,6 +26,7 @@ from typing import Protocol
 import pyarrow as pa
 
 from prefgen.engine import AsyncChatEngine, ChatEngine, Request, Result, engine_dead
+from prefgen.engine_starts import EngineStartFailed, failed_starts_in_a_row
 from prefgen.schema import REJECT_STAGE_ERROR, WORK_ROW, to_table
 
 
@@ -123,8 +124,8 @@ class ModelStage:
     """
 
     def __init__(self, engine_factory: Callable[[], ChatEngine | AsyncChatEngine], tasks: list[Task], name: str,
-                 output: str, batches_in_flight: int = 1, attempt: str = "local"):
-        from prefgen.io import STATS_DIR, filesystem
+                 output: str, batches_in_flight: int = 1, attempt: str = "local", max_failed_starts: int = 3):
+        from prefgen.io import STATS_DIR, filesystem, read_jsons
 
         self.name, self.tasks, self.output = name, tasks, output
         fs, base = filesystem(output)
@@ -133,10 +134,16 @@ class ModelStage:
         self.lock, self.write_lock = threading.Lock(), threading.Lock()
         self.in_flight, self.busy_since, self.stats_written = 0, 0.0, -1
         self.dropped = {t.role: Counter() for t in tasks}
-        self.stats = {"stage": name, "attempt": attempt, "actor": current_actor_id(), "pid": os.getpid(),
+        actor = current_actor_id()
+        self.stats = {"stage": name, "attempt": attempt, "actor": actor, "pid": os.getpid(), "started_at": time.time(),
                       "ready": False, "engine_start_s": None, "ready_at": None, "last_batch_at": None, "batches": 0,
                       "busy_s": 0.0, "batch_s": 0.0, "max_in_flight": 0, "roles": {t.role: new_role_stats() for t in tasks}}
+        died = failed_starts_in_a_row(read_jsons(output, f"{STATS_DIR}/{attempt}"), actor) if actor else 0
         self._write_stats(json.loads(json.dumps(self.stats)))  # a start that never ends (killed) stays on record
+        if died >= max_failed_starts:  # Ray would restart it forever: give up, which Ray does not retry
+            error = f"ray.max_failed_starts={max_failed_starts} reached"
+            self._write_stats(dict(self.stats, error=error, gave_up=died), force=True)
+            raise EngineStartFailed(f"{name}: the engine died {died} time(s) in a row while starting; {error}")
         started = time.monotonic()
         try:
             engine = engine_factory()

@@ -5,14 +5,13 @@ The summary's engine figures are this attempt's: the files of an earlier (killed
 not count, an actor Ray restarted is one replica, and a start that never became ready adds
 nothing but is reported; when every start of a stage failed, the run's error names it."""
 
-import json
 from collections import Counter
 
 import pytest
 from scripted_engine import ScriptedEngine
 
 from prefgen.engine import Request
-from prefgen.engine_starts import start_failure
+from prefgen.engine_starts import EngineStartFailed, failed_starts_in_a_row, start_failure
 from prefgen.io import STATS_DIR, read_jsons
 from prefgen.report import RunSummary
 from prefgen.stage import ModelStage
@@ -70,18 +69,47 @@ class ActorDiedError(Exception):
 
 
 def test_a_stage_that_never_started_is_named_with_why_and_what_to_change(tmp_path):
-    stats = [{"stage": "m", "actor": "x", "ready": False}, {"stage": "m", "actor": "x", "ready": False},
+    stats = [{"stage": "m", "actor": "x", "ready": False, "started_at": 1},
+             {"stage": "m", "actor": "x", "ready": False, "started_at": 2, "gave_up": 1,
+              "error": "ray.max_failed_starts=1 reached"},
              {"stage": "j", "actor": "y", "ready": True}]
     try:
         raise RuntimeError("execution failed") from ActorDiedError("The actor died unexpectedly")
     except RuntimeError as exc:
-        error = start_failure(exc, stats, {"m": "m (generate:g)"}, {"m": "embedded://tiny"}, 1, rows_done=2)
+        error = start_failure(exc, stats, {"m": "m (generate:g)"}, {"m": "embedded://tiny"}, rows_done=2)
     text = str(error)
     assert "engine stage m (generate:g) (model embedded://tiny) could not start" in text
-    assert "2 time(s)" in text and "ray.max_actor_restarts=1" in text and "2 finished rows are committed" in text
-    assert "max_model_len" in text
-    assert start_failure(ValueError("other"), stats, {}, {}, 1, 0) is None  # not an actor's death
-    assert start_failure(ActorDiedError("died"), stats[2:], {}, {}, 1, 0) is None  # every stage started
+    assert "died 1 time(s) in a row" in text and "ray.max_failed_starts=1 reached" in text
+    assert "2 finished rows are committed" in text and "max_model_len" in text
+    assert start_failure(ValueError("other"), stats, {}, {}, 0) is None  # not an actor's death
+    assert start_failure(ActorDiedError("died"), stats[2:], {}, {}, 0) is None  # every stage started
+
+
+def test_failed_starts_are_counted_in_a_row_per_actor():
+    def rec(actor, at, ready):
+        return {"stage": "m", "actor": actor, "started_at": at, "ready": ready}
+
+    records = [rec("x", 1, False), rec("x", 2, True), rec("x", 3, False), rec("x", 4, False), rec("y", 5, False)]
+    assert failed_starts_in_a_row(records, "x") == 2  # the start before the last ready one does not count
+    assert failed_starts_in_a_row(records, "y") == 1 and failed_starts_in_a_row(records, "z") == 0
+
+
+def test_an_actor_whose_starts_keep_dying_gives_up_instead_of_restarting_forever(tmp_path, monkeypatch):
+    """As Ray restarts an actor killed while loading its engine: each start finds the earlier ones
+    on record; past the bound it raises (which Ray does not retry) without loading the engine."""
+    import prefgen.stage
+
+    monkeypatch.setattr(prefgen.stage, "current_actor_id", lambda: "actor-1")
+    for _ in range(2):  # two starts killed mid-load: their records stay `ready: false`
+        with pytest.raises(MemoryError):
+            ModelStage(lambda: (_ for _ in ()).throw(MemoryError()), [Echo()], "m", str(tmp_path), attempt="a",
+                       max_failed_starts=2)
+    loads = []
+    with pytest.raises(EngineStartFailed, match="died 2 time\\(s\\) in a row while starting"):
+        ModelStage(lambda: loads.append(1), [Echo()], "m", str(tmp_path), attempt="a", max_failed_starts=2)
+    assert loads == []
+    records = read_jsons(str(tmp_path), f"{STATS_DIR}/a")
+    assert [r.get("gave_up") for r in sorted(records, key=lambda r: r["started_at"])] == [None, None, 2]
 
 
 def test_an_engine_that_raises_while_starting_is_recorded_with_its_error(tmp_path):
@@ -92,6 +120,5 @@ def test_an_engine_that_raises_while_starting_is_recorded_with_its_error(tmp_pat
         ModelStage(broken, [Echo()], "m", str(tmp_path), attempt="a")
     [record] = read_jsons(str(tmp_path), f"{STATS_DIR}/a")
     assert record["ready"] is False and "system role" in record["error"]
-    error = start_failure(ActorDiedError("died"), [record], {}, {}, 3, 0)
+    error = start_failure(ActorDiedError("died"), [record], {}, {}, 0)
     assert "its engine raised while starting: ValueError: chat template refuses a system role" in str(error)
-    assert json.loads(json.dumps(record)) == record

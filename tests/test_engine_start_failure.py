@@ -1,5 +1,5 @@
 """An engine killed while it starts (as by the OOM killer) ends the run after a bounded number
-of restarts, with an error naming the stage, the finished rows committed and the folder
+of failed starts (it used to restart forever), with an error naming the stage, the finished rows committed and the folder
 resumable. Real Ray (a local one); the engine is a stand-in whose start kills its process, so
 the error path runs in seconds instead of loading a model that would not fit."""
 
@@ -25,7 +25,7 @@ def dying_engine(model, device):
 
 prefgen.pipeline.engine_factory = dying_engine
 cfg = parse_config({"input": {"path": sys.argv[1]}, "output": {"path": sys.argv[2]},
-                    "ray": {"num_cpus": 2, "max_actor_restarts": 1}})
+                    "ray": {"num_cpus": 2, "max_failed_starts": 1}})
 try:
     prefgen.pipeline.run(cfg)
 except EngineStartFailed as exc:
@@ -44,7 +44,8 @@ def test_an_engine_killed_while_starting_stops_the_run_with_a_clear_error(tmp_pa
     assert done.returncode == 3, done.stdout[-3000:] + done.stderr[-3000:]
     error = json.loads(done.stdout.strip().splitlines()[-1])["error"]
     assert "engine stage SmolLM2-135M-Instruct (generate:" in error
-    assert "could not start" in error and "2 time(s)" in error and "ray.max_actor_restarts=1" in error
+    assert "could not start: its actor died 1 time(s) in a row while loading the model" in error
+    assert "ray.max_failed_starts=1 reached" in error and "max_model_len" in error
     assert "1 finished rows are committed; rerun the same command to resume" in error
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["status"] == "failed" and "EngineStartFailed" in manifest["attempts"][-1]["error"]
