@@ -7,12 +7,13 @@ from stage to stage in blocks of one batch. The last stage
 pairs a batch and writes its pairs and rejects as shards, returning one report row; the driver
 commits each report (see `runstate.py`), so a killed run resumes where it stopped.
 
-Faults: an engine actor that dies is restarted (one that keeps dying while it starts gives up
-after `ray.max_failed_starts`) and its batch retried `max_batch_retries` times; a batch that still fails is skipped by Ray Data and
-its rows are rejected by the driver as `worker_failed`, so every input row still ends up in the
-output once. A writer whose storage fails past its retries reports its rows, which become
-`write_failed` (see `writer.py`). An engine stage that never starts stops the run with an
-error naming it (`engine_starts.py`); what was committed stays, and a rerun resumes.
+Faults: an engine actor that dies is restarted (one that keeps dying while it starts gives
+up after `ray.max_failed_starts`) and its batch retried `max_batch_retries` times; a batch that
+still fails is skipped by Ray Data and its rows are rejected by the driver as `worker_failed`,
+so every input row still ends up in the output once. A writer whose storage fails past its
+retries reports its rows, which become `write_failed` (see `writer.py`). An engine stage that
+never starts stops the run with an error naming it (`engine_starts.py`); what was committed
+stays, and a rerun resumes.
 """
 
 from __future__ import annotations
