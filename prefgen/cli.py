@@ -11,6 +11,7 @@ import sys
 
 from prefgen.calibrate import PairsError
 from prefgen.config import ConfigError, PipelineConfig, load_config
+from prefgen.engine_starts import EngineStartFailed
 from prefgen.io import InputError
 from prefgen.pipeline import run
 from prefgen.placement import PlanError
@@ -110,6 +111,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, InputError, ResumeRefused, PlanError, PairsError) as exc:
         print(f"prefgen: {exc}", file=sys.stderr)
         return 2
+    except EngineStartFailed as exc:  # the run stopped; the folder resumes when rerun
+        print(f"prefgen: {exc}", file=sys.stderr)
+        return 3
     print("[prefgen] done")
     for line in summary.lines():
         print("  " + line)

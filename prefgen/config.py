@@ -91,6 +91,11 @@ class RayConfig(Strict):
     max_batch_retries: int = Field(
         2, ge=0, description="Times a batch is retried on a new engine actor after its actor died."
     )
+    max_failed_starts: int = Field(
+        3, ge=1, description="Starts in a row an engine actor may die in before its engine is ready (e.g. "
+        "out of memory while loading its model); past that the run stops with an error naming the stage, "
+        "and resumes when rerun. An actor that dies while working is always restarted.",
+    )
 
 
 # Judge keys a reward model has no use for: it reads no prompt and writes no answer.

@@ -7,9 +7,13 @@ from stage to stage in blocks of one batch. The last stage
 pairs a batch and writes its pairs and rejects as shards, returning one report row; the driver
 commits each report (see `runstate.py`), so a killed run resumes where it stopped.
 
-Faults: an engine actor that dies is restarted and its batch retried `max_batch_retries`
-times; a batch that still fails is skipped by Ray Data and its rows are rejected by the driver
-as `worker_failed`, so every input row still ends up in the output once.
+Faults: an engine actor that dies is restarted (one that keeps dying while it starts gives
+up after `ray.max_failed_starts`) and its batch retried `max_batch_retries` times; a batch that
+still fails is skipped by Ray Data and its rows are rejected by the driver as `worker_failed`,
+so every input row still ends up in the output once. A writer whose storage fails past its
+retries reports its rows, which become `write_failed` (see `writer.py`). An engine stage that
+never starts stops the run with an error naming it (`engine_starts.py`); what was committed
+stays, and a rerun resumes.
 """
 
 from __future__ import annotations
@@ -19,38 +23,16 @@ import os
 import time
 from dataclasses import asdict
 
-import pyarrow as pa
-
 from prefgen.config import PipelineConfig
-from prefgen.io import PAIRS_DIR, PHASES_DIR, REJECTS_DIR, STATS_DIR, absolute_uri, read_instructions, read_jsons, write_shard
-from prefgen.pair import split_rows
+from prefgen.engine_starts import start_failure
+from prefgen.io import PHASES_DIR, STATS_DIR, absolute_uri, read_instructions, read_jsons
 from prefgen.placement import actor_options, choose_mode, planning_resources, resolve_device
 from prefgen.plan import StagePlan, engine_factory, plan_lines, plan_stages
-from prefgen.report import RunSummary, batch_counts
-from prefgen.runstate import RunState, batch_key, check_lease, input_digest
+from prefgen.report import RunSummary
+from prefgen.runstate import RunState, input_digest
 from prefgen.stage import ModelStage
-from prefgen.schema import PAIR_ROW, REJECT_ROW, REJECT_WORKER_FAILED, WORK_ROW, reject_row, to_table
-
-
-def write_rows(output: str, token: str, rows: list[dict], pairs: list[dict], rejects: list[dict], tag: str = "") -> dict:
-    """Write one batch's shards (fenced by the run's lease token) and return its report.
-
-    The shard key derives from the batch's ids (and `tag`, for batches the driver writes), so
-    a retried writer rewrites the same files instead of adding new ones."""
-    key = batch_key([tag, *(r["id"] for r in rows)] if tag else [r["id"] for r in rows])
-    for kind, items, schema in ((PAIRS_DIR, pairs, PAIR_ROW), (REJECTS_DIR, rejects, REJECT_ROW)):
-        if items:
-            write_shard(output, kind, key, items, schema, before_visible=lambda: check_lease(output, token))
-    return batch_counts(key, rows, pairs, rejects)
-
-
-def write_batch(batch: pa.Table, output: str, token: str, pairing: dict, seed: int) -> pa.Table:
-    """Last stage: pair the batch, write its shards, return its report as one row."""
-    rows = batch.to_pylist()
-    pairs, rejects = split_rows(rows, pairing["strategy"], pairing["min_margin"], pairing["length_matched"], seed,
-                                pairing["allow_truncated_chosen"])
-    report = write_rows(output, token, rows, pairs, rejects)
-    return pa.Table.from_pylist([{"report": json.dumps(report)}])  # JSON: reports differ in shape
+from prefgen.schema import WORK_ROW, to_table
+from prefgen.writer import commit_reports, failed_warning, write_batch, write_rows
 
 
 def _init_ray(cfg: PipelineConfig, stages: list[StagePlan]):
@@ -119,7 +101,7 @@ def run(cfg: PipelineConfig, log=print) -> RunSummary:
     for commit in state.commits:
         summary.add(commit)
     summary.attempt_tokens = sum(c["output_tokens"] for c in attempt_commits)
-    summary.add_stage_stats(read_jsons(out, STATS_DIR), [(s.name, s.roles) for s in plan_stages(cfg)])
+    summary.add_stage_stats(read_jsons(out, f"{STATS_DIR}/{state.token}"), [(s.name, s.roles) for s in plan_stages(cfg)])
     summary.wall_seconds = time.monotonic() - started
     if summary.done_rows != summary.input_rows:
         raise RuntimeError(
@@ -147,20 +129,24 @@ def _process(cfg, state: RunState, todo, bad_input, summary: RunSummary, started
             log(f"[prefgen] plan: {line}")
         ray.data.DataContext.get_current().max_errored_blocks = -1  # failed batches: see below
         build = _phased_dataset if mode == "phased" else _streaming_dataset
-        for row in build(ray, cfg, todo, stages, devices, state.token, log).iter_rows():
-            report = json.loads(row["report"])
-            state.commit(report)
-            attempt_commits.append(report)
-            log(f"[prefgen] progress: {len(state.done_ids)}/{summary.input_rows} rows done, "
-                f"{sum(c['pairs'] for c in state.commits)} pairs, {time.monotonic() - started:.0f} s")
-        lost = [r for r in todo if r["id"] not in state.done_ids]
-        if lost:
-            detail = f"its batch failed after {cfg.ray.max_batch_retries} retries (engine actor died)"
-            rejects = [reject_row(r, REJECT_WORKER_FAILED, detail) for r in lost]
-            # tagged: an uncommitted shard of the failed batch (same ids) must not become committed
-            attempt_commits.append(write_rows(out, state.token, lost, [], rejects, tag="lost"))
-            state.commit(attempt_commits[-1])
-            log(f"[prefgen] {len(lost)} rows rejected as {REJECT_WORKER_FAILED}")
+
+        def reports():
+            for row in build(ray, cfg, todo, stages, devices, state.token, log).iter_rows():
+                yield json.loads(row["report"])
+                log(f"[prefgen] progress: {len(state.done_ids)}/{summary.input_rows} rows done, "
+                    f"{sum(c['pairs'] for c in state.commits)} pairs, {time.monotonic() - started:.0f} s")
+
+        try:
+            done, failed = commit_reports(state, reports(), todo, cfg.ray.max_batch_retries, log)
+        except Exception as exc:
+            error = start_failure(exc, read_jsons(out, f"{STATS_DIR}/{state.token}"), {s.name: s.label for s in stages},
+                                  {s.name: s.model.source for s in stages}, len(state.done_ids))
+            if error:
+                raise error from exc
+            raise
+        attempt_commits += done
+        if failed:
+            summary.warnings.append(failed_warning(failed))
     return attempt_commits
 
 
@@ -171,22 +157,25 @@ def _source(ray, rows: list[dict], stages: list[StagePlan]):
     return ray.data.from_arrow([table.slice(i, block) for i in range(0, table.num_rows, block)])
 
 
-def _with_stage(ray, ds, cfg: PipelineConfig, s: StagePlan, device: str):
+def _with_stage(ray, ds, cfg: PipelineConfig, s: StagePlan, device: str, token: str):
     eng = s.model.engine
     low, high = eng.replica_range
     return ds.map_batches(
         ModelStage,
         fn_constructor_kwargs={"engine_factory": engine_factory(s.model, device),
                                "tasks": s.tasks, "name": s.name, "output": cfg.output.path,
-                               "batches_in_flight": eng.batches_in_flight},
+                               "batches_in_flight": eng.batches_in_flight, "attempt": token,
+                               "max_failed_starts": cfg.ray.max_failed_starts},
         batch_size=eng.batch_size,
         batch_format="pyarrow",
         # ModelStage.__call__ is a coroutine: each actor runs `batches_in_flight` batches at once in
         # its event loop; Ray Data keeps twice as many queued at it (its default) so none waits.
         compute=ray.data.ActorPoolStrategy(min_size=low, max_size=high,
                                            max_concurrent_calls_per_actor=eng.batches_in_flight),
-        max_restarts=-1,  # a dead engine actor is always replaced...
-        max_task_retries=cfg.ray.max_batch_retries,  # ...but a batch is retried a bounded number of times
+        # A dead engine actor is always restarted (Ray Data expects it; a start that keeps dying gives
+        # up by itself, see engine_starts.py), but a batch is retried a bounded number of times.
+        max_restarts=-1,
+        max_task_retries=cfg.ray.max_batch_retries,
         **actor_options(eng, device),
     )
 
@@ -205,7 +194,7 @@ def _streaming_dataset(ray, cfg, rows, stages, devices, token, log):
     """Every stage's engines live at once; rows flow through all of them block by block."""
     ds = _source(ray, rows, stages)
     for s in stages:
-        ds = _with_stage(ray, ds, cfg, s, devices[s.name])
+        ds = _with_stage(ray, ds, cfg, s, devices[s.name], token)
     return _with_writer(ds, cfg, token)
 
 
@@ -216,7 +205,7 @@ def _phased_dataset(ray, cfg, rows, stages, devices, token, log):
     for i, s in enumerate(stages):
         started = time.monotonic()
         path = f"{cfg.output.path}/{PHASES_DIR}/{token[:8]}/{i:02d}-{s.name.replace('#', '-')}"
-        _with_stage(ray, ds, cfg, s, devices[s.name]).write_parquet(path)
+        _with_stage(ray, ds, cfg, s, devices[s.name], token).write_parquet(path)
         log(f"[prefgen] phase {i + 1}/{len(stages)} {s.label} done in {time.monotonic() - started:.0f} s")
         ds = ray.data.read_parquet(path)
     return _with_writer(ds, cfg, token)

@@ -8,6 +8,7 @@ and warnings computed there from the sums; this module only renders them.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 from prefgen.health import add_health, batch_health, health_figures, health_warnings
@@ -60,6 +61,13 @@ def judge_counts(candidates: list[dict]) -> dict[str, int]:
     }
 
 
+def generated_roots(candidates: list[dict]) -> set[str]:
+    """The generated answers behind these candidates: each generated candidate, and the one each
+    rewrite descends from (`<row>/<generator>/<k>/e1/e2` -> `<row>/<generator>/<k>`), so that they
+    count when `evolution.keep_original: false` left only their rewrites in the output."""
+    return {re.sub(r"(/e\d+)+$", "", c["candidate_id"]) for c in candidates if c["origin"] in ("generated", "evolved")}
+
+
 def batch_counts(key: str, rows: list[dict], pairs: list[dict], rejects: list[dict]) -> dict:
     """The report of one written batch: the ids it finished and what it holds."""
     candidates = [c for row in rows for c in row.get("candidates") or []]
@@ -70,7 +78,7 @@ def batch_counts(key: str, rows: list[dict], pairs: list[dict], rejects: list[di
         "pairs": len(pairs),
         "rejects": count_reasons(rejects),
         "output_tokens": sum(row.get("output_tokens") or 0 for row in rows),
-        "generated": sum(c["origin"] == "generated" for c in candidates),
+        "generated": len(generated_roots(candidates)),
         "evolved": sum(c["origin"] == "evolved" for c in candidates),
         "rated": sum(c["rating"] is not None for c in candidates),
         "unrated": sum(c["rating"] is None for c in candidates),
@@ -125,12 +133,22 @@ class RunSummary:
         self.health_warnings = health_warnings(self.health)
 
     def add_stage_stats(self, actor_stats: list[dict], plan: list[tuple[str, list[str]]]) -> None:
-        """Sum the per-actor stats files: per engine stage (replicas, start, busy time) and per role
-        (rows, requests, tokens, busy time, dropped outputs), in pipeline order."""
+        """Sum this attempt's per-actor stats files: per engine stage (replicas, restarts, start,
+        busy time) and per role (rows, requests, tokens, busy time, dropped outputs), in pipeline
+        order. A replica is one Ray actor, however often Ray restarted it; a start that never
+        became ready (killed or failed while loading) is counted, never summed."""
+        named = [(st, st.get("actor") or f"file-{i}") for i, st in enumerate(actor_stats)]  # no Ray: one per file
+        for name in dict.fromkeys(st["stage"] for st, _ in named):
+            mine = [(st, actor) for st, actor in named if st["stage"] == name]
+            self.stages.setdefault(name, {"replicas": 0, "restarts": 0, "unfinished_starts": 0, "engine_start_s": 0.0,
+                                          "busy_s": 0.0, "output_tokens": 0, "roles": []})
+            self.stages[name]["replicas"] += len({a for st, a in mine if st.get("ready", True)})
+            self.stages[name]["restarts"] += len(mine) - len({a for _, a in mine})
+            self.stages[name]["unfinished_starts"] += sum(not st.get("ready", True) for st, _ in mine)
         for st in actor_stats:
-            agg = self.stages.setdefault(st["stage"], {"replicas": 0, "engine_start_s": 0.0, "busy_s": 0.0,
-                                                       "output_tokens": 0, "roles": []})
-            agg["replicas"] += 1
+            if not st.get("ready", True):  # files from before `ready` existed were written when ready
+                continue
+            agg = self.stages[st["stage"]]
             agg["engine_start_s"] = max(agg["engine_start_s"], st["engine_start_s"])
             agg["busy_s"] += st["busy_s"]
             for role, rs in st["roles"].items():
@@ -153,7 +171,9 @@ class RunSummary:
     def _stage_lines(self) -> list[str]:
         lines = []
         for name, st in self.stages.items():
-            lines.append(f"  engine {name} ({st['replicas']} actor(s)): start {st['engine_start_s']:.0f} s, "
+            restarts = "".join(f", {st[k]} {w}" for k, w in (("restarts", "restart(s)"), ("unfinished_starts", "start(s) never finished"))
+                               if st.get(k))
+            lines.append(f"  engine {name} ({st['replicas']} actor(s){restarts}): start {st['engine_start_s']:.0f} s, "
                          f"busy {st['busy_s']:.0f} s, {st['output_tokens']} tokens "
                          f"({st['output_tokens'] / max(st['busy_s'], 1e-9):.0f} tok/s busy)")
             for role in st["roles"]:

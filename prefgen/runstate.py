@@ -4,11 +4,14 @@ The output folder holds, besides the dataset:
 - `_commits/<key>.json`: one per written batch, naming the ids it finished and its counts.
   A batch's shards (`pairs/part-<key>.parquet`, `rejects/part-<key>.parquet`) count only once
   its commit exists; the driver writes the commit after the writer reported the shards, so a
-  crash in between leaves uncommitted shards, which the next run deletes and redoes.
+  crash in between leaves uncommitted shards, which the next run deletes and redoes; a run
+  also sweeps them when it finishes (a writer whose commit never came, e.g. it failed after
+  moving one of its shards into place, or an orphan that slipped past the lease check).
 - `_lease.json`: the run that owns the folder (a token, the driver's host and pid, the local
   Ray session it started). Writers check the token just before a shard becomes visible, so
   workers orphaned by a killed driver cannot add to the folder a later run is completing;
-  on the same host a resuming run also stops such orphans outright.
+  on the same host a resuming run also stops such orphans outright. A run writes its lease
+  before it sweeps: no earlier owner's writer can pass the check after the sweep.
 - `manifest.json`: config and its digest, the input's digest, package versions, counts,
   per-stage timings and the history of attempts.
 """
@@ -138,9 +141,10 @@ class RunState:
             previous = None
         for d in DATA_DIRS:
             fs.create_dir(f"{base}/{d}", recursive=True)
+        self.claim(None)  # fence off every earlier owner's writers first...
         self.commits = read_jsons(self.uri, COMMITS_DIR)
         self.done_ids = {i for c in self.commits for i in c["ids"]}
-        removed = self._remove_uncommitted()
+        removed = self.sweep()  # ...then drop what they left uncommitted
         if previous:
             log(f"[prefgen] resuming {self.uri}: {len(self.done_ids)} rows already done, "
                 f"{removed} uncommitted shard(s) removed")
@@ -156,7 +160,10 @@ class RunState:
         write_json(self.uri, MANIFEST_FILE, self.manifest)
 
     def claim(self, ray_session_dir: str | None) -> None:
-        """Take the folder: later writes of any earlier owner's workers are refused."""
+        """Take the folder: later writes of any earlier owner's workers are refused.
+
+        `open` claims it (before sweeping); the driver claims it again, same token, once it knows
+        the local Ray session it started, so that a resume on this host can stop its workers."""
         lease = {"token": self.token, "host": socket.gethostname(), "pid": os.getpid(), "ray_session_dir": ray_session_dir}
         write_json(self.uri, LEASE_FILE, lease)
 
@@ -172,7 +179,8 @@ class RunState:
             if killed:
                 log(f"[prefgen] stopped {killed} orphaned Ray process(es) of the killed run")
 
-    def _remove_uncommitted(self) -> int:
+    def sweep(self) -> int:
+        """Delete the shards no commit names (and temporary files); returns how many."""
         fs, base = filesystem(self.uri)
         committed = {c["key"] for c in self.commits}
         removed = 0
@@ -198,7 +206,8 @@ class RunState:
         write_json(self.uri, MANIFEST_FILE, self.manifest)
 
     def finish(self, summary: dict, status: str = "complete") -> None:
-        """Write the final manifest and release the folder."""
+        """Sweep what no commit names, write the final manifest and release the folder."""
+        self.sweep()  # still under our lease: nothing uncommitted stays visible
         self.attempt.update(ended=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), status=status)
         self.manifest.update(summary)
         self.manifest["status"] = status

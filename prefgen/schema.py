@@ -109,7 +109,8 @@ REJECT_IDENTICAL = "identical_texts"
 REJECT_MARGIN = "margin_below_min"
 REJECT_CHOSEN_TRUNCATED = "chosen_truncated"  # every qualifying chosen was cut off at max_tokens
 REJECT_STAGE_ERROR = "stage_error"
-REJECT_WORKER_FAILED = "worker_failed"
+REJECT_WORKER_FAILED = "worker_failed"  # an engine fault: the batch failed on every retry
+REJECT_WRITE_FAILED = "write_failed"  # storage: the batch's shards could not be written after retries
 
 
 def candidate(**fields) -> dict:

@@ -26,6 +26,7 @@ from typing import Protocol
 import pyarrow as pa
 
 from prefgen.engine import AsyncChatEngine, ChatEngine, Request, Result, engine_dead
+from prefgen.engine_starts import EngineStartFailed, failed_starts_in_a_row
 from prefgen.schema import REJECT_STAGE_ERROR, WORK_ROW, to_table
 
 
@@ -86,6 +87,16 @@ class LoopEngine:
         return asyncio.run_coroutine_threadsafe(self.engine.chat(requests), self.loop).result()
 
 
+def current_actor_id() -> str | None:
+    """Ray's id of the actor this runs in (kept when Ray restarts it); None outside an actor."""
+    try:
+        import ray
+
+        return ray.get_runtime_context().get_actor_id() if ray.is_initialized() else None
+    except Exception:  # noqa: BLE001 - no Ray: a unit test's stage
+        return None
+
+
 def new_role_stats() -> dict:
     return {"rows": 0, "requests": 0, "output_tokens": 0, "busy_s": 0.0, "dropped": {}}
 
@@ -101,30 +112,51 @@ class ModelStage:
     other batches in flight, so the engine keeps working while a batch's rows are converted,
     its judge retries are asked, or its stats are written.
 
-    A row rejected by one task is passed over by the later ones. After each batch the actor
-    rewrites its own stats file under `<output>/_stats/`: engine start; `busy_s`, the time at
-    least one batch was in flight; `batch_s`, the batches' own times summed (batch_s / busy_s
-    is the mean number in flight); per role: rows, requests, tokens, task time summed over
-    batches, outputs dropped by reason. The driver sums them into the summary.
+    A row rejected by one task is passed over by the later ones. Each actor keeps its own stats
+    file under `<output>/_stats/<attempt>/` (the attempt: the run's lease token), written before
+    its engine starts (`ready: false`, and the error if the start raised), once it is ready and
+    after each batch: engine start; `busy_s`, the time at least one batch was in flight;
+    `batch_s`, the batches' own times summed (batch_s / busy_s is the mean number in flight);
+    per role: rows, requests, tokens, task time, outputs dropped by reason, of the batches it
+    finished (a batch cut short by the actor's death counts where it is redone). `actor` is
+    Ray's actor id, which a restarted actor keeps. The driver sums its attempt's files into the
+    summary and names a stage whose engines never started.
     """
 
     def __init__(self, engine_factory: Callable[[], ChatEngine | AsyncChatEngine], tasks: list[Task], name: str,
-                 output: str, batches_in_flight: int = 1):
-        from prefgen.io import STATS_DIR
+                 output: str, batches_in_flight: int = 1, attempt: str = "local", max_failed_starts: int = 3):
+        from prefgen.io import STATS_DIR, filesystem, read_jsons
 
         self.name, self.tasks, self.output = name, tasks, output
-        self.stats_file = f"{STATS_DIR}/{name.replace(':', '-').replace('#', '-')}-{uuid.uuid4().hex[:8]}.json"
+        fs, base = filesystem(output)
+        fs.create_dir(f"{base}/{STATS_DIR}/{attempt}", recursive=True)
+        self.stats_file = f"{STATS_DIR}/{attempt}/{name.replace(':', '-').replace('#', '-')}-{uuid.uuid4().hex[:8]}.json"
+        self.lock, self.write_lock = threading.Lock(), threading.Lock()
+        self.in_flight, self.busy_since, self.stats_written = 0, 0.0, -1
+        self.dropped = {t.role: Counter() for t in tasks}
+        actor = current_actor_id()
+        self.stats = {"stage": name, "attempt": attempt, "actor": actor, "pid": os.getpid(), "started_at": time.time(),
+                      "ready": False, "engine_start_s": None, "ready_at": None, "last_batch_at": None, "batches": 0,
+                      "busy_s": 0.0, "batch_s": 0.0, "max_in_flight": 0, "roles": {t.role: new_role_stats() for t in tasks}}
+        died = failed_starts_in_a_row(read_jsons(output, f"{STATS_DIR}/{attempt}"), actor) if actor else 0
+        self._write_stats(json.loads(json.dumps(self.stats)))  # a start that never ends (killed) stays on record
+        if died >= max_failed_starts:  # Ray would restart it forever: give up, which Ray does not retry
+            error = f"ray.max_failed_starts={max_failed_starts} reached"
+            self._write_stats(dict(self.stats, error=error, gave_up=died), force=True)
+            raise EngineStartFailed(f"{name}: the engine died {died} time(s) in a row while starting; {error}")
         started = time.monotonic()
-        engine = engine_factory()
+        try:
+            engine = engine_factory()
+        except Exception as exc:
+            self._write_stats(dict(self.stats, error=f"{type(exc).__name__}: {exc}"), force=True)
+            raise
         self.engine = engine if is_async(engine) else SerialEngine(engine)
         # Ray Data may run a few batches per call on top of the actor's concurrency: threads are cheap.
         self.threads = ThreadPoolExecutor(max_workers=4 * max(1, batches_in_flight), thread_name_prefix="prefgen-batch")
-        self.lock, self.write_lock = threading.Lock(), threading.Lock()
-        self.in_flight, self.busy_since, self.stats_written = 0, 0.0, 0
-        self.dropped = {t.role: Counter() for t in tasks}
-        self.stats = {"stage": name, "pid": os.getpid(), "engine_start_s": round(time.monotonic() - started, 2),
-                      "ready_at": time.time(), "last_batch_at": None, "batches": 0, "busy_s": 0.0, "batch_s": 0.0,
-                      "max_in_flight": 0, "roles": {t.role: new_role_stats() for t in tasks}}
+        with self.lock:
+            self.stats.update(ready=True, engine_start_s=round(time.monotonic() - started, 2), ready_at=time.time())
+            snapshot = json.loads(json.dumps(self.stats))
+        self._write_stats(snapshot, force=True)
         print(f"[prefgen] {name}: engine ready in {self.stats['engine_start_s']:.1f} s", flush=True)
 
     def restart_actor(self, exc: Exception) -> None:
@@ -132,8 +164,9 @@ class ModelStage:
         print(f"[prefgen] {self.name}: engine died ({exc!r}); restarting the actor", flush=True)
         os._exit(1)
 
-    def _run_task(self, task: Task, rows: list[dict], engine: ChatEngine) -> int:
-        """Run one role's task on the batch's live rows; returns its output tokens."""
+    def _run_task(self, task: Task, rows: list[dict], engine: ChatEngine, booked: dict) -> int:
+        """Run one role's task on the batch's live rows; returns its output tokens and books its
+        figures in `booked` (the stats take them when the batch is done)."""
         live = [row for row in rows if row["reject_reason"] is None]
         if not live:
             return 0
@@ -149,13 +182,8 @@ class ModelStage:
                 raise
             for row in live:
                 row["reject_reason"], row["reject_detail"] = REJECT_STAGE_ERROR, f"{task.role}: {exc!r}"
-        with self.lock:
-            stats = self.stats["roles"][task.role]
-            for key, value in (("rows", len(live)), ("requests", counting.requests),
-                               ("output_tokens", counting.tokens), ("busy_s", time.monotonic() - started)):
-                stats[key] += value
-            self.dropped[task.role].update(task.dropped)
-            stats["dropped"] = dict(self.dropped[task.role])
+        booked[task.role] = {"rows": len(live), "requests": counting.requests, "output_tokens": counting.tokens,
+                             "busy_s": time.monotonic() - started, "dropped": task.dropped}
         return counting.tokens
 
     def _enter(self) -> None:
@@ -165,7 +193,7 @@ class ModelStage:
             self.in_flight += 1
             self.stats["max_in_flight"] = max(self.stats["max_in_flight"], self.in_flight)
 
-    def _leave(self, elapsed: float) -> dict:
+    def _leave(self, elapsed: float, booked: dict) -> dict:
         """Book a finished batch; returns a snapshot of the stats to write."""
         with self.lock:
             self.in_flight -= 1
@@ -175,13 +203,19 @@ class ModelStage:
             self.stats["batches"] += 1
             self.stats["batch_s"] += elapsed
             self.stats["last_batch_at"] = time.time()
+            for role, figures in booked.items():
+                stats = self.stats["roles"][role]
+                for key in ("rows", "requests", "output_tokens", "busy_s"):
+                    stats[key] += figures[key]
+                self.dropped[role].update(figures["dropped"])
+                stats["dropped"] = dict(self.dropped[role])
             return json.loads(json.dumps(self.stats))
 
-    def _write_stats(self, snapshot: dict) -> None:
+    def _write_stats(self, snapshot: dict, force: bool = False) -> None:
         from prefgen.io import write_json
 
         with self.write_lock:  # in order: a later snapshot is never overwritten by an earlier one
-            if snapshot["batches"] >= self.stats_written:
+            if force or snapshot["batches"] > self.stats_written:
                 write_json(self.output, self.stats_file, snapshot)
                 self.stats_written = snapshot["batches"]
 
@@ -190,13 +224,13 @@ class ModelStage:
         rows = batch.to_pylist()
         started = time.monotonic()
         self._enter()
-        tokens = 0
+        tokens, booked = 0, {}
         try:
             for task in self.tasks:
-                tokens += self._run_task(task, rows, engine)
+                tokens += self._run_task(task, rows, engine, booked)
         finally:
             elapsed = time.monotonic() - started
-            snapshot = self._leave(elapsed)
+            snapshot = self._leave(elapsed, booked)
         self._write_stats(snapshot)
         print(f"[prefgen] {self.name}: {len(rows)} rows, {tokens} tokens in {elapsed:.1f} s "
               f"({tokens / max(elapsed, 1e-9):.0f} tok/s, {snapshot['max_in_flight']} batch(es) in flight at most)",

@@ -126,8 +126,16 @@ def test_sigkilled_driver_resumes_with_every_row_exactly_once(tmp_path):
     assert manifest["status"] == "complete" and len(manifest["attempts"]) == 2
     assert manifest["attempts"][1]["rows_skipped"] == len(done_before)
     assert manifest["input_rows"] == manifest["paired_rows"] + sum(manifest["rejects"].values()) == 14
-    # rows finished before the kill were not redone: their shards are the ones committed then
-    assert {i for c in commits(out) for i in c["ids"]} >= done_before
+    # Rows finished before the kill were not redone: the resumed attempt's engines (its own stats
+    # files) generated for exactly the rows left, and no token beyond those its commits hold.
+    usable = {r["id"] for r in read_instructions(InputConfig(path=str(tmp_path / "in.jsonl"))).rows}
+    resumed = [json.loads(f.read_text()) for f in (out / "_stats").rglob("*.json") if f.parent.name != lease["token"]]
+    assert resumed and all(s["attempt"] != lease["token"] for s in resumed)
+    assert sum(s["roles"]["generate:g"]["rows"] for s in resumed) == len(usable - done_before) > 0
+    assert sum(rs["output_tokens"] for s in resumed for rs in s["roles"].values()) == manifest["attempt_tokens"] > 0
+    assert manifest["roles"]["generate:g"]["rows"] == len(usable - done_before)  # the summary: this attempt's engines
+    held = {r["id"]: r["candidates"] for r in pairs + rejects}  # a row's pairs carry the same candidates
+    assert manifest["candidates"]["generated"] == sum(c["origin"] == "generated" for cs in held.values() for c in cs)
 
     changed = yaml.safe_load(cfg.read_text())
     changed["pairing"]["min_margin"] = 2
@@ -142,7 +150,7 @@ def test_killed_engine_actor_is_replaced_and_nothing_is_lost(tmp_path):
     proc = start(cfg, out, tmp_path / "run.log")
     try:
         def judge_stats():  # one engine serves the generator and the judge: its actors' stats
-            files = list((out / "_stats").glob("*.json")) if (out / "_stats").exists() else []
+            files = list((out / "_stats").rglob("*.json")) if (out / "_stats").exists() else []
             stats = [json.loads(f.read_text()) for f in files]
             return [s for s in stats if s["roles"]["judge:judge"]["rows"] >= 1]
 
@@ -156,9 +164,11 @@ def test_killed_engine_actor_is_replaced_and_nothing_is_lost(tmp_path):
     assert proc.returncode == 0, log[-4000:]
     pairs, rejects = assert_exactly_once(cfg, out)
     assert "worker_failed" not in {r["reason"] for r in rejects}, "the batch was not retried on a new actor"
-    judge_actors = [json.loads(f.read_text()) for f in (out / "_stats").glob("*.json")]
+    judge_actors = [json.loads(f.read_text()) for f in (out / "_stats").rglob("*.json")]
     assert len({a["pid"] for a in judge_actors}) >= 2  # a second engine actor took over
     assert sum(a["roles"]["judge:judge"]["rows"] for a in judge_actors) >= len(QUESTIONS)
+    stage = json.loads((out / "manifest.json").read_text())["stages"]["SmolLM2-135M-Instruct"]
+    assert stage["replicas"] == 1 and stage["restarts"] >= 1  # Ray restarted the one actor: not a second replica
 
 
 def test_phased_mode_runs_the_mission_shape_one_model_at_a_time(tmp_path):
@@ -186,7 +196,7 @@ def test_phased_mode_runs_the_mission_shape_one_model_at_a_time(tmp_path):
     assert manifest["mode"] == "phased" and manifest["input_rows"] == 6
     assert manifest["paired_rows"] + sum(manifest["rejects"].values()) == 6
     # one model at a time: each stage's engine started after the previous stage's last batch
-    stats = {s["stage"]: s for s in (json.loads(f.read_text()) for f in (out / "_stats").glob("*.json"))}
+    stats = {s["stage"]: s for s in (json.loads(f.read_text()) for f in (out / "_stats").rglob("*.json"))}
     order = ["g", "h", "j"]
     for before, after in zip(order, order[1:]):
         assert stats[after]["ready_at"] - stats[after]["engine_start_s"] >= stats[before]["last_batch_at"] - 1

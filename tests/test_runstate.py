@@ -89,3 +89,39 @@ def test_a_folder_owned_by_a_live_driver_is_refused(tmp_path):
         sleeper.kill()
         sleeper.wait()
     assert open_state(out).done_ids == set()  # its driver is gone: the folder may be resumed
+
+
+def test_the_new_lease_is_written_before_uncommitted_shards_are_swept(tmp_path, monkeypatch):
+    """An earlier owner's writer (e.g. on another host) checks the lease just before it moves a
+    shard into place: once the sweep has run, that check must already fail."""
+    out = tmp_path / "out"
+    first = open_state(out)
+    write_committed(first, out, ["a"], commit=False)  # left by the killed run
+    seen = []
+    sweep = RunState.sweep
+
+    def spy(self):
+        lease = json.loads((out / LEASE_FILE).read_text()) if (out / LEASE_FILE).exists() else {}
+        seen.append(lease.get("token") == self.token)
+        with pytest.raises(StaleLease):  # the old run's writers are fenced off while we sweep
+            check_lease(str(out), first.token)
+        return sweep(self)
+
+    monkeypatch.setattr(RunState, "sweep", spy)
+    (out / LEASE_FILE).write_text(json.dumps(json.loads((out / LEASE_FILE).read_text()) | {"host": "elsewhere"}))
+    second = RunState(str(out))
+    second.open({"k": 1}, "cfg1", "in1", False, log=lambda msg: None)
+    assert seen and all(seen)
+    assert list((out / "rejects").iterdir()) == []
+
+
+def test_finishing_sweeps_a_shard_whose_commit_never_came(tmp_path):
+    """A writer that moved one shard into place and then failed leaves a shard no commit names:
+    the run removes it before it ends, so its rows (rejected or redone elsewhere) are not doubled."""
+    out = tmp_path / "out"
+    state = open_state(out)
+    write_committed(state, out, ["a"])
+    write_committed(state, out, ["b"], commit=False)
+    state.finish({"pairs": 0})
+    assert sorted(p.name for p in (out / "rejects").iterdir()) == ["part-key-a.parquet"]
+    assert not (out / LEASE_FILE).exists()

@@ -57,7 +57,7 @@ def run(st, *batches):
 
 
 def stats_of(tmp_path):
-    (stats_file,) = (tmp_path / "_stats").iterdir()
+    (stats_file,) = (tmp_path / "_stats").rglob("*.json")
     return json.loads(stats_file.read_text())
 
 

@@ -59,6 +59,18 @@ def test_evolve_drops_empty_rewrites_and_can_drop_originals():
     assert [c["candidate_id"] for c in rows[0]["candidates"]] == ["r1/g/1/e1"]
 
 
+def test_generated_answers_are_counted_when_only_their_rewrites_are_kept():
+    from prefgen.report import batch_counts
+
+    counter = iter(range(100))
+    engine = ScriptedEngine(lambda req: [f"rewrite {next(counter)}"])
+    rows = [row("r1", cands=[gen("r1", 0, "one"), gen("r1", 1, "two")]), row("r2", cands=[gen("r2", 0, "three")])]
+    EvolveTask("m", ["details"], num_evolutions=2, keep_original=False).run(rows, engine)
+    assert {c["origin"] for r in rows for c in r["candidates"]} == {"evolved"}
+    counts = batch_counts("k", rows, [], [])
+    assert counts["generated"] == 3 and counts["evolved"] == 6
+
+
 def test_criterion_draw_is_stable_and_uses_every_criterion():
     crits = ["helpfulness", "relevance", "deepening", "creativity", "details"]
     draws = [pick_criterion(crits, 0, f"id{i}", 1) for i in range(200)]

@@ -1,0 +1,145 @@
+"""The last stage's writes, and what the driver makes of batches that never came back.
+
+A batch's shards are written with retries: a storage error (pyarrow raises `OSError`s) is
+retried with growing pauses, since object stores and network filesystems fail transiently.
+A lost lease (`StaleLease`) is not a storage error and is never retried. A write that still
+fails does not fail the writer task: it returns a report naming the batch's ids as not
+written, with the error, so the driver rejects them as `write_failed` and says so, instead of
+Ray Data skipping the task and the rows passing for an engine fault. A shard the failed write
+may already have moved into place has no commit, and the run sweeps it before it ends.
+
+Likewise a batch whose pairing raised is reported, its rows `stage_error`. Rows missing from
+every report are the ones whose batch Ray Data skipped after its engine actors died on every
+retry: only those are `worker_failed`.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable
+
+import pyarrow as pa
+
+from prefgen.io import PAIRS_DIR, REJECTS_DIR, write_shard
+from prefgen.pair import split_rows
+from prefgen.report import batch_counts
+from prefgen.runstate import RunState, StaleLease, batch_key, check_lease
+from prefgen.schema import (
+    PAIR_ROW,
+    REJECT_ROW,
+    REJECT_STAGE_ERROR,
+    REJECT_WORKER_FAILED,
+    REJECT_WRITE_FAILED,
+    reject_row,
+)
+
+WRITE_ATTEMPTS = 5  # a shard write is tried this often...
+WRITE_PAUSE_S = 0.5  # ...pausing 0.5, 1, 2, 4 s in between
+
+
+def with_retries(write: Callable[[], str], attempts: int = WRITE_ATTEMPTS, pause_s: float = WRITE_PAUSE_S,
+                 sleep: Callable[[float], None] = time.sleep, log=print) -> str:
+    """Call `write` until it succeeds; retry storage errors (OSError) with doubling pauses."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return write()
+        except StaleLease:
+            raise
+        except OSError as exc:
+            if attempt == attempts:
+                raise
+            log(f"[prefgen] shard write failed ({exc!r}); try {attempt + 1}/{attempts} in {pause_s:.1f} s")
+            sleep(pause_s)
+            pause_s *= 2
+    raise AssertionError("unreachable")
+
+
+def write_rows(output: str, token: str, rows: list[dict], pairs: list[dict], rejects: list[dict], tag: str = "",
+               sleep: Callable[[float], None] = time.sleep) -> dict:
+    """Write one batch's shards (fenced by the run's lease token, retried) and return its report.
+
+    The shard key derives from the batch's ids (and `tag`, for batches the driver writes), so
+    a retried writer rewrites the same files instead of adding new ones."""
+    key = batch_key([tag, *(r["id"] for r in rows)] if tag else [r["id"] for r in rows])
+    for kind, items, schema in ((PAIRS_DIR, pairs, PAIR_ROW), (REJECTS_DIR, rejects, REJECT_ROW)):
+        if items:
+            with_retries(lambda: write_shard(output, kind, key, items, schema,
+                                             before_visible=lambda: check_lease(output, token)), sleep=sleep)
+    return batch_counts(key, rows, pairs, rejects)
+
+
+def write_batch(batch: pa.Table, output: str, token: str, pairing: dict, seed: int,
+                sleep: Callable[[float], None] = time.sleep) -> pa.Table:
+    """Last stage: pair the batch, write its shards, return its report as one row.
+
+    A batch this stage cannot finish is reported instead, its ids under `failed` with the
+    reason its rows get: `write_failed` (storage, after every try) or `stage_error` (pairing
+    raised), so that the driver does not take them for an engine fault."""
+    rows = batch.to_pylist()
+    ids = sorted(r["id"] for r in rows)
+    try:
+        pairs, rejects = split_rows(rows, pairing["strategy"], pairing["min_margin"], pairing["length_matched"], seed,
+                                    pairing["allow_truncated_chosen"])
+    except Exception as exc:  # noqa: BLE001 - a bug in pairing: the rows say so
+        report = {"failed": ids, "reason": REJECT_STAGE_ERROR, "error": f"pairing: {exc!r}"}
+    else:
+        try:
+            report = write_rows(output, token, rows, pairs, rejects, sleep=sleep)
+        except OSError as exc:
+            report = {"failed": ids, "reason": REJECT_WRITE_FAILED,
+                      "error": f"its shards could not be written after {WRITE_ATTEMPTS} tries: {type(exc).__name__}: {exc}"}
+    return pa.Table.from_pylist([{"report": json.dumps(report)}])  # JSON: reports differ in shape
+
+
+def commit_reports(state: RunState, reports: Iterable[dict], todo: list[dict], max_batch_retries: int,
+                   log=print) -> tuple[list[dict], dict[str, tuple[str, str]]]:
+    """Commit the writers' reports as they come, then reject the rows none of them finished.
+
+    Returns this attempt's commits and the rows the writers reported as failed
+    (id -> (reason, detail))."""
+    commits: list[dict] = []
+    failed: dict[str, tuple[str, str]] = {}
+    for report in reports:
+        if "failed" in report:
+            failed.update(dict.fromkeys(report["failed"], (report["reason"], report["error"])))
+            log(f"[prefgen] {len(report['failed'])} rows failed in the writer ({report['reason']}): {report['error']}")
+            continue
+        with_retries(lambda: state.commit(report), log=log)
+        commits.append(report)
+    for tag, rows, rejects in leftover_rejects(todo, state.done_ids, failed, max_batch_retries):
+        # tagged: an uncommitted shard of the failed batch (same ids) must not become committed
+        commits.append(write_rows(state.uri, state.token, rows, [], rejects, tag=tag))
+        with_retries(lambda: state.commit(commits[-1]), log=log)
+        log(f"[prefgen] {len(rows)} rows rejected as {rejects[0]['reason']}")
+    return commits, failed
+
+
+def failed_warning(failed: dict[str, tuple[str, str]]) -> str | None:
+    """The summary's closing word on rows the writer could not finish, if any."""
+    if not failed:
+        return None
+    counts = Counter(reason for reason, _ in failed.values())
+    first = next(iter(failed.values()))[1]
+    return (f"{sum(counts.values())} rows could not be written and were rejected "
+            f"({', '.join(f'{n} {r}' for r, n in sorted(counts.items()))}; first error: {first})"
+            + ("; check the output storage" if REJECT_WRITE_FAILED in counts else ""))
+
+
+def leftover_rejects(todo: list[dict], done_ids: set[str], failed: dict[str, tuple[str, str]],
+                     max_batch_retries: int) -> list[tuple[str, list[dict], list[dict]]]:
+    """The rows no commit finished, as (tag, rows, rejects) batches for the driver to write.
+
+    Rows a writer reported as failed get its reason and detail; the others never reached a
+    writer: their batch failed in an engine stage on every retry (`worker_failed`)."""
+    left = [r for r in todo if r["id"] not in done_ids]
+    batches = []
+    for reason in sorted({failed[r["id"]][0] for r in left if r["id"] in failed}):
+        rows = [r for r in left if r["id"] in failed and failed[r["id"]][0] == reason]
+        batches.append((reason, rows, [reject_row(r, reason, failed[r["id"]][1]) for r in rows]))
+    lost = [r for r in left if r["id"] not in failed]
+    if lost:
+        detail = f"its batch failed after {max_batch_retries} retries (engine actor died)"
+        batches.append(("lost", lost, [reject_row(r, REJECT_WORKER_FAILED, detail) for r in lost]))
+    return batches
