@@ -12,8 +12,6 @@ vLLM's CPU build, the small embedded model, the sample instructions).
 
 from __future__ import annotations
 
-import hashlib
-import json
 import re
 from pathlib import Path
 from typing import Literal
@@ -225,15 +223,16 @@ class PipelineConfig(Strict):
         return found
 
     def digest(self) -> str:
-        """A short hash of everything that shapes the output (paths and Ray placement excluded)."""
-        shaping = self.model_dump(exclude={"output": True, "ray": True, "input": {"path"}, "models": True})
-        # a role's model by what it is, not by the name it was declared under
-        for key, role in self.roles_by_key():
-            node = shaping
-            for part in key.split("."):
-                node = node[int(part)] if part.isdigit() else node[part]
-            node["model"] = self.model_of(role).model_dump()
-        return hashlib.sha256(json.dumps(shaping, sort_keys=True).encode()).hexdigest()[:16]
+        """A short hash of everything that shapes the output, placement excluded (see `digest.py`)."""
+        from prefgen.digest import config_digest
+
+        return config_digest(self)
+
+    def digest_parts(self) -> dict[str, str]:
+        """Per dotted key a short hash of what the digest covers: a refused resume names the keys that differ."""
+        from prefgen.digest import digest_parts
+
+        return digest_parts(self)
 
 
 def _format_errors(source: str, err: ValidationError) -> str:

@@ -97,6 +97,23 @@ class EngineConfig(Strict):
         return (self.replicas, self.replicas) if isinstance(self.replicas, int) else tuple(self.replicas)
 
 
+# Every engine key is on one side, decided here and nowhere else (`digest.py` reads these):
+# - placement: where an engine runs, how many, how big and how fast; a killed run may resume with
+#   other values (more replicas, another GPU type, a bigger batch). They change no prompt, no
+#   sampling setting and no weight; a sampled answer differs between runs anyway.
+# - output: what the model computes, so what it writes; a resume with other values is refused.
+#   `dtype` and `seed` change the numbers, `max_model_len` which prompts are rejected as too long,
+#   and `extra` may hold any vLLM argument (quantization, a chat template...), so all of it counts.
+ENGINE_PLACEMENT_KEYS = frozenset({
+    "tensor_parallel_size", "gpu_memory_utilization", "enforce_eager", "replicas", "gpus_per_replica", "device",
+    "accelerator_type", "cpus_per_replica", "cpu_kv_cache_gib", "batch_size", "batches_in_flight",
+})
+ENGINE_OUTPUT_KEYS = frozenset({"dtype", "max_model_len", "seed", "extra"})
+_unsorted = set(EngineConfig.model_fields) ^ (ENGINE_PLACEMENT_KEYS | ENGINE_OUTPUT_KEYS)
+if _unsorted or ENGINE_PLACEMENT_KEYS & ENGINE_OUTPUT_KEYS:  # a new engine key must be put on one side
+    raise AssertionError(f"engine keys not sorted into placement or output: {sorted(_unsorted)}")
+
+
 class SamplingConfig(Strict):
     temperature: float = Field(0.7, ge=0)
     top_p: float = Field(0.95, gt=0, le=1)
