@@ -32,6 +32,7 @@ from prefgen.config_models import (  # noqa: F401 - the config's classes, import
     SamplingConfig,
     Strict,
     VllmModel,
+    check_name,
     check_source,
 )
 from prefgen.config_roles import (  # noqa: F401
@@ -94,7 +95,6 @@ class RayConfig(Strict):
 # Judge keys a reward model has no use for: it reads no prompt and writes no answer.
 REWARD_IGNORED_KEYS = ("rubrics", "aspects", "combine", "mode", "permutations", "rationales", "guided", "max_retries",
                        "sampling")
-_MODEL_NAME = re.compile(r"^[A-Za-z0-9][\w.\-]*$")
 
 
 class PipelineConfig(Strict):
@@ -134,8 +134,10 @@ class PipelineConfig(Strict):
     def _resolve_models(self) -> PipelineConfig:
         """Point every role at a declared model; shorthand sources become declarations."""
         for name in self.models:
-            if not _MODEL_NAME.match(name):
-                raise ValueError(f"models.{name}: a model name is letters, digits, '.', '_' or '-'")
+            try:
+                check_name(name, "model")
+            except ValueError as err:
+                raise ValueError(f"models.{name}: {err}") from None
         declared = list(self.models)
         for key, role in self.roles_by_key():
             role.model = self._declare(key, role, declared)
@@ -160,7 +162,7 @@ class PipelineConfig(Strict):
         for name, other in self.models.items():
             if other.engine_key() == spec.engine_key():
                 return name
-        base = re.sub(r"[^\w.\-]", "-", spec.source.rstrip("/").rsplit("/", 1)[-1]) or "model"
+        base = re.sub(r"[^A-Za-z0-9_.\-]", "-", spec.source.rstrip("/").rsplit("/", 1)[-1]) or "model"
         name, k = base, 1
         while name in self.models:
             k += 1
@@ -205,6 +207,15 @@ class PipelineConfig(Strict):
             dupes = sorted({n for n in names if names.count(n) > 1})
             if dupes:
                 raise ValueError(f"{key}: names must be unique, repeated: {dupes}")
+        return self
+
+    @model_validator(mode="after")
+    def _can_produce_output(self) -> PipelineConfig:
+        from prefgen.config_checks import never_output  # it needs the reward and prompt modules
+
+        problems = never_output(self)
+        if problems:
+            raise ValueError("\n  ".join(problems))
         return self
 
     @property

@@ -19,6 +19,16 @@ from prefgen.embedded import EMBEDDED_MODELS, EMBEDDED_SCHEME, is_embedded
 
 DEFAULT_MODEL = EMBEDDED_SCHEME + "SmolLM2-135M-Instruct"
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")
+# Names that end up in ids and file names (models, generators, judges): `<row>/<generator>/<k>`,
+# `judge:<name>`, `_stats/<model>-*.json`. No '/', ':', '#', spaces or other punctuation.
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
+
+
+def check_name(value: str, what: str) -> str:
+    if not NAME.match(value):
+        raise ValueError(f"a {what} name is 1 to 64 letters, digits, '.', '_' or '-' (ASCII), starting with a "
+                         f"letter or digit, as it is used in ids and file names; got {value!r}")
+    return value
 
 
 class Strict(BaseModel):
