@@ -25,7 +25,7 @@ from typing import Protocol
 
 import pyarrow as pa
 
-from prefgen.engine import AsyncChatEngine, ChatEngine, Request, Result, engine_dead
+from prefgen.engine import AsyncChatEngine, ChatEngine, Request, Result, engine_dead, template_refusal
 from prefgen.schema import REJECT_STAGE_ERROR, WORK_ROW, to_table
 
 
@@ -86,6 +86,21 @@ class LoopEngine:
         return asyncio.run_coroutine_threadsafe(self.engine.chat(requests), self.loop).result()
 
 
+def check_chat_templates(engine, tasks: list[Task]) -> None:
+    """Each role renders a conversation of its own shape through the engine's chat template once,
+    so a template that refuses it (a system message to a model without that role) raises
+    `TemplateRefused` naming the role at engine start, instead of rejecting every row. An engine
+    without a tokenizer (a scripted one) is not checked; a task without the check sends nothing
+    prefgen wrote (a reward model scores a plain user/assistant exchange)."""
+    tokenizer = getattr(engine, "tokenizer", None)
+    if tokenizer is None:
+        return
+    for task in tasks:
+        check = getattr(task, "check_chat_template", None)
+        if check is not None:
+            check(lambda messages: template_refusal(tokenizer, messages))
+
+
 def new_role_stats() -> dict:
     return {"rows": 0, "requests": 0, "output_tokens": 0, "busy_s": 0.0, "dropped": {}}
 
@@ -116,6 +131,7 @@ class ModelStage:
         self.stats_file = f"{STATS_DIR}/{name.replace(':', '-').replace('#', '-')}-{uuid.uuid4().hex[:8]}.json"
         started = time.monotonic()
         engine = engine_factory()
+        check_chat_templates(engine, tasks)
         self.engine = engine if is_async(engine) else SerialEngine(engine)
         # Ray Data may run a few batches per call on top of the actor's concurrency: threads are cheap.
         self.threads = ThreadPoolExecutor(max_workers=4 * max(1, batches_in_flight), thread_name_prefix="prefgen-batch")
