@@ -25,7 +25,15 @@ from typing import Protocol
 
 import pyarrow as pa
 
-from prefgen.engine import AsyncChatEngine, ChatEngine, Request, Result, engine_dead, template_refusal
+from prefgen.engine import (
+    AsyncChatEngine,
+    ChatEngine,
+    Request,
+    Result,
+    TemplateRefused,
+    engine_dead,
+    template_refusal,
+)
 from prefgen.schema import REJECT_STAGE_ERROR, WORK_ROW, to_table
 
 
@@ -131,7 +139,11 @@ class ModelStage:
         self.stats_file = f"{STATS_DIR}/{name.replace(':', '-').replace('#', '-')}-{uuid.uuid4().hex[:8]}.json"
         started = time.monotonic()
         engine = engine_factory()
-        check_chat_templates(engine, tasks)
+        try:
+            check_chat_templates(engine, tasks)
+        except TemplateRefused:
+            getattr(engine, "shutdown", lambda: None)()  # its engine core must not outlive the actor
+            raise
         self.engine = engine if is_async(engine) else SerialEngine(engine)
         # Ray Data may run a few batches per call on top of the actor's concurrency: threads are cheap.
         self.threads = ThreadPoolExecutor(max_workers=4 * max(1, batches_in_flight), thread_name_prefix="prefgen-batch")

@@ -43,9 +43,17 @@ def tokenizers(tmp_path_factory):
             "no_system": PreTrainedTokenizerFast.from_pretrained(tokenizer_folder(root / "no_system", NO_SYSTEM))}
 
 
-def start_stage(tmp_path, tokenizer, tasks):
-    engine = ScriptedEngine(lambda req: ["ok"])
-    engine.tokenizer = tokenizer
+class TokenizedEngine(ScriptedEngine):
+    def __init__(self, tokenizer):
+        super().__init__(lambda req: ["ok"])
+        self.tokenizer, self.shut_down = tokenizer, False
+
+    def shutdown(self):
+        self.shut_down = True
+
+
+def start_stage(tmp_path, tokenizer, tasks, engine=None):
+    engine = engine or TokenizedEngine(tokenizer)
     (tmp_path / "_stats").mkdir(exist_ok=True)
     return ModelStage(lambda: engine, tasks, "m", str(tmp_path)), engine
 
@@ -59,8 +67,10 @@ def test_the_modified_template_refuses_a_system_message_only(tokenizers):
 
 def test_a_generator_system_prompt_refused_by_the_template_fails_at_engine_start(tmp_path, tokenizers):
     tasks = [GenerateTask("plain", "org/gemma-like"), GenerateTask("brief", "org/gemma-like", system_prompt="Be brief.")]
+    engine = TokenizedEngine(tokenizers["no_system"])
     with pytest.raises(TemplateRefused) as err:
-        start_stage(tmp_path, tokenizers["no_system"], tasks)
+        start_stage(tmp_path, None, tasks, engine)
+    assert engine.shut_down and engine.calls == []  # the engine is released, no row was sent
     message = str(err.value)
     assert "generator 'brief' has a system_prompt" in message and "org/gemma-like" in message
     assert "System role not supported" in message
