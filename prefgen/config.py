@@ -12,8 +12,6 @@ vLLM's CPU build, the small embedded model, the sample instructions).
 
 from __future__ import annotations
 
-import hashlib
-import json
 import re
 from pathlib import Path
 from typing import Literal
@@ -34,6 +32,7 @@ from prefgen.config_models import (  # noqa: F401 - the config's classes, import
     SamplingConfig,
     Strict,
     VllmModel,
+    check_name,
     check_source,
 )
 from prefgen.config_roles import (  # noqa: F401
@@ -101,7 +100,6 @@ class RayConfig(Strict):
 # Judge keys a reward model has no use for: it reads no prompt and writes no answer.
 REWARD_IGNORED_KEYS = ("rubrics", "aspects", "combine", "mode", "permutations", "rationales", "guided", "max_retries",
                        "sampling")
-_MODEL_NAME = re.compile(r"^[A-Za-z0-9][\w.\-]*$")
 
 
 class PipelineConfig(Strict):
@@ -141,8 +139,10 @@ class PipelineConfig(Strict):
     def _resolve_models(self) -> PipelineConfig:
         """Point every role at a declared model; shorthand sources become declarations."""
         for name in self.models:
-            if not _MODEL_NAME.match(name):
-                raise ValueError(f"models.{name}: a model name is letters, digits, '.', '_' or '-'")
+            try:
+                check_name(name, "model")
+            except ValueError as err:
+                raise ValueError(f"models.{name}: {err}") from None
         declared = list(self.models)
         for key, role in self.roles_by_key():
             role.model = self._declare(key, role, declared)
@@ -167,7 +167,7 @@ class PipelineConfig(Strict):
         for name, other in self.models.items():
             if other.engine_key() == spec.engine_key():
                 return name
-        base = re.sub(r"[^\w.\-]", "-", spec.source.rstrip("/").rsplit("/", 1)[-1]) or "model"
+        base = re.sub(r"[^A-Za-z0-9_.\-]", "-", spec.source.rstrip("/").rsplit("/", 1)[-1]) or "model"
         name, k = base, 1
         while name in self.models:
             k += 1
@@ -214,6 +214,15 @@ class PipelineConfig(Strict):
                 raise ValueError(f"{key}: names must be unique, repeated: {dupes}")
         return self
 
+    @model_validator(mode="after")
+    def _can_produce_output(self) -> PipelineConfig:
+        from prefgen.config_checks import never_output  # it needs the reward and prompt modules
+
+        problems = never_output(self)
+        if problems:
+            raise ValueError("\n  ".join(problems))
+        return self
+
     @property
     def judges(self) -> list[JudgeConfig]:
         return [self.judge, *self.jury]
@@ -230,15 +239,16 @@ class PipelineConfig(Strict):
         return found
 
     def digest(self) -> str:
-        """A short hash of everything that shapes the output (paths and Ray placement excluded)."""
-        shaping = self.model_dump(exclude={"output": True, "ray": True, "input": {"path"}, "models": True})
-        # a role's model by what it is, not by the name it was declared under
-        for key, role in self.roles_by_key():
-            node = shaping
-            for part in key.split("."):
-                node = node[int(part)] if part.isdigit() else node[part]
-            node["model"] = self.model_of(role).model_dump()
-        return hashlib.sha256(json.dumps(shaping, sort_keys=True).encode()).hexdigest()[:16]
+        """A short hash of everything that shapes the output, placement excluded (see `digest.py`)."""
+        from prefgen.digest import config_digest
+
+        return config_digest(self)
+
+    def digest_parts(self) -> dict[str, str]:
+        """Per dotted key a short hash of what the digest covers: a refused resume names the keys that differ."""
+        from prefgen.digest import digest_parts
+
+        return digest_parts(self)
 
 
 def _format_errors(source: str, err: ValidationError) -> str:

@@ -19,6 +19,16 @@ from prefgen.embedded import EMBEDDED_MODELS, EMBEDDED_SCHEME, is_embedded
 
 DEFAULT_MODEL = EMBEDDED_SCHEME + "SmolLM2-135M-Instruct"
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")
+# Names that end up in ids and file names (models, generators, judges): `<row>/<generator>/<k>`,
+# `judge:<name>`, `_stats/<model>-*.json`. No '/', ':', '#', spaces or other punctuation.
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
+
+
+def check_name(value: str, what: str) -> str:
+    if not NAME.match(value):
+        raise ValueError(f"a {what} name is 1 to 64 letters, digits, '.', '_' or '-' (ASCII), starting with a "
+                         f"letter or digit, as it is used in ids and file names; got {value!r}")
+    return value
 
 
 class Strict(BaseModel):
@@ -95,6 +105,23 @@ class EngineConfig(Strict):
     @property
     def replica_range(self) -> tuple[int, int]:
         return (self.replicas, self.replicas) if isinstance(self.replicas, int) else tuple(self.replicas)
+
+
+# Every engine key is on one side, decided here and nowhere else (`digest.py` reads these):
+# - placement: where an engine runs, how many, how big and how fast; a killed run may resume with
+#   other values (more replicas, another GPU type, a bigger batch). They change no prompt, no
+#   sampling setting and no weight; a sampled answer differs between runs anyway.
+# - output: what the model computes, so what it writes; a resume with other values is refused.
+#   `dtype` and `seed` change the numbers, `max_model_len` which prompts are rejected as too long,
+#   and `extra` may hold any vLLM argument (quantization, a chat template...), so all of it counts.
+ENGINE_PLACEMENT_KEYS = frozenset({
+    "tensor_parallel_size", "gpu_memory_utilization", "enforce_eager", "replicas", "gpus_per_replica", "device",
+    "accelerator_type", "cpus_per_replica", "cpu_kv_cache_gib", "batch_size", "batches_in_flight",
+})
+ENGINE_OUTPUT_KEYS = frozenset({"dtype", "max_model_len", "seed", "extra"})
+_unsorted = set(EngineConfig.model_fields) ^ (ENGINE_PLACEMENT_KEYS | ENGINE_OUTPUT_KEYS)
+if _unsorted or ENGINE_PLACEMENT_KEYS & ENGINE_OUTPUT_KEYS:  # a new engine key must be put on one side
+    raise AssertionError(f"engine keys not sorted into placement or output: {sorted(_unsorted)}")
 
 
 class SamplingConfig(Strict):

@@ -9,7 +9,7 @@ from typing import Literal
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
-from prefgen.config_models import EngineConfig, SamplingConfig, Strict
+from prefgen.config_models import EngineConfig, SamplingConfig, Strict, check_name
 from prefgen.prompts import (
     ASPECT_ALIASES,
     BUILTIN_ASPECTS,
@@ -56,6 +56,13 @@ class GeneratorConfig(RoleConfig):
     @classmethod
     def _resolve_template(cls, value: str | None) -> str | None:
         return None if value is None else resolve_template(value, GENERATION_FIELDS)
+
+    @field_validator("name")
+    @classmethod
+    def _usable_name(cls, value: str | None) -> str | None:
+        if value == "evolver":
+            raise ValueError("'evolver' is the generator name of evolved candidates; choose another")
+        return None if value is None else check_name(value, "generator")
 
 
 class EvolutionConfig(RoleConfig):
@@ -115,6 +122,11 @@ class JudgeConfig(RoleConfig):
     guided: bool = Field(True, description="Constrain the answer to a JSON schema (vLLM structured outputs).")
     max_retries: int = Field(2, ge=0, description="Re-asks for an answer that does not validate.")
     sampling: SamplingConfig = Field(default_factory=lambda: SamplingConfig(temperature=0.0, max_tokens=512))
+
+    @field_validator("name")
+    @classmethod
+    def _usable_name(cls, value: str) -> str:
+        return check_name(value, "judge")
 
     @field_validator("permutations", mode="before")
     @classmethod

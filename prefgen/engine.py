@@ -107,6 +107,20 @@ def prompt_ids(tokenizer, messages: list[Message]) -> list[int]:
     return list(ids)
 
 
+class TemplateRefused(RuntimeError):
+    """A model's chat template refuses the conversation a role sends (Gemma's raises on a system message)."""
+
+
+def template_refusal(tokenizer, messages: list[Message]) -> str | None:
+    """Why the tokenizer's chat template cannot render `messages`, or None if it can. Roles try
+    theirs once at engine start (`ModelStage`), so a refusal stops the run instead of every row."""
+    try:
+        prompt_ids(tokenizer, messages)
+    except Exception as exc:  # noqa: BLE001 - a template raises whatever its author chose
+        return f"{type(exc).__name__}: {exc}"
+    return None
+
+
 def length_error(prompt_tokens: int, max_model_len: int, max_tokens: int) -> str | None:
     """Why a prompt cannot run (it and `max_tokens` exceed the context), or None if it fits."""
     budget = max_model_len - max_tokens

@@ -51,15 +51,21 @@ def never_started(stats: list[dict]) -> dict[str, list[dict]]:
     return failed
 
 
-def _why(records: list[dict]) -> str:
+MEMORY_FIX = ("give the engine more memory or ask for less (a smaller engine.max_model_len, batch_size or "
+              "gpu_memory_utilization, or a smaller model), or raise ray.max_failed_starts if the deaths were passing")
+RAISED_FIX = "change what the engine's error names (the model, its engine settings or the role's prompts)"
+
+
+def _why(records: list[dict]) -> tuple[str, str]:
+    """Why a stage's engine never started, and what to change."""
     gave_up = [r for r in records if r.get("gave_up")]
     if gave_up:
         return (f"its actor died {gave_up[-1]['gave_up']} time(s) in a row while loading the model, most likely "
-                f"out of memory (host RAM or GPU), and prefgen gave up ({gave_up[-1]['error']})")
+                f"out of memory (host RAM or GPU), and prefgen gave up ({gave_up[-1]['error']})"), MEMORY_FIX
     raised = [r["error"] for r in records if r.get("error")]
     if raised:
-        return f"its engine raised while starting: {raised[-1]}"
-    return f"its actor died while loading the model ({len(records)} start(s)), most likely out of memory"
+        return f"its engine raised while starting: {raised[-1]}", RAISED_FIX
+    return f"its actor died while loading the model ({len(records)} start(s)), most likely out of memory", MEMORY_FIX
 
 
 def start_failure(exc: BaseException, stats: list[dict], labels: dict[str, str], sources: dict[str, str],
@@ -69,10 +75,9 @@ def start_failure(exc: BaseException, stats: list[dict], labels: dict[str, str],
     failed = never_started(stats)
     if not failed or not _actor_error(exc):
         return None
-    parts = [f"engine stage {labels.get(stage, stage)} (model {sources.get(stage, '?')}) could not start: {_why(records)}"
-             for stage, records in failed.items()]
-    return EngineStartFailed(
-        "; ".join(parts) + f". {rows_done} finished rows are committed; rerun the same command to resume. To fix: "
-        "give the engine more memory or ask for less (a smaller engine.max_model_len, batch_size or "
-        "gpu_memory_utilization, or a smaller model), or raise ray.max_failed_starts if the deaths were passing."
-    )
+    whys = {stage: _why(records) for stage, records in failed.items()}
+    parts = [f"engine stage {labels.get(stage, stage)} (model {sources.get(stage, '?')}) could not start: {why}"
+             for stage, (why, _) in whys.items()]
+    fixes = "; ".join(dict.fromkeys(fix for _, fix in whys.values()))
+    return EngineStartFailed("; ".join(parts) + f". {rows_done} finished rows are committed; rerun the same command "
+                             f"to resume. To fix: {fixes}.")

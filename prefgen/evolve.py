@@ -20,7 +20,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from prefgen.config import SamplingConfig
-from prefgen.engine import ChatEngine, Request
+from prefgen.engine import ChatEngine, Request, TemplateRefused
 from prefgen.generate import cut_off
 from prefgen.prompts import EVOL_CRITERIA, clean_evolved, evolve_prompt
 from prefgen.schema import candidate
@@ -57,6 +57,13 @@ class EvolveTask:
     @property
     def role(self) -> str:
         return "evolve"
+
+    def check_chat_template(self, refusal) -> None:
+        """At engine start: the model's chat template must render the rewrite request."""
+        why = refusal(evolve_prompt("Say hello.", "Hello.", "Be kind.", self.template))
+        if why is not None:
+            raise TemplateRefused(f"evolution: the chat template of model {self.model} refuses the rewrite "
+                                  f"request ({why})")
 
     def run(self, rows: list[dict], engine: ChatEngine) -> None:
         parents = [(row, c) for row in rows for c in row["candidates"] if c["origin"] == "generated"]

@@ -20,7 +20,7 @@ from prefgen.engine import ChatEngine, engine_dead
 from prefgen.placement import actor_options
 from prefgen.plan import plan_stages
 from prefgen.schema import REJECT_STAGE_ERROR, WORK_ROW, to_table
-from prefgen.stage import CountingEngine, new_role_stats
+from prefgen.stage import CountingEngine, check_chat_templates, new_role_stats
 
 EngineFactory = Callable[[str, EngineConfig, str], ChatEngine]
 
@@ -93,6 +93,7 @@ def run_floor(cfg: PipelineConfig, rows: list[dict], engine_factory: EngineFacto
         os.environ.update(actor_options(stage.model.engine, device)["runtime_env"]["env_vars"])
         t0 = time.monotonic()
         engine = engine_factory(stage.model.source, stage.model.engine, device)
+        check_chat_templates(engine, stage.tasks)
         start_s = time.monotonic() - t0
         log(f"[floor] {stage.name}: engine ready on {device} in {start_s:.1f} s")
         t0 = time.monotonic()

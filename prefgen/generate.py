@@ -14,7 +14,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from prefgen.config import SamplingConfig
-from prefgen.engine import ChatEngine, Request, Result
+from prefgen.engine import ChatEngine, Request, Result, TemplateRefused
 from prefgen.prompts import generation_prompt
 from prefgen.schema import REJECT_TOO_LONG, candidate
 
@@ -37,6 +37,19 @@ class GenerateTask:
     @property
     def role(self) -> str:
         return f"generate:{self.name}"
+
+    def check_chat_template(self, refusal) -> None:
+        """At engine start: the model's chat template must render this generator's conversation."""
+        why = refusal(generation_prompt("Say hello.", self.system_prompt, self.template))
+        if why is None:
+            return
+        if self.system_prompt and refusal(generation_prompt("Say hello.", None, self.template)) is None:
+            raise TemplateRefused(
+                f"generator {self.name!r} has a system_prompt, and the chat template of model {self.model} refuses "
+                f"a system message ({why}); put the system prompt into the generator's template instead, or use "
+                "a model whose chat template takes a system message")
+        raise TemplateRefused(f"generator {self.name!r}: the chat template of model {self.model} refuses its "
+                              f"conversation ({why})")
 
     def run(self, rows: list[dict], engine: ChatEngine) -> None:
         requests = [

@@ -3,7 +3,9 @@
 Reading validates every row and gives it a stable id; a row that cannot be used becomes a
 reject with its reason, file and line, never a silent drop. Paths may be local or any URI
 pyarrow's filesystems accept (s3://, gs://, file://). Output shards are written under a
-temporary name and then moved into place, so a reader never sees half a shard.
+temporary name and then moved into place, so a reader never sees half a shard. A UTF-8
+byte-order mark at the start of a JSONL or CSV file (Excel and Windows tools write one) is
+skipped.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from prefgen.schema import (
 )
 
 SAMPLE_INSTRUCTIONS = Path(__file__).parent / "data" / "sample_instructions.jsonl"
+UTF8_BOM = b"\xef\xbb\xbf"
 
 
 class InputError(ValueError):
@@ -105,7 +108,7 @@ def _detect_format(path: str, info: pafs.FileInfo, fmt: str) -> str:
 
 
 def _read_jsonl(data: bytes, fld: str, out: InputRows, limit: int | None) -> None:
-    for number, raw in enumerate(data.split(b"\n"), start=1):
+    for number, raw in enumerate(data.removeprefix(UTF8_BOM).split(b"\n"), start=1):
         if limit is not None and out.total >= limit:
             return
         if not raw.strip():
@@ -148,7 +151,12 @@ def read_instructions(cfg: InputConfig) -> InputRows:
             _read_jsonl(f.read(), cfg.field, out, cfg.limit)
     elif fmt == "csv":
         with fs.open_input_stream(path) as f:
-            text = f.read().decode("utf-8", errors="strict")
+            data = f.read()
+        try:
+            text = data.removeprefix(UTF8_BOM).decode("utf-8")
+        except UnicodeDecodeError as exc:
+            line = data[:exc.start].count(b"\n") + 1
+            raise InputError(f"{uri}: line {line} is not UTF-8 text (byte {exc.start}: {exc.reason})") from None
         reader = csv.DictReader(io.StringIO(text))
         if cfg.field not in (reader.fieldnames or []):
             raise InputError(f"{uri}: no column '{cfg.field}' (columns: {reader.fieldnames}); set input.field")

@@ -34,7 +34,7 @@ from functools import partial
 from statistics import mean
 
 from prefgen.config import SamplingConfig
-from prefgen.engine import ChatEngine, Request, Result
+from prefgen.engine import ChatEngine, Request, Result, TemplateRefused
 from prefgen.generate import cut_off
 from prefgen.judge_answers import Judgment, JudgmentError, parse_joint, parse_judgment  # noqa: F401 - re-exported
 from prefgen.prompts import (
@@ -141,6 +141,15 @@ class JudgeTask:
 
     def _rubric(self, aspect: str) -> Rubric:
         return rubric_for(aspect, self.rubrics)
+
+    def check_chat_template(self, refusal) -> None:
+        """At engine start: the model's chat template must render the judge's prompt (it has a system message)."""
+        shown = [{"candidate_id": f"x/g/{k}", "text": "Hello."} for k in range(1 if self.mode == "single" else 2)]
+        why = refusal(self._request(Call({"id": "x", "instruction": "Say hello."}, self.aspects[0], 0, shown, 1),
+                                    0).messages)
+        if why is not None:
+            raise TemplateRefused(f"judge {self.name!r}: the chat template of model {self.model} refuses the judge's "
+                                  f"prompt, which opens with a system message ({why}); judge with another model")
 
     def nonce(self, call: Call) -> str:
         """The call's block nonce: from its order seed and row id (single mode: a seed from the candidate id)."""

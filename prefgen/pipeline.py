@@ -83,7 +83,8 @@ def run(cfg: PipelineConfig, log=print) -> RunSummary:
     inputs = read_instructions(cfg.input)  # unusable input fails here, before Ray starts
     all_ids = sorted(r["id"] for r in inputs.rows + inputs.rejects)
     state = RunState(out)
-    state.open(cfg.model_dump(mode="json"), cfg.digest(), input_digest(all_ids), cfg.output.overwrite, log)
+    state.open(cfg.model_dump(mode="json"), cfg.digest(), input_digest(all_ids), cfg.output.overwrite, log,
+               digest_parts=cfg.digest_parts())
     todo = [r for r in inputs.rows if r["id"] not in state.done_ids]
     bad_input = [r for r in inputs.rejects if r["id"] not in state.done_ids]
     log(f"[prefgen] {inputs.total} rows read from {inputs.source}: {len(inputs.rows)} usable, "

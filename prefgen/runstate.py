@@ -12,8 +12,9 @@ The output folder holds, besides the dataset:
   workers orphaned by a killed driver cannot add to the folder a later run is completing;
   on the same host a resuming run also stops such orphans outright. A run writes its lease
   before it sweeps: no earlier owner's writer can pass the check after the sweep.
-- `manifest.json`: config and its digest, the input's digest, package versions, counts,
-  per-stage timings and the history of attempts.
+- `manifest.json`: config and its digest (with a hash per config key, so a refused resume names
+  the keys that differ), the input's digest, the output schema version, package versions
+  (prefgen's included), counts, per-stage timings and the history of attempts.
 """
 
 from __future__ import annotations
@@ -30,7 +31,9 @@ from importlib import metadata
 
 import pyarrow.fs as pafs
 
+from prefgen.digest import describe_keys, differing_keys
 from prefgen.io import PAIRS_DIR, PHASES_DIR, REJECTS_DIR, STATS_DIR, filesystem, read_jsons, write_json
+from prefgen.schema import OUTPUT_SCHEMA_VERSION
 
 COMMITS_DIR, LEASE_FILE, MANIFEST_FILE = "_commits", "_lease.json", "manifest.json"
 DATA_DIRS = (PAIRS_DIR, REJECTS_DIR, STATS_DIR, COMMITS_DIR, PHASES_DIR)
@@ -60,6 +63,26 @@ def versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             continue
     return found
+
+
+def _check_schema(uri: str, previous: dict) -> None:
+    """Refuse to continue an output written under another output schema version."""
+    found = previous.get("output_schema")
+    if found != OUTPUT_SCHEMA_VERSION:
+        written_by = previous.get("versions", {}).get("prefgen", "an unknown version")
+        now = versions().get("prefgen", "this version")
+        raise ResumeRefused(
+            f"{uri} was written by prefgen {written_by} with output schema {found if found is not None else 'none'}; "
+            f"prefgen {now} writes schema {OUTPUT_SCHEMA_VERSION} and cannot continue it. Resume it with prefgen "
+            f"{written_by}, or use --overwrite to start a fresh run there"
+        )
+
+
+def _config_differs(uri: str, previous: dict, config_digest: str, parts: dict[str, str] | None) -> str:
+    keys = differing_keys(previous.get("config_digest_parts"), parts) if parts is not None else []
+    which = f"; keys that differ: {describe_keys(keys)}" if keys else ""
+    return (f"{uri} holds a run of another config (digest {previous.get('config_digest')}, now {config_digest}"
+            f"{which}); use --overwrite to start a fresh run there")
 
 
 def _read_json(uri: str, name: str) -> dict | None:
@@ -117,17 +140,16 @@ class RunState:
     commits: list[dict] = field(default_factory=list)
     attempt: dict = field(default_factory=dict)
 
-    def open(self, config: dict, config_digest: str, in_digest: str, overwrite: bool, log=print) -> None:
-        """Start fresh, or resume a run of the same config and input; refuse anything else."""
+    def open(self, config: dict, config_digest: str, in_digest: str, overwrite: bool, log=print,
+             digest_parts: dict[str, str] | None = None) -> None:
+        """Start fresh, or resume a run of the same output schema, config and input; refuse anything else."""
         fs, base = filesystem(self.uri)
         previous = _read_json(self.uri, MANIFEST_FILE)
         leftovers = [d for d in DATA_DIRS if fs.get_file_info(f"{base}/{d}").type != pafs.FileType.NotFound]
         if previous and not overwrite:
+            _check_schema(self.uri, previous)
             if previous.get("config_digest") != config_digest:
-                raise ResumeRefused(
-                    f"{self.uri} holds a run of another config (digest {previous.get('config_digest')}, now "
-                    f"{config_digest}); use --overwrite to start a fresh run there"
-                )
+                raise ResumeRefused(_config_differs(self.uri, previous, config_digest, digest_parts))
             if previous.get("input_digest") != in_digest:
                 raise ResumeRefused(
                     f"{self.uri} holds a run over another input; use --overwrite to start a fresh run there"
@@ -152,6 +174,8 @@ class RunState:
             "config_digest": config_digest,
             "input_digest": in_digest,
             "config": config,
+            "config_digest_parts": digest_parts or {},
+            "output_schema": OUTPUT_SCHEMA_VERSION,
             "attempts": [],
         }
         self.manifest.update(status="running", versions=versions())

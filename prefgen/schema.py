@@ -10,6 +10,10 @@ from __future__ import annotations
 
 import pyarrow as pa
 
+# The version of what an output folder holds (the columns below, commits, manifest). Bump it when
+# they change: a run written under another version is not resumed (see `runstate.py`).
+OUTPUT_SCHEMA_VERSION = 1
+
 MESSAGE = pa.struct([("role", pa.string()), ("content", pa.string())])
 
 # One rating of one candidate: by one judge, on one aspect, under one shown order.

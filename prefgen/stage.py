@@ -25,7 +25,15 @@ from typing import Protocol
 
 import pyarrow as pa
 
-from prefgen.engine import AsyncChatEngine, ChatEngine, Request, Result, engine_dead
+from prefgen.engine import (
+    AsyncChatEngine,
+    ChatEngine,
+    Request,
+    Result,
+    TemplateRefused,
+    engine_dead,
+    template_refusal,
+)
 from prefgen.engine_starts import EngineStartFailed, failed_starts_in_a_row
 from prefgen.schema import REJECT_STAGE_ERROR, WORK_ROW, to_table
 
@@ -97,6 +105,21 @@ def current_actor_id() -> str | None:
         return None
 
 
+def check_chat_templates(engine, tasks: list[Task]) -> None:
+    """Each role renders a conversation of its own shape through the engine's chat template once,
+    so a template that refuses it (a system message to a model without that role) raises
+    `TemplateRefused` naming the role at engine start, instead of rejecting every row. An engine
+    without a tokenizer (a scripted one) is not checked; a task without the check sends nothing
+    prefgen wrote (a reward model scores a plain user/assistant exchange)."""
+    tokenizer = getattr(engine, "tokenizer", None)
+    if tokenizer is None:
+        return
+    for task in tasks:
+        check = getattr(task, "check_chat_template", None)
+        if check is not None:
+            check(lambda messages: template_refusal(tokenizer, messages))
+
+
 def new_role_stats() -> dict:
     return {"rows": 0, "requests": 0, "output_tokens": 0, "busy_s": 0.0, "dropped": {}}
 
@@ -149,6 +172,12 @@ class ModelStage:
             engine = engine_factory()
         except Exception as exc:
             self._write_stats(dict(self.stats, error=f"{type(exc).__name__}: {exc}"), force=True)
+            raise
+        try:
+            check_chat_templates(engine, tasks)
+        except TemplateRefused as exc:
+            self._write_stats(dict(self.stats, error=f"{type(exc).__name__}: {exc}"), force=True)
+            getattr(engine, "shutdown", lambda: None)()  # its engine core must not outlive the actor
             raise
         self.engine = engine if is_async(engine) else SerialEngine(engine)
         # Ray Data may run a few batches per call on top of the actor's concurrency: threads are cheap.

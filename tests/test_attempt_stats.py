@@ -122,3 +122,4 @@ def test_an_engine_that_raises_while_starting_is_recorded_with_its_error(tmp_pat
     assert record["ready"] is False and "system role" in record["error"]
     error = start_failure(ActorDiedError("died"), [record], {}, {}, 0)
     assert "its engine raised while starting: ValueError: chat template refuses a system role" in str(error)
+    assert "what the engine's error names" in str(error) and "max_model_len" not in str(error)  # not memory advice

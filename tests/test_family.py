@@ -73,7 +73,7 @@ def test_self_preference_warnings_exact_and_by_family():
 
 def test_config_warns_on_a_judge_of_a_generators_family():
     cfg = parse_config({
-        "generators": [{"model": "Qwen/Qwen2.5-1.5B-Instruct"}],
+        "generators": [{"model": "Qwen/Qwen2.5-1.5B-Instruct", "num_completions": 2}],
         "evolution": {"enabled": False},
         "judge": {"model": "Qwen/Qwen2.5-7B-Instruct"},
         "jury": [{"model": "meta-llama/Llama-3.1-8B-Instruct"}],

@@ -47,7 +47,7 @@ def test_one_engine_at_a_time_each_freed_before_the_next_starts(tmp_path):
     cfg = parse_config({
         "models": {"a": {"source": str(a), "engine": {"device": "cpu", "cpu_kv_cache_gib": 3}},
                    "b": {"source": str(b)}},
-        "generators": [{"name": "ga", "model": "a"}],
+        "generators": [{"name": "ga", "model": "a", "num_completions": 2}],
         "evolution": {"enabled": False},
         "judge": {"model": "b"},
     })
@@ -58,7 +58,7 @@ def test_one_engine_at_a_time_each_freed_before_the_next_starts(tmp_path):
     assert list(out["roles"]) == ["generate:ga", "judge:judge"]
     # the generator saw every row in one call: the engine batches as wide as it can
     assert [len(call) for call in rec.engines[0].calls] == [5]
-    assert out["roles"]["generate:ga"] | {"rows": 5, "requests": 5, "output_tokens": 50} == out["roles"]["generate:ga"]
+    assert out["roles"]["generate:ga"] | {"rows": 5, "requests": 5, "output_tokens": 100} == out["roles"]["generate:ga"]
     assert out["rows"] == 5
     assert os.environ["VLLM_CPU_OMP_THREADS_BIND"] == "nobind"  # the CPU engine's env, as prefgen's actor gets it
 

@@ -78,6 +78,23 @@ def test_parquet_and_csv_and_custom_field(tmp_path):
     assert [(r["line"], r["reason"]) for r in got.rejects] == [(4, "empty_instruction")]
 
 
+def test_a_byte_order_mark_is_skipped_in_jsonl_and_csv(tmp_path):
+    bom = b"\xef\xbb\xbf"
+    lines = [json.dumps({"instruction": "First?"}).encode(), json.dumps({"instruction": "Second?"}).encode()]
+    marked = read_instructions(InputConfig(path=str(write_lines(tmp_path / "in.jsonl", [bom + lines[0], lines[1]]))))
+    assert marked.rejects == [] and [(r["line"], r["instruction"]) for r in marked.rows] == [(1, "First?"), (2, "Second?")]
+
+    (tmp_path / "excel.csv").write_bytes(bom + "question,x\r\nWhy?,1\r\n".encode())
+    got = read_instructions(InputConfig(path=str(tmp_path / "excel.csv"), field="question"))
+    assert got.rejects == [] and [(r["line"], r["instruction"]) for r in got.rows] == [(2, "Why?")]
+
+
+def test_csv_that_is_not_utf8_names_the_line(tmp_path):
+    (tmp_path / "latin.csv").write_bytes(b"question\nok?\ncaf\xe9?\n")
+    with pytest.raises(InputError, match="latin.csv: line 3 is not UTF-8"):
+        read_instructions(InputConfig(path=str(tmp_path / "latin.csv"), field="question"))
+
+
 def test_datasets_folder(tmp_path):
     import datasets
 

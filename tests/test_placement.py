@@ -71,7 +71,7 @@ def test_accelerator_type_is_checked_against_the_cluster():
 
 def test_fractional_gpus_share_one_gpu_and_are_checked_up_front():
     half = {"device": "gpu", "gpus_per_replica": 0.5, "gpu_memory_utilization": 0.45}
-    cfg = parse_config({"generators": [{"name": "a", "engine": half}], "evolution": {"enabled": False},
+    cfg = parse_config({"generators": [{"name": "a", "engine": half, "num_completions": 2}], "evolution": {"enabled": False},
                         "judge": {"engine": {**half, "seed": 1}}, "ray": {"mode": "streaming"}})
     assert mode_for(cfg, {"CPU": 4, "GPU": 1}) == "streaming"  # two engines on one GPU
     assert actor_options(cfg.models[cfg.judge.model].engine, "gpu")["num_gpus"] == 0.5

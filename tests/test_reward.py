@@ -27,7 +27,7 @@ from prefgen.stage import CountingEngine
 def config(tmp_path, judge=None, jury=(), **extra):
     return parse_config({
         "models": {"rm": {"kind": "reward_model", "source": str(tmp_path)}, "chat": {}},
-        "generators": [{"model": "chat"}],
+        "generators": [{"model": "chat", "num_completions": 2}],
         "evolution": {"enabled": False},
         "judge": judge or {"model": "rm"},
         "jury": list(jury),
@@ -41,7 +41,7 @@ def test_a_declaration_without_kind_is_a_vllm_model_and_kind_selects_the_class(t
     assert isinstance(cfg.model_of(cfg.judge), RewardModel)
     same_source = parse_config({"models": {"a": {"source": str(tmp_path)},
                                            "b": {"kind": "reward_model", "source": str(tmp_path)}},
-                                "generators": [{"model": "a"}], "evolution": {"enabled": False},
+                                "generators": [{"model": "a", "num_completions": 2}], "evolution": {"enabled": False},
                                 "judge": {"model": "b"}})
     assert same_source.models["a"].engine_key() != same_source.models["b"].engine_key()
     assert [s.name for s in plan_stages(same_source)] == ["a", "b"]
