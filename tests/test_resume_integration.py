@@ -76,7 +76,7 @@ def read_output(out: Path):
 
 
 def assert_exactly_once(cfg: Path, out: Path):
-    expected = read_instructions(InputConfig(path=str(yaml.safe_load(cfg.read_text())["input"]["path"])))
+    expected = read_instructions(InputConfig(**yaml.safe_load(cfg.read_text())["input"]))  # its limit too
     pairs, rejects = read_output(out)
     reject_ids = [r["id"] for r in rejects]
     paired = {p["id"] for p in pairs}
