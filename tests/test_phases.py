@@ -145,3 +145,88 @@ def test_reuse_refusal_names_why():
 def test_keep_ids_filters_a_batch():
     batch = pa.table({"id": ["a", "b", "c"], "n": [1, 2, 3]})
     assert keep_ids(batch, ["c", "a"]).to_pydict() == {"id": ["a", "c"], "n": [1, 3]}
+
+
+# --- the phased pipeline's use of it, on a stand-in for Ray Data ---------------------------------
+
+
+class FakeDataset:
+    """The few Ray Data calls `_phased_dataset` makes, eagerly, on a list of Arrow tables."""
+
+    def __init__(self, tables):
+        self.tables = list(tables)
+
+    def map_batches(self, fn, fn_kwargs=None, **_):
+        return FakeDataset(fn(t, **(fn_kwargs or {})) for t in self.tables)
+
+    def write_parquet(self, path):
+        os.makedirs(path)
+        for n, table in enumerate(self.tables):
+            pq.write_table(table, f"{path}/{n}.parquet")
+
+    def rows(self):
+        return [r for t in self.tables for r in t.to_pylist()]
+
+
+class FakeRay:
+    class data:
+        from_arrow = FakeDataset
+
+        @staticmethod
+        def read_parquet(path):
+            return FakeDataset(pq.read_table(f"{path}/{f}") for f in sorted(os.listdir(path)))
+
+
+def phased_run(monkeypatch, out, token, rows, kill_in=None):
+    """One attempt of `_phased_dataset` over stages g, h, j that add 1, 10, 100 tokens to each row;
+    returns the stages it ran and the rows that reached the writer."""
+    from types import SimpleNamespace
+
+    from prefgen import pipeline
+    from prefgen.io import write_json
+
+    ran = []
+    tokens = {"g": 1, "h": 10, "j": 100}
+
+    def stage(batch, name):
+        if name == kill_in:
+            raise KeyboardInterrupt("SIGKILL")
+        return batch.set_column(batch.schema.get_field_index("output_tokens"), "output_tokens",
+                                pa.array([t + tokens[name] for t in batch["output_tokens"].to_pylist()], pa.int64()))
+
+    def with_stage(ray, ds, cfg, s, device):
+        ran.append(s.name)
+        return ds.map_batches(stage, fn_kwargs={"name": s.name})
+
+    monkeypatch.setattr(pipeline, "_with_stage", with_stage)
+    monkeypatch.setattr(pipeline, "_with_writer", lambda ds, cfg, token: ds)
+    out.mkdir(exist_ok=True)
+    write_json(str(out), "_lease.json", {"token": token})
+    cfg = SimpleNamespace(output=SimpleNamespace(path=str(out)), digest=lambda: "cfg1")
+    stages = [SimpleNamespace(name=n, label=f"{n} (generate:{n})", model=SimpleNamespace(engine=SimpleNamespace(batch_size=2)))
+              for n in ("g", "h", "j")]
+    work = [{"id": i, "instruction": "q", "source": "s", "line": n, "candidates": [], "output_tokens": 0,
+             "reject_reason": None, "reject_detail": None} for n, i in enumerate(rows)]
+    logs = []
+    ds = pipeline._phased_dataset(FakeRay, cfg, work, stages, {n: "cpu" for n in tokens}, token, logs.append)
+    return ran, ds.rows(), logs
+
+
+def test_a_phased_run_killed_in_phase_2_resumes_without_running_phase_1_again(tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    with pytest.raises(KeyboardInterrupt):
+        phased_run(monkeypatch, out, "a" * 32, ["r1", "r2", "r3"], kill_in="h")
+    ran, rows, logs = phased_run(monkeypatch, out, "b" * 32, ["r1", "r2", "r3"])
+    assert ran == ["h", "j"]
+    assert "[prefgen] phase 1/3 g (generate:g): reused from an earlier attempt, 3 rows (3 still to do)" in logs
+    assert sorted((r["id"], r["output_tokens"]) for r in rows) == [("r1", 111), ("r2", 111), ("r3", 111)]
+
+
+def test_a_resume_after_the_last_phase_committed_some_rows_reads_only_the_rest(tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    with pytest.raises(KeyboardInterrupt):
+        phased_run(monkeypatch, out, "a" * 32, ["r1", "r2", "r3"], kill_in="j")
+    ran, rows, logs = phased_run(monkeypatch, out, "b" * 32, ["r2", "r3"])  # r1 was committed before the kill
+    assert ran == ["j"]
+    assert "[prefgen] phase 2/3 h (generate:h): reused from an earlier attempt, 3 rows (2 still to do)" in logs
+    assert sorted((r["id"], r["output_tokens"]) for r in rows) == [("r2", 111), ("r3", 111)]
