@@ -23,13 +23,16 @@ import os
 import time
 from dataclasses import asdict
 
+import pyarrow as pa
+
 from prefgen.config import PipelineConfig
 from prefgen.engine_starts import start_failure
-from prefgen.io import PHASES_DIR, STATS_DIR, absolute_uri, read_instructions, read_jsons
+from prefgen.io import STATS_DIR, absolute_uri, read_instructions, read_jsons
+from prefgen.phases import PhaseStore, keep_ids
 from prefgen.placement import actor_options, choose_mode, planning_resources, resolve_device
 from prefgen.plan import StagePlan, engine_factory, plan_lines, plan_stages
 from prefgen.report import RunSummary
-from prefgen.runstate import RunState, input_digest
+from prefgen.runstate import RunState, check_lease, input_digest
 from prefgen.stage import ModelStage
 from prefgen.schema import WORK_ROW, to_table
 from prefgen.writer import commit_reports, failed_warning, write_batch, write_rows
@@ -200,13 +203,36 @@ def _streaming_dataset(ray, cfg, rows, stages, devices, token, log):
 
 
 def _phased_dataset(ray, cfg, rows, stages, devices, token, log):
-    """One stage at a time: its output is written under `_phases/`, its engines released, and
-    the next stage reads it back. Holds one model's engines at a time (e.g. one GPU)."""
-    ds = _source(ray, rows, stages)
-    for i, s in enumerate(stages):
-        started = time.monotonic()
-        path = f"{cfg.output.path}/{PHASES_DIR}/{token[:8]}/{i:02d}-{s.name.replace('#', '-')}"
-        _with_stage(ray, ds, cfg, s, devices[s.name], token).write_parquet(path)
-        log(f"[prefgen] phase {i + 1}/{len(stages)} {s.label} done in {time.monotonic() - started:.0f} s")
-        ds = ray.data.read_parquet(path)
-    return _with_writer(ds, cfg, token)
+    """One stage at a time: each stage but the last writes its output under `_phases/`, its
+    engines are released, and the next stage reads it back; the last stage streams into the
+    writer, so its batches are committed as they finish. Holds one model's engines at a time
+    (e.g. one GPU). A resumed run reuses the phases an earlier attempt finished (`phases.py`)."""
+    out, count = cfg.output.path, len(stages)
+    store = PhaseStore(out, cfg.digest(), token)
+    todo = {r["id"] for r in rows}
+    reused = store.finished([s.name for s in stages[:-1]], todo, log)
+    ds, fed = _source(ray, rows, stages), todo
+    for phase in reused:
+        fed = phase.ids & fed
+        log(f"[prefgen] phase {phase.index + 1}/{count} {stages[phase.index].label}: reused from an earlier attempt, "
+            f"{len(phase.ids)} rows ({len(fed)} still to do)")
+    if reused and fed:
+        ds = ray.data.read_parquet(reused[-1].path)
+        if fed != reused[-1].ids:  # the last stage committed some of its rows before the crash
+            ds = ds.map_batches(keep_ids, fn_kwargs={"ids": sorted(fed)}, batch_format="pyarrow", batch_size=None)
+    for i in range(len(reused), count - 1):
+        if not fed:
+            break
+        s, started = stages[i], time.monotonic()
+        _with_stage(ray, ds, cfg, s, devices[s.name], token).write_parquet(store.folder(i, s.name))
+        phase = store.mark_done(i, s.name, fed, before=lambda: check_lease(out, token))
+        lost = f", {len(phase.failed)} rows lost with their batches" if phase.failed else ""
+        log(f"[prefgen] phase {i + 1}/{count} {s.label} done in {time.monotonic() - started:.0f} s: "
+            f"{len(phase.ids)} rows{lost}")
+        fed = phase.ids
+        ds = ray.data.read_parquet(phase.path)
+    if not fed:  # every row left was lost with its batch: no engine to start, the driver rejects them
+        return ray.data.from_arrow(pa.table({"report": pa.array([], pa.string())}))
+    last = stages[-1]
+    log(f"[prefgen] phase {count}/{count} {last.label}: {len(fed)} rows, streamed into the writer")
+    return _with_writer(_with_stage(ray, ds, cfg, last, devices[last.name], token), cfg, token)

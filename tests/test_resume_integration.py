@@ -46,10 +46,11 @@ def config(tmp: Path) -> Path:
     return path
 
 
-def start(cfg: Path, out: Path, log: Path) -> subprocess.Popen:
+def start(cfg: Path, out: Path, log: Path, *extra: str) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "prefgen.cli", "run", str(cfg), "--output", str(out)],
+        [sys.executable, "-m", "prefgen.cli", "run", str(cfg), "--output", str(out), *extra],
         stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True,
+        env=dict(os.environ, PYTHONUNBUFFERED="1"),  # the log is watched while the run goes on
     )
 
 
@@ -75,7 +76,7 @@ def read_output(out: Path):
 
 
 def assert_exactly_once(cfg: Path, out: Path):
-    expected = read_instructions(InputConfig(path=str(yaml.safe_load(cfg.read_text())["input"]["path"])))
+    expected = read_instructions(InputConfig(**yaml.safe_load(cfg.read_text())["input"]))  # its limit too
     pairs, rejects = read_output(out)
     reject_ids = [r["id"] for r in rejects]
     paired = {p["id"] for p in pairs}
@@ -171,35 +172,82 @@ def test_killed_engine_actor_is_replaced_and_nothing_is_lost(tmp_path):
     assert stage["replicas"] == 1 and stage["restarts"] >= 1  # Ray restarted the one actor: not a second replica
 
 
-def test_phased_mode_runs_the_mission_shape_one_model_at_a_time(tmp_path):
-    """Two generators and a judge on three engines (other engine seeds make other engines), each
-    engine alone: the one-GPU plan, on the CPU."""
-    cfg_path = config(tmp_path)
+def phased_config(tmp: Path, limit: int, max_tokens: int = 24) -> Path:
+    """Two generators and a judge on three engines (other engine seeds make other engines)."""
+    cfg_path = config(tmp)
     cfg = yaml.safe_load(cfg_path.read_text())
     engine = dict(ENGINE, batch_size=4)
     cfg["models"] = {"g": {"engine": engine}, "h": {"engine": dict(engine, seed=1)}, "j": {"engine": dict(engine, seed=2)}}
     cfg["generators"][0].update(model="g", engine=None)
+    cfg["generators"][0]["sampling"]["max_tokens"] = max_tokens
     cfg["generators"].append({"name": "h", "model": "h", "system_prompt": "Answer in one sentence.",
-                              "sampling": {"temperature": 0.5, "max_tokens": 24}})
+                              "sampling": {"temperature": 0.5, "max_tokens": max_tokens}})
     cfg["judge"].update(model="j", engine=None)
-    cfg["input"]["limit"] = 6
+    cfg["input"]["limit"] = limit
     cfg_path.write_text(yaml.safe_dump(cfg))
+    return cfg_path
+
+
+def stage_stats(out: Path) -> list[dict]:
+    return [json.loads(f.read_text()) for f in (out / "_stats").rglob("*.json")]
+
+
+def test_phased_mode_runs_the_mission_shape_one_model_at_a_time(tmp_path):
+    """Each engine alone: the one-GPU plan, on the CPU."""
+    cfg_path = phased_config(tmp_path, limit=6)
     out = tmp_path / "out"
     done = subprocess.run(
         [sys.executable, "-m", "prefgen.cli", "run", str(cfg_path), "--output", str(out), "--mode", "phased"],
         capture_output=True, text=True, timeout=1500,
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    for i, label in enumerate(["g (generate:g)", "h (generate:h)", "j (judge:judge)"], start=1):
+    for i, label in enumerate(["g (generate:g)", "h (generate:h)"], start=1):
         assert f"phase {i}/3 {label} done" in done.stdout
+    assert "phase 3/3 j (judge:judge): 6 rows, streamed into the writer" in done.stdout
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["mode"] == "phased" and manifest["input_rows"] == 6
     assert manifest["paired_rows"] + sum(manifest["rejects"].values()) == 6
     # one model at a time: each stage's engine started after the previous stage's last batch
-    stats = {s["stage"]: s for s in (json.loads(f.read_text()) for f in (out / "_stats").rglob("*.json"))}
+    stats = {s["stage"]: s for s in stage_stats(out)}
     order = ["g", "h", "j"]
     for before, after in zip(order, order[1:]):
         assert stats[after]["ready_at"] - stats[after]["engine_start_s"] >= stats[before]["last_batch_at"] - 1
     assert not any((out / "_phases").iterdir()), "intermediate results were not cleaned up"
     pairs, rejects = read_output(out)
     assert {c["generator"] for r in pairs + rejects for c in r["candidates"]} == {"g", "h"}
+
+
+def test_phased_run_killed_in_a_later_phase_resumes_without_redoing_earlier_phases(tmp_path):
+    """SIGKILL once phase 1 (generator g) is done and phase 2 has begun: the resumed attempt reads
+    g's answers back instead of starting g's engine again."""
+    cfg_path, out, log = phased_config(tmp_path, limit=4, max_tokens=16), tmp_path / "out", tmp_path / "first.log"
+    first = start(cfg_path, out, log, "--mode", "phased")
+    try:
+        wait_for(lambda: "phase 1/3 g (generate:g) done" in log.read_text(), first, 900, "phase 1 was done")
+        os.killpg(first.pid, signal.SIGKILL)  # the driver and whatever of its Ray shares its group
+        first.wait()
+    finally:
+        if first.poll() is None:
+            first.kill()
+    assert not commits(out), "the kill came after rows were committed: phase 1 is no longer needed"
+    g_tokens = sum(s["roles"]["generate:g"]["output_tokens"] for s in stage_stats(out) if s["stage"] == "g")
+    assert g_tokens > 0
+    resumed_at = time.time()
+
+    second = subprocess.run(
+        [sys.executable, "-m", "prefgen.cli", "run", str(cfg_path), "--output", str(out), "--mode", "phased"],
+        capture_output=True, text=True, timeout=1500,
+    )
+    assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
+    assert "phase 1/3 g (generate:g): reused from an earlier attempt, 4 rows (4 still to do)" in second.stdout
+    assert "phase 2/3 h (generate:h) done" in second.stdout
+    # no engine of g started in the resumed attempt, and g generated nothing there
+    assert "h: engine ready" in second.stdout and "g: engine ready" not in second.stdout
+    started_again = [s for s in stage_stats(out) if s["ready_at"] >= resumed_at]
+    assert {s["stage"] for s in started_again} == {"h", "j"}
+
+    pairs, rejects = assert_exactly_once(cfg_path, out)
+    assert {c["generator"] for r in pairs + rejects for c in r["candidates"]} == {"g", "h"}
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["status"] == "complete" and len(manifest["attempts"]) == 2 and manifest["input_rows"] == 4
+    assert not any((out / "_phases").iterdir()), "intermediate results were not cleaned up"
