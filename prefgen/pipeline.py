@@ -21,15 +21,15 @@ from dataclasses import asdict
 
 import pyarrow as pa
 
-from prefgen.config import PipelineConfig
+from prefgen.config import EndpointModel, PipelineConfig
 from prefgen.io import PAIRS_DIR, PHASES_DIR, REJECTS_DIR, STATS_DIR, absolute_uri, read_instructions, read_jsons, write_shard
 from prefgen.pair import split_rows
-from prefgen.placement import actor_options, choose_mode, planning_resources, resolve_device
+from prefgen.placement import actor_options, choose_mode, endpoint_actor_options, planning_resources, resolve_device
 from prefgen.plan import StagePlan, engine_factory, plan_lines, plan_stages
 from prefgen.report import RunSummary, batch_counts
 from prefgen.runstate import RunState, batch_key, check_lease, input_digest
 from prefgen.stage import ModelStage
-from prefgen.schema import PAIR_ROW, REJECT_ROW, REJECT_WORKER_FAILED, WORK_ROW, reject_row, to_table
+from prefgen.schema import PAIR_ROW, REJECT_ROW, REJECT_WORKER_FAILED, STOPPED, WORK_ROW, reject_row, to_table
 
 
 def write_rows(output: str, token: str, rows: list[dict], pairs: list[dict], rejects: list[dict], tag: str = "") -> dict:
@@ -44,9 +44,19 @@ def write_rows(output: str, token: str, rows: list[dict], pairs: list[dict], rej
     return batch_counts(key, rows, pairs, rejects)
 
 
+class RunStopped(RuntimeError):
+    """An endpoint error that would fail every row stopped the run; the folder stays resumable."""
+
+
 def write_batch(batch: pa.Table, output: str, token: str, pairing: dict, seed: int) -> pa.Table:
-    """Last stage: pair the batch, write its shards, return its report as one row."""
+    """Last stage: pair the batch, write its shards, return its report as one row.
+
+    A batch an endpoint stopped (rows marked STOPPED) is not written: its report says why, and
+    the driver stops the run without committing it."""
     rows = batch.to_pylist()
+    stopped = next((r["reject_detail"] for r in rows if r["reject_reason"] == STOPPED), None)
+    if stopped:
+        return pa.Table.from_pylist([{"report": json.dumps({"stop": stopped})}])
     pairs, rejects = split_rows(rows, pairing["strategy"], pairing["min_margin"], pairing["length_matched"], seed,
                                 pairing["allow_truncated_chosen"])
     report = write_rows(output, token, rows, pairs, rejects)
@@ -114,6 +124,9 @@ def run(cfg: PipelineConfig, log=print) -> RunSummary:
     try:
         attempt_commits = _process(cfg, state, todo, bad_input, summary, started, log)
     except BaseException as exc:
+        if isinstance(exc, RunStopped):  # what the endpoints served before the stop
+            summary.add_stage_stats(read_jsons(out, STATS_DIR), [(s.name, s.roles) for s in plan_stages(cfg)])
+            state.manifest["endpoints"] = summary.endpoints
         state.fail(repr(exc))
         raise
     for commit in state.commits:
@@ -149,6 +162,9 @@ def _process(cfg, state: RunState, todo, bad_input, summary: RunSummary, started
         build = _phased_dataset if mode == "phased" else _streaming_dataset
         for row in build(ray, cfg, todo, stages, devices, state.token, log).iter_rows():
             report = json.loads(row["report"])
+            if "stop" in report:
+                raise RunStopped(f"{report['stop']}. Nothing of the batch was committed; the output stays "
+                                 "resumable: fix the cause and run the same command again")
             state.commit(report)
             attempt_commits.append(report)
             log(f"[prefgen] progress: {len(state.done_ids)}/{summary.input_rows} rows done, "
@@ -176,7 +192,7 @@ def _with_stage(ray, ds, cfg: PipelineConfig, s: StagePlan, device: str):
     low, high = eng.replica_range
     return ds.map_batches(
         ModelStage,
-        fn_constructor_kwargs={"engine_factory": engine_factory(s.model, device),
+        fn_constructor_kwargs={"engine_factory": engine_factory(s.model, device, s.model_name, s.max_in_flight),
                                "tasks": s.tasks, "name": s.name, "output": cfg.output.path,
                                "batches_in_flight": eng.batches_in_flight},
         batch_size=eng.batch_size,
@@ -187,7 +203,7 @@ def _with_stage(ray, ds, cfg: PipelineConfig, s: StagePlan, device: str):
                                            max_concurrent_calls_per_actor=eng.batches_in_flight),
         max_restarts=-1,  # a dead engine actor is always replaced...
         max_task_retries=cfg.ray.max_batch_retries,  # ...but a batch is retried a bounded number of times
-        **actor_options(eng, device),
+        **(endpoint_actor_options(eng) if isinstance(s.model, EndpointModel) else actor_options(eng, device)),
     )
 
 

@@ -110,6 +110,10 @@ REJECT_MARGIN = "margin_below_min"
 REJECT_CHOSEN_TRUNCATED = "chosen_truncated"  # every qualifying chosen was cut off at max_tokens
 REJECT_STAGE_ERROR = "stage_error"
 REJECT_WORKER_FAILED = "worker_failed"
+REJECT_REQUEST_FAILED = "request_failed"  # an endpoint request failed after its retries (detail: HTTP status)
+# Not an output reason: marks the rows of a batch an endpoint stopped; such a batch is not written
+# or committed, and the run stops (see endpoint.py).
+STOPPED = "_stopped"
 
 
 def candidate(**fields) -> dict:

@@ -26,7 +26,7 @@ from typing import Protocol
 import pyarrow as pa
 
 from prefgen.engine import AsyncChatEngine, ChatEngine, Request, Result, engine_dead
-from prefgen.schema import REJECT_STAGE_ERROR, WORK_ROW, to_table
+from prefgen.schema import REJECT_STAGE_ERROR, STOPPED, WORK_ROW, to_table
 
 
 class Task(Protocol):
@@ -133,7 +133,10 @@ class ModelStage:
         os._exit(1)
 
     def _run_task(self, task: Task, rows: list[dict], engine: ChatEngine) -> int:
-        """Run one role's task on the batch's live rows; returns its output tokens."""
+        """Run one role's task on the batch's live rows; returns its output tokens.
+
+        An endpoint that stops the run (`endpoint.EndpointStopped`) marks every row of the batch
+        STOPPED: the writer then writes nothing of it and the driver stops the run."""
         live = [row for row in rows if row["reject_reason"] is None]
         if not live:
             return 0
@@ -144,6 +147,10 @@ class ModelStage:
         try:
             task.run(live, counting)
         except Exception as exc:  # noqa: BLE001 - any failure is recorded on the rows
+            if type(exc).__name__ == "EndpointStopped":
+                for row in rows:
+                    row["reject_reason"], row["reject_detail"] = STOPPED, f"{task.role}: {exc}"
+                return counting.tokens
             if engine_dead(exc):
                 self.restart_actor(exc)
                 raise
@@ -175,6 +182,9 @@ class ModelStage:
             self.stats["batches"] += 1
             self.stats["batch_s"] += elapsed
             self.stats["last_batch_at"] = time.time()
+            usage = getattr(self.engine, "usage", None)
+            if callable(usage):  # an endpoint's counts (requests, retries, failures, tokens, cost)
+                self.stats["endpoint"] = usage()
             return json.loads(json.dumps(self.stats))
 
     def _write_stats(self, snapshot: dict) -> None:
