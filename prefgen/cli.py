@@ -12,6 +12,7 @@ import sys
 from prefgen.calibrate import PairsError
 from prefgen.config import ConfigError, PipelineConfig, load_config
 from prefgen.io import InputError
+from prefgen.endpoint import EndpointStopped
 from prefgen.pipeline import RunStopped, run
 from prefgen.placement import PlanError
 from prefgen.runstate import ResumeRefused
@@ -110,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, InputError, ResumeRefused, PlanError, PairsError) as exc:
         print(f"prefgen: {exc}", file=sys.stderr)
         return 2
-    except RunStopped as exc:
+    except (RunStopped, EndpointStopped) as exc:
         print(f"prefgen: run stopped: {exc}", file=sys.stderr)
         return 3
     print("[prefgen] done")

@@ -13,8 +13,8 @@ Rules (the HTTP side is in `endpoint_rules.py`):
   `n` is sent as it is; a server that returns fewer choices is asked again for the rest.
 - **A request that still fails** gives a `Result` with `failed` set (the HTTP status and the
   server's words): its row is rejected as `request_failed` with that detail, the other rows go on.
-- **Errors that fail every row** (401, 403, 404, no key on the worker, or more than
-  `max_failure_rate` of the last 20 requests failed) raise `EndpointStopped`: the stage marks the
+- **Errors that fail every row** (401, 403, 404, no key on the worker, or more failed requests
+  among the last 20 than `max_failure_rate` x 20: by default the 11th) raise `EndpointStopped`: the stage marks the
   batch, which is then neither written nor committed, and the run stops with the message (run
   it again to resume once the cause is fixed). Once stopped, every later call raises at once.
 - **In flight.** An endpoint's stage has one actor (`EndpointModel.engine`), whose engine holds at
@@ -214,3 +214,17 @@ class EndpointEngine:
     async def aclose(self) -> None:
         if self._session is not None:
             await self._session.close()
+
+
+class BlockingEndpoint:
+    """An endpoint's blocking `chat`, on an event loop of its own (`prefgen calibrate`: one process, no Ray)."""
+
+    def __init__(self, spec: EndpointModel, name: str):
+        self.loop, self.engine = asyncio.new_event_loop(), EndpointEngine(spec, name)
+
+    def chat(self, requests: list[Request]) -> list[Result]:
+        return self.loop.run_until_complete(self.engine.chat(requests))
+
+    def close(self) -> None:
+        self.loop.run_until_complete(self.engine.aclose())
+        self.loop.close()

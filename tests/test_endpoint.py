@@ -198,3 +198,21 @@ def test_rules():
 
 def test_answer_helper_shape():  # the fake server's answer is what the engine reads
     assert answer(2)["choices"][1]["message"]["content"] == "ok 1"
+
+
+def test_calibrate_runs_a_judge_on_an_endpoint(tmp_path):
+    from pathlib import Path
+
+    from prefgen.calibrate import calibrate
+
+    first_wins = '{"A": {"rationale": "fine", "rating": 5}, "B": {"rationale": "poor", "rating": 1}}'
+    body = {"choices": [{"index": 0, "message": {"content": first_wins}, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 50, "completion_tokens": 20}}
+    pairs = Path(__file__).parent / "data" / "labelled_pairs.jsonl"
+    with FakeEndpoint(default=Cue(body=body)) as srv:
+        cfg = parse_config({"models": {"api": {"kind": "endpoint", "base_url": srv.url, "model": "judge-model"}},
+                            "judge": {"model": "api"}, "generators": [{"model": "api"}]})
+        fig = calibrate(cfg, str(pairs), limit=3, log=lambda *_: None)
+    assert fig["pairs"] == 3 and fig["first_shown_wins"] == 1.0 and fig["orders_compared"] == 3
+    assert len(srv.bodies) == 6 and {b["model"] for b in srv.bodies} == {"judge-model"}
+    assert srv.bodies[0]["response_format"]["type"] == "json_schema"
