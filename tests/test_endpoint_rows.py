@@ -137,3 +137,17 @@ def test_summary_sums_endpoint_counts_and_prices_them():
     lines = summary.lines()
     assert any(line.startswith("endpoint api (m at http://x/v1): 20 requests, 4 retries, 2 failed") for line in lines)
     assert "  cost: 1.6000 at the configured prices per million tokens" in lines
+
+
+def test_the_hosted_judge_config_plans_its_judge_as_a_cpu_stage():
+    from pathlib import Path
+
+    from prefgen.config import load_config
+    from prefgen.pipeline import plan_run
+
+    cfg = load_config(Path(__file__).parents[1] / "configs" / "hosted-judge.yaml")
+    stages = plan_stages(cfg)
+    devices, mode, _ = plan_run(cfg, stages, {"CPU": 8, "GPU": 1})
+    assert [s.name for s in stages] == ["qwen2.5-1.5b", "gpt-judge"] and mode == "streaming"
+    assert devices["gpt-judge"] == "cpu" and stages[1].max_in_flight == 32
+    assert "api_key" not in str(cfg.model_dump()).replace("api_key_env", "").replace("api_key_file", "")
