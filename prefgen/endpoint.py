@@ -190,9 +190,8 @@ class EndpointEngine:
     async def chat(self, requests: list[Request]) -> list[Result]:
         if self.stopped:
             raise EndpointStopped(self.stopped)
+        # every request runs to its end (a stop makes the waiting ones raise at once), then the first error is raised
         results = await asyncio.gather(*(self._one(r) for r in requests), return_exceptions=True)
-        if self.stopped:  # stopped by this call or a concurrent one: nothing of it is committed
-            raise EndpointStopped(self.stopped)
         for r in results:
             if isinstance(r, BaseException):
                 raise r
