@@ -233,7 +233,10 @@ class PipelineConfig(Strict):
             node = shaping
             for part in key.split("."):
                 node = node[int(part)] if part.isdigit() else node[part]
-            node["model"] = self.model_of(role).model_dump()
+            model = self.model_of(role)
+            # an endpoint by what answers (URL and model), not by how it is called (key source, limits, prices)
+            node["model"] = (model.model_dump(include={"kind", "base_url", "model"}) if isinstance(model, EndpointModel)
+                             else model.model_dump())
         return hashlib.sha256(json.dumps(shaping, sort_keys=True).encode()).hexdigest()[:16]
 
 

@@ -47,7 +47,9 @@ def server(tmp_path_factory):
     cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", resolve_model(
         "embedded://SmolLM2-135M-Instruct"), "--served-model-name", "smol", "--host", "127.0.0.1", "--port",
         str(port), "--max-model-len", "2048", "--dtype", resolve_dtype("auto", "cpu"), "--enforce-eager",
-        "--kv-cache-memory-bytes", str(2**30), "--disable-log-stats"]
+        "--kv-cache-memory-bytes", str(2**30), "--disable-log-stats",
+        # what the in-job engine asks per request: no free whitespace inside JSON (small models fill it)
+        "--structured-outputs-config", '{"backend": "xgrammar", "disable_any_whitespace": true}']
     started = time.monotonic()
     with open(log, "w") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)

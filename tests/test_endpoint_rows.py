@@ -151,3 +151,13 @@ def test_the_hosted_judge_config_plans_its_judge_as_a_cpu_stage():
     assert [s.name for s in stages] == ["qwen2.5-1.5b", "gpt-judge"] and mode == "streaming"
     assert devices["gpt-judge"] == "cpu" and stages[1].max_in_flight == 32
     assert "api_key" not in str(cfg.model_dump()).replace("api_key_env", "").replace("api_key_file", "")
+
+
+def test_how_an_endpoint_is_called_does_not_change_the_digest():
+    def digest(**api):
+        spec = {"kind": "endpoint", "base_url": "http://h/v1", "model": "m"} | api
+        return parse_config({"models": {"api": spec}, "judge": {"model": "api"}, "generators": [{}]}).digest()
+
+    base = digest()
+    assert digest(max_in_flight=3, timeout_s=9, retries=1, api_key_env="K", price_prompt_per_mtok=1.0) == base
+    assert digest(model="other") != base and digest(base_url="http://other/v1") != base
