@@ -159,13 +159,11 @@ class RunSummary:
     def _add_endpoint(self, name: str, usage: dict) -> None:
         """Sum one actor's endpoint counts into the endpoint's; the cost follows the summed tokens."""
         into = self.endpoints.setdefault(name, {"model": usage["model"], "base_url": usage["base_url"],
-                                                **dict.fromkeys(ENDPOINT_COUNTS, 0), "http_errors": {}, "cost": None,
-                                                "stopped": None})
+                                                **dict.fromkeys(ENDPOINT_COUNTS, 0), "http_errors": {}, "cost": None})
         for key in ENDPOINT_COUNTS:
             into[key] += usage.get(key, 0)
         for status, n in usage.get("http_errors", {}).items():
             into["http_errors"][status] = into["http_errors"].get(status, 0) + n
-        into["stopped"] = into["stopped"] or usage.get("stopped")
         into["cost"] = cost(into["prompt_tokens"], into["completion_tokens"], usage.get("price_prompt_per_mtok"),
                             usage.get("price_completion_per_mtok"))
 
