@@ -173,8 +173,9 @@ class EndpointEngine:
         while not (result.error or result.failed) and 0 < len(result.texts) < request.n:
             self.counts["top_ups"] += 1
             more = await self._complete(request, request.n - len(result.texts))
-            if more.error or more.failed or not more.texts:
-                return more
+            if more.error or more.failed or not more.texts:  # a failure counts as the request's; no more: keep these
+                result = more if more.error or more.failed else result
+                break
             result = Result(result.texts + more.texts, result.finish_reasons + more.finish_reasons,
                             result.tokens + more.tokens)
         if not (result.error or result.failed or result.texts):
