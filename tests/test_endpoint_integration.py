@@ -121,7 +121,10 @@ def test_endpoint_roles_stop_on_a_bad_key_then_resume_and_finish(server, tmp_pat
     assert s["status"] == "complete" and s["input_rows"] == 4
     assert s["paired_rows"] + sum(s["rejects"].values()) == 4 == len({p["id"] for p in pairs}) + len(rejects)
     assert s["rejects"].get("missing_field") == 1 and s["candidates"]["generated"] == 6
-    assert all(c["model"] == "smol" for r in pairs for c in r["candidates"])
+    # the 135M judge often ties its two candidates (all_tied): the candidates are checked wherever they landed
+    cands = [c for r in pairs + rejects for c in r["candidates"]]
+    assert len(cands) == 6 and all(c["model"] == "smol" for c in cands)
+    assert s["candidates"]["rated"] >= 1 and s["judging"]["judge_calls"] == 3  # ratings came back over HTTP
 
     e = s["endpoints"]["smol-api"]
     roles = s["roles"]
