@@ -216,3 +216,32 @@ def test_calibrate_runs_a_judge_on_an_endpoint(tmp_path):
     assert fig["pairs"] == 3 and fig["first_shown_wins"] == 1.0 and fig["orders_compared"] == 3
     assert len(srv.bodies) == 6 and {b["model"] for b in srv.bodies} == {"judge-model"}
     assert srv.bodies[0]["response_format"]["type"] == "json_schema"
+
+
+def test_a_stage_runs_tasks_on_the_endpoint_with_batches_in_flight(tmp_path):
+    import json
+    from functools import partial
+
+    from prefgen.generate import GenerateTask
+    from prefgen.schema import WORK_ROW, to_table
+    from prefgen.stage import ModelStage
+
+    def batch(tag):
+        return to_table([{"id": f"{tag}{i}", "instruction": "q", "source": "s", "line": i, "candidates": [],
+                          "output_tokens": 0, "reject_reason": None, "reject_detail": None} for i in range(3)],
+                        WORK_ROW)
+
+    (tmp_path / "_stats").mkdir()
+    with FakeEndpoint(default=Cue(delay=0.1)) as srv:
+        stage = ModelStage(partial(EndpointEngine, spec(srv.url, max_in_flight=4), "api"),
+                           [GenerateTask("g", "judge-model", num_completions=2)], "api", str(tmp_path), 2)
+
+        async def main():  # as Ray Data calls an async actor: batches at once in one event loop
+            return await asyncio.gather(stage(batch("a")), stage(batch("b")))
+
+        outs = asyncio.run(main())
+    rows = [r for out in outs for r in out.to_pylist()]
+    assert [len(r["candidates"]) for r in rows] == [2] * 6 and srv.max_open == 4
+    (stats,) = (tmp_path / "_stats").iterdir()
+    usage = json.loads(stats.read_text())["endpoint"]
+    assert (usage["requests"], usage["completion_tokens"], usage["failed"]) == (6, 36, 0)
