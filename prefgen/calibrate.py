@@ -141,6 +141,7 @@ def calibrate(cfg: PipelineConfig, pairs_path: str, judge_name: str | None = Non
     """Run the judge on the labelled pairs with one engine in this process; return the figures."""
     import os
 
+    from prefgen.config import EndpointModel
     from prefgen.engine import VllmEngine
     from prefgen.placement import actor_options
     from prefgen.plan import task_for
@@ -148,11 +149,22 @@ def calibrate(cfg: PipelineConfig, pairs_path: str, judge_name: str | None = Non
     judge = pick_judge(cfg, judge_name)
     rows = calibration_rows(read_labelled_pairs(pairs_path, limit), str(pairs_path))
     model = cfg.model_of(judge)
+    key = "judge" if judge is cfg.judge else f"jury.{cfg.jury.index(judge)}"
+    if isinstance(model, EndpointModel):
+        from prefgen.endpoint import BlockingEndpoint
+
+        log(f"[prefgen] calibrating judge '{judge.name}' (endpoint {judge.model}: {model.model} at {model.base_url}) "
+            f"on {len(rows)} labelled pairs")
+        engine = BlockingEndpoint(model, judge.model)
+        try:
+            task_for(cfg, key, judge).run(rows, engine)
+        finally:
+            engine.close()
+        return calibration_figures(rows)
     device = model.engine.device if model.engine.device != "auto" else _local_device()
     os.environ.update(actor_options(model.engine, device)["runtime_env"]["env_vars"])
     log(f"[prefgen] calibrating judge '{judge.name}' ({model.source}) on {len(rows)} labelled pairs, {device}")
     engine = VllmEngine(model.source, model.engine, device)
-    key = "judge" if judge is cfg.judge else f"jury.{cfg.jury.index(judge)}"
     task_for(cfg, key, judge).run(rows, engine)
     return calibration_figures(rows)
 

@@ -13,7 +13,9 @@ from prefgen.calibrate import PairsError
 from prefgen.config import ConfigError, PipelineConfig, load_config
 from prefgen.engine_starts import EngineStartFailed
 from prefgen.io import InputError
+from prefgen.endpoint import EndpointStopped
 from prefgen.pipeline import run
+from prefgen.writer import RunStopped
 from prefgen.placement import PlanError
 from prefgen.runstate import ResumeRefused
 
@@ -111,8 +113,8 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, InputError, ResumeRefused, PlanError, PairsError) as exc:
         print(f"prefgen: {exc}", file=sys.stderr)
         return 2
-    except EngineStartFailed as exc:  # the run stopped; the folder resumes when rerun
-        print(f"prefgen: {exc}", file=sys.stderr)
+    except (EngineStartFailed, RunStopped, EndpointStopped) as exc:  # the folder resumes when rerun
+        print(f"prefgen: run stopped: {exc}", file=sys.stderr)
         return 3
     print("[prefgen] done")
     for line in summary.lines():

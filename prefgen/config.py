@@ -26,6 +26,7 @@ from pydantic import (
 from prefgen.config_models import (  # noqa: F401 - the config's classes, importable from here
     DEFAULT_MODEL,
     MODEL_KINDS,
+    EndpointModel,
     EngineConfig,
     ModelSpec,
     RewardModel,
@@ -184,7 +185,7 @@ class PipelineConfig(Strict):
         roles += [(f"jury.{i}", j) for i, j in enumerate(self.jury)]
         return roles
 
-    def model_of(self, role: RoleConfig) -> VllmModel | RewardModel:
+    def model_of(self, role: RoleConfig) -> VllmModel | RewardModel | EndpointModel:
         return self.models[role.model]
 
     @model_validator(mode="after")

@@ -2,8 +2,8 @@
 the settings of its engine (placement included), and the sampling settings a role asks with.
 
 A kind is one class in the `ModelSpec` union, told apart by `kind`: `vllm` (a chat model in a
-vLLM engine inside the job) and `reward_model` (a sequence-classification model scoring
-responses). Roles (`config_roles.py`) refer to these declarations by name.
+vLLM engine inside the job), `reward_model` (a sequence-classification model scoring
+responses) and `endpoint` (a chat model behind an OpenAI-compatible HTTP API, `endpoint.py`). Roles (`config_roles.py`) refer to these declarations by name.
 """
 
 from __future__ import annotations
@@ -186,13 +186,71 @@ class RewardModel(Strict):
         return json.dumps(self.model_dump(mode="json"), sort_keys=True)
 
 
+class EndpointModel(Strict):
+    """A chat model behind an OpenAI-compatible API (a hosted API, a gateway, a vLLM server you run).
+
+    Its stage is one CPU actor (no GPU) that holds at most `max_in_flight` requests open: the
+    limit is the endpoint's as a whole (see `endpoint.py`). The key is never part of the config:
+    only the name of the environment variable, or the path of the file, the worker reads it from."""
+
+    kind: Literal["endpoint"] = Field(description="endpoint: an OpenAI-compatible chat API, called over HTTP.")
+    base_url: str = Field(description="The API's base URL, up to /v1 (e.g. https://api.openai.com/v1).")
+    model: str = Field(description="The model name the server knows (the request's `model`).")
+    api_key_env: str | None = Field(
+        None, description="Name of the environment variable holding the API key, read on the worker; not the key.")
+    api_key_file: str | None = Field(
+        None, description="Path of a file holding the API key, read on the worker (e.g. a mounted Secret).")
+    timeout_s: float = Field(120.0, gt=0, description="Seconds one HTTP request may take; a timeout is retried.")
+    max_in_flight: int = Field(16, ge=1, description="Requests open at once against this endpoint, whole run.")
+    retries: int = Field(5, ge=0, description="Retries of a request after 429, 5xx, a timeout or a lost connection.")
+    backoff_s: float = Field(1.0, gt=0, description="First retry's wait (doubling, capped at 60 s); Retry-After wins.")
+    max_failure_rate: float = Field(
+        0.5, gt=0, le=1,
+        description="Stop the run when more than this share of the last 20 requests failed after their retries.")
+    price_prompt_per_mtok: float | None = Field(None, ge=0, description="Price per million prompt tokens.")
+    price_completion_per_mtok: float | None = Field(None, ge=0, description="Price per million completion tokens.")
+    batch_size: int = Field(16, ge=1, description="Instructions per batch sent to the endpoint's actor.")
+    batches_in_flight: int = Field(8, ge=1, description="Batches the endpoint's actor works on at once.")
+
+    @field_validator("base_url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError(f"{value!r} is not an http:// or https:// URL")
+        return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _one_key_source(self) -> EndpointModel:
+        if self.api_key_env and self.api_key_file:
+            raise ValueError("api_key_env and api_key_file: give one of them, not both")
+        if self.api_key_env and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", self.api_key_env):
+            raise ValueError(f"api_key_env: {self.api_key_env[:3]}... is not the name of an environment variable "
+                             "(give the variable's name, never the key itself)")
+        return self
+
+    @property
+    def source(self) -> str:
+        """What the candidates' `model` says, and what the family check reads: the served model's name."""
+        return self.model
+
+    @property
+    def engine(self) -> EngineConfig:
+        """The stage's placement in the terms every stage has: one CPU actor, never a GPU."""
+        return EngineConfig(device="cpu", replicas=1, batch_size=self.batch_size,
+                            batches_in_flight=self.batches_in_flight, cpus_per_replica=0.25)
+
+    def engine_key(self) -> str:
+        return json.dumps(self.model_dump(mode="json"), sort_keys=True)
+
+
 def _model_kind(value) -> str:
     """The `kind` of a model declaration; a declaration without one is a vLLM model."""
     return value.get("kind", "vllm") if isinstance(value, dict) else getattr(value, "kind", "vllm")
 
 
-MODEL_KINDS = ("vllm", "reward_model")
+MODEL_KINDS = ("vllm", "reward_model", "endpoint")
 ModelSpec = Annotated[
-    Annotated[VllmModel, Tag("vllm")] | Annotated[RewardModel, Tag("reward_model")],
+    Annotated[VllmModel, Tag("vllm")] | Annotated[RewardModel, Tag("reward_model")]
+    | Annotated[EndpointModel, Tag("endpoint")],
     Discriminator(_model_kind),
 ]

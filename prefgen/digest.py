@@ -23,7 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 
-from prefgen.config_models import ENGINE_OUTPUT_KEYS, RewardModel
+from prefgen.config_models import ENGINE_OUTPUT_KEYS, EndpointModel, RewardModel
 from prefgen.prompts import joint_judge_prompt, joint_schema, judge_prompt, judgment_schema, rubric_for
 
 ROLE_SECTIONS = ("generators", "evolution", "judge", "jury", "pairing", "seed")
@@ -34,7 +34,10 @@ def _hash(value) -> str:
 
 
 def model_identity(model) -> dict:
-    """A model as the digest sees it: kind, source and the engine keys that change outputs."""
+    """A model as the digest sees it: kind, source and the engine keys that change outputs; an
+    endpoint by what answers (URL and model), not by how it is called (key source, limits, prices)."""
+    if isinstance(model, EndpointModel):
+        return {"kind": model.kind, "base_url": model.base_url, "model": model.model}
     engine = model.engine.model_dump(mode="json", include=set(ENGINE_OUTPUT_KEYS))
     return {"kind": model.kind, "source": model.source, "engine": engine}
 

@@ -41,7 +41,8 @@ class Result:
     texts: list[str] = field(default_factory=list)
     finish_reasons: list[str] = field(default_factory=list)  # per text: "stop", or "length" if cut off
     tokens: int = 0
-    error: str | None = None  # set instead of texts when the request could not run
+    error: str | None = None  # set instead of texts when the prompt does not fit (too long for the context)
+    failed: str | None = None  # set instead of texts when an endpoint could not serve the request (HTTP status)
 
 
 class ChatEngine(Protocol):

@@ -23,7 +23,7 @@ from prefgen.config import SamplingConfig
 from prefgen.engine import ChatEngine, Request, TemplateRefused
 from prefgen.generate import cut_off
 from prefgen.prompts import EVOL_CRITERIA, clean_evolved, evolve_prompt
-from prefgen.schema import candidate
+from prefgen.schema import REJECT_REQUEST_FAILED, candidate
 
 
 def pick_criterion(criteria: list[str], seed: int, candidate_id: str, round_no: int) -> str:
@@ -80,6 +80,9 @@ class EvolveTask:
             children = []
             for (row, parent), crit, result in zip(parents, criteria, engine.chat(requests)):
                 row["output_tokens"] += result.tokens
+                if result.failed:  # the rule of every role: a request that failed rejects its row
+                    row["reject_reason"], row["reject_detail"] = REJECT_REQUEST_FAILED, f"evolve: {result.failed}"
+                    continue
                 text = clean_evolved(result.texts[0]) if result.texts else ""
                 reason = why_dropped(result.error, text, parent["text"])
                 if reason:  # a failed or no-op rewrite adds nothing; the parent stays
@@ -97,7 +100,7 @@ class EvolveTask:
                 )
                 row["candidates"].append(child)
                 children.append((row, child))
-            parents = children
+            parents = [(row, c) for row, c in children if row.get("reject_reason") is None]
         if not self.keep_original:
             for row in rows:
                 row["candidates"] = [c for c in row["candidates"] if c["origin"] != "generated"]

@@ -89,6 +89,9 @@ def run_floor(cfg: PipelineConfig, rows: list[dict], engine_factory: EngineFacto
     engines: dict[str, dict] = {}
     roles: dict[str, dict] = {}
     for stage in plan_stages(cfg):
+        if stage.model.kind == "endpoint":  # the floor measures engines in the process, not an API's service
+            raise ValueError(f"models.{stage.model_name}: the floor runs models in engines of its own; a model "
+                             "of kind endpoint has no floor to compare with")
         device = floor_device(stage.model.engine, cuda_available)
         os.environ.update(actor_options(stage.model.engine, device)["runtime_env"]["env_vars"])
         t0 = time.monotonic()

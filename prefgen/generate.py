@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from prefgen.config import SamplingConfig
 from prefgen.engine import ChatEngine, Request, Result, TemplateRefused
 from prefgen.prompts import generation_prompt
-from prefgen.schema import REJECT_TOO_LONG, candidate
+from prefgen.schema import REJECT_REQUEST_FAILED, REJECT_TOO_LONG, candidate
 
 
 def cut_off(result: Result, k: int) -> bool:
@@ -59,6 +59,10 @@ class GenerateTask:
         ]
         for row, result in zip(rows, engine.chat(requests)):
             row["output_tokens"] += result.tokens
+            if result.failed:
+                row["reject_reason"] = REJECT_REQUEST_FAILED
+                row["reject_detail"] = f"generator {self.name}: {result.failed}"
+                continue
             if result.error:
                 row["reject_reason"] = REJECT_TOO_LONG
                 row["reject_detail"] = f"generator {self.name}: {result.error}"

@@ -36,6 +36,7 @@ from statistics import mean
 from prefgen.config import SamplingConfig
 from prefgen.engine import ChatEngine, Request, Result, TemplateRefused
 from prefgen.generate import cut_off
+from prefgen.schema import REJECT_REQUEST_FAILED
 from prefgen.judge_answers import Judgment, JudgmentError, parse_joint, parse_judgment  # noqa: F401 - re-exported
 from prefgen.prompts import (
     Rubric,
@@ -229,6 +230,12 @@ class JudgeTask:
     def _take(self, call: Call, result: Result, attempt: int) -> bool:
         """Record the call's answer, or its failure; True if it is to be asked again."""
         call.row["output_tokens"] += result.tokens
+        if result.failed:  # an endpoint request that failed after its retries: the row is rejected
+            call.attempts += 1
+            self._record(call, None, result.failed)
+            call.row["reject_reason"] = REJECT_REQUEST_FAILED
+            call.row["reject_detail"] = f"judge {self.name}: {result.failed}"
+            return False
         if result.error:  # the prompt does not fit at this limit
             if not call.last:  # nor at the configured one: asking again cannot help
                 call.attempts = 1

@@ -25,17 +25,17 @@ from dataclasses import asdict
 
 import pyarrow as pa
 
-from prefgen.config import PipelineConfig
+from prefgen.config import EndpointModel, PipelineConfig
 from prefgen.engine_starts import start_failure
 from prefgen.io import STATS_DIR, absolute_uri, read_instructions, read_jsons
 from prefgen.phases import PhaseStore, keep_ids
-from prefgen.placement import actor_options, choose_mode, planning_resources, resolve_device
+from prefgen.placement import actor_options, endpoint_actor_options, choose_mode, planning_resources, resolve_device
 from prefgen.plan import StagePlan, engine_factory, plan_lines, plan_stages
 from prefgen.report import RunSummary
 from prefgen.runstate import RunState, check_lease, input_digest
 from prefgen.stage import ModelStage
 from prefgen.schema import WORK_ROW, to_table
-from prefgen.writer import commit_reports, failed_warning, write_batch, write_rows
+from prefgen.writer import RunStopped, commit_reports, failed_warning, write_batch, write_rows
 
 
 def _init_ray(cfg: PipelineConfig, stages: list[StagePlan]):
@@ -100,6 +100,10 @@ def run(cfg: PipelineConfig, log=print) -> RunSummary:
     try:
         attempt_commits = _process(cfg, state, todo, bad_input, summary, started, log)
     except BaseException as exc:
+        if isinstance(exc, RunStopped):  # what the endpoints served before the stop
+            summary.add_stage_stats(read_jsons(out, f"{STATS_DIR}/{state.token}"),
+                                    [(s.name, s.roles) for s in plan_stages(cfg)])
+            state.manifest["endpoints"] = summary.endpoints
         state.fail(repr(exc))
         raise
     for commit in state.commits:
@@ -166,7 +170,7 @@ def _with_stage(ray, ds, cfg: PipelineConfig, s: StagePlan, device: str, token: 
     low, high = eng.replica_range
     return ds.map_batches(
         ModelStage,
-        fn_constructor_kwargs={"engine_factory": engine_factory(s.model, device),
+        fn_constructor_kwargs={"engine_factory": engine_factory(s.model, device, s.model_name, s.max_in_flight),
                                "tasks": s.tasks, "name": s.name, "output": cfg.output.path,
                                "batches_in_flight": eng.batches_in_flight, "attempt": token,
                                "max_failed_starts": cfg.ray.max_failed_starts},
@@ -180,7 +184,7 @@ def _with_stage(ray, ds, cfg: PipelineConfig, s: StagePlan, device: str, token: 
         # up by itself, see engine_starts.py), but a batch is retried a bounded number of times.
         max_restarts=-1,
         max_task_retries=cfg.ray.max_batch_retries,
-        **actor_options(eng, device),
+        **(endpoint_actor_options(eng) if isinstance(s.model, EndpointModel) else actor_options(eng, device)),
     )
 
 

@@ -47,6 +47,12 @@ def actor_options(engine: EngineConfig, device: str) -> dict:
     return options
 
 
+def endpoint_actor_options(engine: EngineConfig) -> dict:
+    """Ray resources of an endpoint's actor: a share of a CPU, no GPU, and nothing in its environment
+    (the API key is read from the node's own environment or a file, never passed through Ray)."""
+    return {"num_cpus": engine.cpus_per_replica}
+
+
 def planning_resources(now: dict, expected: dict) -> dict:
     """What to plan for: the cluster as it is, or what it is expected to grow to, whichever is more."""
     return {k: max(now.get(k, 0), expected.get(k, 0)) for k in {*now, *expected}}

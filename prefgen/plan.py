@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from functools import partial
 
-from prefgen.config import PipelineConfig, RewardModel, RoleConfig, VllmModel
+from prefgen.config import EndpointModel, PipelineConfig, RewardModel, RoleConfig, VllmModel
 from prefgen.evolve import EvolveTask
 from prefgen.generate import GenerateTask
 from prefgen.judge import JudgeTask
@@ -28,8 +28,9 @@ class StagePlan:
 
     name: str
     model_name: str
-    model: VllmModel | RewardModel
+    model: VllmModel | RewardModel | EndpointModel
     tasks: list = field(default_factory=list)
+    max_in_flight: int | None = None  # an endpoint stage's share of the endpoint's limit (in_flight_shares)
 
     @property
     def roles(self) -> list[str]:
@@ -40,16 +41,38 @@ class StagePlan:
         return f"{self.name} ({', '.join(self.roles)})"
 
 
-def engine_factory(model: VllmModel | RewardModel, device: str):
+def engine_factory(model: VllmModel | RewardModel | EndpointModel, device: str, name: str = "",
+                   max_in_flight: int | None = None):
     """What builds one replica's engine, by the model's kind (called inside the stage's actor).
 
     A chat model gets vLLM's async engine (several batches in flight share its queue); the
-    reward model's pooling engine is blocking and serves its batches one at a time."""
+    reward model's pooling engine is blocking and serves its batches one at a time; an endpoint
+    an HTTP client holding at most `max_in_flight` requests open (the stage's share of the
+    endpoint's limit); `name` is the model's name under `models:`, for messages and counts."""
     from prefgen.engine import AsyncVllmEngine
     from prefgen.reward import RewardEngine
 
+    if isinstance(model, EndpointModel):
+        from prefgen.endpoint import EndpointEngine
+
+        return partial(EndpointEngine, model, name, max_in_flight)
     engine = RewardEngine if isinstance(model, RewardModel) else AsyncVllmEngine
     return partial(engine, model.source, model.engine, device)
+
+
+def in_flight_shares(stages: list[StagePlan]) -> None:
+    """Split each endpoint's `max_in_flight` between its stages (one actor each), so that the
+    endpoint never has more open at once, whatever runs at the same time."""
+    from prefgen.placement import PlanError
+
+    for name in {s.model_name for s in stages if isinstance(s.model, EndpointModel)}:
+        mine = [s for s in stages if s.model_name == name]
+        limit = mine[0].model.max_in_flight
+        if limit < len(mine):
+            raise PlanError(f"models.{name}.max_in_flight: {limit} cannot be shared by the {len(mine)} stages its "
+                            f"roles need ({', '.join(s.label for s in mine)}); raise it to {len(mine)} or more")
+        for i, s in enumerate(mine):
+            s.max_in_flight = limit // len(mine) + (i < limit % len(mine))
 
 
 def reward_judges(cfg: PipelineConfig) -> set[str]:
@@ -108,6 +131,7 @@ def plan_stages(cfg: PipelineConfig) -> list[StagePlan]:
             name = role.model if uses[role.model] == 1 else f"{role.model}#{uses[role.model]}"
             stages.append(StagePlan(name, role.model, model))
         stages[-1].tasks.append(task_for(cfg, key, role))
+    in_flight_shares(stages)
     return stages
 
 
@@ -146,6 +170,11 @@ def plan_lines(cfg: PipelineConfig, stages: list[StagePlan], devices: dict[str, 
              f"engines: {len(stages)}"]
     for s in stages:
         e, device = s.model.engine, devices[s.name]
+        if isinstance(s.model, EndpointModel):
+            lines.append(f"  {s.name}: endpoint {s.model.model} at {s.model.base_url}, 1 actor on CPU (no GPU), "
+                         f"at most {s.max_in_flight} request(s) in flight, batch {e.batch_size}")
+            lines.append(f"    roles: {', '.join(s.roles)}")
+            continue
         low, high = e.replica_range
         replicas = f"{low}" if low == high else f"{low}-{high}"
         where = f"{gpus_per_replica(e, device):g} GPU" if device == "gpu" else f"CPU ({e.cpu_kv_cache_gib:g} GiB KV cache)"

@@ -11,9 +11,12 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from prefgen.endpoint_rules import cost
 from prefgen.health import add_health, batch_health, health_figures, health_warnings
 
 CANDIDATE_COUNTS = ("generated", "evolved", "rated", "unrated", "truncated")
+ENDPOINT_COUNTS = ("requests", "retries", "failed", "schema_fallbacks", "top_ups", "prompt_tokens",
+                   "completion_tokens", "answers_without_usage")
 JUDGE_COUNTS = (
     "judgments", "not_applicable", "judge_calls", "parse_failures", "truncated_answers", "retries", "calls_given_up"
 )
@@ -109,6 +112,7 @@ class RunSummary:
     health_stats: dict = field(default_factory=dict)  # summed over batches (prefgen.health)
     health: dict = field(default_factory=dict)  # the figures of those sums
     health_warnings: list[str] = field(default_factory=list)
+    endpoints: dict[str, dict] = field(default_factory=dict)  # per endpoint model: requests, retries, tokens, cost
 
     @property
     def rejected_rows(self) -> int:
@@ -148,6 +152,8 @@ class RunSummary:
         for st in actor_stats:
             if not st.get("ready", True):  # files from before `ready` existed were written when ready
                 continue
+            if st.get("endpoint"):
+                self._add_endpoint(st["stage"].split("#")[0], st["endpoint"])
             agg = self.stages[st["stage"]]
             agg["engine_start_s"] = max(agg["engine_start_s"], st["engine_start_s"])
             agg["busy_s"] += st["busy_s"]
@@ -167,6 +173,28 @@ class RunSummary:
         self.roles = {name: self.roles[name] for name in role_order if name in self.roles}
         for st in self.stages.values():  # stats files may list roles in any order: the plan's
             st["roles"] = [r for r in role_order if r in st["roles"]] + [r for r in st["roles"] if r not in role_order]
+
+    def _add_endpoint(self, name: str, usage: dict) -> None:
+        """Sum one actor's endpoint counts into the endpoint's; the cost follows the summed tokens."""
+        into = self.endpoints.setdefault(name, {"model": usage["model"], "base_url": usage["base_url"],
+                                                **dict.fromkeys(ENDPOINT_COUNTS, 0), "http_errors": {}, "cost": None})
+        for key in ENDPOINT_COUNTS:
+            into[key] += usage.get(key, 0)
+        for status, n in usage.get("http_errors", {}).items():
+            into["http_errors"][status] = into["http_errors"].get(status, 0) + n
+        into["cost"] = cost(into["prompt_tokens"], into["completion_tokens"], usage.get("price_prompt_per_mtok"),
+                            usage.get("price_completion_per_mtok"))
+
+    def endpoint_lines(self) -> list[str]:
+        lines = []
+        for name, e in self.endpoints.items():
+            errors = f", HTTP errors: {format_counts(e['http_errors'])}" if e["http_errors"] else ""
+            lines.append(f"endpoint {name} ({e['model']} at {e['base_url']}): {e['requests']} requests, "
+                         f"{e['retries']} retries, {e['failed']} failed, {e['schema_fallbacks']} schema fallbacks"
+                         f"{errors}; tokens: {e['prompt_tokens']} prompt + {e['completion_tokens']} completion")
+            if e["cost"] is not None:
+                lines.append(f"  cost: {e['cost']:.4f} at the configured prices per million tokens")
+        return lines
 
     def _stage_lines(self) -> list[str]:
         lines = []
@@ -197,6 +225,7 @@ class RunSummary:
             "judging:        " + format_counts(self.judging),
             f"tokens:         {self.output_tokens} generated ({tps:.1f} tok/s over the wall time)",
             *self._stage_lines(),
+            *self.endpoint_lines(),
             *health_lines(self.health, self.health_warnings),
             *(f"warning:        {w}" for w in self.warnings),
             f"wall time:      {self.wall_seconds:.1f} s" + (f" ({self.mode} mode)" if self.mode else ""),

@@ -115,6 +115,10 @@ REJECT_CHOSEN_TRUNCATED = "chosen_truncated"  # every qualifying chosen was cut 
 REJECT_STAGE_ERROR = "stage_error"
 REJECT_WORKER_FAILED = "worker_failed"  # an engine fault: the batch failed on every retry
 REJECT_WRITE_FAILED = "write_failed"  # storage: the batch's shards could not be written after retries
+REJECT_REQUEST_FAILED = "request_failed"  # an endpoint request failed after its retries (detail: HTTP status)
+# Not an output reason: marks the rows of a batch an endpoint stopped; such a batch is not written
+# or committed, and the run stops (see endpoint.py).
+STOPPED = "_stopped"
 
 
 def candidate(**fields) -> dict:

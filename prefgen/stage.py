@@ -35,7 +35,7 @@ from prefgen.engine import (
     template_refusal,
 )
 from prefgen.engine_starts import EngineStartFailed, failed_starts_in_a_row
-from prefgen.schema import REJECT_STAGE_ERROR, WORK_ROW, to_table
+from prefgen.schema import REJECT_STAGE_ERROR, STOPPED, WORK_ROW, to_table
 
 
 class Task(Protocol):
@@ -195,7 +195,10 @@ class ModelStage:
 
     def _run_task(self, task: Task, rows: list[dict], engine: ChatEngine, booked: dict) -> int:
         """Run one role's task on the batch's live rows; returns its output tokens and books its
-        figures in `booked` (the stats take them when the batch is done)."""
+        figures in `booked` (the stats take them when the batch is done).
+
+        An endpoint that stops the run (`endpoint.EndpointStopped`) marks every row of the batch
+        STOPPED: the writer then writes nothing of it and the driver stops the run."""
         live = [row for row in rows if row["reject_reason"] is None]
         if not live:
             return 0
@@ -206,6 +209,10 @@ class ModelStage:
         try:
             task.run(live, counting)
         except Exception as exc:  # noqa: BLE001 - any failure is recorded on the rows
+            if type(exc).__name__ == "EndpointStopped":
+                for row in rows:
+                    row["reject_reason"], row["reject_detail"] = STOPPED, f"{task.role}: {exc}"
+                return counting.tokens
             if engine_dead(exc):
                 self.restart_actor(exc)
                 raise
@@ -238,6 +245,9 @@ class ModelStage:
                     stats[key] += figures[key]
                 self.dropped[role].update(figures["dropped"])
                 stats["dropped"] = dict(self.dropped[role])
+            usage = getattr(self.engine, "usage", None)
+            if callable(usage):  # an endpoint's counts (requests, retries, failures, tokens, cost)
+                self.stats["endpoint"] = usage()
             return json.loads(json.dumps(self.stats))
 
     def _write_stats(self, snapshot: dict, force: bool = False) -> None:

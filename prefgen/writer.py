@@ -8,6 +8,10 @@ written, with the error, so the driver rejects them as `write_failed` and says s
 Ray Data skipping the task and the rows passing for an engine fault. A shard the failed write
 may already have moved into place has no commit, and the run sweeps it before it ends.
 
+A batch an endpoint stopped (its rows marked STOPPED: an error that would fail every row, see
+`endpoint.py`) is neither written nor committed: its report says why and the driver stops the
+run with `RunStopped`, the folder resumable.
+
 Likewise a batch whose pairing raised is reported, its rows `stage_error`. Rows missing from
 every report are the ones whose batch Ray Data skipped after its engine actors died on every
 retry: only those are `worker_failed`.
@@ -32,11 +36,16 @@ from prefgen.schema import (
     REJECT_STAGE_ERROR,
     REJECT_WORKER_FAILED,
     REJECT_WRITE_FAILED,
+    STOPPED,
     reject_row,
 )
 
 WRITE_ATTEMPTS = 5  # a shard write is tried this often...
 WRITE_PAUSE_S = 0.5  # ...pausing 0.5, 1, 2, 4 s in between
+
+
+class RunStopped(RuntimeError):
+    """An endpoint error that would fail every row stopped the run; the folder stays resumable."""
 
 
 def with_retries(write: Callable[[], str], attempts: int = WRITE_ATTEMPTS, pause_s: float = WRITE_PAUSE_S,
@@ -74,10 +83,14 @@ def write_batch(batch: pa.Table, output: str, token: str, pairing: dict, seed: i
                 sleep: Callable[[float], None] = time.sleep) -> pa.Table:
     """Last stage: pair the batch, write its shards, return its report as one row.
 
-    A batch this stage cannot finish is reported instead, its ids under `failed` with the
+    A batch an endpoint stopped is reported as `stop`, unwritten. A batch this stage cannot
+    finish is reported instead, its ids under `failed` with the
     reason its rows get: `write_failed` (storage, after every try) or `stage_error` (pairing
     raised), so that the driver does not take them for an engine fault."""
     rows = batch.to_pylist()
+    stopped = next((r["reject_detail"] for r in rows if r["reject_reason"] == STOPPED), None)
+    if stopped:
+        return pa.Table.from_pylist([{"report": json.dumps({"stop": stopped})}])
     ids = sorted(r["id"] for r in rows)
     try:
         pairs, rejects = split_rows(rows, pairing["strategy"], pairing["min_margin"], pairing["length_matched"], seed,
@@ -102,6 +115,9 @@ def commit_reports(state: RunState, reports: Iterable[dict], todo: list[dict], m
     commits: list[dict] = []
     failed: dict[str, tuple[str, str]] = {}
     for report in reports:
+        if "stop" in report:
+            raise RunStopped(f"{report['stop']}. Nothing of the batch was committed; the output stays "
+                             "resumable: fix the cause and run the same command again")
         if "failed" in report:
             failed.update(dict.fromkeys(report["failed"], (report["reason"], report["error"])))
             log(f"[prefgen] {len(report['failed'])} rows failed in the writer ({report['reason']}): {report['error']}")
