@@ -103,7 +103,7 @@ def run(cfg: PipelineConfig, log=print) -> RunSummary:
         if isinstance(exc, RunStopped):  # what the endpoints served before the stop
             summary.add_stage_stats(read_jsons(out, f"{STATS_DIR}/{state.token}"),
                                     [(s.name, s.roles) for s in plan_stages(cfg)])
-            state.manifest["endpoints"] = summary.endpoints
+            state.manifest["endpoints"] = state.attempt["endpoints"] = summary.endpoints
         state.fail(repr(exc))
         raise
     for commit in state.commits:
@@ -116,6 +116,8 @@ def run(cfg: PipelineConfig, log=print) -> RunSummary:
             f"row counts do not add up: {summary.input_rows} in, {summary.paired_rows} paired + "
             f"{summary.rejected_rows} rejected"
         )
+    if summary.endpoints:  # engine figures are this attempt's: the history keeps each attempt's calls
+        state.attempt["endpoints"] = summary.endpoints
     state.finish(asdict(summary))
     return summary
 

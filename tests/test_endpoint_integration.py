@@ -109,6 +109,10 @@ def test_endpoint_roles_stop_on_a_bad_key_then_resume_and_finish(server, tmp_pat
     assert "run stopped" in bad.stderr and "HTTP 401" in bad.stderr and "endpoint smol-api (smol at" in bad.stderr
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["status"] == "failed" and "HTTP 401" in manifest["attempts"][-1]["error"]
+    # the stopped attempt's own counts: its generation requests, each refused (at most one per row)
+    stopped = manifest["endpoints"]["smol-api"]
+    refused = stopped["http_errors"].get("401", 0)
+    assert 1 <= refused <= 3 and stopped["requests"] == refused and stopped["completion_tokens"] == 0
     assert not glob.glob(f"{out}/pairs/*.parquet")  # nothing of the pipeline was committed
 
     good = cli(path, out, KEY)
@@ -130,10 +134,12 @@ def test_endpoint_roles_stop_on_a_bad_key_then_resume_and_finish(server, tmp_pat
     roles = s["roles"]
     role_requests = roles["generate:gen"]["requests"] + roles["judge:judge"]["requests"]
     assert roles["generate:gen"]["requests"] == 3 and roles["judge:judge"]["requests"] >= 3
-    # every HTTP request: one per role request, plus retries, fallbacks, top-ups, and the stopped run's 401s
-    refused = e["http_errors"].get("401", 0)
-    assert 1 <= refused <= 3  # the stopped run sent at most one generation request per row, nothing more
-    assert e["requests"] == role_requests + e["retries"] + e["schema_fallbacks"] + e["top_ups"] + refused
+    # this attempt's HTTP requests (engine figures are per attempt): one per role request, plus
+    # retries, fallbacks and top-ups; none refused
+    assert "401" not in e["http_errors"]
+    assert [a.get("endpoints", {}).get("smol-api", {}).get("http_errors", {}).get("401") for a in s["attempts"]] == [
+        refused, None]  # each attempt's calls stay in the history
+    assert e["requests"] == role_requests + e["retries"] + e["schema_fallbacks"] + e["top_ups"]
     assert e["failed"] == 0 and e["prompt_tokens"] > 0 and e["completion_tokens"] > 0
     assert e["completion_tokens"] == roles["generate:gen"]["output_tokens"] + roles["judge:judge"]["output_tokens"]
     assert e["cost"] == pytest.approx((e["prompt_tokens"] * 0.5 + e["completion_tokens"] * 1.5) / 1e6)

@@ -20,7 +20,7 @@ import prefgen.pipeline
 from prefgen.config import parse_config
 from prefgen.engine_starts import EngineStartFailed
 
-def dying_engine(model, device):
+def dying_engine(model, device, *args):
     return partial(os._exit, 1)  # the process dies while the engine starts, as an OOM kill does
 
 prefgen.pipeline.engine_factory = dying_engine
