@@ -13,7 +13,7 @@ from prefgen.reward import JURY_SCALE
 
 
 def candidates_per_row(cfg) -> int:
-    """Candidates a row gets when every request succeeds (see `plan.expected_calls`)."""
+    """Candidates a row gets when every request succeeds (`plan.expected_calls` counts judge calls by it)."""
     generated = sum(g.num_completions for g in cfg.generators)
     ev = cfg.evolution
     if not ev.enabled:

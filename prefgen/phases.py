@@ -19,11 +19,10 @@ deletes that phase's folders and markers and those of every later phase, and run
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import pyarrow as pa
@@ -32,11 +31,7 @@ import pyarrow.dataset as pads
 import pyarrow.fs as pafs
 
 from prefgen.io import PHASES_DIR, filesystem, write_json
-
-
-def ids_digest(ids: Iterable[str]) -> str:
-    """A short hash of a multiset of row ids (order does not matter, duplicates do)."""
-    return hashlib.sha256("\n".join(sorted(ids)).encode()).hexdigest()[:16]
+from prefgen.runstate import batch_key
 
 
 def keep_ids(batch: pa.Table, ids: list[str]) -> pa.Table:
@@ -73,7 +68,7 @@ def reuse_refusal(marker: dict | None, found: list[str] | None, todo: set[str]) 
         return "not finished"
     if found is None:
         return "its output folder is missing"
-    if len(found) != marker["rows"] or ids_digest(found) != marker["ids_digest"]:
+    if len(found) != marker["rows"] or batch_key(found) != marker["ids_digest"]:
         return f"its output holds {len(found)} rows, not the {marker['rows']} its marker names"
     missing = todo - set(found) - set(marker.get("failed_ids", []))
     if missing:
@@ -109,13 +104,16 @@ class PhaseStore:
         data = pads.dataset(path, filesystem=self.fs, format="parquet")
         return data.to_table(columns=["id"])["id"].to_pylist() if data.files else []
 
+    def _delete(self, info: pafs.FileInfo) -> None:
+        self.fs.delete_dir(info.path) if info.type == pafs.FileType.Directory else self.fs.delete_file(info.path)
+
     def clear_others(self) -> int:
         """Delete phase folders of another config (or of the older, token-keyed layout)."""
         removed = 0
         parent = self.base.rsplit("/", 1)[0]
         for info in self.fs.get_file_info(pafs.FileSelector(parent, allow_not_found=True)):
             if info.path.rstrip("/") != self.base:
-                self.fs.delete_dir(info.path) if info.type == pafs.FileType.Directory else self.fs.delete_file(info.path)
+                self._delete(info)
                 removed += 1
         return removed
 
@@ -124,7 +122,7 @@ class PhaseStore:
         name = phase_name(index, stage)
         for info in self.fs.get_file_info(pafs.FileSelector(self.base, allow_not_found=True)):
             if info.base_name == f"{name}.json" or info.base_name.startswith(f"{name}-"):
-                self.fs.delete_dir(info.path) if info.type == pafs.FileType.Directory else self.fs.delete_file(info.path)
+                self._delete(info)
 
     def finished(self, stages: list[str], todo: set[str], log: Callable[[str], None] = print) -> list[Phase]:
         """The finished phases to reuse for the rows `todo`, in order; every phase from the first
@@ -157,7 +155,7 @@ class PhaseStore:
         if before:
             before()
         write_json(self.output, f"{self.root}/{phase_name(index, stage)}.json", {
-            "phase": index + 1, "stage": stage, "folder": folder, "rows": len(found), "ids_digest": ids_digest(found),
+            "phase": index + 1, "stage": stage, "folder": folder, "rows": len(found), "ids_digest": batch_key(found),
             "failed_ids": sorted(failed), "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         })
         return Phase(index, stage, f"{self.output}/{self.root}/{folder}", set(found), failed)

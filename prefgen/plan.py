@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from functools import partial
 
 from prefgen.config import EndpointModel, PipelineConfig, RewardModel, RoleConfig, VllmModel
+from prefgen.config_checks import candidates_per_row
 from prefgen.evolve import EvolveTask
 from prefgen.generate import GenerateTask
 from prefgen.judge import JudgeTask
@@ -138,15 +139,12 @@ def plan_stages(cfg: PipelineConfig) -> list[StagePlan]:
 def expected_calls(cfg: PipelineConfig) -> dict[str, dict[str, float]]:
     """Per role: engine requests and outputs per input row, before retries and drops."""
     calls: dict[str, dict[str, float]] = {}
-    generated = 0
     for g in cfg.generators:
         calls[f"generate:{g.name}"] = {"requests": 1, "outputs": g.num_completions}
-        generated += g.num_completions
-    candidates = generated
-    ev = cfg.evolution
+    generated, ev = sum(g.num_completions for g in cfg.generators), cfg.evolution
     if ev.enabled:
         calls["evolve"] = {"requests": generated * ev.num_evolutions, "outputs": generated * ev.num_evolutions}
-        candidates = generated * ev.num_evolutions + (generated if ev.keep_original else 0)
+    candidates = candidates_per_row(cfg)
     for j in cfg.judges:
         if isinstance(cfg.model_of(j), RewardModel):  # one score per candidate
             calls[f"judge:{j.name}"] = {"requests": candidates, "outputs": candidates}

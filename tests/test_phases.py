@@ -8,7 +8,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from prefgen.phases import PhaseStore, ids_digest, keep_ids, reuse_refusal
+from prefgen.phases import PhaseStore, keep_ids, reuse_refusal
+from prefgen.runstate import batch_key
 from prefgen.runstate import RunState
 
 STAGES = ["g", "h"]  # the phases written to disk (a third stage, the judge, streams into the writer)
@@ -42,7 +43,7 @@ def test_a_resumed_attempt_reuses_finished_phases_for_the_rows_still_to_do(tmp_p
     run_phase(first, 0, {"r1", "r2", "r3"})
     run_phase(first, 1, {"r1", "r2", "r3"})
     marker = json.loads((out / "_phases/cfg1/01-g.json").read_text())
-    assert marker["rows"] == 3 and marker["ids_digest"] == ids_digest(["r3", "r1", "r2"])
+    assert marker["rows"] == 3 and marker["ids_digest"] == batch_key(["r3", "r1", "r2"])
     assert marker["folder"] == "01-g-aaaaaaaa"
 
     # the last stage committed r1 before the crash: the resume asks for r2, r3 only
@@ -134,7 +135,7 @@ def test_a_finished_run_deletes_its_phases(tmp_path):
 
 
 def test_reuse_refusal_names_why():
-    marker = {"rows": 2, "ids_digest": ids_digest(["a", "b"]), "failed_ids": ["c"]}
+    marker = {"rows": 2, "ids_digest": batch_key(["a", "b"]), "failed_ids": ["c"]}
     assert reuse_refusal(None, None, {"a"}) == "not finished"
     assert reuse_refusal(marker, None, {"a"}) == "its output folder is missing"
     assert reuse_refusal(marker, ["a", "b"], {"a", "c"}) is None
