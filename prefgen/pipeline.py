@@ -85,15 +85,15 @@ def run(cfg: PipelineConfig, log=print) -> RunSummary:
     cfg.output.path = out = absolute_uri(cfg.output.path)
     inputs = read_instructions(cfg.input)  # unusable input fails here, before Ray starts
     all_ids = sorted(r["id"] for r in inputs.rows + inputs.rejects)
-    state = RunState(out)
-    state.open(cfg.model_dump(mode="json"), cfg.digest(), input_digest(all_ids), cfg.output.overwrite, log,
+    state, digest = RunState(out), cfg.digest()
+    state.open(cfg.model_dump(mode="json"), digest, input_digest(all_ids), cfg.output.overwrite, log,
                digest_parts=cfg.digest_parts())
     todo = [r for r in inputs.rows if r["id"] not in state.done_ids]
     bad_input = [r for r in inputs.rejects if r["id"] not in state.done_ids]
     log(f"[prefgen] {inputs.total} rows read from {inputs.source}: {len(inputs.rows)} usable, "
         f"{len(inputs.rejects)} rejected, {len(state.done_ids)} already done, {len(todo)} to process")
     summary = RunSummary(output=out, input_rows=inputs.total, rows_skipped=len(state.done_ids),
-                         config_digest=cfg.digest(), warnings=cfg.warnings())
+                         config_digest=digest, warnings=cfg.warnings())
     for warning in summary.warnings:
         log(f"[prefgen] warning: {warning}")
 
