@@ -63,9 +63,36 @@ class PairingConfig(Strict):
 
 class InputConfig(Strict):
     path: str | None = Field(None, description="JSONL, Parquet, CSV file or datasets folder; none: the bundled sample.")
-    field: str = Field("instruction", description="Column holding the instruction.")
+    field: str = Field("instruction", description="Column holding the prompt: an instruction (text) or a "
+                       "conversation (a list of {role, content} messages whose last turn is the user's).")
     limit: int | None = Field(None, ge=1, description="Use only the first N rows.")
     format: Literal["auto", "jsonl", "parquet", "csv", "datasets"] = "auto"
+    responses: list[str] = Field(
+        default_factory=list,
+        description="Columns holding responses to rate as candidates (origin: provided): each a response (text, "
+        "{text, model}, or a TRL message list) or a list of responses.",
+    )
+    preference: bool = Field(
+        False, description="TRL preference rows to re-judge: field defaults to 'prompt' and responses to "
+        "[chosen, rejected], each a string or a message list.",
+    )
+
+    @model_validator(mode="after")
+    def _preference_columns(self) -> InputConfig:
+        if self.preference:
+            if "field" not in self.model_fields_set:
+                self.field = "prompt"
+            if "responses" not in self.model_fields_set:
+                self.responses = ["chosen", "rejected"]
+        for i, column in enumerate(self.responses):
+            if not column.strip():
+                raise ValueError(f"responses.{i}: a column name cannot be empty")
+        repeated = sorted({c for c in self.responses if self.responses.count(c) > 1})
+        if repeated:
+            raise ValueError(f"responses: columns given twice: {repeated}")
+        if self.field in self.responses:
+            raise ValueError(f"responses: {self.field!r} is the prompt's column (input.field), not a response column")
+        return self
 
 
 class OutputConfig(Strict):
@@ -122,7 +149,8 @@ class PipelineConfig(Strict):
                 sampling=SamplingConfig(temperature=1.0, max_tokens=192),
             ),
         ],
-        min_length=1,
+        description="Models that answer each prompt; none ([]): only the input's responses (input.responses) "
+        "are rated.",
     )
     evolution: EvolutionConfig = Field(default_factory=lambda: EvolutionConfig(sampling=SamplingConfig(max_tokens=256)))
     # The laptop default judges one order: cheap, and its summary says when the small judge rates by

@@ -12,13 +12,22 @@ from prefgen.prompts import rubric_for
 from prefgen.reward import JURY_SCALE
 
 
-def candidates_per_row(cfg) -> int:
+def originals_per_row(cfg, provided: int | None = None) -> int:
+    """Candidates a row gets before evolution: the generators' completions and the provided responses.
+
+    `provided`: the row's responses from the input; none: one per column of `input.responses` (a
+    column holding a list gives at least one, so this is the least a usable row gets)."""
+    provided = len(cfg.input.responses) if provided is None else provided
+    return sum(g.num_completions for g in cfg.generators) + provided
+
+
+def candidates_per_row(cfg, provided: int | None = None) -> int:
     """Candidates a row gets when every request succeeds (`plan.expected_calls` counts judge calls by it)."""
-    generated = sum(g.num_completions for g in cfg.generators)
+    originals = originals_per_row(cfg, provided)
     ev = cfg.evolution
     if not ev.enabled:
-        return generated
-    return generated * ev.num_evolutions + (generated if ev.keep_original else 0)
+        return originals
+    return originals * ev.num_evolutions + (originals if ev.keep_original else 0)
 
 
 def rating_range(cfg) -> tuple[float, float, str] | None:
@@ -49,9 +58,10 @@ def never_output(cfg) -> list[str]:
     count = candidates_per_row(cfg)
     if count < 2:
         problems.append(
-            f"generators: every row gets {count} candidate (num_completions summed over the generators"
-            f"{'' if cfg.evolution.enabled else ', evolution disabled'}) and a pair needs two; raise "
-            "generators.0.num_completions, add a generator, or enable evolution with keep_original"
+            f"generators: every row gets {count} candidate (num_completions summed over the generators, plus one per "
+            f"column of input.responses{'' if cfg.evolution.enabled else ', evolution disabled'}) and a pair needs "
+            "two; raise generators.0.num_completions, add a generator, add a response column (input.responses), or "
+            "enable evolution with keep_original"
         )
     found = rating_range(cfg)
     if found is not None:

@@ -1,6 +1,7 @@
 """EvolQuality: rewrite completions into better versions, each rewrite a candidate of its own.
 
-Round 1 rewrites every generated completion; round r rewrites round r-1's rewrites. Each
+Round 1 rewrites every original candidate: each generated completion and each response the
+input provides (`input.responses`); round r rewrites round r-1's rewrites. Each
 rewrite targets one criterion, drawn per candidate and round from a hash of the run seed and
 the candidate id, so the draw is the same on every run and independent of batching. A rewrite
 is not assumed better: the judge rates it like any other candidate. A rewrite that failed
@@ -24,6 +25,10 @@ from prefgen.engine import ChatEngine, Request, TemplateRefused
 from prefgen.generate import cut_off
 from prefgen.prompts import EVOL_CRITERIA, clean_evolved, evolve_prompt
 from prefgen.schema import REJECT_REQUEST_FAILED, candidate
+
+# The candidates round 1 rewrites, and `keep_original: false` drops: the generators' completions and
+# the responses the input provides (they are candidates like any other).
+ORIGINALS = ("generated", "provided")
 
 
 def pick_criterion(criteria: list[str], seed: int, candidate_id: str, round_no: int) -> str:
@@ -66,7 +71,7 @@ class EvolveTask:
                                   f"request ({why})")
 
     def run(self, rows: list[dict], engine: ChatEngine) -> None:
-        parents = [(row, c) for row in rows for c in row["candidates"] if c["origin"] == "generated"]
+        parents = [(row, c) for row in rows for c in row["candidates"] if c["origin"] in ORIGINALS]
         for round_no in range(1, self.num_evolutions + 1):
             if not parents:
                 break
@@ -103,4 +108,4 @@ class EvolveTask:
             parents = [(row, c) for row, c in children if row.get("reject_reason") is None]
         if not self.keep_original:
             for row in rows:
-                row["candidates"] = [c for c in row["candidates"] if c["origin"] != "generated"]
+                row["candidates"] = [c for c in row["candidates"] if c["origin"] not in ORIGINALS]

@@ -5,7 +5,8 @@ stages, each appending to the row's candidate list, so the candidates of an inst
 grouped as they are made (no shuffle, no barrier). An empty completion adds no candidate and
 is counted in `dropped`, which the stage reports. A completion cut off at `max_tokens` stays a
 candidate marked `truncated`: it can still serve as a rejected answer, and pairing decides
-whether it may be chosen.
+whether it may be chosen. A conversation (multi-turn prompt) is continued: the generator answers its
+last user turn with the earlier turns before it (see `prompts.continue_prompt`).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from dataclasses import dataclass, field
 
 from prefgen.config import SamplingConfig
 from prefgen.engine import ChatEngine, Request, Result, TemplateRefused
-from prefgen.prompts import generation_prompt
+from prefgen.prompts import continue_prompt, generation_prompt
 from prefgen.schema import REJECT_REQUEST_FAILED, REJECT_TOO_LONG, candidate
 
 
@@ -53,8 +54,8 @@ class GenerateTask:
 
     def run(self, rows: list[dict], engine: ChatEngine) -> None:
         requests = [
-            Request(generation_prompt(row["instruction"], self.system_prompt, self.template), self.sampling,
-                    n=self.num_completions)
+            Request(continue_prompt(row.get("messages") or [{"role": "user", "content": row["instruction"]}],
+                                    self.system_prompt, self.template), self.sampling, n=self.num_completions)
             for row in rows
         ]
         for row, result in zip(rows, engine.chat(requests)):

@@ -24,13 +24,21 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from prefgen.config import InputConfig
+from prefgen.input_rows import (  # noqa: F401 - prompt_text: a row's prompt as one text, for other checks
+    Rejected,
+    content_key,
+    conversation_text,
+    duplicate_key,
+    prompt_text,
+    read_prompt,
+    read_responses,
+)
 from prefgen.schema import (
     REJECT_BAD_JSON,
     REJECT_BAD_UTF8,
     REJECT_DUPLICATE,
-    REJECT_EMPTY,
-    REJECT_MISSING_FIELD,
-    REJECT_NOT_STRING,
+    REJECT_TOO_FEW_CANDIDATES,
+    candidate,
     reject_row,
     to_table,
 )
@@ -67,32 +75,41 @@ class InputRows:
     source: str
     rows: list[dict] = field(default_factory=list)
     rejects: list[dict] = field(default_factory=list)
+    prompt_field: str = "instruction"  # the prompt's column (an instruction or a conversation)
+    responses: list[str] = field(default_factory=list)  # columns of provided responses
 
     @property
     def total(self) -> int:
         return len(self.rows) + len(self.rejects)
 
-    def add(self, line: int, value, present: bool = True, reason: str | None = None, detail: str | None = None):
+    def add(self, line: int, record: dict | None, reason: str | None = None, detail: str | None = None):
+        """Validate one record (a row's columns) into a work row or a reject; `reason` rejects it as given."""
         name = posixpath.basename(self.source)
+        messages, responses = None, []
         if reason is None:
-            if not present:
-                reason, detail = REJECT_MISSING_FIELD, "the instruction field is missing"
-            elif not isinstance(value, str):
-                kind = "null" if value is None else type(value).__name__
-                reason, detail = REJECT_NOT_STRING, f"instruction is {kind}, not text"
-            elif not value.strip():
-                reason, detail = REJECT_EMPTY, "instruction is empty or whitespace"
-        text = value if isinstance(value, str) else None
-        base = {
-            "id": row_id(name, line, text if text is not None else repr(value)),
-            "instruction": text,
-            "source": self.source,
-            "line": line,
-        }
-        if reason:
-            self.rejects.append(reject_row(base, reason, detail))
-        else:
-            self.rows.append(base | {"candidates": [], "output_tokens": 0, "reject_reason": None, "reject_detail": None})
+            try:
+                messages = read_prompt(record, self.prompt_field)
+                responses = read_responses(record, self.responses)
+            except Rejected as rejected:
+                reason, detail, messages = rejected.reason, rejected.detail, None
+        if messages is None:
+            value = (record or {}).get(self.prompt_field)
+            text = value if isinstance(value, str) else None
+            key = text if text is not None and not self.responses else repr(value if not self.responses else record)
+            self.rejects.append(reject_row({"id": row_id(name, line, key), "instruction": text, "source": self.source,
+                                            "line": line}, reason, detail))
+            return
+        plain = len(messages) == 1 and not responses
+        rid = row_id(name, line, messages[0]["content"] if plain else content_key(messages, responses))
+        candidates = [
+            candidate(candidate_id=f"{rid}/input.{column}/{k}", text=text, model=model, generator=column,
+                      origin="provided")
+            for k, (column, model, text) in enumerate(responses)
+        ]
+        self.rows.append({"id": rid, "instruction": conversation_text(messages), "messages": messages,
+                          "source": self.source, "line": line, "candidates": candidates, "output_tokens": 0,
+                          "reject_reason": None, "reject_detail": None,
+                          "_duplicate_key": duplicate_key(messages, responses)})
 
 
 def _detect_format(path: str, info: pafs.FileInfo, fmt: str) -> str:
@@ -107,7 +124,7 @@ def _detect_format(path: str, info: pafs.FileInfo, fmt: str) -> str:
     return formats[suffix]
 
 
-def _read_jsonl(data: bytes, fld: str, out: InputRows, limit: int | None) -> None:
+def _read_jsonl(data: bytes, out: InputRows, limit: int | None) -> None:
     for number, raw in enumerate(data.removeprefix(UTF8_BOM).split(b"\n"), start=1):
         if limit is not None and out.total >= limit:
             return
@@ -126,29 +143,44 @@ def _read_jsonl(data: bytes, fld: str, out: InputRows, limit: int | None) -> Non
         if not isinstance(record, dict):
             out.add(number, None, reason=REJECT_BAD_JSON, detail=f"a {type(record).__name__}, not an object")
             continue
-        out.add(number, record.get(fld), present=fld in record)
+        out.add(number, record)
 
 
-def _read_columns(table: pa.Table, path: str, fld: str, out: InputRows, limit: int | None, first_line: int):
-    if fld not in table.column_names:
-        raise InputError(f"{path}: no column '{fld}' (columns: {', '.join(table.column_names)}); set input.field")
-    values = table.column(fld).to_pylist()
-    for i, value in enumerate(values[:limit] if limit else values):
-        out.add(i + first_line, value, present=value is not None)
+def _check_columns(path: str, names: list[str], out: InputRows) -> None:
+    """The prompt and response columns must exist in a file with a header (CSV, Parquet, datasets)."""
+    if out.prompt_field not in names:
+        raise InputError(f"{path}: no column '{out.prompt_field}' (columns: {', '.join(names)}); set input.field")
+    missing = [c for c in out.responses if c not in names]
+    if missing:
+        raise InputError(f"{path}: no column {', '.join(map(repr, missing))} named in input.responses "
+                         f"(columns: {', '.join(names)})")
 
 
-def read_instructions(cfg: InputConfig) -> InputRows:
-    """Read and validate the configured input; raises InputError if it is unusable as a whole."""
+def _read_columns(table: pa.Table, path: str, out: InputRows, limit: int | None, first_line: int):
+    _check_columns(path, table.column_names, out)
+    table = table.select(list(dict.fromkeys([out.prompt_field, *out.responses])))
+    records = table.slice(0, limit).to_pylist() if limit else table.to_pylist()
+    for i, record in enumerate(records):
+        if record[out.prompt_field] is None:  # a null cell: the field is missing from this row
+            del record[out.prompt_field]
+        out.add(i + first_line, record)
+
+
+def read_instructions(cfg: InputConfig, candidates_for=None) -> InputRows:
+    """Read and validate the configured input; raises InputError if it is unusable as a whole.
+
+    `candidates_for(provided)`: the candidates a row with that many provided responses gets; rows
+    left with fewer than two are rejected (`too_few_candidates`)."""
     uri = cfg.path or str(SAMPLE_INSTRUCTIONS)
     fs, path = filesystem(uri)
     info = fs.get_file_info(path)
     if info.type == pafs.FileType.NotFound:
         raise InputError(f"input {uri} does not exist")
     fmt = _detect_format(path, info, cfg.format)
-    out = InputRows(source=uri)
+    out = InputRows(source=uri, prompt_field=cfg.field, responses=list(cfg.responses))
     if fmt == "jsonl":
         with fs.open_input_stream(path) as f:
-            _read_jsonl(f.read(), cfg.field, out, cfg.limit)
+            _read_jsonl(f.read(), out, cfg.limit)
     elif fmt == "csv":
         with fs.open_input_stream(path) as f:
             data = f.read()
@@ -158,17 +190,18 @@ def read_instructions(cfg: InputConfig) -> InputRows:
             line = data[:exc.start].count(b"\n") + 1
             raise InputError(f"{uri}: line {line} is not UTF-8 text (byte {exc.start}: {exc.reason})") from None
         reader = csv.DictReader(io.StringIO(text))
-        if cfg.field not in (reader.fieldnames or []):
-            raise InputError(f"{uri}: no column '{cfg.field}' (columns: {reader.fieldnames}); set input.field")
+        _check_columns(uri, reader.fieldnames or [], out)
         for record in reader:
             if cfg.limit is not None and out.total >= cfg.limit:
                 break
-            out.add(reader.line_num, record.get(cfg.field))
+            out.add(reader.line_num, record)
     elif fmt == "parquet":
-        _read_columns(pq.read_table(path, filesystem=fs), uri, cfg.field, out, cfg.limit, first_line=1)
+        _read_columns(pq.read_table(path, filesystem=fs), uri, out, cfg.limit, first_line=1)
     else:
         out = _read_dataset_dir(uri, cfg, out)
     _reject_duplicates(out)
+    if candidates_for is not None:
+        reject_short_rows(out, candidates_for)
     return out
 
 
@@ -180,7 +213,7 @@ def _read_dataset_dir(uri: str, cfg: InputConfig, out: InputRows) -> InputRows:
         if len(loaded) != 1:
             raise InputError(f"{uri} holds splits {list(loaded)}; point input.path at one split's folder")
         loaded = next(iter(loaded.values()))
-    _read_columns(loaded.data.table, uri, cfg.field, out, cfg.limit, first_line=1)
+    _read_columns(loaded.data.table, uri, out, cfg.limit, first_line=1)
     return out
 
 
@@ -188,11 +221,27 @@ def _reject_duplicates(out: InputRows) -> None:
     first_seen: dict[str, int] = {}
     kept = []
     for row in out.rows:
-        key = " ".join(row["instruction"].split())
+        key = row.pop("_duplicate_key")
         if key in first_seen:
-            out.rejects.append(reject_row(row, REJECT_DUPLICATE, f"same instruction as line {first_seen[key]}"))
+            what = "prompt and responses" if out.responses else "instruction"
+            out.rejects.append(reject_row(row, REJECT_DUPLICATE, f"same {what} as line {first_seen[key]}"))
         else:
             first_seen[key] = row["line"]
+            kept.append(row)
+    out.rows = kept
+
+
+def reject_short_rows(out: InputRows, candidates_for) -> None:
+    """Reject the rows that would get fewer than two candidates: `candidates_for(provided)` is the
+    number a row with that many provided responses gets (see config_checks.candidates_per_row)."""
+    kept = []
+    for row in out.rows:
+        provided = len(row["candidates"])
+        count = candidates_for(provided)
+        if count < 2:
+            detail = f"{provided} provided response(s) give {count} candidate(s); a pair needs two"
+            out.rejects.append(reject_row(row, REJECT_TOO_FEW_CANDIDATES, detail))
+        else:
             kept.append(row)
     out.rows = kept
 

@@ -86,11 +86,12 @@ def select_pairs(
 
 
 def pair_row(row: dict, chosen: dict, rejected: dict, index: int) -> dict:
-    """One output row: TRL conversational preference columns plus provenance."""
+    """One output row: TRL conversational preference columns plus provenance; `prompt` is the whole
+    conversation for a multi-turn input."""
     return {
         "id": row["id"],
         "pair_id": f"{row['id']}-{index}",
-        "prompt": [{"role": "user", "content": row["instruction"]}],
+        "prompt": row.get("messages") or [{"role": "user", "content": row["instruction"]}],
         "chosen": [{"role": "assistant", "content": chosen["text"]}],
         "rejected": [{"role": "assistant", "content": rejected["text"]}],
         "chosen_rating": chosen["rating"],

@@ -22,10 +22,12 @@ import json
 import os
 import time
 from dataclasses import asdict
+from functools import partial
 
 import pyarrow as pa
 
 from prefgen.config import EndpointModel, PipelineConfig
+from prefgen.config_checks import candidates_per_row
 from prefgen.engine_starts import start_failure
 from prefgen.io import STATS_DIR, absolute_uri, read_instructions, read_jsons
 from prefgen.phases import PhaseStore, keep_ids
@@ -83,7 +85,7 @@ def run(cfg: PipelineConfig, log=print) -> RunSummary:
     started = time.monotonic()
     cfg = cfg.model_copy(deep=True)
     cfg.output.path = out = absolute_uri(cfg.output.path)
-    inputs = read_instructions(cfg.input)  # unusable input fails here, before Ray starts
+    inputs = read_instructions(cfg.input, partial(candidates_per_row, cfg))  # unusable input fails before Ray starts
     all_ids = sorted(r["id"] for r in inputs.rows + inputs.rejects)
     state, digest = RunState(out), cfg.digest()
     state.open(cfg.model_dump(mode="json"), digest, input_digest(all_ids), cfg.output.overwrite, log,

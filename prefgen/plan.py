@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from functools import partial
 
 from prefgen.config import EndpointModel, PipelineConfig, RewardModel, RoleConfig, VllmModel
-from prefgen.config_checks import candidates_per_row
+from prefgen.config_checks import candidates_per_row, originals_per_row
 from prefgen.evolve import EvolveTask
 from prefgen.generate import GenerateTask
 from prefgen.judge import JudgeTask
@@ -141,9 +141,9 @@ def expected_calls(cfg: PipelineConfig) -> dict[str, dict[str, float]]:
     calls: dict[str, dict[str, float]] = {}
     for g in cfg.generators:
         calls[f"generate:{g.name}"] = {"requests": 1, "outputs": g.num_completions}
-    generated, ev = sum(g.num_completions for g in cfg.generators), cfg.evolution
-    if ev.enabled:
-        calls["evolve"] = {"requests": generated * ev.num_evolutions, "outputs": generated * ev.num_evolutions}
+    originals, ev = originals_per_row(cfg), cfg.evolution
+    if ev.enabled:  # the generated and the provided candidates are rewritten
+        calls["evolve"] = {"requests": originals * ev.num_evolutions, "outputs": originals * ev.num_evolutions}
     candidates = candidates_per_row(cfg)
     for j in cfg.judges:
         if isinstance(cfg.model_of(j), RewardModel):  # one score per candidate

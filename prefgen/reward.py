@@ -39,8 +39,10 @@ class Score:
     error: str | None = None  # set instead of value when the conversation could not be scored
 
 
-def conversation(instruction: str, response: str) -> list[Message]:
-    return [{"role": "user", "content": instruction}, {"role": "assistant", "content": response}]
+def conversation(instruction: str, response: str, messages: list[Message] | None = None) -> list[Message]:
+    """The exchange a reward model scores: the prompt (a whole conversation if given), then the response."""
+    prompt = messages or [{"role": "user", "content": instruction}]
+    return [*prompt, {"role": "assistant", "content": response}]
 
 
 class RewardEngine:
@@ -158,7 +160,8 @@ class RewardTask:
 
     def run(self, rows: list[dict], engine) -> None:
         items = [(row, cand) for row in rows for cand in row["candidates"]]
-        scores = _score(engine, [conversation(row["instruction"], cand["text"]) for row, cand in items])
+        scores = _score(engine, [conversation(row["instruction"], cand["text"], row.get("messages"))
+                                 for row, cand in items])
         for (_row, cand), score in zip(items, scores, strict=True):
             cand["judgments"] = [*(cand["judgments"] or []), reward_judgment(self.name, checked(score))]
         for row in rows:

@@ -12,7 +12,7 @@ import pyarrow as pa
 
 # The version of what an output folder holds (the columns below, commits, manifest). Bump it when
 # they change: a run written under another version is not resumed (see `runstate.py`).
-OUTPUT_SCHEMA_VERSION = 1
+OUTPUT_SCHEMA_VERSION = 2  # 2: provided candidates, conversations (`messages`)
 
 MESSAGE = pa.struct([("role", pa.string()), ("content", pa.string())])
 
@@ -40,11 +40,12 @@ JUDGMENT = pa.struct(
 
 CANDIDATE = pa.struct(
     [
-        ("candidate_id", pa.string()),  # "<row id>/<generator>/<k>", evolved: "<parent>/e<round>"
+        # "<row id>/<generator>/<k>"; provided: "<row id>/input.<column>/<k>"; evolved: "<parent>/e<round>"
+        ("candidate_id", pa.string()),
         ("text", pa.string()),
-        ("model", pa.string()),
-        ("generator", pa.string()),  # generator name, or "evolver"
-        ("origin", pa.string()),  # "generated" | "evolved"
+        ("model", pa.string()),  # provided: the model the input names, else null
+        ("generator", pa.string()),  # generator name, "evolver", or a provided response's input column
+        ("origin", pa.string()),  # "generated" | "evolved" | "provided" (read from the input)
         ("parent_id", pa.string()),
         ("criterion", pa.string()),
         ("truncated", pa.bool_()),  # the text was cut off at max_tokens (finish reason "length")
@@ -58,7 +59,11 @@ CANDIDATE = pa.struct(
 )
 CANDIDATE_FIELDS = [f.name for f in CANDIDATE]
 
-SOURCE_FIELDS = [("id", pa.string()), ("instruction", pa.string()), ("source", pa.string()), ("line", pa.int64())]
+# `instruction`: the prompt as the evolver and judge see it (a conversation as a transcript, see
+# input_rows.conversation_text); `messages`: the prompt as a message list (one user turn for a plain
+# instruction, null for an input row that could not be read).
+SOURCE_FIELDS = [("id", pa.string()), ("instruction", pa.string()), ("messages", pa.list_(MESSAGE)),
+                 ("source", pa.string()), ("line", pa.int64())]
 
 WORK_ROW = pa.schema(
     SOURCE_FIELDS
@@ -102,7 +107,14 @@ REJECT_ROW = pa.schema(
 REJECT_MISSING_FIELD = "missing_field"
 REJECT_NOT_STRING = "instruction_not_string"
 REJECT_EMPTY = "empty_instruction"
-REJECT_DUPLICATE = "duplicate_instruction"
+REJECT_DUPLICATE = "duplicate_instruction"  # the same prompt (and the same provided responses)
+REJECT_BAD_CONVERSATION = "malformed_conversation"  # detail names the turn: messages[2].role
+REJECT_LAST_TURN_NOT_USER = "last_turn_not_user"
+REJECT_EMPTY_TURN = "empty_turn"
+REJECT_MISSING_RESPONSE = "missing_response"  # a provided response (input.responses) is absent or null
+REJECT_RESPONSE_NOT_TEXT = "response_not_text"
+REJECT_EMPTY_RESPONSE = "empty_response"
+REJECT_TOO_FEW_CANDIDATES = "too_few_candidates"  # provided + generated responses of the row are fewer than 2
 REJECT_BAD_JSON = "malformed_json"
 REJECT_BAD_UTF8 = "invalid_utf8"
 REJECT_TOO_LONG = "prompt_too_long"
@@ -134,6 +146,7 @@ def reject_row(row: dict, reason: str, detail: str | None) -> dict:
     return {
         "id": row["id"],
         "instruction": row["instruction"],
+        "messages": row.get("messages"),
         "source": row["source"],
         "line": row["line"],
         "reason": reason,

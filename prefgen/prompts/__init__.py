@@ -27,14 +27,21 @@ from prefgen.prompts.rewrite import (
     load_criteria,
 )
 from prefgen.prompts.rubrics import ASPECT_ALIASES, BUILTIN_ASPECTS, BUILTIN_RUBRICS, Rubric, aspect_name, rubric_for
-from prefgen.prompts.templates import GENERATION_FIELDS, Message, fill, generation_prompt, resolve_template
+from prefgen.prompts.templates import (
+    GENERATION_FIELDS,
+    Message,
+    continue_prompt,
+    fill,
+    generation_prompt,
+    resolve_template,
+)
 
 NA_ASPECTS = tuple(name for name, rubric in BUILTIN_RUBRICS.items() if rubric.allows_na)
 
 __all__ = [
     "ASPECT_ALIASES", "BUILTIN_ASPECTS", "BUILTIN_RUBRICS", "DEFAULT_REWRITE", "EVOL_CRITERIA", "GENERATION_FIELDS",
     "Message", "NA_ASPECTS", "NOT_APPLICABLE", "REWRITE_FIELDS", "REWRITE_TEMPLATES", "Rubric", "SYSTEM_PROMPT",
-    "aspect_name", "block", "block_nonce", "clean_evolved", "evolve_prompt", "fill", "generation_prompt",
+    "aspect_name", "block", "block_nonce", "clean_evolved", "continue_prompt", "evolve_prompt", "fill", "generation_prompt",
     "joint_judge_prompt", "joint_schema", "judge_prompt", "judgment_schema", "load_criteria", "resolve_template",
     "rubric_for",
 ]

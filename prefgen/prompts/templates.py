@@ -80,3 +80,20 @@ def generation_prompt(instruction: str, system_prompt: str | None, template: str
     messages = [{"role": "system", "content": system_prompt}] if system_prompt else []
     content = fill(template, instruction=instruction) if template else instruction
     return messages + [{"role": "user", "content": content}]
+
+
+def continue_prompt(messages: list[Message], system_prompt: str | None, template: str | None = None) -> list[Message]:
+    """The generator's chat for a conversation (a lone user turn is a plain instruction): its turns as
+    they are, the last user turn in `template` if given; a generator's system prompt goes first, joined
+    with the conversation's own system turn if it has one."""
+    *earlier, last = messages
+    if len(messages) == 1:
+        return generation_prompt(last["content"], system_prompt, template)
+    chat = [dict(m) for m in earlier]
+    if system_prompt:
+        if chat and chat[0]["role"] == "system":
+            chat[0]["content"] = f"{system_prompt}\n\n{chat[0]['content']}"
+        else:
+            chat.insert(0, {"role": "system", "content": system_prompt})
+    content = fill(template, instruction=last["content"]) if template else last["content"]
+    return chat + [{"role": "user", "content": content}]
