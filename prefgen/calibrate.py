@@ -2,7 +2,7 @@
 
 `prefgen calibrate CONFIG --pairs FILE` reads pairs a person (or a trusted source) labelled, in
 TRL's preference shape: one JSON object per line with `prompt`, `chosen` and `rejected`, each a
-string or a message list. The judge (the config's `judge`, or a juror by name) rates both answers
+string or a message list (read by `input_rows`, as a run reads `input.preference` rows). The judge (the config's `judge`, or a juror by name) rates both answers
 exactly as in a run (same prompts, orders, retries), then the figures say how often it agrees with
 the labels, with and without ties, and how often its verdict survives a change of order. A judge
 is chosen on that evidence, before it labels a whole dataset.
@@ -16,6 +16,7 @@ import json
 from pathlib import Path
 
 from prefgen.config import JudgeConfig, PipelineConfig
+from prefgen.input_rows import Rejected, conversation_text, read_prompt, response_text
 from prefgen.schema import candidate
 
 
@@ -23,13 +24,21 @@ class PairsError(ValueError):
     """A labelled-pairs file that cannot be used; names the file and line."""
 
 
-def _text(value, where: str, key: str) -> str:
-    """A string, or the content of a message list's last message (the answer or the user turn)."""
-    if isinstance(value, list) and value and all(isinstance(m, dict) and "content" in m for m in value):
-        value = value[-1]["content"]
-    if not isinstance(value, str) or not value.strip():
-        raise PairsError(f"{where}: '{key}' must be a non-empty string or message list")
-    return value.strip()
+def _read_pair(data: dict, where: str) -> dict:
+    """prompt (as the judge sees it), messages, chosen, rejected of one labelled pair, read as a run
+    reads a preference row (`input_rows`): the prompt a string or a conversation, each answer a
+    string or a message list whose last turn is the assistant's."""
+    try:
+        messages = read_prompt(data, "prompt")
+    except Rejected as exc:
+        raise PairsError(f"{where}: 'prompt' must be a non-empty string or message list ({exc.detail})") from None
+    pair = {"prompt": conversation_text(messages), "messages": messages}
+    for key in ("chosen", "rejected"):
+        try:
+            pair[key] = response_text(data[key], key)
+        except Rejected as exc:
+            raise PairsError(f"{where}: '{key}' must be a non-empty string or message list ({exc.detail})") from None
+    return pair
 
 
 def read_labelled_pairs(path: str | Path, limit: int | None = None) -> list[dict]:
@@ -52,7 +61,7 @@ def read_labelled_pairs(path: str | Path, limit: int | None = None) -> list[dict
         missing = [k for k in ("prompt", "chosen", "rejected") if k not in data]
         if missing:
             raise PairsError(f"{where}: missing {', '.join(missing)}")
-        pairs.append({"id": f"pair{number}", **{k: _text(data[k], where, k) for k in ("prompt", "chosen", "rejected")}})
+        pairs.append({"id": f"pair{number}", **_read_pair(data, where)})
         if limit and len(pairs) >= limit:
             break
     if not pairs:
@@ -63,7 +72,7 @@ def read_labelled_pairs(path: str | Path, limit: int | None = None) -> list[dict
 def calibration_rows(pairs: list[dict], source: str) -> list[dict]:
     """Work rows whose two candidates are the labelled answers (ids end in /chosen, /rejected)."""
     return [
-        {"id": p["id"], "instruction": p["prompt"], "source": source, "line": i, "output_tokens": 0,
+        {"id": p["id"], "instruction": p["prompt"], "messages": p.get("messages"), "source": source, "line": i, "output_tokens": 0,
          "reject_reason": None, "reject_detail": None,
          "candidates": [candidate(candidate_id=f"{p['id']}/{side}", text=p[side], model="labelled",
                                   generator=side, origin="provided") for side in ("chosen", "rejected")]}

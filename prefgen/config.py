@@ -20,6 +20,8 @@ import yaml
 from pydantic import (
     Field,
     ValidationError,
+    ValidationInfo,
+    field_validator,
     model_validator,
 )
 
@@ -77,6 +79,18 @@ class InputConfig(Strict):
         "[chosen, rejected], each a string or a message list.",
     )
 
+    @field_validator("responses")
+    @classmethod
+    def _response_columns(cls, value: list[str], info: ValidationInfo) -> list[str]:
+        if any(not column.strip() for column in value):
+            raise ValueError(f"a column name cannot be empty (item {[c.strip() for c in value].index('')})")
+        repeated = sorted({c for c in value if value.count(c) > 1})
+        if repeated:
+            raise ValueError(f"columns given twice: {repeated}")
+        if info.data.get("field") in value:
+            raise ValueError(f"{info.data['field']!r} is the prompt's column (input.field), not a response column")
+        return value
+
     @model_validator(mode="after")
     def _preference_columns(self) -> InputConfig:
         if self.preference:
@@ -84,14 +98,8 @@ class InputConfig(Strict):
                 self.field = "prompt"
             if "responses" not in self.model_fields_set:
                 self.responses = ["chosen", "rejected"]
-        for i, column in enumerate(self.responses):
-            if not column.strip():
-                raise ValueError(f"responses.{i}: a column name cannot be empty")
-        repeated = sorted({c for c in self.responses if self.responses.count(c) > 1})
-        if repeated:
-            raise ValueError(f"responses: columns given twice: {repeated}")
         if self.field in self.responses:
-            raise ValueError(f"responses: {self.field!r} is the prompt's column (input.field), not a response column")
+            raise ValueError(f"input.field: {self.field!r} is also a response column (input.responses)")
         return self
 
 
@@ -258,9 +266,12 @@ class PipelineConfig(Strict):
 
     def warnings(self) -> list[str]:
         """Legal but risky settings, said once at the start of a run."""
+        from prefgen.config_checks import few_candidates
+
         writers = [*self.generators, *([self.evolution] if self.evolution.enabled else [])]
         found = self_preference_warnings([(j.name, self.model_of(j).source) for j in self.judges],
                                          [self.model_of(r).source for r in writers])
+        found += [w for w in [few_candidates(self)] if w]
         if (len(self.judges) == 1 and isinstance(self.model_of(self.judge), RewardModel)
                 and "min_margin" not in self.pairing.model_fields_set):
             found.append(f"judge {self.judge.name!r} is a reward model: ratings are its raw scores, and "

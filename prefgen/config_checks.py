@@ -56,7 +56,7 @@ def never_output(cfg) -> list[str]:
     """Settings under which no row can ever become a pair, or every request is refused."""
     problems = []
     count = candidates_per_row(cfg)
-    if count < 2:
+    if count < 2 and not cfg.input.responses:  # a response column may hold a list: see few_candidates
         problems.append(
             f"generators: every row gets {count} candidate (num_completions summed over the generators, plus one per "
             f"column of input.responses{'' if cfg.evolution.enabled else ', evolution disabled'}) and a pair needs "
@@ -83,3 +83,12 @@ def never_output(cfg) -> list[str]:
                 "rejected as prompt_too_long"
             )
     return problems
+
+
+def few_candidates(cfg) -> str | None:
+    """A warning when a row gets two candidates only if its response column holds a list of them."""
+    count = candidates_per_row(cfg)
+    if count >= 2 or not cfg.input.responses:
+        return None
+    return (f"input.responses: rows get {count} candidate(s) when column {cfg.input.responses[0]!r} holds one "
+            "response; a row needs a list of two or more there, or it is rejected as too_few_candidates")

@@ -11,7 +11,8 @@ A killed run resumes when the new config gives the same digest; otherwise it is 
   and answer schema per aspect, rendered from its rubric (built-in or its own) around
   placeholders, so an edited rubric file or built-in judge prompt changes the digest too.
 Left out: `input.*` (the rows it yields are checked on their own, by the input digest of their
-ids), `output.*`, `ray.*`, models no role uses, evolution's settings while it is disabled, and
+ids; a row's id covers its prompt, conversation and provided responses with their columns, so
+`input.field`, `input.responses` and `input.preference` change it when they change what is judged), `output.*`, `ray.*`, models no role uses, evolution's settings while it is disabled, and
 the engine keys that only place an engine (`config_models.ENGINE_PLACEMENT_KEYS`).
 
 Besides the digest, `digest_parts` maps each dotted key of that content to a short hash of its

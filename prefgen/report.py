@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from prefgen.endpoint_rules import cost
 from prefgen.health import add_health, batch_health, health_figures, health_warnings
 
-CANDIDATE_COUNTS = ("generated", "evolved", "rated", "unrated", "truncated")
+CANDIDATE_COUNTS = ("generated", "provided", "evolved", "rated", "unrated", "truncated")
 ENDPOINT_COUNTS = ("requests", "retries", "failed", "schema_fallbacks", "top_ups", "prompt_tokens",
                    "completion_tokens", "answers_without_usage")
 JUDGE_COUNTS = (
@@ -64,11 +64,17 @@ def judge_counts(candidates: list[dict]) -> dict[str, int]:
     }
 
 
+def original_roots(candidates: list[dict], origin: str) -> set[str]:
+    """The original answers of one origin ("generated" or "provided") behind these candidates: each
+    such candidate, and the one each rewrite descends from (`<row>/<generator>/<k>/e1/e2` ->
+    `<row>/<generator>/<k>`; a provided one is `<row>/input.<column>/<k>`), so that they count when
+    `evolution.keep_original: false` left only their rewrites in the output."""
+    roots = {re.sub(r"(/e\d+)+$", "", c["candidate_id"]) for c in candidates if c["origin"] in (origin, "evolved")}
+    return {r for r in roots if (r.split("/") + [""])[1].startswith("input.") == (origin == "provided")}
+
+
 def generated_roots(candidates: list[dict]) -> set[str]:
-    """The generated answers behind these candidates: each generated candidate, and the one each
-    rewrite descends from (`<row>/<generator>/<k>/e1/e2` -> `<row>/<generator>/<k>`), so that they
-    count when `evolution.keep_original: false` left only their rewrites in the output."""
-    return {re.sub(r"(/e\d+)+$", "", c["candidate_id"]) for c in candidates if c["origin"] in ("generated", "evolved")}
+    return original_roots(candidates, "generated")
 
 
 def batch_counts(key: str, rows: list[dict], pairs: list[dict], rejects: list[dict]) -> dict:
@@ -82,6 +88,7 @@ def batch_counts(key: str, rows: list[dict], pairs: list[dict], rejects: list[di
         "rejects": count_reasons(rejects),
         "output_tokens": sum(row.get("output_tokens") or 0 for row in rows),
         "generated": len(generated_roots(candidates)),
+        "provided": len(original_roots(candidates, "provided")),
         "evolved": sum(c["origin"] == "evolved" for c in candidates),
         "rated": sum(c["rating"] is not None for c in candidates),
         "unrated": sum(c["rating"] is None for c in candidates),
