@@ -50,7 +50,7 @@ def test_several_response_columns_each_give_a_candidate(tmp_path):
 
 
 def test_trl_preference_rows_in_string_and_message_form():
-    got = read_instructions(InputConfig(path="tests/data/preference_rows.jsonl", preference=True))
+    got = read_instructions(InputConfig(path="prefgen/data/sample_preferences.jsonl", preference=True))
     assert not got.rejects and len(got.rows) == 3
     first, _, multi = got.rows
     assert [c["text"] for c in first["candidates"]] == ["The capital of France is Paris.",

@@ -99,3 +99,12 @@ def test_counts_keep_provided_roots_apart_from_generated_ones(tmp_path):
 def test_a_reward_model_scores_the_whole_conversation():
     assert conversation("ignored", "Red.", CONVERSATION) == [*CONVERSATION, {"role": "assistant", "content": "Red."}]
     assert conversation("q", "a") == [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]
+
+
+def test_the_sample_rejudge_config_starts_the_judges_engine_only():
+    from prefgen.config import load_config
+
+    cfg = load_config("configs/rejudge.yaml")
+    assert [s.roles for s in plan_stages(cfg)] == [["judge:judge"]] and not cfg.warnings()
+    got = read_instructions(cfg.input)
+    assert len(got.rows) == 3 and all(len(r["candidates"]) == 2 for r in got.rows)
