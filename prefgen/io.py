@@ -95,7 +95,8 @@ class InputRows:
         if messages is None:
             value = (record or {}).get(self.prompt_field)
             text = value if isinstance(value, str) else None
-            key = text if text is not None and not self.responses else repr(value if not self.responses else record)
+            # the id of a reject: from what the row holds (with responses, the whole record)
+            key = repr(record) if self.responses else text if text is not None else repr(value)
             self.rejects.append(reject_row({"id": row_id(name, line, key), "instruction": text, "source": self.source,
                                             "line": line}, reason, detail))
             return
