@@ -3,8 +3,9 @@
 A judge-only run through the real CLI over the bundled TRL preference sample (3 rows, one of them
 a conversation, 2 provided responses each): `generators: []` and evolution off, so the plan starts
 the judge's engine alone and every candidate is a provided response, rated by the judge. Kept
-small for CI (one engine, one order, no rationales, short answers): about a minute here, most of
-it the engine's start.
+small for CI (one engine, one order, no rationales, short answers): 314 s for the test on the
+loaded 2-core machine, of which the run's wall time 284 s, the engine's start 173 s and judging
+(3 calls, 85 tokens) 17 s.
 """
 
 import glob
