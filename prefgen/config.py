@@ -20,8 +20,6 @@ import yaml
 from pydantic import (
     Field,
     ValidationError,
-    ValidationInfo,
-    field_validator,
     model_validator,
 )
 
@@ -46,6 +44,7 @@ from prefgen.config_roles import (  # noqa: F401
     JudgeConfig,
     RoleConfig,
 )
+from prefgen.config_input import InputConfig  # noqa: F401 - importable from here
 from prefgen.family import self_preference_warnings
 
 class ConfigError(ValueError):
@@ -61,46 +60,6 @@ class PairingConfig(Strict):
     allow_truncated_chosen: bool = Field(
         False, description="Let a candidate cut off at max_tokens be the chosen one (it may always be the rejected)."
     )
-
-
-class InputConfig(Strict):
-    path: str | None = Field(None, description="JSONL, Parquet, CSV file or datasets folder; none: the bundled sample.")
-    field: str = Field("instruction", description="Column holding the prompt: an instruction (text) or a "
-                       "conversation (a list of {role, content} messages whose last turn is the user's).")
-    limit: int | None = Field(None, ge=1, description="Use only the first N rows.")
-    format: Literal["auto", "jsonl", "parquet", "csv", "datasets"] = "auto"
-    responses: list[str] = Field(
-        default_factory=list,
-        description="Columns holding responses to rate as candidates (origin: provided): each a response (text, "
-        "{text, model}, or a TRL message list) or a list of responses.",
-    )
-    preference: bool = Field(
-        False, description="TRL preference rows to re-judge: field defaults to 'prompt' and responses to "
-        "[chosen, rejected], each a string or a message list.",
-    )
-
-    @field_validator("responses")
-    @classmethod
-    def _response_columns(cls, value: list[str], info: ValidationInfo) -> list[str]:
-        if any(not column.strip() for column in value):
-            raise ValueError(f"a column name cannot be empty (item {[c.strip() for c in value].index('')})")
-        repeated = sorted({c for c in value if value.count(c) > 1})
-        if repeated:
-            raise ValueError(f"columns given twice: {repeated}")
-        if info.data.get("field") in value:
-            raise ValueError(f"{info.data['field']!r} is the prompt's column (input.field), not a response column")
-        return value
-
-    @model_validator(mode="after")
-    def _preference_columns(self) -> InputConfig:
-        if self.preference:
-            if "field" not in self.model_fields_set:
-                self.field = "prompt"
-            if "responses" not in self.model_fields_set:
-                self.responses = ["chosen", "rejected"]
-        if self.field in self.responses:
-            raise ValueError(f"input.field: {self.field!r} is also a response column (input.responses)")
-        return self
 
 
 class OutputConfig(Strict):

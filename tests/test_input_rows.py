@@ -229,3 +229,25 @@ def test_input_keys_are_guarded_by_the_input_digest_not_the_config_digest(tmp_pa
         digests.add(input_digest(sorted(r["id"] for r in got.rows + got.rejects)))
         configs.add(cfg.digest())
     assert len(digests) == 3 and len(configs) == 1
+
+
+def test_a_resume_over_other_provided_responses_is_refused(tmp_path):
+    from prefgen.config import parse_config
+    from prefgen.runstate import ResumeRefused, RunState, input_digest
+
+    path, out = tmp_path / "in.jsonl", str(tmp_path / "out")
+
+    def open_run(answer):
+        path.write_text(json.dumps({"instruction": "q", "a": "x", "b": answer}) + "\n")
+        cfg = parse_config({"input": {"path": str(path), "responses": ["a", "b"]}})
+        got = read_instructions(cfg.input)
+        state = RunState(out)
+        state.open(cfg.model_dump(mode="json"), cfg.digest(), input_digest(sorted(r["id"] for r in got.rows)),
+                   False, log=lambda m: None, digest_parts=cfg.digest_parts())
+        state.claim(None)
+        return state
+
+    open_run("y").fail("killed")
+    open_run("y").fail("killed again")  # the same responses: resumes
+    with pytest.raises(ResumeRefused, match="another input"):
+        open_run("z")
