@@ -12,7 +12,7 @@ import pyarrow as pa
 
 # The version of what an output folder holds (the columns below, commits, manifest). Bump it when
 # they change: a run written under another version is not resumed (see `runstate.py`).
-OUTPUT_SCHEMA_VERSION = 1
+OUTPUT_SCHEMA_VERSION = 2  # 2: commits rolled into segments, shards merged at the end (commits.py, compaction.py)
 
 MESSAGE = pa.struct([("role", pa.string()), ("content", pa.string())])
 
