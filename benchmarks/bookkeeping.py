@@ -12,6 +12,7 @@ filesystem (`prefgen.counting_fs`). Prints and writes: driver peak memory, secon
 calls per phase, and how many objects the resume listed and read, `_commits/` apart.
 
     python benchmarks/bookkeeping.py [--rows 1000000] [--batch-rows 1000] [--items 10000] [--out NAME]
+                                     [--commit-only]   # no shards: the commit log of small batches
 """
 
 from __future__ import annotations
@@ -32,8 +33,8 @@ from common import save
 from prefgen.config import InputConfig
 from prefgen.counting_fs import CountingStorage, count_storage
 from prefgen.io import read_instructions
-from prefgen.report import RunSummary
-from prefgen.runstate import COMMITS_DIR, RunState, input_digest
+from prefgen.report import RunSummary, batch_counts
+from prefgen.runstate import COMMITS_DIR, RunState, batch_key, input_digest
 from prefgen.schema import REJECT_MARGIN, reject_row
 from prefgen.writer import commit_reports, write_rows
 
@@ -59,22 +60,28 @@ def make_input(path: Path, rows: int, seed: int = 0) -> None:
                 f.write(json.dumps({"instruction": text}) + "\n")
 
 
-def make_items(count: int, seed: int = 1) -> list[str]:
+def make_items(path: Path, count: int, seed: int = 1) -> None:
+    """`count` benchmark items, as JSONL with a `prompt` field."""
     rng = random.Random(seed)
-    return [f"benchmark item {i}: " + " ".join(rng.choices(WORDS, k=15)) for i in range(count)]
+    with path.open("w") as f:
+        for i in range(count):
+            f.write(json.dumps({"prompt": f"benchmark item {i}: " + " ".join(rng.choices(WORDS, k=15))}) + "\n")
 
 
-def dedup_and_decontaminate(rows: list[dict], items: list[str]) -> tuple[list[dict], list[dict], str]:
-    """Near-duplicate removal and decontamination against `items`: (kept, rejects, note).
+def dedup_and_decontaminate(inputs, source: Path, items: Path) -> tuple[int, str]:
+    """Near-duplicate removal and decontamination against the items, in place: (rows rejected, note).
 
-    HOOK: the modules `prefgen.near_duplicates` and `prefgen.decontaminate` are being written on
-    another branch; until they are wired here this is a no-op and says so in the note."""
+    HOOK: runs `prefgen.screen` (the `dedup` branch: near_duplicates.py, decontaminate.py) in
+    process, if this tree has it; otherwise a no-op that says so in the note."""
     try:
-        import prefgen.decontaminate  # noqa: F401
-        import prefgen.near_duplicates  # noqa: F401
-    except ImportError:
-        return rows, [], "NOT RUN: prefgen.near_duplicates / prefgen.decontaminate are not in this tree"
-    return rows, [], "NOT RUN: the modules exist but this hook is not wired to them yet"
+        from prefgen.screen import prepare, screen_input
+    except ModuleNotFoundError as exc:
+        if exc.name != "prefgen.screen":
+            raise  # the module is there but broken: say so, do not pass for "not run"
+        return 0, "NOT RUN: prefgen.screen (near_duplicates.py, decontaminate.py) is not in this tree"
+    cfg = InputConfig(path=str(source), decontaminate=[{"path": str(items)}])
+    counts = screen_input(inputs, cfg, prepare(cfg))
+    return sum(counts.values()), f"prefgen.screen in process, defaults: {counts}"
 
 
 def pass_through(rows: list[dict]) -> tuple[list[dict], list[dict]]:
@@ -110,6 +117,8 @@ def main() -> None:
     parser.add_argument("--items", type=int, default=10_000)
     parser.add_argument("--out", default="bookkeeping", help="results file name (without .json)")
     parser.add_argument("--keep", action="store_true", help="keep the work folder")
+    parser.add_argument("--commit-only", action="store_true",
+                        help="commit each batch without writing its shards: the commit log alone (small batches)")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="prefgen-bookkeeping-"))
     source, out = work / "instructions.jsonl", str(work / "out")
@@ -123,7 +132,8 @@ def main() -> None:
 
     t = time.monotonic()
     make_input(source, args.rows)
-    items = make_items(args.items)
+    items = work / "benchmark_items.jsonl"
+    make_items(items, args.items)
     storage = count_storage(CountingStorage(base=out))
     phase("generate_input", t, mib=round(source.stat().st_size / 2**20, 1))
 
@@ -132,9 +142,8 @@ def main() -> None:
     phase("read_validate", t, usable=len(inputs.rows), rejected=len(inputs.rejects))
 
     t = time.monotonic()
-    rows, near_rejects, note = dedup_and_decontaminate(inputs.rows, items)
-    inputs.rows, inputs.rejects = rows, inputs.rejects + near_rejects
-    phase("dedup_decontaminate", t, note=note, rejected=len(near_rejects))
+    screened, note = dedup_and_decontaminate(inputs, source, items)
+    phase("dedup_decontaminate", t, note=note, rejected=screened)
 
     t = time.monotonic()
     all_ids = sorted(r["id"] for r in inputs.rows + inputs.rejects)
@@ -154,7 +163,10 @@ def main() -> None:
         for i in range(0, len(todo), args.batch_rows):
             batch = todo[i:i + args.batch_rows]
             pairs, rejects = pass_through(batch)
-            yield write_rows(out, token, batch, pairs, rejects)
+            if args.commit_only:
+                yield batch_counts(batch_key([r["id"] for r in batch]), batch, pairs, rejects)
+            else:
+                yield write_rows(out, token, batch, pairs, rejects)
 
     commit_reports(state, reports(), todo, 0, log=print)
     phase("write_commit", t, batches=len(state.commits), note=PASS_THROUGH)
@@ -182,6 +194,7 @@ def main() -> None:
         "commit": commit,
         "rows": args.rows,
         "batch_rows": args.batch_rows,
+        "shards_written": not args.commit_only,
         "benchmark_items": args.items,
         "engine_stages": PASS_THROUGH,
         "driver_peak_gib": peak_gib(),
