@@ -113,8 +113,8 @@ def committed_shards(uri: str, kind: str = PAIRS_DIR) -> list[str]:
 
     Follows the commit log, so it never returns an uncommitted shard nor a batch shard a merged
     file replaced, and lists no data folder; during a finish's compaction it may name a merged
-    file still under its temporary name. Read these, not `uri/pairs/*.parquet`, while a run owns
-    the folder."""
+    file still under its temporary name (if that file is gone when read, the merge has just moved
+    it: call again). Read these, not `uri/pairs/*.parquet`, while a run owns the folder."""
     log = CommitLog.read(uri)
     names = shard_names(log.commits(), log.merges, kind)
     pending = [m for m in log.merges if m["kind"] == kind]
