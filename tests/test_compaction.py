@@ -14,7 +14,7 @@ from prefgen.commits import COMMITS_DIR, FANOUT, CommitLog
 from prefgen.compaction import compact
 from prefgen.counting_fs import CountingStorage, count_storage, restore
 from prefgen.report import batch_counts
-from prefgen.runstate import LEASE_FILE, RunState, committed_shards
+from prefgen.runstate import LEASE_FILE, RunState, StaleLease, committed_shards
 from prefgen.writer import write_rows
 
 
@@ -194,3 +194,15 @@ def test_committed_shards_names_no_uncommitted_shard(tmp_path):
     write_rows(str(out), state.token, [{"id": "late"}], [pair("late")], [])  # its commit never came
     assert sorted(followed_ids(out)) == sorted(every) and "late" in plain_ids(out)
     assert len(CommitLog.read(str(out)).commits()) == 2
+
+
+def test_a_driver_that_lost_the_folder_does_not_roll_its_log(tmp_path):
+    out = tmp_path / "out"
+    old = opened(out)
+    died(out)
+    opened(out)  # a new owner, a new lease token
+    for b in range(FANOUT - 1):
+        commit_only(old, [f"o{b}"])
+    with pytest.raises(StaleLease):
+        commit_only(old, [f"o{FANOUT}"])  # the roll checks the lease first
+    assert not list((out / COMMITS_DIR).glob("seg-*"))
