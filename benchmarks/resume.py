@@ -22,12 +22,11 @@ from pathlib import Path
 
 from common import INSTRUCTIONS, cli, config_with_batch_size, run_cli, save
 
-from prefgen.io import read_jsons
-from prefgen.runstate import COMMITS_DIR
+from prefgen.commits import CommitLog
 
 
 def committed(out: Path) -> list[dict]:
-    return read_jsons(str(out), COMMITS_DIR)
+    return CommitLog.read(str(out)).commits()
 
 
 def main() -> None:

@@ -1,12 +1,16 @@
 """What a run has finished, so that a killed run can be resumed with every row exactly once.
 
 The output folder holds, besides the dataset:
-- `_commits/<key>.json`: one per written batch, naming the ids it finished and its counts.
+- `_commits/`: the commit log (`commits.py`): one commit per written batch, naming the ids it
+  finished and its counts, rolled up into segments as the run goes so that a resume reads few
+  objects; and the records of shard compaction (`compaction.py`).
   A batch's shards (`pairs/part-<key>.parquet`, `rejects/part-<key>.parquet`) count only once
   its commit exists; the driver writes the commit after the writer reported the shards, so a
   crash in between leaves uncommitted shards, which the next run deletes and redoes; a run
   also sweeps them when it finishes (a writer whose commit never came, e.g. it failed after
-  moving one of its shards into place, or an orphan that slipped past the lease check).
+  moving one of its shards into place, or an orphan that slipped past the lease check). Then
+  it merges the small shards into files of about 128 MiB. `committed_shards` lists the files
+  that count: every reader of an output goes through it.
 - `_lease.json`: the run that owns the folder (a token, the driver's host and pid, the local
   Ray session it started). Writers check the token just before a shard becomes visible, so
   workers orphaned by a killed driver cannot add to the folder a later run is completing;
@@ -31,11 +35,14 @@ from importlib import metadata
 
 import pyarrow.fs as pafs
 
+from prefgen.commits import COMMITS_DIR, CommitLog
+from prefgen.compaction import SHARD_KINDS, SHARD_TARGET_BYTES, compact, merged_name, roll_forward, shard_names
+from prefgen.compaction import temporary_name
 from prefgen.digest import describe_keys, differing_keys
-from prefgen.io import PAIRS_DIR, PHASES_DIR, REJECTS_DIR, STATS_DIR, filesystem, read_jsons, write_json
+from prefgen.io import PAIRS_DIR, PHASES_DIR, REJECTS_DIR, STATS_DIR, filesystem, write_json
 from prefgen.schema import OUTPUT_SCHEMA_VERSION
 
-COMMITS_DIR, LEASE_FILE, MANIFEST_FILE = "_commits", "_lease.json", "manifest.json"
+LEASE_FILE, MANIFEST_FILE = "_lease.json", "manifest.json"
 DATA_DIRS = (PAIRS_DIR, REJECTS_DIR, STATS_DIR, COMMITS_DIR, PHASES_DIR)
 
 
@@ -101,6 +108,24 @@ def check_lease(uri: str, token: str) -> None:
         raise StaleLease(f"{uri} is now owned by another run; this writer is an orphan and stops")
 
 
+def committed_shards(uri: str, kind: str = PAIRS_DIR) -> list[str]:
+    """The shard files of `kind` (pairs or rejects) that count, as paths under `uri`: every row once.
+
+    Follows the commit log, so it never returns an uncommitted shard nor a batch shard a merged
+    file replaced, and lists no data folder; during a finish's compaction it may name a merged
+    file still under its temporary name (if that file is gone when read, the merge has just moved
+    it: call again). Read these, not `uri/pairs/*.parquet`, while a run owns the folder."""
+    log = CommitLog.read(uri)
+    names = shard_names(log.commits(), log.merges, kind)
+    pending = [m for m in log.merges if m["kind"] == kind]
+    if pending:
+        fs, base = filesystem(uri)
+        for m in pending:
+            if fs.get_file_info(f"{base}/{kind}/{merged_name(m['merge'])}").type == pafs.FileType.NotFound:
+                names[names.index(merged_name(m["merge"]))] = temporary_name(m["merge"])
+    return [f"{uri.rstrip('/')}/{kind}/{name}" for name in names]
+
+
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -139,6 +164,7 @@ class RunState:
     done_ids: set[str] = field(default_factory=set)
     commits: list[dict] = field(default_factory=list)
     attempt: dict = field(default_factory=dict)
+    log: CommitLog | None = None
 
     def open(self, config: dict, config_digest: str, in_digest: str, overwrite: bool, log=print,
              digest_parts: dict[str, str] | None = None) -> None:
@@ -164,9 +190,12 @@ class RunState:
         for d in DATA_DIRS:
             fs.create_dir(f"{base}/{d}", recursive=True)
         self.claim(None)  # fence off every earlier owner's writers first...
-        self.commits = read_jsons(self.uri, COMMITS_DIR)
+        self.log = CommitLog.read(self.uri)
+        self.commits = self.log.commits()
         self.done_ids = {i for c in self.commits for i in c["ids"]}
-        removed = self.sweep()  # ...then drop what they left uncommitted
+        self.log.delete_redundant()  # ...then drop what a crash left: commits a segment holds,
+        roll_forward(self.uri, self.log.merges)  # a merge past its commit point,
+        removed, _ = self.sweep()  # uncommitted shards
         if previous:
             log(f"[prefgen] resuming {self.uri}: {len(self.done_ids)} rows already done, "
                 f"{removed} uncommitted shard(s) removed")
@@ -203,25 +232,28 @@ class RunState:
             if killed:
                 log(f"[prefgen] stopped {killed} orphaned Ray process(es) of the killed run")
 
-    def sweep(self) -> int:
-        """Delete the shards no commit names (and temporary files); returns how many."""
+    def sweep(self) -> tuple[int, dict[str, dict[str, int]]]:
+        """Delete the shard files no commit names (and temporary files); returns how many, and
+        the size of each file kept, per kind (one listing per kind)."""
         fs, base = filesystem(self.uri)
-        committed = {c["key"] for c in self.commits}
-        removed = 0
-        for d in (PAIRS_DIR, REJECTS_DIR):
+        removed, kept = 0, {}
+        for d in SHARD_KINDS:
+            committed = set(shard_names(self.commits, self.log.merges, d))
+            kept[d] = {}
             for info in fs.get_file_info(pafs.FileSelector(f"{base}/{d}", allow_not_found=True)):
-                name = info.base_name
-                key = name.removeprefix("part-").removesuffix(".parquet")
-                if name.startswith(".tmp-") or key not in committed:
+                if info.base_name in committed:
+                    kept[d][info.base_name] = info.size
+                else:
                     fs.delete_file(info.path)
                     removed += 1
-        return removed
+        return removed, kept
 
     def commit(self, counts: dict) -> None:
-        """Record a written batch as done (its shards exist already)."""
-        write_json(self.uri, f"{COMMITS_DIR}/{counts['key']}.json", counts)
-        self.commits.append(counts)
-        self.done_ids.update(counts["ids"])
+        """Record a written batch as done (its shards exist already); safe to call again after an error."""
+        if self.log.add(counts):
+            self.commits.append(counts)
+            self.done_ids.update(counts["ids"])
+        self.log.roll(before_roll=lambda: check_lease(self.uri, self.token))
 
     def fail(self, error: str) -> None:
         """Record a failed attempt; the folder stays resumable."""
@@ -229,9 +261,12 @@ class RunState:
         self.manifest["status"] = "failed"
         write_json(self.uri, MANIFEST_FILE, self.manifest)
 
-    def finish(self, summary: dict, status: str = "complete") -> None:
-        """Sweep what no commit names, write the final manifest and release the folder."""
-        self.sweep()  # still under our lease: nothing uncommitted stays visible
+    def finish(self, summary: dict, status: str = "complete", target_bytes: int = SHARD_TARGET_BYTES) -> None:
+        """Sweep what no commit names, merge small shards, write the final manifest and release the folder."""
+        _, kept = self.sweep()  # still under our lease: nothing uncommitted stays visible
+        for kind in SHARD_KINDS:
+            self.log.merges += compact(self.uri, kind, kept[kind], lambda: check_lease(self.uri, self.token),
+                                       target_bytes)
         self.attempt.update(ended=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), status=status)
         self.manifest.update(summary)
         self.manifest["status"] = status

@@ -12,7 +12,9 @@ import pyarrow as pa
 
 # The version of what an output folder holds (the columns below, commits, manifest). Bump it when
 # they change: a run written under another version is not resumed (see `runstate.py`).
-OUTPUT_SCHEMA_VERSION = 2  # 2: provided candidates, conversations (`messages`)
+# 2: provided candidates and conversations (`messages`); commits rolled into segments, shards merged
+# at the end of a run (commits.py, compaction.py).
+OUTPUT_SCHEMA_VERSION = 2
 
 MESSAGE = pa.struct([("role", pa.string()), ("content", pa.string())])
 

@@ -1,0 +1,131 @@
+"""The commit log of an output folder, rolled up into segments so that a resume reads few objects.
+
+Under `_commits/`:
+- `<key>.json`: one batch's commit, written by the driver once the batch's shards exist: the ids
+  it finished and its counts (`report.batch_counts`).
+- `seg-<level>-<id>.json`: a segment, `{"segment": level, "commits": [batch commits]}`. Once
+  `FANOUT` objects of one level exist (level 0: batch commits), the driver, still holding the
+  lease, writes a segment of the next level holding all their commits (atomically: a temporary
+  object moved into place), then deletes them. Level L covers FANOUT^L batches, so at most
+  FANOUT - 1 objects of each level are left: under 16^6 (16.7 million) batches leave at most
+  15 x 6 = 90 objects.
+- `merge-<id>.json`: a shard compaction record (see `compaction.py`).
+
+A crash between writing a segment and deleting what it covers leaves both: the reader takes
+the union by batch key (the copies are the same commits) and reports the covered objects as
+redundant, for the next owner to delete under its lease.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import pyarrow.fs as pafs
+
+from prefgen.io import filesystem
+
+COMMITS_DIR = "_commits"
+FANOUT = 16  # this many objects of one level are rolled into one of the next
+SEGMENT_PREFIX, MERGE_PREFIX = "seg-", "merge-"
+
+
+def write_compact_json(uri: str, name: str, data: dict) -> None:
+    """Write `uri/name` atomically (temporary object, then moved), as compact JSON."""
+    fs, base = filesystem(uri)
+    tmp = f"{base}/{name}.tmp-{uuid.uuid4().hex[:8]}"
+    with fs.open_output_stream(tmp) as f:
+        f.write(json.dumps(data, separators=(",", ":")).encode())
+    fs.move(tmp, f"{base}/{name}")
+
+
+def delete_quietly(fs: pafs.FileSystem, path: str) -> None:
+    try:
+        fs.delete_file(path)
+    except FileNotFoundError:
+        pass
+
+
+@dataclass
+class CommitLog:
+    """The batch commits of an output, by level: level -> [(object name, its commits)]."""
+
+    uri: str
+    levels: dict[int, list[tuple[str, list[dict]]]] = field(default_factory=dict)
+    merges: list[dict] = field(default_factory=list)  # shard compaction records
+    redundant: list[str] = field(default_factory=list)  # objects a segment covers, left by a crash
+    keys: set[str] = field(default_factory=set)
+
+    @classmethod
+    def read(cls, uri: str) -> CommitLog:
+        """Read every object under `_commits/` (one listing, one read each); union by batch key."""
+        fs, base = filesystem(uri)
+        infos = fs.get_file_info(pafs.FileSelector(f"{base}/{COMMITS_DIR}", allow_not_found=True))
+        log, objects = cls(uri), []
+        for info in infos:
+            if not info.base_name.endswith(".json"):
+                continue  # a temporary object of a write that never finished
+            with fs.open_input_stream(info.path) as f:
+                data = json.loads(f.read())
+            if info.base_name.startswith(MERGE_PREFIX):
+                log.merges.append(data)
+            elif info.base_name.startswith(SEGMENT_PREFIX):
+                objects.append((data["segment"], info.base_name, data["commits"]))
+            else:
+                objects.append((0, info.base_name, [data]))
+        # widest first: an object whose commits a wider one already holds is a crash's leftover
+        for level, name, commits in sorted(objects, key=lambda o: (-o[0], -len(o[2]), o[1])):
+            new = [c for c in commits if c["key"] not in log.keys]
+            if not new:
+                log.redundant.append(name)
+                continue
+            log.keys.update(c["key"] for c in new)
+            log.levels.setdefault(level, []).append((name, new))
+        log.merges.sort(key=lambda m: m["merge"])
+        return log
+
+    def commits(self) -> list[dict]:
+        return [c for level in sorted(self.levels, reverse=True) for _, cs in self.levels[level] for c in cs]
+
+    def objects(self) -> int:
+        return sum(len(v) for v in self.levels.values())
+
+    def add(self, commit: dict) -> bool:
+        """Write a batch's commit; False if it is there already (a retried call). Then call `roll`."""
+        if commit["key"] in self.keys:
+            return False
+        write_compact_json(self.uri, f"{COMMITS_DIR}/{commit['key']}.json", commit)
+        self.keys.add(commit["key"])
+        self.levels.setdefault(0, []).append((f"{commit['key']}.json", [commit]))
+        return True
+
+    def roll(self, before_roll: Callable[[], None] | None = None) -> None:
+        """Roll every full level into a segment of the next; a roll that failed is redone by the next call."""
+        level = 0
+        while len(self.levels.get(level, [])) >= FANOUT:
+            if before_roll:
+                before_roll()  # the lease check: only the folder's owner rewrites its log
+            covered = self.levels[level]
+            name = f"{SEGMENT_PREFIX}{level + 1}-{uuid.uuid4().hex[:16]}.json"
+            commits = [c for _, cs in covered for c in cs]
+            write_compact_json(self.uri, f"{COMMITS_DIR}/{name}", {"segment": level + 1, "commits": commits})
+            self.levels[level] = []
+            self.levels.setdefault(level + 1, []).append((name, commits))
+            self.redundant += [n for n, _ in covered]
+            level += 1
+        self.delete_redundant()
+
+    def delete_redundant(self) -> None:
+        """Delete the objects a segment covers; one that fails stays listed, for a later try."""
+        if not self.redundant:
+            return
+        fs, base = filesystem(self.uri)
+        left = []
+        for name in self.redundant:
+            try:
+                delete_quietly(fs, f"{base}/{COMMITS_DIR}/{name}")
+            except OSError:
+                left.append(name)
+        self.redundant = left
