@@ -44,6 +44,7 @@ from prefgen.config_roles import (  # noqa: F401
     JudgeConfig,
     RoleConfig,
 )
+from prefgen.config_screen import BenchmarkFile, ContaminationConfig, NearDuplicateConfig
 from prefgen.family import self_preference_warnings
 
 class ConfigError(ValueError):
@@ -66,6 +67,11 @@ class InputConfig(Strict):
     field: str = Field("instruction", description="Column holding the instruction.")
     limit: int | None = Field(None, ge=1, description="Use only the first N rows.")
     format: Literal["auto", "jsonl", "parquet", "csv", "datasets"] = "auto"
+    near_duplicates: NearDuplicateConfig = Field(default_factory=NearDuplicateConfig)
+    decontaminate: list[BenchmarkFile] = Field(
+        default_factory=list, description="Benchmark prompt files: rows overlapping an item are rejected."
+    )
+    contamination: ContaminationConfig = Field(default_factory=ContaminationConfig)
 
 
 class OutputConfig(Strict):
