@@ -68,9 +68,7 @@ class InputConfig(Strict):
     limit: int | None = Field(None, ge=1, description="Use only the first N rows.")
     format: Literal["auto", "jsonl", "parquet", "csv", "datasets"] = "auto"
     near_duplicates: NearDuplicateConfig = Field(default_factory=NearDuplicateConfig)
-    decontaminate: list[BenchmarkFile] = Field(
-        default_factory=list, description="Benchmark prompt files: rows overlapping an item are rejected."
-    )
+    decontaminate: list[BenchmarkFile] = Field(default_factory=list, description="Benchmark prompt files.")
     contamination: ContaminationConfig = Field(default_factory=ContaminationConfig)
 
 

@@ -43,10 +43,10 @@ def signatures(texts: Iterable[str], num_perm: int, ngram: int) -> tuple[np.ndar
     texts = list(texts)
     out = np.empty((len(texts), num_perm), dtype=np.uint32)
     valid = np.zeros(len(texts), dtype=bool)
-    prototype = MinHash(num_perm=num_perm, seed=SEED, scheme="affine32")
+    minhash = MinHash(num_perm=num_perm, seed=SEED, scheme="affine32")  # one sketch, cleared per row
     for i, text in enumerate(texts):
         found = shingles(text, ngram)
-        minhash = prototype.copy()
+        minhash.clear()
         if found:
             minhash.update_batch(found)
             valid[i] = True
