@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from prefgen.config_models import Strict
+from prefgen.config_screen import BenchmarkFile, ContaminationConfig, NearDuplicateConfig
 
 
 class InputConfig(Strict):
@@ -25,6 +26,9 @@ class InputConfig(Strict):
         False, description="TRL preference rows to re-judge: field defaults to 'prompt' and responses to "
         "[chosen, rejected], each a string or a message list.",
     )
+    near_duplicates: NearDuplicateConfig = Field(default_factory=NearDuplicateConfig)
+    decontaminate: list[BenchmarkFile] = Field(default_factory=list, description="Benchmark prompt files.")
+    contamination: ContaminationConfig = Field(default_factory=ContaminationConfig)
 
     @field_validator("responses")
     @classmethod

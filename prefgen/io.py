@@ -24,7 +24,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from prefgen.config import InputConfig
-from prefgen.input_rows import (  # noqa: F401 - prompt_text: a row's prompt as one text, for other checks
+from prefgen.input_rows import (  # noqa: F401 - prompt_text: a row's prompt as one text, for screening
     Rejected,
     content_key,
     conversation_text,

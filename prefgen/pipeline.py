@@ -35,6 +35,7 @@ from prefgen.placement import actor_options, endpoint_actor_options, choose_mode
 from prefgen.plan import StagePlan, engine_factory, plan_lines, plan_stages
 from prefgen.report import RunSummary
 from prefgen.runstate import RunState, check_lease, input_digest
+from prefgen import screen
 from prefgen.stage import ModelStage
 from prefgen.schema import WORK_ROW, to_table
 from prefgen.writer import RunStopped, commit_reports, failed_warning, write_batch, write_rows
@@ -85,11 +86,15 @@ def run(cfg: PipelineConfig, log=print) -> RunSummary:
     started = time.monotonic()
     cfg = cfg.model_copy(deep=True)
     cfg.output.path = out = absolute_uri(cfg.output.path)
-    inputs = read_instructions(cfg.input, partial(candidates_per_row, cfg))  # unusable input fails before Ray starts
-    all_ids = sorted(r["id"] for r in inputs.rows + inputs.rejects)
+    inputs = read_instructions(cfg.input, partial(candidates_per_row, cfg))  # unusable input fails here, before Ray starts
+    benchmarks = screen.prepare(cfg.input)  # and unusable benchmark files
+    started_ray = _init_ray(cfg, plan_stages(cfg)) if screen.wants_ray(cfg.input, len(inputs.rows)) else None
+    screened = screen.screen_input(inputs, cfg.input, benchmarks, started_ray[0] if started_ray else None)
+    if any(screened.values()):
+        log(f"[prefgen] screening: {', '.join(f'{n} {reason}' for reason, n in screened.items())}")
     state, digest = RunState(out), cfg.digest()
-    state.open(cfg.model_dump(mode="json"), digest, input_digest(all_ids), cfg.output.overwrite, log,
-               digest_parts=cfg.digest_parts())
+    state.open(cfg.model_dump(mode="json"), digest, input_digest(screen.digest_ids(inputs)), cfg.output.overwrite,
+               log, digest_parts=cfg.digest_parts())
     todo = [r for r in inputs.rows if r["id"] not in state.done_ids]
     bad_input = [r for r in inputs.rejects if r["id"] not in state.done_ids]
     log(f"[prefgen] {inputs.total} rows read from {inputs.source}: {len(inputs.rows)} usable, "
@@ -100,7 +105,7 @@ def run(cfg: PipelineConfig, log=print) -> RunSummary:
         log(f"[prefgen] warning: {warning}")
 
     try:
-        attempt_commits = _process(cfg, state, todo, bad_input, summary, started, log)
+        attempt_commits = _process(cfg, state, todo, bad_input, summary, started, log, started_ray)
     except BaseException as exc:
         if isinstance(exc, RunStopped):  # what the endpoints served before the stop
             summary.add_stage_stats(read_jsons(out, f"{STATS_DIR}/{state.token}"),
@@ -124,11 +129,13 @@ def run(cfg: PipelineConfig, log=print) -> RunSummary:
     return summary
 
 
-def _process(cfg, state: RunState, todo, bad_input, summary: RunSummary, started: float, log) -> list[dict]:
-    """Write the bad input's rejects, stream the rest through the stages; return this attempt's commits."""
+def _process(cfg, state: RunState, todo, bad_input, summary: RunSummary, started: float, log,
+             started_ray=None) -> list[dict]:
+    """Write the bad input's rejects, stream the rest through the stages; return this attempt's commits.
+    `started_ray`: (ray, session dir) when screening a large input already started Ray."""
     out = cfg.output.path
     stages = plan_stages(cfg)
-    ray, session_dir = _init_ray(cfg, stages) if todo else (None, None)
+    ray, session_dir = started_ray or (_init_ray(cfg, stages) if todo else (None, None))
     state.claim(session_dir)
     attempt_commits = []
     if bad_input:

@@ -178,7 +178,8 @@ class RunState:
                 raise ResumeRefused(_config_differs(self.uri, previous, config_digest, digest_parts))
             if previous.get("input_digest") != in_digest:
                 raise ResumeRefused(
-                    f"{self.uri} holds a run over another input; use --overwrite to start a fresh run there"
+                    f"{self.uri} holds a run over another input (other rows, or other rows rejected by "
+                    "input.near_duplicates/input.decontaminate); use --overwrite to start a fresh run there"
                 )
         elif leftovers and not overwrite:
             raise ResumeRefused(f"{self.uri} already holds data ({', '.join(leftovers)}) and no manifest; use --overwrite")
