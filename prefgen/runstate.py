@@ -239,3 +239,15 @@ class RunState:
         fs, base = filesystem(self.uri)
         fs.delete_dir_contents(f"{base}/{PHASES_DIR}", missing_dir_ok=True)  # intermediate results
         fs.delete_file(f"{base}/{LEASE_FILE}")
+
+
+def committed_shards(uri: str, kind: str) -> list[str]:
+    """The shard files of `kind` (pairs or rejects) that count: those a commit names, in key order.
+
+    Readers of a finished or running output (the report, the card, export) go through this one
+    function, so that how commits are kept can change in one place."""
+    fs, base = filesystem(uri)
+    committed = {c["key"] for c in read_jsons(uri, COMMITS_DIR)}
+    found = fs.get_file_info(pafs.FileSelector(f"{base}/{kind}", allow_not_found=True))
+    return sorted(info.path for info in found
+                  if info.base_name.removeprefix("part-").removesuffix(".parquet") in committed)
