@@ -38,24 +38,26 @@ def size_category(n: int) -> str:
     return next((label for limit, label in SIZES if n < limit), "n>1B")
 
 
-def data_files(has_rejects: bool, hub: bool) -> list[dict]:
-    """The card's configs: pairs as the default; rejects when there are any. `hub`: the layout
-    `datasets.Dataset.push_to_hub` writes (data/ for the default config, <config>/ for others)."""
-    pairs, rejects = ("data/train-*", "rejects/train-*") if hub else ("pairs/part-*.parquet", "rejects/part-*.parquet")
+def data_files(has_rejects: bool, files: dict | None = None) -> list[dict]:
+    """The card's configs: pairs as the default; rejects when there are any. `files`: the data
+    files of pairs and rejects (a glob or a list); None: the layout `datasets.Dataset.push_to_hub`
+    writes on the Hub (data/ for the default config, <config>/ for the others)."""
+    files = files or {"pairs": "data/train-*", "rejects": "rejects/train-*"}
+    pairs, rejects = files["pairs"], files["rejects"]
     configs = [{"config_name": "default", "default": True, "data_files": [{"split": "train", "path": pairs}]}]
     if has_rejects:
         configs.append({"config_name": "rejects", "data_files": [{"split": "train", "path": rejects}]})
     return configs
 
 
-def front_matter(pairs: int, has_rejects: bool, hub: bool) -> str:
+def front_matter(pairs: int, has_rejects: bool, files: dict | None) -> str:
     meta = {
         "pretty_name": "Preference pairs made with prefgen",
         "license": "unknown",
         "task_categories": ["text-generation"],
         "tags": ["dpo", "preference", "synthetic", "prefgen"],
         "size_categories": [size_category(pairs)],
-        "configs": data_files(has_rejects, hub),
+        "configs": data_files(has_rejects, files),
     }
     text = yaml.safe_dump(meta, sort_keys=False, allow_unicode=True)
     return "---\n" + text.replace("license: unknown\n", f"license: unknown  {LICENSE_TODO}\n", 1) + "---\n"
@@ -221,8 +223,9 @@ def licences_section(manifest: dict) -> list[str]:
 
 
 def dataset_card(manifest: dict, figures: dict, plots: list[str], counts: dict, output: str,
-                 repo_id: str | None = None, failed_plots: list[str] | None = None) -> str:
-    """The card's text for the output at `output`; `repo_id` set: as pushed to that Hub repo."""
+                 repo_id: str | None = None, failed_plots: list[str] | None = None, files: dict | None = None) -> str:
+    """The card's text for the output at `output`, whose data files are `files` (see data_files);
+    `repo_id` set: as pushed to that Hub repo."""
     has_rejects = bool(counts["rejects"])
     if repo_id:
         load = f'"{repo_id}"'
@@ -232,7 +235,7 @@ def dataset_card(manifest: dict, figures: dict, plots: list[str], counts: dict, 
         load = f'"parquet", data_files="{out}/pairs/part-*.parquet"'
         rejects_load = f'datasets.load_dataset("parquet", data_files="{out}/rejects/part-*.parquet", split="train")'
     status = manifest.get("status")
-    lines = [front_matter(counts["pairs"], has_rejects, hub=bool(repo_id)),
+    lines = [front_matter(counts["pairs"], has_rejects, None if repo_id else files),
              "# Preference pairs made with prefgen", "",
              f"{counts['pairs']} preference pairs (`prompt`, `chosen`, `rejected`, with ratings and provenance) from "
              f"{counts['instructions']} instructions, generated, rated and paired by "

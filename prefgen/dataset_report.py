@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass, field
 
 import pyarrow as pa
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from prefgen.io import PAIRS_DIR, REJECTS_DIR, filesystem
@@ -34,6 +35,16 @@ def read_output(uri: str, kind: str) -> pa.Table:
     if not tables:
         return SCHEMAS[kind].empty_table()
     return pa.concat_tables(tables, promote_options="permissive")
+
+
+def data_files(uri: str, kind: str) -> str | list[str]:
+    """The card's data files of `kind`, relative to the folder: a glob when every shard there is
+    committed (a finished run swept the rest), else the committed shards by name."""
+    fs, base = filesystem(uri)
+    present = {i.base_name for i in fs.get_file_info(pafs.FileSelector(f"{base}/{kind}", allow_not_found=True))
+               if i.base_name.startswith("part-")}
+    committed = [path.rsplit("/", 1)[-1] for path in committed_shards(uri, kind)]
+    return f"{kind}/part-*.parquet" if present == set(committed) else [f"{kind}/{name}" for name in committed]
 
 
 def read_manifest(uri: str) -> dict:
@@ -66,9 +77,10 @@ def build_report(uri: str, repo_id: str | None = None) -> Report:
     reasons: dict[str, int] = {}
     for r in rejects:
         reasons[r["reason"]] = reasons.get(r["reason"], 0) + 1
+    files = {kind: data_files(uri, kind) for kind in (PAIRS_DIR, REJECTS_DIR)}
     card = dataset_card(manifest, figures, sorted(plots), counts={"pairs": len(pairs), "rejects": reasons,
                         "instructions": len({p["id"] for p in pairs})}, output=uri, repo_id=repo_id,
-                        failed_plots=failed)
+                        failed_plots=failed, files=files)
     return Report(card=card, plots=plots, figures=figures, failed_plots=failed)
 
 
