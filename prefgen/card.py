@@ -23,7 +23,8 @@ from trl import DPOConfig, DPOTrainer
 
 pairs = datasets.load_dataset({dataset}, split="train")
 pairs = pairs.select_columns(["prompt", "chosen", "rejected"])  # TRL's conversational preference format
-trainer = DPOTrainer(model="{model}", args=DPOConfig(output_dir="dpo-model"), train_dataset=pairs)
+args = DPOConfig(output_dir="dpo-model")  # on a machine without a GPU: DPOConfig(..., use_cpu=True)
+trainer = DPOTrainer(model="{model}", args=args, train_dataset=pairs)
 trainer.train()
 '''
 TRAINING_MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"  # a small model to start from; use your own
