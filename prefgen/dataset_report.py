@@ -37,6 +37,25 @@ def read_output(uri: str, kind: str) -> pa.Table:
     return pa.concat_tables(tables, promote_options="permissive")
 
 
+# long texts no figure reads, by the struct that holds them: dropped before rows become dicts
+UNREAD = {"candidates": ("text", "rationale"), "judgments": ("raw", "rationale", "retried_because")}
+
+
+def slim(table: pa.Table) -> pa.Table:
+    """The table without UNREAD's fields (a third of the memory), or as it is if the cast fails."""
+    def drop(t: pa.DataType, holder: str) -> pa.DataType:
+        if pa.types.is_list(t):
+            return pa.list_(drop(t.value_type, holder))
+        if pa.types.is_struct(t):
+            fields = [t.field(i) for i in range(t.num_fields)]
+            return pa.struct([pa.field(f.name, drop(f.type, f.name)) for f in fields if f.name not in UNREAD.get(holder, ())])
+        return t
+    try:
+        return table.cast(pa.schema([pa.field(f.name, drop(f.type, f.name)) for f in table.schema]))
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
+        return table
+
+
 def data_files(uri: str, kind: str) -> str | list[str]:
     """The card's data files of `kind`, relative to the folder: a glob when every shard there is
     committed (a finished run swept the rest), else the committed shards by name."""
@@ -71,7 +90,7 @@ def build_report(uri: str, repo_id: str | None = None) -> Report:
     from prefgen.dataset_figures import dataset_figures
 
     manifest = read_manifest(uri)
-    pairs, rejects = read_output(uri, PAIRS_DIR).to_pylist(), read_output(uri, REJECTS_DIR).to_pylist()
+    pairs, rejects = (slim(read_output(uri, kind)).to_pylist() for kind in (PAIRS_DIR, REJECTS_DIR))
     figures = dataset_figures(pairs, rejects)
     plots, failed = draw_plots(figures, manifest.get("health") or {})
     reasons: dict[str, int] = {}

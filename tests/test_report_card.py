@@ -162,3 +162,12 @@ def test_report_command(written, capsys):
     assert "README.md and 8 plot(s)" in capsys.readouterr().out
     assert main(["report", written["uri"] + "/missing"]) == 2
     assert "holds no manifest.json" in capsys.readouterr().err
+
+
+def test_figures_need_none_of_the_long_texts_left_out(output):
+    from prefgen.dataset_report import slim
+
+    full = read_output(output["uri"], "pairs")
+    slimmed = slim(full)
+    assert "raw" not in str(slimmed.schema) and "text" not in str(slimmed.schema.field("candidates").type)
+    assert figs.dataset_figures(slimmed.to_pylist(), []) == figs.dataset_figures(full.to_pylist(), [])
