@@ -11,6 +11,8 @@ import sys
 
 from prefgen.calibrate import PairsError
 from prefgen.config import ConfigError, PipelineConfig, load_config
+from prefgen.dataset_report import ReportError
+from prefgen.export import ExportError
 from prefgen.engine_starts import EngineStartFailed
 from prefgen.io import InputError
 from prefgen.endpoint import EndpointStopped
@@ -49,7 +51,39 @@ def _parser() -> argparse.ArgumentParser:
     cal.add_argument("--judge", help="which judge of the config (default: judge)")
     cal.add_argument("--limit", type=int, help="use only the first N pairs")
     cal.add_argument("--out", help="also write the figures as JSON to this file")
+    rep = sub.add_parser("report", help="(re)write an output's dataset card (README.md) and plots (plots/*.png)")
+    rep.add_argument("output", help="output directory or URI of a run")
+    exp = sub.add_parser("export", help="write an output's pairs as JSONL, or push them with the card to the Hub")
+    exp.add_argument("output", help="output directory or URI of a run")
+    exp.add_argument("--format", choices=["jsonl", "trl-strings"], default="jsonl",
+                     help="jsonl: message lists, ratings and provenance; trl-strings: prompt/chosen/rejected as text")
+    exp.add_argument("--to", help="file or URI to write (default: OUTPUT/export/pairs.<full|trl>.jsonl)")
+    exp.add_argument("--push-to-hub", metavar="REPO_ID", help="push pairs, rejects, card and plots to this Hub dataset repo")
+    exp.add_argument("--private", action="store_true", help="with --push-to-hub: create the repo private")
     return parser
+
+
+def _report(args: argparse.Namespace) -> int:
+    from prefgen.dataset_report import write_report
+
+    report = write_report(args.output)
+    for failure in report.failed_plots:
+        print(f"prefgen: warning: plot not drawn: {failure}", file=sys.stderr)
+    print(f"[prefgen] {args.output.rstrip('/')}/README.md and {len(report.plots)} plot(s) under plots/ written")
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from prefgen.export import export, push_to_hub
+
+    if args.push_to_hub:
+        sent = push_to_hub(args.output, args.push_to_hub, private=args.private or None)
+        print(f"[prefgen] pushed {sent['pairs']} pairs, {sent['rejects']} rejects and {', '.join(sent['files'])} "
+              f"to https://huggingface.co/datasets/{args.push_to_hub}")
+        return 0
+    target, n = export(args.output, args.format, args.to)
+    print(f"[prefgen] {n} pairs written to {target} ({args.format})")
+    return 0
 
 
 def _calibrate(args: argparse.Namespace) -> int:
@@ -108,9 +142,13 @@ def main(argv: list[str] | None = None) -> int:
             return _plan(args)
         if args.command == "calibrate":
             return _calibrate(args)
+        if args.command == "report":
+            return _report(args)
+        if args.command == "export":
+            return _export(args)
         cfg: PipelineConfig = load_config(args.config, _overrides(args))
         summary = run(cfg)
-    except (ConfigError, InputError, ResumeRefused, PlanError, PairsError) as exc:
+    except (ConfigError, InputError, ResumeRefused, PlanError, PairsError, ReportError, ExportError) as exc:
         print(f"prefgen: {exc}", file=sys.stderr)
         return 2
     except (EngineStartFailed, RunStopped, EndpointStopped) as exc:  # the folder resumes when rerun

@@ -28,6 +28,7 @@ import pyarrow as pa
 
 from prefgen.config import EndpointModel, PipelineConfig
 from prefgen.config_checks import candidates_per_row
+from prefgen.dataset_report import write_report_safely
 from prefgen.engine_starts import start_failure
 from prefgen.io import STATS_DIR, absolute_uri, read_instructions, read_jsons
 from prefgen.phases import PhaseStore, keep_ids
@@ -126,6 +127,7 @@ def run(cfg: PipelineConfig, log=print) -> RunSummary:
     if summary.endpoints:  # engine figures are this attempt's: the history keeps each attempt's calls
         state.attempt["endpoints"] = summary.endpoints
     state.finish(asdict(summary))
+    write_report_safely(out, log)  # the card and plots; a failure warns (`prefgen report` redoes them)
     return summary
 
 

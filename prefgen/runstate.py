@@ -275,3 +275,4 @@ class RunState:
         fs, base = filesystem(self.uri)
         fs.delete_dir_contents(f"{base}/{PHASES_DIR}", missing_dir_ok=True)  # intermediate results
         fs.delete_file(f"{base}/{LEASE_FILE}")
+

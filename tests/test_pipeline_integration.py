@@ -212,3 +212,17 @@ def test_run_prints_progress_and_summary(run):
     assert "self-preference" in run["stdout"]  # the judge is also the generators' model
     assert "rows in:        10" in run["stdout"]
     assert f"output:         {run['out']}" in run["stdout"]
+
+
+def test_run_writes_its_dataset_card_and_plots(run):
+    import datasets
+
+    card = (run["out"] / "README.md").read_text()
+    meta = yaml.safe_load(card.split("---\n")[1])
+    assert meta["configs"][0]["data_files"] == [{"split": "train", "path": "pairs/part-*.parquet"}]
+    assert "## Judge health" in card and "## Licences to check" in card
+    for name in ("ratings_by_model.png", "margins.png", "chosen_position.png", "judge_health.png"):
+        png = (run["out"] / "plots" / name).read_bytes()
+        assert png.startswith(b"\x89PNG") and len(png) > 5000, name
+        assert f"](plots/{name})" in card
+    assert datasets.load_dataset(str(run["out"]), split="train").num_rows == len(run["pairs"])  # through the card

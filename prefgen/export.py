@@ -1,0 +1,89 @@
+"""Export an output's pairs: as JSONL files, or to a Hugging Face Hub dataset repo with its card.
+
+- `jsonl`: one pair a line, every column of the pair row but the nested `candidates`:
+  `prompt`/`chosen`/`rejected` as message lists (TRL's conversational form), the ratings, the
+  models, the candidate ids and the provenance (`id`, `pair_id`, `source`, `line`).
+- `trl-strings`: TRL's standard (string) form: `prompt` the user's text, `chosen` and `rejected`
+  the assistant's texts; nothing else.
+- `push_to_hub`: the pairs (and rejects, as config `rejects`) through `datasets.Dataset.push_to_hub`,
+  then the dataset card (written for the Hub's layout) and the plots in one `huggingface_hub`
+  commit. Needs a token (`HF_TOKEN` or `huggingface-cli login`) and the network.
+Only committed shards are read (`dataset_report.read_output`). Paths may be URIs.
+"""
+
+from __future__ import annotations
+
+import json
+
+from prefgen.dataset_report import CARD_FILE, PLOTS_DIR, build_report, read_manifest, read_output
+from prefgen.io import PAIRS_DIR, REJECTS_DIR, filesystem
+
+FORMATS = ("jsonl", "trl-strings")
+
+
+class ExportError(ValueError):
+    """A pair cannot be written in the asked format."""
+
+
+def jsonl_row(pair: dict) -> dict:
+    return {k: v for k, v in pair.items() if k != "candidates"}
+
+
+def _one_text(pair: dict, column: str, role: str) -> str:
+    messages = pair[column] or []
+    if len(messages) != 1 or messages[0]["role"] != role:
+        shape = [m["role"] for m in messages]
+        raise ExportError(f"pair {pair['pair_id']}: `{column}` holds messages {shape}, not one {role} message; "
+                          "the string form cannot hold it: export --format jsonl (conversational) instead")
+    return messages[0]["content"]
+
+
+def trl_string_row(pair: dict) -> dict:
+    return {"prompt": _one_text(pair, "prompt", "user"), "chosen": _one_text(pair, "chosen", "assistant"),
+            "rejected": _one_text(pair, "rejected", "assistant")}
+
+
+def export_rows(pairs: list[dict], fmt: str) -> list[dict]:
+    if fmt not in FORMATS:
+        raise ExportError(f"unknown format {fmt!r}; one of {', '.join(FORMATS)}")
+    return [jsonl_row(p) if fmt == "jsonl" else trl_string_row(p) for p in pairs]
+
+
+def default_target(output: str, fmt: str) -> str:
+    return f"{output.rstrip('/')}/export/pairs.{'trl' if fmt == 'trl-strings' else 'full'}.jsonl"
+
+
+def export(output: str, fmt: str, to: str | None = None) -> tuple[str, int]:
+    """Write the output's pairs as JSONL in `fmt` to `to` (default under OUTPUT/export/);
+    returns (where, how many rows)."""
+    read_manifest(output)  # a clear error if the folder holds no prefgen output
+    rows = export_rows(read_output(output, PAIRS_DIR).to_pylist(), fmt)
+    target = to or default_target(output, fmt)
+    fs, path = filesystem(target)
+    parent = path.rsplit("/", 1)[0]
+    if parent:
+        fs.create_dir(parent, recursive=True)
+    with fs.open_output_stream(path) as f:
+        for row in rows:
+            f.write((json.dumps(row, ensure_ascii=False) + "\n").encode())
+    return target, len(rows)
+
+
+def push_to_hub(output: str, repo_id: str, private: bool | None = None, token: str | None = None) -> dict:
+    """Push pairs, rejects, card and plots to the Hub dataset repo `repo_id`; returns what was sent."""
+    import datasets
+    from huggingface_hub import CommitOperationAdd, HfApi
+
+    report = build_report(output, repo_id=repo_id)
+    pairs = read_output(output, PAIRS_DIR)
+    rejects = read_output(output, REJECTS_DIR)
+    datasets.Dataset(pairs).push_to_hub(repo_id, config_name="default", split="train", private=private, token=token,
+                                        commit_message="prefgen: pairs")
+    if rejects.num_rows:
+        datasets.Dataset(rejects).push_to_hub(repo_id, config_name="rejects", split="train", private=private,
+                                              token=token, commit_message="prefgen: rejects")
+    files = {CARD_FILE: report.card.encode(), **{f"{PLOTS_DIR}/{n}": png for n, png in report.plots.items()}}
+    HfApi(token=token).create_commit(
+        repo_id=repo_id, repo_type="dataset", commit_message="prefgen: dataset card and plots",
+        operations=[CommitOperationAdd(path_in_repo=name, path_or_fileobj=data) for name, data in files.items()])
+    return {"pairs": pairs.num_rows, "rejects": rejects.num_rows, "files": sorted(files)}
