@@ -1,6 +1,8 @@
-"""Never lose a row, on real processes: a SIGKILLed driver resumes; a killed engine actor is
-replaced. Real Ray and real vLLM (CPU build) on the small model, a lean pipeline (one
-generator, the judge) over twelve one-row batches so that a kill lands mid-run.
+"""Never lose a row, on real processes: a killed engine actor is replaced, then a SIGKILLed
+driver resumes (one run covers both, so the engine starts three times, not four); a phased run
+killed in a later phase resumes without redoing the earlier one. Real Ray and real vLLM (CPU
+build) on the small model, a lean pipeline (one generator, the judge without rationales, short
+answers) over eight one-row batches so that the kills land mid-run.
 """
 
 import json
@@ -17,6 +19,7 @@ import yaml
 
 from prefgen.config import InputConfig
 from prefgen.io import read_instructions
+from prefgen.report import RunSummary
 
 pytestmark = pytest.mark.integration
 
@@ -24,8 +27,7 @@ ENGINE = {"max_model_len": 1024, "batch_size": 1, "cpu_kv_cache_gib": 1}
 QUESTIONS = [
     "What is a prime number?", "Name a primary colour.", "What does a thermometer measure?",
     "Why do we sleep?", "What is rain?", "How many legs has a spider?", "What is a noun?",
-    "Why is salt added to pasta water?", "What is a volcano?", "What is gravity?",
-    "Who wrote Hamlet?", "What is a budget?",
+    "What is a volcano?",
 ]
 
 
@@ -38,7 +40,9 @@ def config(tmp: Path) -> Path:
         "generators": [{"name": "g", "num_completions": 2, "engine": ENGINE,
                         "sampling": {"temperature": 1.0, "max_tokens": 24}}],
         "evolution": {"enabled": False},
-        "judge": {"engine": ENGINE, "permutations": 1, "sampling": {"temperature": 0.0, "max_tokens": 160}},
+        # ratings only (no rationales): the judge's answer is ~20 tokens instead of ~90
+        "judge": {"engine": ENGINE, "permutations": 1, "rationales": False,
+                  "sampling": {"temperature": 0.0, "max_tokens": 64}},
         "pairing": {"min_margin": 1},
     }
     path = tmp / "config.yaml"
@@ -65,8 +69,11 @@ def wait_for(predicate, proc: subprocess.Popen, timeout: float, what: str):
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def commits(out: Path) -> list[dict]:
-    return [json.loads(p.read_text()) for p in (out / "_commits").glob("*.json")] if (out / "_commits").exists() else []
+def committed_ids(out: Path) -> set[str]:
+    """The ids the folder's commits name: what a resume will skip (read from the commit files,
+    the one record of it while a run is unfinished)."""
+    files = (out / "_commits").glob("*.json") if (out / "_commits").exists() else []
+    return {i for p in files for i in json.loads(p.read_text())["ids"]}
 
 
 def read_output(out: Path):
@@ -99,20 +106,47 @@ def session_processes(session_dir: str) -> list[int]:
     return found
 
 
-def test_sigkilled_driver_resumes_with_every_row_exactly_once(tmp_path):
+def attempt_stats(out: Path, token: str | None = None) -> list[dict]:
+    """The engine actors' stats files: one attempt's (its lease token), or every attempt's."""
+    where = out / "_stats" / token if token else out / "_stats"
+    return [json.loads(f.read_text()) for f in where.rglob("*.json")] if where.exists() else []
+
+
+def test_killed_engine_actor_then_sigkilled_driver_resume_with_every_row_exactly_once(tmp_path):
+    """Both crashes in one run, so the engines start three times instead of four. First an engine
+    actor dies mid-run (as by the OOM killer): Ray replaces it, its batches are retried on the new
+    actor, the run goes on. Then the driver is SIGKILLed before every row is done: the same command
+    resumes, stops the killed run's Ray, and finishes every row exactly once, redoing none."""
     cfg, out = config(tmp_path), tmp_path / "out"
+    usable = {r["id"] for r in read_instructions(InputConfig(path=str(tmp_path / "in.jsonl"))).rows}
     first = start(cfg, out, tmp_path / "first.log")
     try:
-        # kill as soon as some, but not all, batches are committed
-        wait_for(lambda: len(commits(out)) >= 2, first, 900, "a batch was committed")
+        def judged(pid_other_than=None):  # one engine serves the generator and the judge: its actors' stats
+            return [s for s in attempt_stats(out) if s["roles"]["judge:judge"]["rows"] >= 1 and s["pid"] != pid_other_than]
+
+        [victim] = wait_for(judged, first, 900, "the judge finished a batch")
+        os.kill(victim["pid"], signal.SIGKILL)  # the engine actor, not the driver
+        # the replacement (Ray restarts the one actor) finishes a batch while the driver lives on ...
+        wait_for(lambda: judged(pid_other_than=victim["pid"]), first, 900, "a new engine actor finished a batch")
+        # ... and, once some but not all of the model's rows are committed, the driver is SIGKILLed,
+        # its Ray left orphaned
+        wait_for(lambda: committed_ids(out) & usable, first, 600, "a batch of the model's rows was committed")
         lease = json.loads((out / "_lease.json").read_text())
         os.kill(first.pid, signal.SIGKILL)
         first.wait()
     finally:
         if first.poll() is None:
             first.kill()
-    done_before = {i for c in commits(out) for i in c["ids"]}
-    assert 0 < len(done_before) < len(QUESTIONS) + 2
+    # the killed actor was replaced: one replica, restarted (summed from the killed attempt's stats
+    # files as its manifest would have been; the resumed attempt's manifest holds its own engines)
+    killed_attempt = attempt_stats(out, lease["token"])
+    assert len({a["pid"] for a in killed_attempt}) >= 2  # a second engine actor took over
+    first_summary = RunSummary(output=str(out))
+    first_summary.add_stage_stats(killed_attempt, list({a["stage"]: list(a["roles"]) for a in killed_attempt}.items()))
+    stage = first_summary.stages["SmolLM2-135M-Instruct"]
+    assert stage["replicas"] == 1 and stage["restarts"] >= 1  # Ray restarted the one actor: not a second replica
+    done_before = committed_ids(out)
+    assert 0 < len(done_before) < len(QUESTIONS) + 2 and done_before & usable
 
     second = subprocess.run(
         [sys.executable, "-m", "prefgen.cli", "run", str(cfg), "--output", str(out)],
@@ -123,13 +157,15 @@ def test_sigkilled_driver_resumes_with_every_row_exactly_once(tmp_path):
     assert not session_processes(lease["ray_session_dir"]), "the killed run's Ray processes outlived the resume"
 
     pairs, rejects = assert_exactly_once(cfg, out)
+    assert "worker_failed" not in {r["reason"] for r in rejects}, "the batch was not retried on a new actor"
+    every_actor = attempt_stats(out)
+    assert sum(a["roles"]["judge:judge"]["rows"] for a in every_actor) >= len(QUESTIONS)
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["status"] == "complete" and len(manifest["attempts"]) == 2
     assert manifest["attempts"][1]["rows_skipped"] == len(done_before)
-    assert manifest["input_rows"] == manifest["paired_rows"] + sum(manifest["rejects"].values()) == 14
+    assert manifest["input_rows"] == manifest["paired_rows"] + sum(manifest["rejects"].values()) == len(QUESTIONS) + 2
     # Rows finished before the kill were not redone: the resumed attempt's engines (its own stats
     # files) generated for exactly the rows left, and no token beyond those its commits hold.
-    usable = {r["id"] for r in read_instructions(InputConfig(path=str(tmp_path / "in.jsonl"))).rows}
     resumed = [json.loads(f.read_text()) for f in (out / "_stats").rglob("*.json") if f.parent.name != lease["token"]]
     assert resumed and all(s["attempt"] != lease["token"] for s in resumed)
     assert sum(s["roles"]["generate:g"]["rows"] for s in resumed) == len(usable - done_before) > 0
@@ -144,32 +180,6 @@ def test_sigkilled_driver_resumes_with_every_row_exactly_once(tmp_path):
     refused = subprocess.run([sys.executable, "-m", "prefgen.cli", "run", str(cfg), "--output", str(out)],
                              capture_output=True, text=True, timeout=300)
     assert refused.returncode == 2 and "another config" in refused.stderr
-
-
-def test_killed_engine_actor_is_replaced_and_nothing_is_lost(tmp_path):
-    cfg, out = config(tmp_path), tmp_path / "out"
-    proc = start(cfg, out, tmp_path / "run.log")
-    try:
-        def judge_stats():  # one engine serves the generator and the judge: its actors' stats
-            files = list((out / "_stats").rglob("*.json")) if (out / "_stats").exists() else []
-            stats = [json.loads(f.read_text()) for f in files]
-            return [s for s in stats if s["roles"]["judge:judge"]["rows"] >= 1]
-
-        [victim] = wait_for(judge_stats, proc, 900, "the judge finished a batch")
-        os.kill(victim["pid"], signal.SIGKILL)
-        proc.wait(timeout=1200)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    log = (tmp_path / "run.log").read_text()
-    assert proc.returncode == 0, log[-4000:]
-    pairs, rejects = assert_exactly_once(cfg, out)
-    assert "worker_failed" not in {r["reason"] for r in rejects}, "the batch was not retried on a new actor"
-    judge_actors = [json.loads(f.read_text()) for f in (out / "_stats").rglob("*.json")]
-    assert len({a["pid"] for a in judge_actors}) >= 2  # a second engine actor took over
-    assert sum(a["roles"]["judge:judge"]["rows"] for a in judge_actors) >= len(QUESTIONS)
-    stage = json.loads((out / "manifest.json").read_text())["stages"]["SmolLM2-135M-Instruct"]
-    assert stage["replicas"] == 1 and stage["restarts"] >= 1  # Ray restarted the one actor: not a second replica
 
 
 def phased_config(tmp: Path, limit: int, max_tokens: int = 24) -> Path:
@@ -196,7 +206,8 @@ def test_phased_run_killed_in_a_later_phase_resumes_without_redoing_earlier_phas
     """The one-GPU plan on the CPU: two generators and a judge on three engines, each engine alone.
     SIGKILL once phase 1 (generator g) is done and phase 2 has begun: the resumed attempt reads
     g's answers back instead of starting g's engine again, then runs h and j one at a time."""
-    cfg_path, out, log = phased_config(tmp_path, limit=4, max_tokens=16), tmp_path / "out", tmp_path / "first.log"
+    rows = 2  # one batch per phase (batch_size 4) is all the phases need
+    cfg_path, out, log = phased_config(tmp_path, limit=rows, max_tokens=16), tmp_path / "out", tmp_path / "first.log"
     first = start(cfg_path, out, log, "--mode", "phased")
     try:
         wait_for(lambda: "phase 1/3 g (generate:g) done" in log.read_text(), first, 900, "phase 1 was done")
@@ -205,7 +216,7 @@ def test_phased_run_killed_in_a_later_phase_resumes_without_redoing_earlier_phas
     finally:
         if first.poll() is None:
             first.kill()
-    assert not commits(out), "the kill came after rows were committed: phase 1 is no longer needed"
+    assert not committed_ids(out), "the kill came after rows were committed: phase 1 is no longer needed"
     g_tokens = sum(s["roles"]["generate:g"]["output_tokens"] for s in stage_stats(out) if s["stage"] == "g")
     assert g_tokens > 0
     resumed_at = time.time()
@@ -215,11 +226,11 @@ def test_phased_run_killed_in_a_later_phase_resumes_without_redoing_earlier_phas
         capture_output=True, text=True, timeout=1500,
     )
     assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
-    assert "phase 1/3 g (generate:g): reused from an earlier attempt, 4 rows (4 still to do)" in second.stdout
+    assert f"phase 1/3 g (generate:g): reused from an earlier attempt, {rows} rows ({rows} still to do)" in second.stdout
     assert "phase 2/3 h (generate:h) done" in second.stdout
     # no engine of g started in the resumed attempt, and g generated nothing there
     assert "h: engine ready" in second.stdout and "g: engine ready" not in second.stdout
-    assert "phase 3/3 j (judge:judge): 4 rows, streamed into the writer" in second.stdout
+    assert f"phase 3/3 j (judge:judge): {rows} rows, streamed into the writer" in second.stdout
     started_again = {s["stage"]: s for s in stage_stats(out) if s["started_at"] >= resumed_at}
     assert set(started_again) == {"h", "j"}
     # one model at a time: j's engine started after h's last batch
@@ -229,6 +240,6 @@ def test_phased_run_killed_in_a_later_phase_resumes_without_redoing_earlier_phas
     pairs, rejects = assert_exactly_once(cfg_path, out)
     assert {c["generator"] for r in pairs + rejects for c in r["candidates"]} == {"g", "h"}
     manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["status"] == "complete" and len(manifest["attempts"]) == 2 and manifest["input_rows"] == 4
-    assert manifest["mode"] == "phased" and manifest["paired_rows"] + sum(manifest["rejects"].values()) == 4
+    assert manifest["status"] == "complete" and len(manifest["attempts"]) == 2 and manifest["input_rows"] == rows
+    assert manifest["mode"] == "phased" and manifest["paired_rows"] + sum(manifest["rejects"].values()) == rows
     assert not any((out / "_phases").iterdir()), "intermediate results were not cleaned up"
