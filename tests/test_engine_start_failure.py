@@ -9,6 +9,7 @@ import sys
 
 import pytest
 
+from prefgen.commits import CommitLog
 from prefgen.runstate import RunState
 
 pytestmark = pytest.mark.integration
@@ -49,7 +50,7 @@ def test_an_engine_killed_while_starting_stops_the_run_with_a_clear_error(tmp_pa
     assert "1 finished rows are committed; rerun the same command to resume" in error
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["status"] == "failed" and "EngineStartFailed" in manifest["attempts"][-1]["error"]
-    committed = [json.loads(p.read_text()) for p in (out / "_commits").glob("*.json")]
+    committed = CommitLog.read(str(out)).commits()
     assert [c["rejects"] for c in committed] == [{"empty_instruction": 1}]  # the bad input row, done before Ray
     resumed = RunState(str(out))  # the folder resumes: same config and input, its driver gone
     resumed.open(manifest["config"], manifest["config_digest"], manifest["input_digest"], False, log=lambda m: None)

@@ -17,6 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
+from prefgen.commits import CommitLog
 from prefgen.config import InputConfig
 from prefgen.io import read_instructions
 from prefgen.report import RunSummary
@@ -70,10 +71,9 @@ def wait_for(predicate, proc: subprocess.Popen, timeout: float, what: str):
 
 
 def committed_ids(out: Path) -> set[str]:
-    """The ids the folder's commits name: what a resume will skip (read from the commit files,
-    the one record of it while a run is unfinished)."""
-    files = (out / "_commits").glob("*.json") if (out / "_commits").exists() else []
-    return {i for p in files for i in json.loads(p.read_text())["ids"]}
+    """The ids the folder's commits name: what a resume will skip (read from the commit log, batch
+    commits and segments alike, the one record of it while a run is unfinished)."""
+    return {i for c in CommitLog.read(str(out)).commits() for i in c["ids"]}
 
 
 def read_output(out: Path):
