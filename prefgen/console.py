@@ -1,0 +1,180 @@
+"""What `prefgen run` shows a person: one progress display and the summary; everything else in a log.
+
+By default the driver's file descriptors 1 and 2 are pointed at a log file (`<output>/_logs/
+driver-<UTC time>.log`; for a URI output a local file, uploaded there when the run ends), so
+whatever Ray, Ray Data, vLLM or a C library prints lands there, and the console gets only what
+prefgen writes to the terminal it kept: its `[prefgen]` lines, the progress and the summary.
+Worker processes' logs stay where Ray keeps them (the session's `logs/` folder), as the summary
+says; they are not streamed to the driver. In a terminal the progress is a live bar; in a job
+log (stdout not a terminal, e.g. `ray job submit`) it is one line every `interval_s` seconds.
+`--verbose` leaves every stream where it was, workers' logs included: the output of before.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import TextIO
+
+from prefgen.progress import RunProgress, due
+
+LOGS_DIR = "_logs"
+INTERVAL_S = float(os.environ.get("PREFGEN_PROGRESS_INTERVAL_S", "30"))  # job logs: a line this often
+
+
+def log_file_for(output: str, stamp: str) -> tuple[Path, str | None]:
+    """(local log file, URI to upload it to at the end or None) for a run writing to `output`."""
+    name = f"driver-{stamp}.log"
+    if "://" in output:
+        return Path(tempfile.mkdtemp(prefix="prefgen-logs-")) / name, f"{output.rstrip('/')}/{LOGS_DIR}/{name}"
+    return Path(output) / LOGS_DIR / name, None
+
+
+class RunConsole:
+    """The console of one run: quiet (a log file takes fd 1 and 2) or verbose (nothing moves)."""
+
+    def __init__(self, verbose: bool, out: TextIO | None = None, err: TextIO | None = None,
+                 interval_s: float = INTERVAL_S):
+        self.verbose = verbose
+        self.out, self.err = out or sys.stdout, err or sys.stderr
+        self.interval_s = interval_s
+        self.log_path: Path | None = None
+        self.upload_to: str | None = None
+        self._progress: RunProgress | None = None
+        self._bar = self._task = self._thread = None
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+
+    # -- streams ---------------------------------------------------------------------------------
+    def capture(self, output: str) -> None:
+        """Point fd 1 and 2 at the run's log file; keep the terminal for this console."""
+        if self.verbose:
+            return
+        self.log_path, self.upload_to = log_file_for(output, time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()))
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        self.out = os.fdopen(os.dup(1), "w", buffering=1)
+        self.err = os.fdopen(os.dup(2), "w", buffering=1)
+        log = os.open(self.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        os.dup2(log, 1)
+        os.dup2(log, 2)
+        os.close(log)
+        sys.stdout.reconfigure(line_buffering=True)
+        sys.stderr.reconfigure(line_buffering=True)
+        self.say(f"[prefgen] full log: {self.log_path}" + (f" (uploaded to {self.upload_to} at the end)"
+                                                           if self.upload_to else ""))
+
+    def log(self, line: str) -> None:
+        """A `[prefgen]` line: in the log file, and on the console."""
+        if self.verbose:
+            print(line, flush=True)
+            return
+        print(line, flush=True)  # fd 1: the log file
+        self.say(line)
+
+    def say(self, line: str, err: bool = False) -> None:
+        """Only on the console (above the live bar, if there is one)."""
+        with self._lock:
+            if self._bar is not None and not err:
+                self._bar.console.print(line, highlight=False, markup=False, soft_wrap=True)
+            else:
+                print(line, file=self.err if err else self.out, flush=True)
+
+    @property
+    def interactive(self) -> bool:
+        return self.out.isatty()
+
+    # -- progress --------------------------------------------------------------------------------
+    def watch(self, progress: RunProgress) -> None:
+        """The pipeline's progress hook: called when the run opens and after every committed batch."""
+        if self.verbose:  # the lines of before: one per batch
+            if progress.batches:
+                print(progress.line(time.monotonic()), flush=True)
+            return
+        if self._progress is None:
+            self._progress = progress
+            self._start()
+        self._render()
+
+    def _start(self) -> None:
+        if self.interactive:
+            from rich.console import Console
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+            self._bar = Progress(TextColumn("rows"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
+                                 console=Console(file=self.out), refresh_per_second=2, transient=False)
+            self._task = self._bar.add_task("rows", total=self._progress.total_rows, info="")
+            self._bar.start()
+        self._last_line = time.monotonic()
+        self._thread = threading.Thread(target=self._tick, name="prefgen-progress", daemon=True)
+        self._thread.start()
+
+    def _tick(self) -> None:
+        while not self._stop.wait(1.0):
+            now = time.monotonic()
+            if self._bar is not None:
+                self._render()
+            elif due(self._last_line, now, self.interval_s):
+                self._render_line(now)
+
+    def _render(self) -> None:
+        p, now = self._progress, time.monotonic()
+        if self._bar is None:
+            return
+        with self._lock:
+            self._bar.update(self._task, completed=p.all_done, info=info(p, now))
+
+    def _render_line(self, now: float) -> None:
+        self._last_line = now
+        self.say(self._progress.line(now))
+
+    def finish(self) -> None:
+        """Stop the display, leaving its last state on screen (a last line in a job log)."""
+        if self._thread is None:
+            return
+        self._stop.set()
+        self._thread.join()
+        self._thread = None
+        if self._bar is not None:
+            self._render()
+            self._bar.stop()
+            self._bar = None
+        else:
+            self._render_line(time.monotonic())
+
+    def upload(self) -> None:
+        """Copy a URI output's log file to `<output>/_logs/` (what was logged up to now)."""
+        if not self.upload_to:
+            return
+        import pyarrow.fs as pafs
+
+        sys.stdout.flush()
+        sys.stderr.flush()
+        fs, path = pafs.FileSystem.from_uri(self.upload_to)
+        fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
+        pafs.copy_files(str(self.log_path), path, destination_filesystem=fs)
+
+
+def info(p: RunProgress, now: float) -> str:
+    """The live bar's text after its counter."""
+    from prefgen.progress import duration
+
+    return (f"{p.pairs} pairs · {p.rejected_rows} rejected · {p.tokens_per_s(now):.1f} tok/s · "
+            f"{duration(p.elapsed(now))} elapsed · ETA {duration(p.eta_s(now))} · {p.phase}")
+
+
+def ray_logs_dir() -> str:
+    """Where this run's Ray keeps its processes' logs (workers included)."""
+    try:
+        import ray
+
+        if ray.is_initialized():
+            return ray._private.worker._global_node.get_logs_dir_path()
+    except Exception:  # a client connection or a Ray without that attribute: the documented default
+        pass
+    return "/tmp/ray/session_latest/logs (on each node)"
