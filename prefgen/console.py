@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import TextIO
 
-from prefgen.progress import RunProgress, due
+from prefgen.progress import RunProgress, due, duration
 
 LOGS_DIR = "_logs"
 INTERVAL_S = float(os.environ.get("PREFGEN_PROGRESS_INTERVAL_S", "30"))  # job logs: a line this often
@@ -45,7 +45,7 @@ class RunConsole:
         self.log_path: Path | None = None
         self.upload_to: str | None = None
         self._progress: RunProgress | None = None
-        self._bar = self._task = self._thread = None
+        self._bar = self._thread = None
         self._stop = threading.Event()
         self._lock = threading.Lock()
 
@@ -99,17 +99,16 @@ class RunConsole:
         if self._progress is None:
             self._progress = progress
             self._start()
-        self._render()
 
     def _start(self) -> None:
-        if self.interactive:
+        if self.interactive:  # a live two-line display, redrawn twice a second from the progress object
             from rich.console import Console
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+            from rich.live import Live
 
-            self._bar = Progress(TextColumn("rows"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
-                                 console=Console(file=self.out), refresh_per_second=2, transient=False)
-            self._task = self._bar.add_task("rows", total=self._progress.total_rows, info="")
+            self._bar = Live(get_renderable=lambda: display(self._progress, time.monotonic()),
+                             console=Console(file=self.out), refresh_per_second=2, transient=False)
             self._bar.start()
+            return
         self._last_line = time.monotonic()
         self._thread = threading.Thread(target=self._tick, name="prefgen-progress", daemon=True)
         self._thread.start()
@@ -117,17 +116,8 @@ class RunConsole:
     def _tick(self) -> None:
         while not self._stop.wait(1.0):
             now = time.monotonic()
-            if self._bar is not None:
-                self._render()
-            elif due(self._last_line, now, self.interval_s):
+            if due(self._last_line, now, self.interval_s):
                 self._render_line(now)
-
-    def _render(self) -> None:
-        p, now = self._progress, time.monotonic()
-        if self._bar is None:
-            return
-        with self._lock:
-            self._bar.update(self._task, completed=p.all_done, info=info(p, now))
 
     def _render_line(self, now: float) -> None:
         self._last_line = now
@@ -135,16 +125,15 @@ class RunConsole:
 
     def finish(self) -> None:
         """Stop the display, leaving its last state on screen (a last line in a job log)."""
-        if self._thread is None:
-            return
-        self._stop.set()
-        self._thread.join()
-        self._thread = None
         if self._bar is not None:
-            self._render()
-            self._bar.stop()
-            self._bar = None
-        else:
+            with self._lock:
+                self._bar.refresh()
+                self._bar.stop()
+                self._bar = None
+        elif self._thread is not None:
+            self._stop.set()
+            self._thread.join()
+            self._thread = None
             self._render_line(time.monotonic())
 
     def upload(self) -> None:
@@ -160,12 +149,20 @@ class RunConsole:
         pafs.copy_files(str(self.log_path), path, destination_filesystem=fs)
 
 
-def info(p: RunProgress, now: float) -> str:
-    """The live bar's text after its counter."""
-    from prefgen.progress import duration
+def display(p: RunProgress, now: float):
+    """The live display: a bar with rows done and the ETA, then the figures (fits 80 columns)."""
+    from rich.console import Group
+    from rich.progress_bar import ProgressBar
+    from rich.table import Table
+    from rich.text import Text
 
-    return (f"{p.pairs} pairs · {p.rejected_rows} rejected · {p.tokens_per_s(now):.1f} tok/s · "
-            f"{duration(p.elapsed(now))} elapsed · ETA {duration(p.eta_s(now))} · {p.phase}")
+    bar = Table.grid(padding=(0, 1))
+    pct = 100 * p.all_done / p.total_rows if p.total_rows else 100.0
+    bar.add_row(Text(f"rows {p.all_done}/{p.total_rows}"), ProgressBar(total=p.total_rows or 1, completed=p.all_done,
+                                                                         width=30),
+                Text(f"{pct:3.0f}%  ETA {duration(p.eta_s(now))}"))
+    return Group(bar, Text(f"{p.pairs} pairs · {p.rejected_rows} rejected · {p.tokens_per_s(now):.1f} tok/s · "
+                           f"{duration(p.elapsed(now))} elapsed · {p.phase}"))
 
 
 def ray_logs_dir() -> str:

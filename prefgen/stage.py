@@ -34,6 +34,7 @@ from prefgen.engine import (
     engine_dead,
     template_refusal,
 )
+from prefgen.engine_exit import child_pids, started_since, stop_engine
 from prefgen.engine_starts import EngineStartFailed, failed_starts_in_a_row
 from prefgen.schema import REJECT_STAGE_ERROR, STOPPED, WORK_ROW, to_table
 
@@ -167,7 +168,7 @@ class ModelStage:
             error = f"ray.max_failed_starts={max_failed_starts} reached"
             self._write_stats(dict(self.stats, error=error, gave_up=died), force=True)
             raise EngineStartFailed(f"{name}: the engine died {died} time(s) in a row while starting; {error}")
-        started = time.monotonic()
+        started, before = time.monotonic(), child_pids()
         try:
             engine = engine_factory()
         except Exception as exc:
@@ -180,6 +181,7 @@ class ModelStage:
             getattr(engine, "shutdown", lambda: None)()  # its engine core must not outlive the actor
             raise
         self.engine = engine if is_async(engine) else SerialEngine(engine)
+        self.engine_processes = started_since(before)  # waited for at the actor's exit
         # Ray Data may run a few batches per call on top of the actor's concurrency: threads are cheap.
         self.threads = ThreadPoolExecutor(max_workers=4 * max(1, batches_in_flight), thread_name_prefix="prefgen-batch")
         with self.lock:
@@ -187,6 +189,19 @@ class ModelStage:
             snapshot = json.loads(json.dumps(self.stats))
         self._write_stats(snapshot, force=True)
         print(f"[prefgen] {name}: engine ready in {self.stats['engine_start_s']:.1f} s", flush=True)
+
+    def __del__(self):
+        """The actor exits: stop the engine and wait for its processes (see `engine_exit.py`)."""
+        engine = getattr(self, "engine", None)
+        if engine is None:
+            return
+        try:
+            left = stop_engine(engine, self.engine_processes)
+        except Exception as exc:  # an exit must not fail; say why it was not clean
+            print(f"[prefgen] {self.name}: engine shutdown failed: {exc!r}", flush=True)
+            return
+        if left:
+            print(f"[prefgen] {self.name}: engine processes {left} still running at the actor's exit", flush=True)
 
     def restart_actor(self, exc: Exception) -> None:
         """Exit the actor: Ray starts a new one and retries its batches there."""

@@ -36,9 +36,9 @@ def test_a_resumed_run_counts_earlier_rows_as_done_but_not_in_its_rates():
 
 def test_job_log_line_and_durations():
     p = RunProgress(total_rows=8, started=0.0)
-    p.phase = "engines starting, first batch on its way"
+    p.phase = "engines starting"
     assert p.line(65.0) == ("[prefgen] progress: 0/8 rows done (0%), 0 pairs, 0 rejected, 0.0 tok/s, "
-                            "elapsed 1m05s, ETA ? (engines starting, first batch on its way)")
+                            "elapsed 1m05s, ETA ? (engines starting)")
     p.add_batch(report(4, pairs=3, rejects={"all_tied": 1}, tokens=1000), now=100.0)
     assert p.line(100.0) == ("[prefgen] progress: 4/8 rows done (50%), 3 pairs, 1 rejected, 10.0 tok/s, "
                              "elapsed 1m40s, ETA 1m40s (working)")
@@ -88,3 +88,25 @@ def test_quiet_console_sends_everything_else_to_the_log_file(tmp_path):
     assert proc.stdout.splitlines() == [f"[prefgen] full log: {log}", "[prefgen] a line for both"]
     assert proc.stderr == ""
     assert log.read_text().splitlines() == ["a library's chatter", "a C library's warning", "[prefgen] a line for both"]
+
+
+class Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def test_terminal_console_draws_one_live_bar_with_the_figures():
+    out = Terminal()
+    console = RunConsole(verbose=False, out=out)
+    p = RunProgress(total_rows=4, started=0.0)
+    console.watch(p)
+    console.log("[prefgen] plan: a line above the bar")
+    p.add_batch(report(2, pairs=1, rejects={"all_tied": 1}, tokens=50), now=1.0)
+    console.watch(p)
+    console.finish()
+    text = out.getvalue()
+    assert "[prefgen] plan: a line above the bar" in text
+    last = text.rsplit("\x1b[1A\x1b[2K", 1)[-1].splitlines()  # the display's final two lines, left on screen
+    assert "rows 2/4" in last[0] and "50%  ETA" in last[0]
+    assert "1 pairs · 1 rejected · " in last[1] and "working" in last[1]
+    assert "[prefgen] progress:" not in text  # no job-log lines in a terminal
