@@ -23,7 +23,8 @@ from typing import TextIO
 from prefgen.progress import RunProgress, due, duration
 
 LOGS_DIR = "_logs"
-INTERVAL_S = float(os.environ.get("PREFGEN_PROGRESS_INTERVAL_S", "30"))  # job logs: a line this often
+# job logs: a line this often while rows come in, ten times less often while nothing moves
+INTERVAL_S = float(os.environ.get("PREFGEN_PROGRESS_INTERVAL_S", "30"))
 
 
 def log_file_for(output: str, stamp: str) -> tuple[Path, str | None]:
@@ -109,18 +110,21 @@ class RunConsole:
                              console=Console(file=self.out), refresh_per_second=2, transient=False)
             self._bar.start()
             return
-        self._last_line = time.monotonic()
+        self._last_line, self._last_state = time.monotonic(), None
         self._thread = threading.Thread(target=self._tick, name="prefgen-progress", daemon=True)
         self._thread.start()
 
     def _tick(self) -> None:
         while not self._stop.wait(1.0):
             now = time.monotonic()
-            if due(self._last_line, now, self.interval_s):
+            if due(self._last_line, now, self.interval_s, changed=self._state() != self._last_state):
                 self._render_line(now)
 
+    def _state(self) -> tuple:
+        return self._progress.all_done, self._progress.phase
+
     def _render_line(self, now: float) -> None:
-        self._last_line = now
+        self._last_line, self._last_state = now, self._state()
         self.say(self._progress.line(now))
 
     def finish(self) -> None:

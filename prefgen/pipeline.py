@@ -158,7 +158,7 @@ def _process(cfg, state: RunState, todo, bad_input, summary: RunSummary, progres
         ray.data.DataContext.get_current().max_errored_blocks = -1  # failed batches: see below
         build = _phased_dataset if mode == "phased" else _streaming_dataset
 
-        progress.phase = "engines starting"
+        progress.phase = "waiting for the first batch"
         watch(progress)
 
         def reports():

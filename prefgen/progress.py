@@ -91,6 +91,9 @@ def duration(seconds: float | None) -> str:
     return f"{s // 3600}h{s % 3600 // 60:02d}m"
 
 
-def due(last: float | None, now: float, interval_s: float) -> bool:
-    """Whether a steady-interval progress line is due (the first one after one interval)."""
-    return last is not None and now - last >= interval_s
+def due(last: float | None, now: float, interval_s: float, changed: bool = True, idle_factor: int = 10) -> bool:
+    """Whether a job-log progress line is due: one interval after the last line while the rows or
+    the phase move, `idle_factor` intervals when nothing moved since (a long engine start)."""
+    if last is None:
+        return False
+    return now - last >= (interval_s if changed else interval_s * idle_factor)

@@ -256,7 +256,7 @@ def test_readme_loads_the_output_and_trains_one_dpo_step_on_it(run, tmp_path):
     swaps = {
         '"prefgen-output/pairs/*.parquet"': repr(f"{run['out']}/pairs/*.parquet"),
         'DPOConfig(output_dir="dpo-out", max_length=1024,': (
-            f'DPOConfig(output_dir={str(tmp_path / "dpo")!r}, max_length=256, per_device_train_batch_size=2, '
+            f'DPOConfig(output_dir={str(tmp_path / "dpo")!r}, max_length=128, per_device_train_batch_size=1, '
             'max_steps=1, report_to="none", save_strategy="no", logging_steps=1, use_cpu=True,'),
     }
     for old, new in swaps.items():

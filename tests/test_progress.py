@@ -36,15 +36,17 @@ def test_a_resumed_run_counts_earlier_rows_as_done_but_not_in_its_rates():
 
 def test_job_log_line_and_durations():
     p = RunProgress(total_rows=8, started=0.0)
-    p.phase = "engines starting"
+    p.phase = "waiting for the first batch"
     assert p.line(65.0) == ("[prefgen] progress: 0/8 rows done (0%), 0 pairs, 0 rejected, 0.0 tok/s, "
-                            "elapsed 1m05s, ETA ? (engines starting)")
+                            "elapsed 1m05s, ETA ? (waiting for the first batch)")
     p.add_batch(report(4, pairs=3, rejects={"all_tied": 1}, tokens=1000), now=100.0)
     assert p.line(100.0) == ("[prefgen] progress: 4/8 rows done (50%), 3 pairs, 1 rejected, 10.0 tok/s, "
                              "elapsed 1m40s, ETA 1m40s (working)")
     assert [duration(s) for s in (None, 0, 59.4, 60, 3599, 3600, 7325)] == ["?", "0s", "59s", "1m00s", "59m59s",
                                                                              "1h00m", "2h02m"]
     assert not due(None, 10.0, 30.0) and not due(0.0, 29.9, 30.0) and due(0.0, 30.0, 30.0)
+    # nothing moved since the last line (an engine still starting): ten intervals between lines
+    assert not due(0.0, 299.0, 30.0, changed=False) and due(0.0, 300.0, 30.0, changed=False)
 
 
 def test_log_file_lies_beside_a_local_output_and_is_uploaded_for_a_uri(tmp_path):
