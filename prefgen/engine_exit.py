@@ -6,13 +6,15 @@ Two came from every vLLM engine actor of a successful run:
   engine core first and cancels the task reading its outputs after, so that task sees a dead
   engine and logs it. `stop_engine` cancels the task first.
 - `resource_tracker ... KeyError: '/psm_...'` (and `'/mp-...'`), after "resource_tracker: process
-  died unexpectedly, relaunching": the actor exited while vLLM's engine-core and worker processes
-  were still exiting. Ray then killed the actor's leftover child processes, Python's
-  multiprocessing resource tracker (the actor's child, shared by vLLM's processes) among them;
-  the engine's processes, still exiting, unregistered their shared memory and semaphores, found
-  the tracker dead, started a new one, and it did not know those names. `stop_engine` waits for
-  the engine's processes to exit before the actor does, so the tracker outlives them.
-
+  died unexpectedly, relaunching": Python's multiprocessing resource tracker (one process, shared
+  by a process and its children, that unlinks shared memory and semaphores left behind) was
+  first needed in vLLM's engine-core process, so it started as that process's child. When the
+  engine core exits, the tracker is orphaned and Ray, which adopts and kills a worker's orphaned
+  processes, killed it while vLLM's worker process was still exiting; that worker then
+  unregistered its shared memory and semaphore, found the tracker dead, started a new one, and
+  the new one did not know those names. `own_resource_tracker` starts the tracker in the actor
+  before the engine, so the engine's processes share the actor's tracker, which lives as long as
+  the actor; and `stop_engine` waits for the engine's processes before the actor exits.
 Ray Data deletes the stage object when its actor exits gracefully (`__ray_shutdown__`), which
 calls `ModelStage.__del__` and so `stop_engine`.
 """
@@ -23,6 +25,14 @@ import asyncio
 import time
 
 EXIT_WAIT_S = 20.0  # vLLM gives its own processes 5 s after SIGTERM before it kills them
+
+
+def own_resource_tracker() -> None:
+    """Start multiprocessing's resource tracker in this (the actor's) process, before the engine's
+    processes would start one of their own (see the module's docstring)."""
+    from multiprocessing import resource_tracker
+
+    resource_tracker.ensure_running()
 
 
 def stop_engine(engine, processes: list, wait_s: float = EXIT_WAIT_S) -> list[int]:

@@ -34,7 +34,7 @@ from prefgen.engine import (
     engine_dead,
     template_refusal,
 )
-from prefgen.engine_exit import child_pids, started_since, stop_engine
+from prefgen.engine_exit import child_pids, own_resource_tracker, started_since, stop_engine
 from prefgen.engine_starts import EngineStartFailed, failed_starts_in_a_row
 from prefgen.schema import REJECT_STAGE_ERROR, STOPPED, WORK_ROW, to_table
 
@@ -168,6 +168,7 @@ class ModelStage:
             error = f"ray.max_failed_starts={max_failed_starts} reached"
             self._write_stats(dict(self.stats, error=error, gave_up=died), force=True)
             raise EngineStartFailed(f"{name}: the engine died {died} time(s) in a row while starting; {error}")
+        own_resource_tracker()  # the engine's processes share it; it outlives them (engine_exit.py)
         started, before = time.monotonic(), child_pids()
         try:
             engine = engine_factory()

@@ -7,7 +7,7 @@ import sys
 import threading
 import time
 
-from prefgen.engine_exit import cancel_output_handler, child_pids, started_since, stop_engine
+from prefgen.engine_exit import cancel_output_handler, child_pids, own_resource_tracker, started_since, stop_engine
 
 
 class FakeEngine:
@@ -69,3 +69,29 @@ def test_the_output_task_is_cancelled_before_the_engine_core_stops():
 
 async def _task(fn):
     return asyncio.ensure_future(fn())
+
+
+def test_the_engines_processes_share_the_actors_resource_tracker():
+    """Started first in the actor, the tracker is the one a spawned engine process uses (and so
+    dies with the actor, not with the engine core)."""
+    import multiprocessing as mp
+    from multiprocessing import resource_tracker
+
+    own_resource_tracker()
+    mine = resource_tracker._resource_tracker._pid
+    assert mine is not None and mine in child_pids()
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    proc = ctx.Process(target=_report_tracker_fd, args=(queue,))
+    proc.start()
+    child_fd_known = queue.get(timeout=60)
+    proc.join(60)
+    assert child_fd_known  # the spawned process was handed the actor's tracker, it started none
+    assert resource_tracker._resource_tracker._pid == mine
+
+
+def _report_tracker_fd(queue):
+    from multiprocessing import resource_tracker
+
+    t = resource_tracker._resource_tracker
+    queue.put(t._fd is not None and t._pid is None)  # inherited fd, no tracker process of its own
