@@ -201,8 +201,9 @@ class ModelStage:
         except Exception as exc:  # an exit must not fail; say why it was not clean
             print(f"[prefgen] {self.name}: engine shutdown failed: {exc!r}", flush=True)
             return
-        if left:
-            print(f"[prefgen] {self.name}: engine processes {left} still running at the actor's exit", flush=True)
+        print(f"[prefgen] {self.name}: engine stopped, {len(self.engine_processes) - len(left)} of its "
+              f"{len(self.engine_processes)} process(es) exited" + (f"; still running: {left}" if left else ""),
+              flush=True)
 
     def restart_actor(self, exc: Exception) -> None:
         """Exit the actor: Ray starts a new one and retries its batches there."""

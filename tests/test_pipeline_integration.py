@@ -226,6 +226,7 @@ def test_run_prints_progress_and_summary(run):
     err = [f.read_text() for f in workers.glob("worker-*.err")]
     out = [f.read_text() for f in workers.glob("worker-*.out")]
     assert any("engine ready" in text for text in out)
+    assert any(re.search(r"engine stopped, (\d+) of its \1 process", text) for text in out)  # waited for them all
     assert not [text for text in err + out if "Traceback" in text]
     assert "judging:        judgments=" in run["stdout"] and "calls_given_up=0" in run["stdout"]
     assert "self-preference" in run["stdout"]  # the judge is also the generators' model
