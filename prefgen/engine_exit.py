@@ -15,8 +15,8 @@ Two came from every vLLM engine actor of a successful run:
   the new one did not know those names. `own_resource_tracker` starts the tracker in the actor
   before the engine, so the engine's processes share the actor's tracker, which lives as long as
   the actor; and `stop_engine` waits for the engine's processes before the actor exits.
-Ray Data deletes the stage object when its actor exits gracefully (`__ray_shutdown__`), which
-calls `ModelStage.__del__` and so `stop_engine`.
+`ModelStage` registers its `__del__` with atexit (an actor's exit need not collect the stage
+object), which calls `stop_at_exit` once.
 """
 
 from __future__ import annotations
@@ -44,6 +44,19 @@ def stop_engine(engine, processes: list, wait_s: float = EXIT_WAIT_S) -> list[in
     cancel_output_handler(getattr(engine, "llm", None))
     shutdown()
     return wait_for_exit(processes, wait_s)
+
+
+def stop_at_exit(name: str, engine, processes: list) -> None:
+    """`stop_engine` at the actor's exit, saying in the actor's log how it went; never raises."""
+    if getattr(engine, "shutdown", None) is None:
+        return
+    try:
+        left = stop_engine(engine, processes)
+    except Exception as exc:  # an exit must not fail; say why it was not clean
+        print(f"[prefgen] {name}: engine shutdown failed: {exc!r}", flush=True)
+        return
+    print(f"[prefgen] {name}: engine stopped, {len(processes) - len(left)} of its {len(processes)} process(es) "
+          "exited" + (f"; still running: {left}" if left else ""), flush=True)
 
 
 def child_pids() -> set[int]:
