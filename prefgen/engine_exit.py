@@ -7,14 +7,16 @@ Two came from every vLLM engine actor of a successful run:
   engine and logs it. `stop_engine` cancels the task first.
 - `resource_tracker ... KeyError: '/psm_...'` (and `'/mp-...'`), after "resource_tracker: process
   died unexpectedly, relaunching": Python's multiprocessing resource tracker (one process, shared
-  by a process and its children, that unlinks shared memory and semaphores left behind) was
-  first needed in vLLM's engine-core process, so it started as that process's child. When the
-  engine core exits, the tracker is orphaned and Ray, which adopts and kills a worker's orphaned
-  processes, killed it while vLLM's worker process was still exiting; that worker then
+  by a process and the processes it spawns, that unlinks shared memory and semaphores left
+  behind) is the actor's child; vLLM's engine core and its worker process use it. The actor
+  exited once vLLM's engine core was gone, while the worker process was still exiting; Ray kills
+  an exited worker's leftover child processes, the tracker among them; the vLLM worker then
   unregistered its shared memory and semaphore, found the tracker dead, started a new one, and
-  the new one did not know those names. `own_resource_tracker` starts the tracker in the actor
-  before the engine, so the engine's processes share the actor's tracker, which lives as long as
-  the actor; and `stop_engine` waits for the engine's processes before the actor exits.
+  the new one did not know those names. `stop_engine` waits for every process the engine started
+  before the actor exits, so the tracker outlives them. `own_resource_tracker` makes sure the
+  tracker is the actor's before the engine starts (with vLLM's `fork` start method a tracker
+  first needed in the engine core would be the engine core's, and die with it).
+
 `ModelStage` registers its `__del__` with atexit (an actor's exit need not collect the stage
 object), which calls `stop_at_exit` once.
 """
