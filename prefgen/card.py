@@ -18,13 +18,19 @@ from prefgen.report import format_counts, health_lines
 
 # The one training example, shown in every card (README.md's training section shows the same code).
 # {dataset}: the arguments of load_dataset; {model}: the model to train.
-TRAINING_SNIPPET = '''import datasets
+# README.md's "Loading it and training with TRL" block, which the DPOTrainer integration test runs;
+# `test_report_card` checks the two are the same text. The card adds the line that sets MODEL.
+TRAINING_SNIPPET = '''MODEL = "{model}"  # the policy to train: a hub id or a folder
+import datasets
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
 from trl import DPOConfig, DPOTrainer
 
-pairs = datasets.load_dataset({dataset}, split="train")
-pairs = pairs.select_columns(["prompt", "chosen", "rejected"])  # TRL's conversational preference format
-args = DPOConfig(output_dir="dpo-model")  # on a machine without a GPU: DPOConfig(..., use_cpu=True)
-trainer = DPOTrainer(model="{model}", args=args, train_dataset=pairs)
+ds = datasets.load_dataset({dataset}, split="train")
+model = AutoModelForCausalLM.from_pretrained(MODEL, dtype=torch.float32)
+tokenizer = AutoTokenizer.from_pretrained(MODEL)
+args = DPOConfig(output_dir="dpo-out", max_length=1024, bf16=torch.cuda.is_available())
+trainer = DPOTrainer(model=model, args=args, train_dataset=ds, processing_class=tokenizer)
 trainer.train()
 '''
 TRAINING_MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"  # a small model to start from; use your own

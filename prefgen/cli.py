@@ -37,6 +37,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--ray-address", help="Ray cluster to join (default: RAY_ADDRESS or a new local Ray)")
     run.add_argument("--seed", type=int, help="run seed")
     run.add_argument("--mode", choices=["auto", "streaming", "phased"], help="streaming, or one stage at a time")
+    run.add_argument("--verbose", action="store_true",
+                     help="print everything on the console (Ray, Ray Data, vLLM, workers) instead of a progress "
+                          "display and a log file")
     show = sub.add_parser("config", help="print the full, validated config (defaults filled in)")
     show.add_argument("config", nargs="?", help="YAML config (default: the embedded default)")
     plan = sub.add_parser("plan", help="print the engines, their placement, the stages and the calls per row; start nothing")
@@ -147,16 +150,47 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "export":
             return _export(args)
         cfg: PipelineConfig = load_config(args.config, _overrides(args))
-        summary = run(cfg)
-    except (ConfigError, InputError, ResumeRefused, PlanError, PairsError, ReportError, ExportError) as exc:
+    except (ConfigError, InputError, PlanError, PairsError, ReportError, ExportError) as exc:
         print(f"prefgen: {exc}", file=sys.stderr)
         return 2
+    return _run(cfg, args.verbose)
+
+
+def _run(cfg: PipelineConfig, verbose: bool) -> int:
+    """`prefgen run`: the pipeline behind the console (a progress display and a log file, or
+    everything on the console with --verbose, see `console.py`)."""
+    from prefgen.console import RunConsole, ray_logs_dir
+    from prefgen.io import absolute_uri
+
+    console = RunConsole(verbose)
+    console.capture(absolute_uri(cfg.output.path))
+    code, summary = 0, None
+    try:
+        summary = run(cfg, log=console.log, watch=console.watch, worker_logs=verbose)
+    except (ConfigError, InputError, ResumeRefused, PlanError, PairsError) as exc:
+        code, message = 2, f"prefgen: {exc}"
     except (EngineStartFailed, RunStopped, EndpointStopped) as exc:  # the folder resumes when rerun
-        print(f"prefgen: run stopped: {exc}", file=sys.stderr)
-        return 3
-    print("[prefgen] done")
+        code, message = 3, f"prefgen: run stopped: {exc}"
+    except BaseException:
+        console.finish()
+        if console.log_path:
+            console.say(f"prefgen: the run failed; the traceback is in {console.log_path}", err=True)
+            console.upload()
+        raise  # the traceback: on the console with --verbose, else in the log file
+    console.finish()
+    if code:
+        print(message, file=sys.stderr, flush=True)  # the log file (fd 2) keeps it too
+        if console.log_path:
+            console.say(message + f"\nfull log: {console.log_path}", err=True)
+        console.upload()
+        return code
+    console.log("[prefgen] done")
     for line in summary.lines():
-        print("  " + line)
+        console.log("  " + line)
+    if not verbose:
+        console.log(f"  logs:           driver {console.upload_to or console.log_path}; "
+                    f"Ray's processes (engine workers included) {ray_logs_dir()}")
+    console.upload()
     return 0
 
 

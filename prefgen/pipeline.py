@@ -34,6 +34,7 @@ from prefgen.io import STATS_DIR, absolute_uri, read_instructions, read_jsons
 from prefgen.phases import PhaseStore, keep_ids
 from prefgen.placement import actor_options, endpoint_actor_options, choose_mode, planning_resources, resolve_device
 from prefgen.plan import StagePlan, engine_factory, plan_lines, plan_stages
+from prefgen.progress import RunProgress
 from prefgen.report import RunSummary
 from prefgen.runstate import RunState, check_lease, input_digest
 from prefgen import screen
@@ -42,21 +43,25 @@ from prefgen.schema import WORK_ROW, to_table
 from prefgen.writer import RunStopped, commit_reports, failed_warning, write_batch, write_rows
 
 
-def _init_ray(cfg: PipelineConfig, stages: list[StagePlan]):
-    """Join the configured cluster, or start a local Ray; returns (ray, session dir we own)."""
+def _init_ray(cfg: PipelineConfig, stages: list[StagePlan], worker_logs: bool = True):
+    """Join the configured cluster, or start a local Ray; returns (ray, session dir we own).
+
+    `worker_logs=False` leaves the workers' output in the Ray session's log files instead of
+    streaming it to the driver (the quiet console, see `console.py`)."""
     import ray
 
     if ray.is_initialized():
         return ray, None
     address = cfg.ray.address or os.environ.get("RAY_ADDRESS")
     if address:
-        ray.init(address=address)
+        ray.init(address=address, log_to_driver=worker_logs)
         return ray, None
     keep_local_workers_on_this_interpreter()
     # A local Ray needs a logical CPU per engine actor plus one for the other tasks; on a
     # laptop that can exceed the cores, and the engines then share them.
     needed = int(sum(s.model.engine.cpus_per_replica * s.model.engine.replica_range[1] for s in stages)) + 1
-    context = ray.init(address="local", num_cpus=cfg.ray.num_cpus or max(os.cpu_count() or 1, needed))
+    context = ray.init(address="local", num_cpus=cfg.ray.num_cpus or max(os.cpu_count() or 1, needed),
+                       log_to_driver=worker_logs)
     return ray, context.address_info.get("session_dir")
 
 
@@ -83,13 +88,17 @@ def plan_run(cfg: PipelineConfig, stages: list[StagePlan], cluster: dict) -> tup
     return devices, mode, resources
 
 
-def run(cfg: PipelineConfig, log=print) -> RunSummary:
+def run(cfg: PipelineConfig, log=print, watch=None, worker_logs: bool = True) -> RunSummary:
+    """Run the pipeline over `cfg`; returns the summary (also written to the manifest).
+
+    `watch`, if given, is called with the run's `RunProgress` when the rows are known and after
+    every committed batch (the console's display); without it a progress line is logged per batch."""
     started = time.monotonic()
     cfg = cfg.model_copy(deep=True)
     cfg.output.path = out = absolute_uri(cfg.output.path)
     inputs = read_instructions(cfg.input, partial(candidates_per_row, cfg))  # unusable input fails here, before Ray starts
     benchmarks = screen.prepare(cfg.input)  # and unusable benchmark files
-    started_ray = _init_ray(cfg, plan_stages(cfg)) if screen.wants_ray(cfg.input, len(inputs.rows)) else None
+    started_ray = _init_ray(cfg, plan_stages(cfg), worker_logs) if screen.wants_ray(cfg.input, len(inputs.rows)) else None
     screened = screen.screen_input(inputs, cfg.input, benchmarks, started_ray[0] if started_ray else None)
     if any(screened.values()):
         log(f"[prefgen] screening: {', '.join(f'{n} {reason}' for reason, n in screened.items())}")
@@ -104,9 +113,16 @@ def run(cfg: PipelineConfig, log=print) -> RunSummary:
                          config_digest=digest, warnings=cfg.warnings())
     for warning in summary.warnings:
         log(f"[prefgen] warning: {warning}")
+    progress = RunProgress(total_rows=inputs.total, started=started, done_before=len(state.done_ids))
+    if watch is None:
+        def watch(p):
+            if p.batches:
+                log(p.line(time.monotonic()))
+    watch(progress)
 
     try:
-        attempt_commits = _process(cfg, state, todo, bad_input, summary, started, log, started_ray)
+        attempt_commits = _process(cfg, state, todo, bad_input, summary, progress, watch, worker_logs, log,
+                                   started_ray)
     except BaseException as exc:
         if isinstance(exc, RunStopped):  # what the endpoints served before the stop
             summary.add_stage_stats(read_jsons(out, f"{STATS_DIR}/{state.token}"),
@@ -131,18 +147,20 @@ def run(cfg: PipelineConfig, log=print) -> RunSummary:
     return summary
 
 
-def _process(cfg, state: RunState, todo, bad_input, summary: RunSummary, started: float, log,
-             started_ray=None) -> list[dict]:
+def _process(cfg, state: RunState, todo, bad_input, summary: RunSummary, progress: RunProgress, watch,
+             worker_logs: bool, log, started_ray=None) -> list[dict]:
     """Write the bad input's rejects, stream the rest through the stages; return this attempt's commits.
     `started_ray`: (ray, session dir) when screening a large input already started Ray."""
     out = cfg.output.path
     stages = plan_stages(cfg)
-    ray, session_dir = started_ray or (_init_ray(cfg, stages) if todo else (None, None))
+    ray, session_dir = started_ray or (_init_ray(cfg, stages, worker_logs) if todo else (None, None))
     state.claim(session_dir)
     attempt_commits = []
     if bad_input:
         attempt_commits.append(write_rows(out, state.token, bad_input, [], bad_input, tag="input"))
         state.commit(attempt_commits[-1])
+        progress.add_batch(attempt_commits[-1], time.monotonic())
+        watch(progress)
     if todo:
         devices, mode, resources = plan_run(cfg, stages, ray.cluster_resources())
         summary.mode = mode
@@ -151,11 +169,16 @@ def _process(cfg, state: RunState, todo, bad_input, summary: RunSummary, started
         ray.data.DataContext.get_current().max_errored_blocks = -1  # failed batches: see below
         build = _phased_dataset if mode == "phased" else _streaming_dataset
 
+        progress.phase = "waiting for the first batch"
+        watch(progress)
+
         def reports():
             for row in build(ray, cfg, todo, stages, devices, state.token, log).iter_rows():
-                yield json.loads(row["report"])
-                log(f"[prefgen] progress: {len(state.done_ids)}/{summary.input_rows} rows done, "
-                    f"{sum(c['pairs'] for c in state.commits)} pairs, {time.monotonic() - started:.0f} s")
+                report = json.loads(row["report"])
+                yield report
+                if "ids" in report and "failed" not in report:  # committed by now
+                    progress.add_batch(report, time.monotonic())
+                    watch(progress)
 
         try:
             done, failed = commit_reports(state, reports(), todo, cfg.ray.max_batch_retries, log)

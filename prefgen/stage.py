@@ -11,6 +11,7 @@ scripted one) also works: its calls then run one at a time.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import copy
 import inspect
 import json
@@ -34,6 +35,7 @@ from prefgen.engine import (
     engine_dead,
     template_refusal,
 )
+from prefgen.engine_exit import child_pids, own_resource_tracker, started_since, stop_at_exit
 from prefgen.engine_starts import EngineStartFailed, failed_starts_in_a_row
 from prefgen.schema import REJECT_STAGE_ERROR, STOPPED, WORK_ROW, to_table
 
@@ -167,7 +169,8 @@ class ModelStage:
             error = f"ray.max_failed_starts={max_failed_starts} reached"
             self._write_stats(dict(self.stats, error=error, gave_up=died), force=True)
             raise EngineStartFailed(f"{name}: the engine died {died} time(s) in a row while starting; {error}")
-        started = time.monotonic()
+        own_resource_tracker()  # the engine's processes share it; it outlives them (engine_exit.py)
+        started, before = time.monotonic(), child_pids()
         try:
             engine = engine_factory()
         except Exception as exc:
@@ -180,6 +183,8 @@ class ModelStage:
             getattr(engine, "shutdown", lambda: None)()  # its engine core must not outlive the actor
             raise
         self.engine = engine if is_async(engine) else SerialEngine(engine)
+        self.engine_processes = started_since(before)  # waited for at the actor's exit
+        atexit.register(self.__del__)
         # Ray Data may run a few batches per call on top of the actor's concurrency: threads are cheap.
         self.threads = ThreadPoolExecutor(max_workers=4 * max(1, batches_in_flight), thread_name_prefix="prefgen-batch")
         with self.lock:
@@ -187,6 +192,13 @@ class ModelStage:
             snapshot = json.loads(json.dumps(self.stats))
         self._write_stats(snapshot, force=True)
         print(f"[prefgen] {name}: engine ready in {self.stats['engine_start_s']:.1f} s", flush=True)
+
+    def __del__(self):
+        """The actor exits: stop the engine and wait for its processes (see `engine_exit.py`).
+        Also registered with atexit, as the actor may exit without collecting this object."""
+        engine, self.engine = getattr(self, "engine", None), None
+        if engine is not None:
+            stop_at_exit(self.name, engine, self.engine_processes)
 
     def restart_actor(self, exc: Exception) -> None:
         """Exit the actor: Ray starts a new one and retries its batches there."""

@@ -7,6 +7,7 @@ shuffled orders), over a small input that also holds bad rows. The tests read wh
 
 import glob
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -60,7 +61,8 @@ def run(tmp_path_factory):
     pairs = [row for f in sorted(glob.glob(f"{out}/pairs/*.parquet")) for row in pq.read_table(f).to_pylist()]
     rejects = [row for f in sorted(glob.glob(f"{out}/rejects/*.parquet")) for row in pq.read_table(f).to_pylist()]
     summary = json.loads((out / "manifest.json").read_text())
-    return {"out": out, "stdout": proc.stdout, "pairs": pairs, "rejects": rejects, "summary": summary}
+    return {"out": out, "stdout": proc.stdout, "stderr": proc.stderr, "pairs": pairs, "rejects": rejects,
+            "summary": summary}
 
 
 def test_every_input_row_lands_exactly_once(run):
@@ -207,7 +209,25 @@ def test_output_loads_with_datasets(run):
 
 
 def test_run_prints_progress_and_summary(run):
-    assert "[prefgen] progress:" in run["stdout"]
+    """The console shows prefgen's lines, progress and the summary; the rest is in the driver's log."""
+    console = run["stdout"] + run["stderr"]
+    assert len(console.splitlines()) < 60, console
+    assert "Traceback" not in console and "logging_progress" not in console and "INFO" not in console
+    assert "[prefgen] progress:" in run["stdout"] and "rows done" in run["stdout"]
+    (log,) = (run["out"] / "_logs").glob("driver-*.log")
+    assert run["stdout"].splitlines()[0] == f"[prefgen] full log: {log}"
+    detailed = log.read_text()
+    assert "[prefgen] done" in detailed  # every console line is in the log too...
+    assert "MapBatches(ModelStage)" in detailed  # ...and Ray Data's own, which the console leaves out
+    logs_line = next(line for line in run["stdout"].splitlines() if line.startswith("  logs:"))
+    workers = Path(logs_line.split("engine workers included) ")[1])
+    assert workers.name == "logs" and workers.is_dir()
+    # the engine actor's own log: its engine came up, and its exit left no traceback behind
+    err = [f.read_text() for f in workers.glob("worker-*.err")]
+    out = [f.read_text() for f in workers.glob("worker-*.out")]
+    assert any("engine ready" in text for text in out)
+    assert any(re.search(r"engine stopped, (\d+) of its \1 process", text) for text in out)  # waited for them all
+    assert not [text for text in err + out if "Traceback" in text]
     assert "judging:        judgments=" in run["stdout"] and "calls_given_up=0" in run["stdout"]
     assert "self-preference" in run["stdout"]  # the judge is also the generators' model
     assert "rows in:        10" in run["stdout"]
@@ -226,3 +246,48 @@ def test_run_writes_its_dataset_card_and_plots(run):
         assert png.startswith(b"\x89PNG") and len(png) > 5000, name
         assert f"](plots/{name})" in card
     assert datasets.load_dataset(str(run["out"]), split="train").num_rows == len(run["pairs"])  # through the card
+
+
+def readme_trl_block() -> str:
+    """The README's block that loads the output and trains with TRL, as a user would copy it."""
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", readme, flags=re.S)
+    (block,) = [b for b in blocks if "DPOTrainer(" in b]
+    return block
+
+
+def test_readme_loads_the_output_and_trains_one_dpo_step_on_it(run, tmp_path):
+    """The real consumer: the README's `datasets` + TRL `DPOTrainer` block, run as written on the
+    run's output with the embedded model on the CPU, every column loaded (nested candidates too).
+    Only the paths and the size of the training are swapped for a tiny one."""
+    import math
+
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from prefgen.embedded import resolve_model
+
+    code = readme_trl_block()
+    swaps = {
+        '"prefgen-output/pairs/*.parquet"': repr(f"{run['out']}/pairs/*.parquet"),
+        'DPOConfig(output_dir="dpo-out", max_length=1024,': (
+            f'DPOConfig(output_dir={str(tmp_path / "dpo")!r}, max_length=128, per_device_train_batch_size=1, '
+            'max_steps=1, report_to="none", save_strategy="no", logging_steps=1, use_cpu=True,'),
+    }
+    for old, new in swaps.items():
+        assert old in code, f"README's TRL block no longer holds {old}"
+        code = code.replace(old, new)
+    model_dir = resolve_model("embedded://SmolLM2-135M-Instruct")
+    scope = {"MODEL": model_dir}
+    exec(compile(code, "README.md (TRL block)", "exec"), scope)
+
+    ds, trainer = scope["ds"], scope["trainer"]
+    assert ds.num_rows == len(run["pairs"]) and "candidates" in ds.column_names
+    assert trainer.state.global_step == 1
+    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    assert losses and all(math.isfinite(x) for x in losses)
+    before = AutoModelForCausalLM.from_pretrained(model_dir, dtype="float32").state_dict()
+    after = scope["model"].state_dict()
+    changed = [k for k, v in after.items() if not torch.equal(v.cpu(), before[k])]
+    assert changed, "the DPO step left every weight as it was"
+    assert all(torch.isfinite(v).all() for v in after.values())

@@ -1,6 +1,8 @@
 """The report of an output: figures of its rows (worked out by hand), plots, the dataset card."""
 
 import os
+import re
+from pathlib import Path
 
 import pytest
 import yaml
@@ -132,7 +134,7 @@ def test_card_says_what_made_the_data(written):
                   "https://huggingface.co/org/m1", "the terms of the API at https://api.example.com/v1"):
         assert words in card, words
     local = training_snippet(f'"parquet", data_files="{written["uri"]}/pairs/part-*.parquet"')
-    assert local in card and "select_columns" in TRAINING_SNIPPET
+    assert local in card
     assert 'load_dataset("me/prefs", split="train")' in written["hub_card"]
 
 
@@ -171,3 +173,11 @@ def test_figures_need_none_of_the_long_texts_left_out(output):
     slimmed = slim(full)
     assert "raw" not in str(slimmed.schema) and "text" not in str(slimmed.schema.field("candidates").type)
     assert figs.dataset_figures(slimmed.to_pylist(), []) == figs.dataset_figures(full.to_pylist(), [])
+
+
+def test_the_cards_training_block_is_the_one_readme_shows_and_the_dpo_test_runs():
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    (block,) = [b for b in re.findall(r"```python\n(.*?)```", readme, flags=re.S) if "DPOTrainer(" in b]
+    snippet = training_snippet('"parquet", data_files="prefgen-output/pairs/*.parquet"')
+    assert snippet.split("\n", 1)[1] == block  # the card's first line sets MODEL, which README leaves to the reader
+    assert TRAINING_SNIPPET.startswith('MODEL = "{model}"')

@@ -222,7 +222,8 @@ def test_phased_run_killed_in_a_later_phase_resumes_without_redoing_earlier_phas
     resumed_at = time.time()
 
     second = subprocess.run(
-        [sys.executable, "-m", "prefgen.cli", "run", str(cfg_path), "--output", str(out), "--mode", "phased"],
+        [sys.executable, "-m", "prefgen.cli", "run", str(cfg_path), "--output", str(out), "--mode", "phased",
+         "--verbose"],  # the engine actors' own lines ("engine ready") on the console too
         capture_output=True, text=True, timeout=1500,
     )
     assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
