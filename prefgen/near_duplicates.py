@@ -86,10 +86,15 @@ def find_near_duplicates(sigs: np.ndarray, valid: np.ndarray, threshold: float) 
         return {}
     bands, rows = band_layout(threshold, sigs.shape[1])
     groups = band_groups(sigs, bands, rows)
-    kept_in: dict[tuple[int, int], list[int]] = {}
+    # one int key per (band, group), and only for groups that hold two or more rows: a group of one
+    # row can never match a later row, and a tuple key per row and band would cost GBs at a million
+    offsets = np.cumsum([0] + [int(groups[k].max(initial=-1)) + 1 for k in range(bands - 1)])
+    shared = np.stack([np.bincount(groups[k], minlength=int(groups[k].max(initial=0)) + 1)[groups[k]] > 1
+                       for k in range(bands)])
+    kept_in: dict[int, list[int]] = {}
     found: dict[int, tuple[int, float]] = {}
     for i in np.flatnonzero(candidates(groups, valid)).tolist():
-        keys = [(k, int(groups[k, i])) for k in range(bands)]
+        keys = [int(offsets[k]) + int(groups[k, i]) for k in np.flatnonzero(shared[:, i]).tolist()]
         earlier = sorted({j for key in keys for j in kept_in.get(key, ())})
         if earlier:
             similarity = (sigs[earlier] == sigs[i]).mean(axis=1)
