@@ -233,7 +233,7 @@ def test_run_prints_progress_and_summary(run):
     assert f"output:         {run['out']}" in run["stdout"]
 
 
-def test_run_writes_its_dataset_card_and_plots(run):
+def test_run_writes_its_dataset_card_and_plots(run, tmp_path):
     import datasets
 
     card = (run["out"] / "README.md").read_text()
@@ -244,7 +244,10 @@ def test_run_writes_its_dataset_card_and_plots(run):
         png = (run["out"] / "plots" / name).read_bytes()
         assert png.startswith(b"\x89PNG") and len(png) > 5000, name
         assert f"](plots/{name})" in card
-    assert datasets.load_dataset(str(run["out"]), split="train").num_rows == len(run["pairs"])  # through the card
+    # through the card; datasets caches a folder by its name, so another folder named "out" loaded
+    # before (other tests, an earlier run) would answer from a shared cache (README says so)
+    loaded = datasets.load_dataset(str(run["out"]), split="train", cache_dir=str(tmp_path / "hf"))
+    assert loaded.num_rows == len(run["pairs"])
 
 
 def readme_trl_block() -> str:

@@ -141,9 +141,11 @@ def test_card_says_what_made_the_data(written):
 def test_the_card_loads_the_folder_with_datasets(written):
     import datasets
 
-    pairs = datasets.load_dataset(written["uri"], split="train")  # through the card's configs
+    cache = f"{written['uri']}-hf-cache"  # datasets caches a folder by its name: this test's own cache
+    pairs = datasets.load_dataset(written["uri"], split="train", cache_dir=cache)  # through the card's configs
     assert pairs.num_rows == 2 and pairs[0]["prompt"] == written["pairs"][0]["prompt"]
-    assert datasets.load_dataset(written["uri"], "rejects", split="train")["reason"] == ["all_tied"]
+    rejects = datasets.load_dataset(written["uri"], "rejects", split="train", cache_dir=cache)
+    assert rejects["reason"] == ["all_tied"]
 
 
 def test_a_plot_that_fails_is_named_and_the_rest_written(output, monkeypatch):
