@@ -19,7 +19,7 @@ def synthetic_rows():
         text = f"Write a short paragraph for children about {topic} and why case number {i // 3} matters to them."
         if i % 3 == 2:  # every third row edits the row before it by one word
             text = text.replace("short", "brief")
-        rows.add(i + 1, text)
+        rows.add(i + 1, {"instruction": text})
     return rows
 
 
