@@ -8,7 +8,6 @@ OUTPUT`, which rebuilds both from what the folder holds: the committed shards (r
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
 
@@ -16,7 +15,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from prefgen.io import PAIRS_DIR, REJECTS_DIR, filesystem
+from prefgen.io import PAIRS_DIR, REJECTS_DIR, filesystem, read_json
 from prefgen.runstate import MANIFEST_FILE, committed_shards
 from prefgen.schema import PAIR_ROW, REJECT_ROW
 
@@ -66,12 +65,10 @@ def data_files(uri: str, kind: str) -> str | list[str]:
 
 
 def read_manifest(uri: str) -> dict:
-    fs, base = filesystem(uri)
-    try:
-        with fs.open_input_stream(f"{base}/{MANIFEST_FILE}") as f:
-            return json.loads(f.read())
-    except FileNotFoundError:
-        raise ReportError(f"{uri} holds no {MANIFEST_FILE}: not a prefgen output (or its run never started)") from None
+    manifest = read_json(uri, MANIFEST_FILE)
+    if manifest is None:
+        raise ReportError(f"{uri} holds no {MANIFEST_FILE}: not a prefgen output (or its run never started)")
+    return manifest
 
 
 @dataclass

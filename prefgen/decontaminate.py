@@ -26,7 +26,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from prefgen.config_screen import BENCHMARK_FIELDS, BenchmarkFile, ContaminationConfig
-from prefgen.io import UTF8_BOM, InputError, _detect_format, filesystem
+from prefgen.io import UTF8_BOM, InputError, _detect_format, datasets_folder_table, filesystem
 from prefgen.near_duplicates import WORD
 
 
@@ -142,14 +142,7 @@ def load_benchmark(bench: BenchmarkFile, index: BenchmarkIndex) -> None:
     if fmt == "parquet":
         table = pq.read_table(path, filesystem=fs)
     else:
-        import datasets
-
-        loaded = datasets.load_from_disk(uri)
-        if isinstance(loaded, datasets.DatasetDict):
-            if len(loaded) != 1:
-                raise InputError(f"benchmark {uri} holds splits {list(loaded)}; point it at one split's folder")
-            loaded = next(iter(loaded.values()))
-        table = loaded.data.table
+        table = datasets_folder_table(uri, "input.decontaminate")
     fld = _pick_field(bench, table.column_names, uri)
     for number, value in enumerate(table.column(fld).to_pylist(), start=1):
         index.add(uri, number, value)

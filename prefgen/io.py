@@ -206,15 +206,21 @@ def read_instructions(cfg: InputConfig, candidates_for=None) -> InputRows:
     return out
 
 
-def _read_dataset_dir(uri: str, cfg: InputConfig, out: InputRows) -> InputRows:
+def datasets_folder_table(uri: str, key: str) -> pa.Table:
+    """The table of a folder `datasets.save_to_disk` wrote, of its one split; `key`: the config key
+    that named the folder, for the error when it holds several splits."""
     import datasets
 
     loaded = datasets.load_from_disk(uri)
     if isinstance(loaded, datasets.DatasetDict):
         if len(loaded) != 1:
-            raise InputError(f"{uri} holds splits {list(loaded)}; point input.path at one split's folder")
+            raise InputError(f"{uri} holds splits {list(loaded)}; point {key} at one split's folder")
         loaded = next(iter(loaded.values()))
-    _read_columns(loaded.data.table, uri, out, cfg.limit, first_line=1)
+    return loaded.data.table
+
+
+def _read_dataset_dir(uri: str, cfg: InputConfig, out: InputRows) -> InputRows:
+    _read_columns(datasets_folder_table(uri, "input.path"), uri, out, cfg.limit, first_line=1)
     return out
 
 
@@ -270,6 +276,16 @@ def write_shard(uri: str, kind: str, key: str, rows: list[dict], schema: pa.Sche
         raise
     fs.move(tmp, final)
     return final
+
+
+def read_json(uri: str, name: str) -> dict | None:
+    """The JSON file `name` under `uri`, or None when it does not exist."""
+    fs, base = filesystem(uri)
+    try:
+        with fs.open_input_stream(f"{base}/{name}") as f:
+            return json.loads(f.read())
+    except FileNotFoundError:
+        return None
 
 
 def read_jsons(uri: str, folder: str) -> list[dict]:

@@ -24,7 +24,6 @@ The output folder holds, besides the dataset:
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import signal
 import socket
@@ -39,7 +38,7 @@ from prefgen.commits import COMMITS_DIR, CommitLog
 from prefgen.compaction import SHARD_KINDS, SHARD_TARGET_BYTES, compact, merged_name, roll_forward, shard_names
 from prefgen.compaction import temporary_name
 from prefgen.digest import describe_keys, differing_keys
-from prefgen.io import PAIRS_DIR, PHASES_DIR, REJECTS_DIR, STATS_DIR, filesystem, write_json
+from prefgen.io import PAIRS_DIR, PHASES_DIR, REJECTS_DIR, STATS_DIR, filesystem, read_json, write_json
 from prefgen.schema import OUTPUT_SCHEMA_VERSION
 
 LEASE_FILE, MANIFEST_FILE = "_lease.json", "manifest.json"
@@ -92,18 +91,9 @@ def _config_differs(uri: str, previous: dict, config_digest: str, parts: dict[st
             f"{which}); use --overwrite to start a fresh run there")
 
 
-def _read_json(uri: str, name: str) -> dict | None:
-    fs, base = filesystem(uri)
-    try:
-        with fs.open_input_stream(f"{base}/{name}") as f:
-            return json.loads(f.read())
-    except FileNotFoundError:
-        return None
-
-
 def check_lease(uri: str, token: str) -> None:
     """Raise StaleLease unless the run holding `token` still owns the folder."""
-    lease = _read_json(uri, LEASE_FILE)
+    lease = read_json(uri, LEASE_FILE)
     if lease is None or lease.get("token") != token:
         raise StaleLease(f"{uri} is now owned by another run; this writer is an orphan and stops")
 
@@ -170,7 +160,7 @@ class RunState:
              digest_parts: dict[str, str] | None = None) -> None:
         """Start fresh, or resume a run of the same output schema, config and input; refuse anything else."""
         fs, base = filesystem(self.uri)
-        previous = _read_json(self.uri, MANIFEST_FILE)
+        previous = read_json(self.uri, MANIFEST_FILE)
         leftovers = [d for d in DATA_DIRS if fs.get_file_info(f"{base}/{d}").type != pafs.FileType.NotFound]
         if previous and not overwrite:
             _check_schema(self.uri, previous)
@@ -223,7 +213,7 @@ class RunState:
 
     def _stop_previous_owner(self, log) -> None:
         """Refuse a folder a live run owns; stop the orphans of a dead local run."""
-        lease = _read_json(self.uri, LEASE_FILE)
+        lease = read_json(self.uri, LEASE_FILE)
         if not lease or lease.get("host") != socket.gethostname():
             return  # another host's driver: its writers are fenced off by the new lease token
         if lease.get("pid") != os.getpid() and _pid_alive(lease.get("pid", -1)):
