@@ -5,7 +5,7 @@ import json
 import re
 
 import pytest
-from scripted_engine import ScriptedEngine
+from support.scripted_engine import ScriptedEngine
 
 from prefgen.config import ConfigError, parse_config
 from prefgen.evolve import EvolveTask

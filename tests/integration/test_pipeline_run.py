@@ -18,10 +18,11 @@ import yaml
 
 from prefgen.config import InputConfig
 from prefgen.io import read_instructions
+from support.paths import DATA, REPO
 
 pytestmark = pytest.mark.integration
 
-INPUT = Path(__file__).parent / "data" / "instructions.jsonl"
+INPUT = DATA / "instructions.jsonl"
 ENGINE = {"max_model_len": 2048, "batch_size": 4, "cpu_kv_cache_gib": 1}
 CONFIG = {
     "input": {"path": str(INPUT)},
@@ -252,7 +253,7 @@ def test_run_writes_its_dataset_card_and_plots(run, tmp_path):
 
 def readme_trl_block() -> str:
     """The README's block that loads the output and trains with TRL, as a user would copy it."""
-    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    readme = (REPO / "README.md").read_text()
     blocks = re.findall(r"```python\n(.*?)```", readme, flags=re.S)
     (block,) = [b for b in blocks if "DPOTrainer(" in b]
     return block

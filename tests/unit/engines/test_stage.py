@@ -14,7 +14,8 @@ from collections import Counter
 
 import pyarrow as pa
 import pytest
-from scripted_engine import ScriptedEngine
+from support.scripted_engine import ScriptedEngine
+from support.stages import batch, run
 
 from prefgen.engine import Request, Result
 from prefgen.schema import WORK_ROW, to_table
@@ -35,25 +36,10 @@ class Echo:
         self.dropped["empty"] += 1
 
 
-def batch(n=3):
-    rows = [{"id": f"r{i}", "instruction": "q", "source": "s", "line": i, "candidates": [], "output_tokens": 0,
-             "reject_reason": None, "reject_detail": None} for i in range(n)]
-    return to_table(rows, WORK_ROW)
-
-
 def stage(tmp_path, tasks, engine=None, batches_in_flight=1):
     engine = engine or ScriptedEngine(lambda req: ["ok"])
     (tmp_path / "_stats").mkdir(exist_ok=True)
     return ModelStage(lambda: engine, tasks, "m", str(tmp_path), batches_in_flight), engine
-
-
-def run(st, *batches):
-    """Call the stage on the batches at once in one event loop, as Ray Data does on an async actor."""
-    async def main():
-        return await asyncio.wait_for(asyncio.gather(*(st(b) for b in batches)), timeout=10)
-
-    outs = asyncio.run(main())
-    return outs[0].to_pylist() if len(batches) == 1 else [o.to_pylist() for o in outs]
 
 
 def stats_of(tmp_path):

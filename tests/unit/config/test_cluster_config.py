@@ -16,8 +16,8 @@ import ray
 import ray.autoscaler
 import yaml
 from ray.autoscaler._private.util import prepare_config, validate_config
+from support.paths import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 CLUSTER_YAML = REPO / "cluster.yaml"
 RAYJOB_YAML = REPO / "kuberay" / "rayjob.yaml"
 SCHEMA = json.loads((Path(ray.autoscaler.__file__).parent / "ray-schema.json").read_text())

@@ -8,14 +8,14 @@ nothing but is reported; when every start of a stage failed, the run's error nam
 from collections import Counter
 
 import pytest
-from scripted_engine import ScriptedEngine
+from support.scripted_engine import ScriptedEngine
 
 from prefgen.engine import Request
 from prefgen.engine_starts import EngineStartFailed, failed_starts_in_a_row, start_failure
 from prefgen.io import STATS_DIR, read_jsons
 from prefgen.report import RunSummary
 from prefgen.stage import ModelStage
-from test_stage import batch, run
+from support.stages import batch, run
 
 
 class Echo:

@@ -3,8 +3,8 @@ engine: bookkeeping only; the judge-only integration test runs a real engine).""
 
 import json
 
-from scripted_engine import ScriptedEngine
-from test_judge import responses_by_label
+from support.scripted_engine import ScriptedEngine
+from support.judges import responses_by_label
 
 from prefgen.config import InputConfig, parse_config
 from prefgen.evolve import EvolveTask

@@ -6,13 +6,14 @@ from pathlib import Path
 
 import pytest
 import yaml
-from report_output import rows, split, write_output
+from support.report_output import rows, split, write_output
 
 from prefgen import dataset_figures as figs
 from prefgen import plots
 from prefgen.card import TRAINING_SNIPPET, size_category, training_snippet
 from prefgen.cli import main
 from prefgen.dataset_report import build_report, read_output, write_report, write_report_safely
+from support.paths import REPO
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -178,7 +179,7 @@ def test_figures_need_none_of_the_long_texts_left_out(output):
 
 
 def test_the_cards_training_block_is_the_one_readme_shows_and_the_dpo_test_runs():
-    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    readme = (REPO / "README.md").read_text()
     (block,) = [b for b in re.findall(r"```python\n(.*?)```", readme, flags=re.S) if "DPOTrainer(" in b]
     snippet = training_snippet('"parquet", data_files="prefgen-output/pairs/*.parquet"')
     assert snippet.split("\n", 1)[1] == block  # the card's first line sets MODEL, which README leaves to the reader

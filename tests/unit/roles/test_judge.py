@@ -11,7 +11,8 @@ import re
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from scripted_engine import ScriptedEngine
+from support.scripted_engine import ScriptedEngine
+from support.judges import position_judge, responses_by_label, row, truthful_judge
 
 from prefgen.config import SamplingConfig
 from prefgen.engine import Result
@@ -136,32 +137,6 @@ def test_prompts_hold_the_texts_in_the_order_given():
 
 
 # --- the task: no rating ever lands on another candidate ----------------------------------------
-
-
-def row(rid, texts):
-    cands = [
-        candidate(candidate_id=f"{rid}/g/{i}", text=t, model="m", generator="g", origin="generated")
-        for i, t in enumerate(texts)
-    ]
-    return {"id": rid, "instruction": "Q?", "source": "s", "line": 1, "candidates": cands, "output_tokens": 0,
-            "reject_reason": None, "reject_detail": None}
-
-
-def responses_by_label(prompt: str) -> dict[str, str]:
-    blocks = re.findall(r"<response ([A-Z]+) (\w+)>\n(.*?)\n</response \1 \2>", prompt, flags=re.S)
-    return {label: text for label, _nonce, text in blocks}
-
-
-def truthful_judge(truth: dict[str, int], shuffle_keys):
-    """Answers every label with the true rating of the text shown under it, keys in any order."""
-
-    def reply(req):
-        shown = responses_by_label(req.messages[-1]["content"])
-        labels = list(shown)
-        shuffle_keys(labels)
-        return [json.dumps({label: {"rating": truth[shown[label]], "rationale": f"for {shown[label]}"} for label in labels})]
-
-    return reply
 
 
 @settings(max_examples=60, deadline=None)
@@ -306,17 +281,6 @@ def test_jury_stages_keep_each_judges_rule():
 
 
 # --- orders that cancel a judge that rates by position --------------------------------------------
-
-
-def position_judge(rating_at):
-    """Rates each response by the position it is shown in alone: rating_at(position, text)."""
-
-    def reply(req):
-        shown = responses_by_label(req.messages[-1]["content"])
-        return [json.dumps({label: {"rating": rating_at(i, text), "rationale": "r"}
-                            for i, (label, text) in enumerate(shown.items())})]
-
-    return reply
 
 
 def check_recorded_orders(rows, engine):

@@ -1,29 +1,17 @@
 """Placement: devices, actor resources, streaming vs phased, refusing plans that cannot fit.
 
-The last test places real actors on a local Ray with logical GPUs (no GPU needed) to check
-that the resources prefgen asks for are the ones Ray grants.
+That Ray grants what prefgen asks for is checked on a real Ray with logical GPUs in
+`tests/integration/test_placement_gpus.py`.
 """
 
 import pytest
 
 from prefgen.config import ConfigError, PipelineConfig, parse_config
-from prefgen.pipeline import keep_local_workers_on_this_interpreter, plan_run
+from prefgen.pipeline import plan_run
 from prefgen.placement import PlanError, actor_options, planning_resources, resolve_device
 from prefgen.plan import plan_stages
 
-
-def gpu_config(tp_judge=1, mode="auto", replicas=1, judge_accelerator=None, device="gpu") -> PipelineConfig:
-    """Two generators on engines of their own (different seeds), the judge on a third."""
-    eng = {"device": device, "replicas": replicas}
-    judge = {"device": device, "tensor_parallel_size": tp_judge, "accelerator_type": judge_accelerator, "seed": 2}
-    return parse_config(
-        {
-            "generators": [{"name": "a", "engine": eng}, {"name": "b", "engine": {**eng, "seed": 1}}],
-            "evolution": {"enabled": False},
-            "judge": {"engine": judge},
-            "ray": {"mode": mode},
-        }
-    )
+from support.placement import gpu_config
 
 
 def mode_for(cfg, resources):
@@ -113,36 +101,3 @@ def test_actor_options_per_device():
     cpu = actor_options(default.model_of(default.judge).engine, "cpu")
     assert "num_gpus" not in cpu
     assert cpu["runtime_env"]["env_vars"]["VLLM_CPU_OMP_THREADS_BIND"] == "nobind"
-
-
-def test_gpu_actor_options_are_granted_on_logical_gpus():
-    import ray
-
-    class ReportPlacement:
-        def __call__(self, batch):
-            import os
-
-            import ray
-
-            batch["gpu_ids"] = [",".join(str(g) for g in ray.get_gpu_ids())] * len(batch["x"])
-            granted = ray.get_runtime_context().get_assigned_resources()
-            batch["a10g"] = [granted.get("accelerator_type:A10G", 0) > 0] * len(batch["x"])
-            batch["visible"] = [os.environ.get("CUDA_VISIBLE_DEVICES", "")] * len(batch["x"])
-            return batch
-
-    # a node with two logical GPUs that Ray takes for A10Gs
-    keep_local_workers_on_this_interpreter()
-    ray.init(address="local", num_cpus=4, num_gpus=2, resources={"accelerator_type:A10G": 1}, include_dashboard=False)
-    try:
-        cfg = gpu_config(tp_judge=2, judge_accelerator="A10G")
-        opts = actor_options(cfg.model_of(cfg.judge).engine, "gpu")
-        opts.pop("runtime_env")
-        ds = ray.data.range(4).map_batches(
-            lambda b: {"x": b["id"]}, batch_format="numpy"
-        ).map_batches(ReportPlacement, compute=ray.data.ActorPoolStrategy(size=1), batch_format="numpy", batch_size=2, **opts)
-        rows = ds.take_all()
-        assert {r["gpu_ids"] for r in rows} == {"0,1"}  # tensor_parallel_size 2: both GPUs, one actor
-        assert {r["visible"] for r in rows} == {"0,1"}
-        assert {r["a10g"] for r in rows} == {True}  # placed by the accelerator type asked for
-    finally:
-        ray.shutdown()

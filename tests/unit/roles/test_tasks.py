@@ -4,7 +4,7 @@ These check the bookkeeping only; that the stages work on a real model is the in
 test's job.
 """
 
-from scripted_engine import ScriptedEngine
+from support.scripted_engine import ScriptedEngine
 
 from prefgen.engine import Result
 from prefgen.evolve import EvolveTask, pick_criterion

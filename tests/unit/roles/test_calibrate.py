@@ -3,8 +3,8 @@
 import json
 
 import pytest
-from scripted_engine import ScriptedEngine
-from test_judge import position_judge, responses_by_label
+from support.scripted_engine import ScriptedEngine
+from support.judges import position_judge, responses_by_label
 
 from prefgen.calibrate import PairsError, calibration_figures, calibration_rows, read_labelled_pairs
 from prefgen.judge import JudgeTask

@@ -4,7 +4,7 @@ import json
 
 import pytest
 import yaml
-from report_output import write_output
+from support.report_output import write_output
 
 from prefgen import export as ex
 from prefgen.cli import main

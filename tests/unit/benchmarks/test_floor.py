@@ -6,7 +6,7 @@ import os
 import subprocess
 
 import pytest
-from scripted_engine import ScriptedEngine
+from support.scripted_engine import ScriptedEngine
 
 from prefgen.config import EngineConfig, PipelineConfig, parse_config
 from prefgen.floor import child_pids, floor_device, free_engine, prefgen_engine_start, run_floor, throughput_report

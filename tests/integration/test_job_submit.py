@@ -6,7 +6,7 @@ own --temp-dir and HOME) with the real `ray` CLI; the tests submit `jobs/run_pip
 the job the way it reaches a cluster: zipped, uploaded, and run from the uploaded copy. The
 teardown stops exactly the processes of this head, never another Ray on the machine.
 
-The runtime-env checks at the bottom need no Ray cluster.
+The runtime-env files themselves are checked without a cluster in `tests/unit/config/test_runtime_env.py`.
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ import sys
 import tempfile
 import time
 import uuid
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,15 +27,14 @@ import psutil
 import pyarrow.parquet as pq
 import pytest
 import yaml
+from support.paths import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 # The interpreter running the tests is the one with prefgen's dependencies; the head's PATH
 # need not contain it, so the job names it by absolute path (not resolved: a venv's python is
 # a symlink whose target would lose the venv).
 PYTHON = sys.executable
 RAY = str(Path(sys.executable).parent / "ray")
 RUNTIME_ENV = REPO / "jobs" / "runtime_env.yaml"
-RUNTIME_ENV_CLUSTER = REPO / "jobs" / "runtime_env.cluster.yaml"
 JOB_CONFIG = "tests/data/job_config.yaml"  # relative: read from the uploaded working dir
 JOB_INPUT_ROWS = 3
 NUM_CPUS = 6  # logical CPUs: two engine actors at 1 each, the data tasks, the job supervisor
@@ -277,45 +275,3 @@ def test_bad_config_job_fails_with_the_key_named(head):
     logs = _ray(head.env, "job", "logs", "--address", head.address, sid)
     assert "judge.sampling.temprature: Extra inputs are not permitted" in logs.stdout
     assert not (head.root / "bad-out").exists()
-
-
-# --- the runtime environment files, without a cluster -------------------------------------
-
-
-@pytest.mark.parametrize("path", [RUNTIME_ENV, RUNTIME_ENV_CLUSTER], ids=lambda p: p.name)
-def test_runtime_env_files_are_valid_for_ray(path):
-    from ray.runtime_env import RuntimeEnv
-
-    spec = yaml.safe_load(path.read_text())
-    # RuntimeEnv accepts unknown keys as plugins, so a typo ("exclude") would pass silently.
-    assert set(spec) <= set(RuntimeEnv.known_fields), set(spec) - set(RuntimeEnv.known_fields)
-    RuntimeEnv(**spec)  # types and mutually exclusive fields (pip / uv / conda)
-    assert spec["working_dir"] == "."
-    assert {".venv/", ".git/"} <= set(spec["excludes"])
-
-
-def test_local_runtime_env_installs_nothing():
-    spec = yaml.safe_load(RUNTIME_ENV.read_text())
-    assert not {"pip", "uv", "conda", "container", "image_uri", "py_executable"} & set(spec)
-
-
-def test_cluster_runtime_env_pins_vllm_like_the_gpu_extra():
-    import tomllib
-
-    spec = yaml.safe_load(RUNTIME_ENV_CLUSTER.read_text())
-    gpu_extra = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]["gpu"]
-    assert set(gpu_extra) <= set(spec["uv"]["packages"])
-
-
-def test_working_dir_upload_stays_small(tmp_path):
-    """Zip the repository the way the job client does, with the file's excludes and without
-    .gitignore: the upload holds the code and no virtualenv or git objects."""
-    from ray._private.runtime_env.packaging import _zip_files
-
-    spec = yaml.safe_load(RUNTIME_ENV.read_text())
-    package = tmp_path / "pkg.zip"
-    _zip_files(str(REPO), spec["excludes"], str(package), include_gitignore=False)
-    names = zipfile.ZipFile(package).namelist()
-    assert "jobs/run_pipeline.py" in names and "prefgen/cli.py" in names and JOB_CONFIG in names
-    assert not [n for n in names if n.startswith((".venv/", ".git/")) or "__pycache__" in n]
-    assert package.stat().st_size < 20 * 1024**2, package.stat().st_size

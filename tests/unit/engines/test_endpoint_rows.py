@@ -8,7 +8,7 @@ from collections import Counter
 
 import pyarrow as pa
 import pytest
-from scripted_engine import ScriptedEngine
+from support.scripted_engine import ScriptedEngine
 
 from prefgen.config import parse_config
 from prefgen.endpoint import EndpointStopped
@@ -22,6 +22,7 @@ from prefgen.plan import plan_stages
 from prefgen.report import RunSummary
 from prefgen.schema import STOPPED, WORK_ROW, candidate, to_table
 from prefgen.stage import ModelStage
+from support.paths import REPO
 
 FAILED = "endpoint api: HTTP 503 after 6 attempts: overloaded"
 
@@ -145,7 +146,7 @@ def test_the_hosted_judge_config_plans_its_judge_as_a_cpu_stage():
     from prefgen.config import load_config
     from prefgen.pipeline import plan_run
 
-    cfg = load_config(Path(__file__).parents[1] / "configs" / "hosted-judge.yaml")
+    cfg = load_config(REPO / "configs" / "hosted-judge.yaml")
     stages = plan_stages(cfg)
     devices, mode, _ = plan_run(cfg, stages, {"CPU": 8, "GPU": 1})
     assert [s.name for s in stages] == ["qwen2.5-1.5b", "gpt-judge"] and mode == "streaming"

@@ -5,8 +5,8 @@ from dataclasses import asdict
 from itertools import permutations
 
 import pytest
-from scripted_engine import ScriptedEngine
-from test_judge import position_judge, row, truthful_judge
+from support.scripted_engine import ScriptedEngine
+from support.judges import position_judge, row, truthful_judge
 
 from prefgen.health import add_health, batch_health, health_figures, health_warnings
 from prefgen.judge import JudgeTask, combine_candidate

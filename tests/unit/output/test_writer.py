@@ -9,7 +9,7 @@ import json
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from flaky_storage import FlakyStorage, use_flaky_storage
+from support.flaky_storage import FlakyStorage, use_flaky_storage
 
 from prefgen.runstate import RunState, StaleLease
 from prefgen.schema import REJECT_ROW, WORK_ROW, candidate, to_table

@@ -15,7 +15,7 @@ import sys
 import pyarrow.parquet as pq
 import pytest
 import yaml
-from random_reward_model import random_reward_model
+from support.random_reward_model import random_reward_model
 
 pytestmark = pytest.mark.integration
 

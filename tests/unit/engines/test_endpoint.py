@@ -7,12 +7,13 @@ import asyncio
 import time
 
 import pytest
-from endpoint_server import Cue, FakeEndpoint, answer, error
+from support.endpoint_server import Cue, FakeEndpoint, answer, error
 
 from prefgen.config import EndpointModel, SamplingConfig, parse_config, ConfigError
 from prefgen.endpoint import EndpointEngine, EndpointStopped
 from prefgen.endpoint_rules import backoff_s, classify, redact, retry_after_s
 from prefgen.engine import Request
+from support.paths import DATA
 
 KEY = "sk-planted-0123456789abcdef"
 SCHEMA = {"type": "object", "properties": {"rating": {"type": "integer"}}, "required": ["rating"]}
@@ -208,7 +209,7 @@ def test_calibrate_runs_a_judge_on_an_endpoint(tmp_path):
     first_wins = '{"A": {"rationale": "fine", "rating": 5}, "B": {"rationale": "poor", "rating": 1}}'
     body = {"choices": [{"index": 0, "message": {"content": first_wins}, "finish_reason": "stop"}],
             "usage": {"prompt_tokens": 50, "completion_tokens": 20}}
-    pairs = Path(__file__).parent / "data" / "labelled_pairs.jsonl"
+    pairs = DATA / "labelled_pairs.jsonl"
     with FakeEndpoint(default=Cue(body=body)) as srv:
         cfg = parse_config({"models": {"api": {"kind": "endpoint", "base_url": srv.url, "model": "judge-model"}},
                             "judge": {"model": "api"}, "generators": [{"model": "api"}]})

@@ -8,7 +8,7 @@ scripted (no vLLM): what is tested is the check the stage runs when its engine s
 import shutil
 
 import pytest
-from scripted_engine import ScriptedEngine
+from support.scripted_engine import ScriptedEngine
 
 from prefgen.config import DEFAULT_MODEL
 from prefgen.engine import TemplateRefused

@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 
 from prefgen.config import ConfigError, PipelineConfig, load_config, parse_config
+from support.paths import REPO
 
 
 def test_defaults_validate_and_name_generators():
@@ -89,7 +90,7 @@ def test_digest_ignores_paths_but_not_settings():
 
 
 def test_shipped_configs_validate_and_laptop_is_the_default():
-    root = Path(__file__).parent.parent / "configs"
+    root = REPO / "configs"
     for path in root.glob("*.yaml"):
         load_config(path)
     assert load_config(root / "laptop.yaml").digest() == PipelineConfig().digest()

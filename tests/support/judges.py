@@ -1,0 +1,46 @@
+"""Scripted judges for the unit tests: answers built from what a judge prompt shows, by label.
+
+They drive `JudgeTask` through a `ScriptedEngine`; they are never evidence that a real judge works.
+"""
+
+import json
+import re
+
+from prefgen.schema import candidate
+
+
+def row(rid, texts):
+    cands = [
+        candidate(candidate_id=f"{rid}/g/{i}", text=t, model="m", generator="g", origin="generated")
+        for i, t in enumerate(texts)
+    ]
+    return {"id": rid, "instruction": "Q?", "source": "s", "line": 1, "candidates": cands, "output_tokens": 0,
+            "reject_reason": None, "reject_detail": None}
+
+
+def responses_by_label(prompt: str) -> dict[str, str]:
+    blocks = re.findall(r"<response ([A-Z]+) (\w+)>\n(.*?)\n</response \1 \2>", prompt, flags=re.S)
+    return {label: text for label, _nonce, text in blocks}
+
+
+def truthful_judge(truth: dict[str, int], shuffle_keys):
+    """Answers every label with the true rating of the text shown under it, keys in any order."""
+
+    def reply(req):
+        shown = responses_by_label(req.messages[-1]["content"])
+        labels = list(shown)
+        shuffle_keys(labels)
+        return [json.dumps({label: {"rating": truth[shown[label]], "rationale": f"for {shown[label]}"} for label in labels})]
+
+    return reply
+
+
+def position_judge(rating_at):
+    """Rates each response by the position it is shown in alone: rating_at(position, text)."""
+
+    def reply(req):
+        shown = responses_by_label(req.messages[-1]["content"])
+        return [json.dumps({label: {"rating": rating_at(i, text), "rationale": "r"}
+                            for i, (label, text) in enumerate(shown.items())})]
+
+    return reply
