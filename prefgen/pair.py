@@ -39,6 +39,9 @@ def row_rng(seed: int, row_id: str) -> random.Random:
     return random.Random(int.from_bytes(hashlib.sha256(f"{seed}:{row_id}".encode()).digest()[:8], "big"))
 
 
+STRATEGIES = ("best_vs_worst", "best_vs_random_lower", "all_pairs")  # config.PairingConfig.strategy
+
+
 def select_pairs(
     candidates: list[dict],
     strategy: str,
@@ -48,6 +51,8 @@ def select_pairs(
     allow_truncated_chosen: bool = False,
 ) -> tuple[list[tuple[dict, dict]], str | None]:
     """Return ([(chosen, rejected), ...], None), or ([], reason) when no pair qualifies."""
+    if strategy not in STRATEGIES:
+        raise ValueError(f"unknown pairing strategy {strategy!r}: one of {', '.join(STRATEGIES)}")
     if not candidates:
         return [], REJECT_NO_CANDIDATES
     rated = sorted((c for c in candidates if c["rating"] is not None), key=lambda c: c["candidate_id"])
@@ -80,7 +85,7 @@ def select_pairs(
         rejected = min(options, key=lambda r: (abs(len(r["text"]) - len(chosen["text"])), r["rating"], r["candidate_id"]))
     elif strategy == "best_vs_random_lower":
         rejected = (rng or random.Random(0)).choice(options)
-    else:
+    else:  # best_vs_worst
         rejected = options[0]
     return [(chosen, rejected)], None
 

@@ -2,11 +2,8 @@
 
 import json
 
-import pytest
-
 from prefgen.config import InputConfig
 from prefgen.io import InputRows
-from prefgen.pipeline import keep_local_workers_on_this_interpreter
 from prefgen.screen import prepare, screen_input
 
 TOPICS = ["rivers", "volcanoes", "bees", "glaciers", "comets", "coral reefs", "deserts", "owls", "tides", "moss"]
@@ -23,10 +20,7 @@ def synthetic_rows():
     return rows
 
 
-@pytest.mark.integration
-def test_ray_path_gives_the_same_decisions_as_in_process(tmp_path, monkeypatch):
-    import ray
-
+def test_ray_path_gives_the_same_decisions_as_in_process(tmp_path, monkeypatch, local_ray):
     bench = tmp_path / "bench.jsonl"
     bench.write_text(json.dumps({"prompt": synthetic_rows().rows[10]["instruction"]}) + "\n")
     cfg = InputConfig.model_validate({"near_duplicates": {"distributed_above": 10}, "decontaminate": [str(bench)]})
@@ -34,20 +28,14 @@ def test_ray_path_gives_the_same_decisions_as_in_process(tmp_path, monkeypatch):
     local = synthetic_rows()
     local_counts = screen_input(local, cfg, index)
     assert local_counts["near_duplicate"] > 10 and local_counts["contaminated"] >= 1
-    keep_local_workers_on_this_interpreter()
-    ray.init(address="local", num_cpus=2, include_dashboard=False)
-    try:
-        ray.data.DataContext.get_current().enable_progress_bars = False
-        import prefgen.screen as screen
+    import prefgen.screen as screen
 
-        monkeypatch.setattr(screen, "RAY_BLOCK_ROWS", 25)  # several blocks: results are put back in order
-        calls = []
-        original = screen.per_row_on_ray
-        monkeypatch.setattr(screen, "per_row_on_ray", lambda *a: calls.append(1) or original(*a))
-        distributed = synthetic_rows()
-        assert screen.screen_input(distributed, cfg, index, ray=ray) == local_counts
-        assert calls == [1]  # the Ray Data stage did the per-row work
-    finally:
-        ray.shutdown()
+    monkeypatch.setattr(screen, "RAY_BLOCK_ROWS", 25)  # several blocks: results are put back in order
+    calls = []
+    original = screen.per_row_on_ray
+    monkeypatch.setattr(screen, "per_row_on_ray", lambda *a: calls.append(1) or original(*a))
+    distributed = synthetic_rows()
+    assert screen.screen_input(distributed, cfg, index, ray=local_ray) == local_counts
+    assert calls == [1]  # the Ray Data stage did the per-row work
     assert distributed.rejects == local.rejects
     assert distributed.rows == local.rows

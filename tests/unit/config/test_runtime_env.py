@@ -10,7 +10,7 @@ from support.paths import REPO
 
 RUNTIME_ENV = REPO / "jobs" / "runtime_env.yaml"
 RUNTIME_ENV_CLUSTER = REPO / "jobs" / "runtime_env.cluster.yaml"
-JOB_CONFIG = "tests/data/job_config.yaml"
+JOB_INPUT = "prefgen/data/sample_preferences.jsonl"  # the job test reads it from the upload
 
 
 
@@ -48,6 +48,6 @@ def test_working_dir_upload_stays_small(tmp_path):
     package = tmp_path / "pkg.zip"
     _zip_files(str(REPO), spec["excludes"], str(package), include_gitignore=False)
     names = zipfile.ZipFile(package).namelist()
-    assert "jobs/run_pipeline.py" in names and "prefgen/cli.py" in names and JOB_CONFIG in names
+    assert "jobs/run_pipeline.py" in names and "prefgen/cli.py" in names and JOB_INPUT in names
     assert not [n for n in names if n.startswith((".venv/", ".git/")) or "__pycache__" in n]
     assert package.stat().st_size < 20 * 1024**2, package.stat().st_size

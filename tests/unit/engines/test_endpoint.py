@@ -197,8 +197,15 @@ def test_rules():
     assert redact(f"bad key {KEY[:8]}***", KEY) == "bad key [key]***"
 
 
-def test_answer_helper_shape():  # the fake server's answer is what the engine reads
-    assert answer(2)["choices"][1]["message"]["content"] == "ok 1"
+def test_choices_are_read_in_index_order_with_their_own_finish_reasons():
+    """A server may list its choices in any order: each text keeps its own finish reason."""
+    body = {"choices": [{"index": i, "message": {"role": "assistant", "content": f"choice {i}"}, "finish_reason": why}
+                        for i, why in ((2, "stop"), (0, "length"), (1, "stop"))],
+            "usage": {"prompt_tokens": 10, "completion_tokens": 9}}
+    with FakeEndpoint(default=Cue(body=body)) as srv:
+        (result,) = chat(EndpointEngine(spec(srv.url), "api"), [req(n=3)])
+    assert result.texts == ["choice 0", "choice 1", "choice 2"]
+    assert result.finish_reasons == ["length", "stop", "stop"] and result.tokens == 9
 
 
 def test_calibrate_runs_a_judge_on_an_endpoint(tmp_path):

@@ -118,9 +118,18 @@ def test_contamination_threshold_and_short_items(tmp_path):
 
 
 def test_contaminated_rows_go_first_so_a_near_duplicate_points_at_a_kept_row(tmp_path):
+    """Line 1 is the benchmark item itself; the edit (line 2) shares 10 of its 15 words in 8-grams
+    with it (0.67, under a 0.7 threshold), so it is clean, though a near-duplicate of line 1; line 3
+    nearly repeats both. Line 1 goes first, so line 2 is kept and line 3 points at line 2, never at
+    the removed line 1."""
     bench = write_jsonl(tmp_path / "b.jsonl", [{"prompt": PHOTO}])
-    rows, _ = screen([PHOTO, HAIKU, PHOTO_EDITED], decontaminate=[bench])
-    assert {line: reason for line, (reason, _) in by_line(rows).items()} == {1: "contaminated", 3: "contaminated"}
+    rows, counts = screen([PHOTO, PHOTO_EDITED, PHOTO_EDITED + " Thanks!"], decontaminate=[bench],
+                          contamination={"threshold": 0.7})
+    assert counts == {"contaminated": 1, "near_duplicate": 1}
+    rejected = by_line(rows)
+    assert rejected[1][0] == "contaminated" and [r["line"] for r in rows.rows] == [2]
+    reason, detail = rejected[3]
+    assert reason == "near_duplicate" and "in.jsonl line 2" in detail
 
 
 @pytest.mark.parametrize("fmt", ["jsonl", "parquet", "csv", "datasets"])

@@ -16,7 +16,7 @@ from prefgen.schema import REJECT_ROW, WORK_ROW, candidate, to_table
 from prefgen.report import RunSummary
 from prefgen.writer import WRITE_ATTEMPTS, commit_reports, with_retries, failed_warning, write_batch, write_rows
 
-PAIRING = {"strategy": "best_worst", "min_margin": 1, "length_matched": False, "allow_truncated_chosen": False}
+PAIRING = {"strategy": "best_vs_worst", "min_margin": 1, "length_matched": False, "allow_truncated_chosen": False}
 
 
 def work_row(rid: str, ratings=()) -> dict:

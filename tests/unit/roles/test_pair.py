@@ -196,3 +196,18 @@ def test_pairing_config_keeps_truncated_out_of_chosen_by_default():
 
     assert PairingConfig().allow_truncated_chosen is False
     assert parse_config({"pairing": {"allow_truncated_chosen": True}}).pairing.allow_truncated_chosen is True
+
+
+def test_an_unknown_strategy_is_refused_not_taken_for_best_vs_worst():
+    cands = [candidate(candidate_id=f"r/g/{i}", text=f"t{i}", rating=r) for i, r in enumerate([5, 1])]
+    with pytest.raises(ValueError, match="unknown pairing strategy 'best_worst'"):
+        select_pairs(cands, "best_worst", 1)
+
+
+def test_the_config_offers_exactly_the_strategies_pairing_knows():
+    from typing import get_args
+
+    from prefgen.config import PairingConfig
+    from prefgen.pair import STRATEGIES
+
+    assert set(get_args(PairingConfig.model_fields["strategy"].annotation)) == set(STRATEGIES)

@@ -1,12 +1,7 @@
-"""prefgen as a Ray job: `ray job submit` against a real Ray head, the way users run it on a cluster.
-
-A module fixture starts a head on loopback (CPU only, token authentication on, free ports, its
-own --temp-dir and HOME) with the real `ray` CLI; the tests submit `jobs/run_pipeline.py` with
-`ray job submit --runtime-env jobs/runtime_env.yaml --working-dir <repo>`, so the code reaches
-the job the way it reaches a cluster: zipped, uploaded, and run from the uploaded copy. The
-teardown stops exactly the processes of this head, never another Ray on the machine.
-
-The runtime-env files themselves are checked without a cluster in `tests/unit/config/test_runtime_env.py`.
+"""A real Ray head for job tests: started with the `ray` CLI on loopback (CPU only, token
+authentication on, free ports, its own --temp-dir and HOME), jobs submitted with `ray job submit`
+as a user types it, and a teardown that stops exactly this head's processes, never another Ray
+on the machine.
 """
 
 from __future__ import annotations
@@ -19,14 +14,11 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
-import pyarrow.parquet as pq
-import pytest
-import yaml
+
 from support.paths import REPO
 
 # The interpreter running the tests is the one with prefgen's dependencies; the head's PATH
@@ -35,8 +27,6 @@ from support.paths import REPO
 PYTHON = sys.executable
 RAY = str(Path(sys.executable).parent / "ray")
 RUNTIME_ENV = REPO / "jobs" / "runtime_env.yaml"
-JOB_CONFIG = "tests/data/job_config.yaml"  # relative: read from the uploaded working dir
-JOB_INPUT_ROWS = 3
 NUM_CPUS = 6  # logical CPUs: two engine actors at 1 each, the data tasks, the job supervisor
 JOB_TIMEOUT = 900
 # The embedded model is converted once into the real cache; the head runs under a temporary
@@ -161,10 +151,9 @@ def _submit(head: Head, submission_id: str, *pipeline_args: str) -> tuple[subpro
     return proc, time.monotonic() - started
 
 
-@pytest.fixture(scope="module")
-def head(tmp_path_factory):
+def start_head(root: Path):
+    """A head on loopback for one test module (a generator: yields the Head, then stops exactly its processes)."""
     assert Path(RAY).exists(), f"no ray CLI next to {PYTHON}"
-    root = tmp_path_factory.mktemp("job_submit")
     home = root / "home"
     home.mkdir()
     env = _head_env(home)
@@ -224,54 +213,3 @@ def head(tmp_path_factory):
     assert not leftover, f"head processes still alive: {[p.pid for p in leftover]}"
 
 
-@pytest.mark.integration
-def test_token_auth_guards_the_head(head):
-    # A client without the token (a HOME with no ~/.ray/auth_token), and one with a wrong token.
-    no_token = dict(head.env, RAY_AUTH_MODE="disabled", HOME=str(head.root))
-    wrong_token = dict(head.env, RAY_AUTH_TOKEN="0" * 32)
-    for env in (no_token, wrong_token):
-        proc = _ray(env, "job", "list", "--address", head.address)
-        assert proc.returncode != 0
-        assert "AuthenticationError" in proc.stderr, proc.stderr[-2000:]
-
-
-@pytest.mark.integration
-def test_pipeline_job_succeeds_and_writes_the_dataset(head):
-    out = head.root / "out"
-    sid = f"prefgen-test-{uuid.uuid4().hex[:8]}"
-    proc, wall = _submit(head, sid, "run", JOB_CONFIG, "--output", str(out))
-    (head.root / "submit_ok.txt").write_text(f"wall {wall:.1f} s\n{proc.stdout}\n--- stderr ---\n{proc.stderr}")
-    info = _job_info(head, sid)
-    if info["end_time"] and info["start_time"]:
-        server = (info["end_time"] - info["start_time"]) / 1000
-        print(f"\n[job_submit] {sid}: `ray job submit` to exit {wall:.1f} s, job start to end {server:.1f} s")
-    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
-    assert info["status"] == "SUCCEEDED" and info["driver_exit_code"] == 0, info
-
-    logs = _ray(head.env, "job", "logs", "--address", head.address, sid)
-    assert logs.returncode == 0, logs.stderr
-    assert "[prefgen] done" in logs.stdout
-    assert f"rows in:        {JOB_INPUT_ROWS}" in logs.stdout
-
-    # The run's summary: manifest.json (it replaced summary.json), counts that add up.
-    summary = json.loads((out / "manifest.json").read_text())
-    assert summary["status"] == "complete"
-    assert summary["input_rows"] == JOB_INPUT_ROWS
-    assert summary["paired_rows"] + sum(summary["rejects"].values()) == JOB_INPUT_ROWS
-    # The shards on disk hold what the summary counts.
-    on_disk = {d: sum(pq.read_metadata(f).num_rows for f in (out / d).glob("*.parquet")) for d in ("pairs", "rejects")}
-    assert on_disk == {"pairs": summary["pairs"], "rejects": sum(summary["rejects"].values())}, (on_disk, summary)
-
-
-@pytest.mark.integration
-def test_bad_config_job_fails_with_the_key_named(head):
-    bad = head.root / "bad.yaml"
-    bad.write_text(yaml.safe_dump({"judge": {"sampling": {"temprature": 0.0}}}))
-    sid = f"prefgen-bad-{uuid.uuid4().hex[:8]}"
-    proc, _ = _submit(head, sid, "run", str(bad), "--output", str(head.root / "bad-out"))
-    assert proc.returncode != 0
-    info = _job_info(head, sid)
-    assert info["status"] == "FAILED" and info["driver_exit_code"] == 2, info
-    logs = _ray(head.env, "job", "logs", "--address", head.address, sid)
-    assert "judge.sampling.temprature: Extra inputs are not permitted" in logs.stdout
-    assert not (head.root / "bad-out").exists()
