@@ -3,6 +3,9 @@
 One run (a session fixture, so the engines start once) through the real CLI: two generator
 configurations, evolution on, the judge under guided decoding (joint mode, two aspects, two
 shuffled orders), over a small input that also holds bad rows. The tests read what it wrote.
+It is also the test of prefgen's async engine on real vLLM: batches of two rows, several in
+flight on the one engine actor; n > 1 completions, JSON under guided decoding, a prompt longer
+than the context refused without a call, answers cut off at `max_tokens`.
 """
 
 import glob
@@ -23,7 +26,7 @@ from support.paths import DATA, REPO
 pytestmark = pytest.mark.integration
 
 INPUT = DATA / "instructions.jsonl"
-ENGINE = {"max_model_len": 2048, "batch_size": 4, "cpu_kv_cache_gib": 1}
+ENGINE = {"max_model_len": 2048, "batch_size": 2, "cpu_kv_cache_gib": 1}  # 3 batches, in flight at once
 CONFIG = {
     "input": {"path": str(INPUT)},
     "generators": [
@@ -199,6 +202,16 @@ def test_manifest_records_the_run(run):
     cands = list({c["candidate_id"]: c for c in cands}.values())  # a row with several pairs repeats them
     assert all(isinstance(c["truncated"], bool) for c in cands)  # every candidate says whether it was cut off
     assert m["candidates"]["truncated"] == sum(c["truncated"] for c in cands)
+
+
+def test_one_engine_served_several_batches_at_once_and_cut_answers_off(run):
+    """The async engine on real vLLM: the actor's batches shared the engine's queue (it did not
+    drain between batches), and an answer that hit `max_tokens` says so (finish reason length)."""
+    actors = [json.loads(f.read_text()) for f in (run["out"] / "_stats").rglob("*.json")]
+    assert {a["stage"] for a in actors} == {"SmolLM2-135M-Instruct"} and max(a["max_in_flight"] for a in actors) >= 2
+    cands = [c for row in run["pairs"] + run["rejects"] for c in row["candidates"]]
+    cut = [c for c in cands if c["truncated"]]
+    assert cut and all(c["origin"] in ("generated", "evolved") for c in cut)  # 48 and 64 tokens: most are cut
 
 
 def test_output_loads_with_datasets(run):
