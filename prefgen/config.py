@@ -290,7 +290,13 @@ def load_config(path: str | Path | None = None, overrides: dict | None = None) -
     for dotted, value in (overrides or {}).items():
         node = data
         *parents, leaf = dotted.split(".")
-        for key in parents:
-            node = node.setdefault(key, {})
+        for depth, key in enumerate(parents):
+            if node.get(key) is None:  # absent, or a section left empty (`ray:` alone reads as null)
+                node[key] = {}
+            node = node[key]
+            if not isinstance(node, dict):
+                where = ".".join(parents[:depth + 1])
+                raise ConfigError(f"{source}: {where}: expected a mapping of keys, got {type(node).__name__}; "
+                                  f"it cannot take {dotted} (given on the command line)")
         node[leaf] = value
     return parse_config(data, source)
