@@ -120,9 +120,8 @@ class PipelineConfig(Strict):
         "are rated.",
     )
     evolution: EvolutionConfig = Field(default_factory=lambda: EvolutionConfig(sampling=SamplingConfig(max_tokens=256)))
-    # The laptop default judges one order: cheap, and its summary says when the small judge rates by
-    # position. A judge you configure gets JudgeConfig's default, a shuffle and its reverse.
-    judge: JudgeConfig = Field(default_factory=lambda: JudgeConfig(permutations=1))
+    # JudgeConfig's defaults, the orders included (a shuffle and its reverse: position cancelled).
+    judge: JudgeConfig = Field(default_factory=JudgeConfig)
     jury: list[JudgeConfig] = Field(
         default_factory=list, description="Further judges; their ratings are averaged with the judge's."
     )

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from statistics import mean
 
-from prefgen.config import SamplingConfig
+from prefgen.config import JudgeConfig, SamplingConfig
 from prefgen.engine import ChatEngine, Request, Result, TemplateRefused
 from prefgen.generate import cut_off
 from prefgen.schema import REJECT_REQUEST_FAILED
@@ -116,7 +116,8 @@ class JudgeTask:
     sampling: SamplingConfig = field(default_factory=lambda: SamplingConfig(temperature=0.0, max_tokens=512))
     aspects: list[str] = field(default_factory=lambda: ["overall"])
     mode: str = "joint"
-    permutations: int | str = 1  # k orders, or "balanced": every rotation (see shown_orders)
+    # k orders, or "balanced": every rotation (see shown_orders); the default is the config's, set in one place
+    permutations: int | str = JudgeConfig.model_fields["permutations"].default
     rationales: bool = True
     guided: bool = True
     max_retries: int = 2

@@ -162,3 +162,16 @@ def test_a_section_that_is_not_a_mapping_is_named_with_its_flag(tmp_path):
     path.write_text("output: elsewhere\n")
     with pytest.raises(ConfigError, match=r"c.yaml: output: .*mapping.*output.path"):
         load_config(path, {"output.path": "x"})
+
+
+def test_the_judge_orders_have_one_default_that_cancels_position():
+    import yaml
+
+    from prefgen.config import JudgeConfig
+    from prefgen.judge import JudgeTask
+
+    laptop = yaml.safe_load((Path(__file__).parent.parent / "configs" / "laptop.yaml").read_text())
+    defaults = {"embedded default": PipelineConfig().judge.permutations, "JudgeConfig": JudgeConfig().permutations,
+                "a juror": parse_config({"jury": [{}]}).jury[0].permutations,
+                "JudgeTask": JudgeTask("j", "m").permutations, "laptop.yaml": laptop["judge"]["permutations"]}
+    assert set(defaults.values()) == {2}, defaults  # a shuffle and its reverse

@@ -222,7 +222,7 @@ def test_retry_then_give_up_keeps_raw_text_and_never_defaults():
     answers = iter(['{"A": {"rating": 5, "rationale": "x"}}', "5 - good\n1 - bad", "{}"])
     rows = [row("r1", ["a", "b"])]
     engine = ScriptedEngine(lambda req: [next(answers)])
-    JudgeTask("j", "m", max_retries=2).run(rows, engine)
+    JudgeTask("j", "m", permutations=1, max_retries=2).run(rows, engine)
     assert len(engine.calls) == 3
     assert engine.calls[0][0].sampling.temperature == 0.0 and engine.calls[1][0].sampling.temperature == 0.7
     for cand in rows[0]["candidates"]:
@@ -236,7 +236,7 @@ def test_retry_then_give_up_keeps_raw_text_and_never_defaults():
 def test_retry_that_succeeds_is_recorded():
     answers = iter(["garbage", '{"A": {"rating": 4, "rationale": "ok"}}'])
     rows = [row("r1", ["a"])]
-    JudgeTask("j", "m").run(rows, ScriptedEngine(lambda req: [next(answers)]))
+    JudgeTask("j", "m", permutations=1).run(rows, ScriptedEngine(lambda req: [next(answers)]))
     [j] = rows[0]["candidates"][0]["judgments"]
     assert (j["rating"], j["attempts"], j["error"]) == (4.0, 2, None)
     assert j["retried_because"].startswith("attempt 1:")
@@ -399,7 +399,7 @@ def test_truncated_answer_is_retried_with_doubled_room_up_to_the_ceiling():
 
     rows = [row("r1", ["a"])]
     engine = ScriptedEngine(lambda req: cut(CUT_JSON))
-    JudgeTask("j", "m", SamplingConfig(temperature=0.0, max_tokens=100), max_retries=4).run(rows, engine)
+    JudgeTask("j", "m", SamplingConfig(temperature=0.0, max_tokens=100), max_retries=4, permutations=1).run(rows, engine)
     assert limits(engine) == [100, 200, 400, 400, 400]  # doubles, then holds at 4x
     [j] = rows[0]["candidates"][0]["judgments"]
     assert j["rating"] is None and j["raw"] == CUT_JSON and (j["truncated"], j["max_tokens"]) == (True, 400)
@@ -413,10 +413,10 @@ def test_truncated_answer_is_retried_with_doubled_room_up_to_the_ceiling():
 
 def test_growth_of_one_never_grows_and_parse_failures_keep_the_limit():
     engine = ScriptedEngine(lambda req: cut(CUT_JSON))
-    JudgeTask("j", "m", SamplingConfig(max_tokens=100), max_tokens_growth=1).run([row("r1", ["a"])], engine)
+    JudgeTask("j", "m", SamplingConfig(max_tokens=100), max_tokens_growth=1, permutations=1).run([row("r1", ["a"])], engine)
     assert limits(engine) == [100, 100, 100]
     engine = ScriptedEngine(lambda req: whole("not json at all"))
-    JudgeTask("j", "m", SamplingConfig(max_tokens=100)).run([row("r1", ["a"])], engine)
+    JudgeTask("j", "m", SamplingConfig(max_tokens=100), permutations=1).run([row("r1", ["a"])], engine)
     assert limits(engine) == [100, 100, 100]  # a complete but bad answer is not a reason for more room
 
 
@@ -426,7 +426,7 @@ def test_truncated_then_complete_answer_is_kept_and_counted_apart_from_parse_fai
     answers = iter([whole("garbage"), cut(CUT_JSON), whole(GOOD_JSON)])
     rows = [row("r1", ["a"])]
     engine = ScriptedEngine(lambda req: next(answers))
-    JudgeTask("j", "m", SamplingConfig(max_tokens=64), max_retries=2).run(rows, engine)
+    JudgeTask("j", "m", SamplingConfig(max_tokens=64), max_retries=2, permutations=1).run(rows, engine)
     assert limits(engine) == [64, 64, 128]
     [j] = rows[0]["candidates"][0]["judgments"]
     assert (j["rating"], j["error"], j["truncated"], j["max_tokens"]) == (4.0, None, False, 128)
@@ -444,7 +444,7 @@ def test_truncated_answer_that_still_validates_is_accepted_and_flagged():
     rows = [row("r1", ["a", "b"])]
     answer = 'A: 5 - clear and complete\nB: 2 - it stops befo'  # every rating there, the last rationale cut
     engine = ScriptedEngine(lambda req: cut(answer))
-    JudgeTask("j", "m", guided=False).run(rows, engine)
+    JudgeTask("j", "m", guided=False, permutations=1).run(rows, engine)
     assert len(engine.calls) == 1
     ratings = {c["text"]: c["rating"] for c in rows[0]["candidates"]}
     assert sorted(ratings.values()) == [2.0, 5.0]
@@ -465,7 +465,7 @@ def test_grown_retry_the_prompt_leaves_no_room_for_falls_back_to_the_limit_that_
     def judge(max_retries):
         rows = [row("r1", ["a"])]
         engine = ScriptedEngine(reply)
-        JudgeTask("j", "m", SamplingConfig(max_tokens=100), max_retries=max_retries).run(rows, engine)
+        JudgeTask("j", "m", SamplingConfig(max_tokens=100), max_retries=max_retries, permutations=1).run(rows, engine)
         [j] = rows[0]["candidates"][0]["judgments"]
         return limits(engine), j, judge_counts(rows[0]["candidates"])
 

@@ -168,7 +168,7 @@ def test_own_rubric_sets_the_judges_scale():
     answers = iter(['{"A": {"rationale": "long", "rating": 4}}', '{"A": {"rationale": "short", "rating": 3}}'])
     rows = [{"id": "r", "instruction": "Q?", "candidates": [candidate(candidate_id="r/g/0", text="t")], "output_tokens": 0}]
     engine = ScriptedEngine(lambda req: [next(answers)])
-    JudgeTask("j", "m", aspects=["concise"], rubrics={"concise": rubric}).run(rows, engine)
+    JudgeTask("j", "m", aspects=["concise"], rubrics={"concise": rubric}, permutations=1).run(rows, engine)
     assert engine.calls[0][0].json_schema["properties"]["A"]["properties"]["rating"]["maximum"] == 3
     [j] = rows[0]["candidates"][0]["judgments"]
     assert (j["rating"], j["attempts"]) == (3.0, 2) and "outside 1-3" in j["retried_because"]
