@@ -197,7 +197,7 @@ def read_instructions(cfg: InputConfig, candidates_for=None) -> InputRows:
                 break
             out.add(reader.line_num, record)
     elif fmt == "parquet":
-        _read_columns(pq.read_table(path, filesystem=fs), uri, out, cfg.limit, first_line=1)
+        _read_columns(parquet_table(uri, fs, path, "input.path"), uri, out, cfg.limit, first_line=1)
     else:
         out = _read_dataset_dir(uri, cfg, out)
     _reject_duplicates(out)
@@ -211,12 +211,24 @@ def datasets_folder_table(uri: str, key: str) -> pa.Table:
     that named the folder, for the error when it holds several splits."""
     import datasets
 
-    loaded = datasets.load_from_disk(uri)
+    try:
+        loaded = datasets.load_from_disk(uri)
+    except (OSError, ValueError, pa.ArrowException) as exc:  # not a save_to_disk folder, or its files broken
+        raise InputError(f"{uri} ({key}): cannot be read as a datasets folder (written by save_to_disk): "
+                         f"{exc}") from None
     if isinstance(loaded, datasets.DatasetDict):
         if len(loaded) != 1:
             raise InputError(f"{uri} holds splits {list(loaded)}; point {key} at one split's folder")
         loaded = next(iter(loaded.values()))
     return loaded.data.table
+
+
+def parquet_table(uri: str, fs: pafs.FileSystem, path: str, key: str) -> pa.Table:
+    """The table of a Parquet file; one that is corrupt or not Parquet is an InputError naming it and `key`."""
+    try:
+        return pq.read_table(path, filesystem=fs)
+    except (OSError, pa.ArrowException) as exc:
+        raise InputError(f"{uri} ({key}): cannot be read as a Parquet file: {exc}") from None
 
 
 def _read_dataset_dir(uri: str, cfg: InputConfig, out: InputRows) -> InputRows:
