@@ -222,13 +222,14 @@ class PipelineConfig(Strict):
     def judges(self) -> list[JudgeConfig]:
         return [self.judge, *self.jury]
 
-    def warnings(self) -> list[str]:
-        """Legal but risky settings, said once at the start of a run."""
+    def warnings(self, provided_models: list[str] = ()) -> list[str]:
+        """Legal but risky settings, said once at the start of a run. `provided_models`: the models the
+        input's provided responses name, writers of candidates like the generators."""
         from prefgen.config_checks import few_candidates
 
         writers = [*self.generators, *([self.evolution] if self.evolution.enabled else [])]
         found = self_preference_warnings([(j.name, self.model_of(j).source) for j in self.judges],
-                                         [self.model_of(r).source for r in writers])
+                                         [self.model_of(r).source for r in writers] + list(provided_models))
         found += [w for w in [few_candidates(self)] if w]
         if (len(self.judges) == 1 and isinstance(self.model_of(self.judge), RewardModel)
                 and "min_margin" not in self.pairing.model_fields_set):

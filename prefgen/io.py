@@ -82,6 +82,11 @@ class InputRows:
     def total(self) -> int:
         return len(self.rows) + len(self.rejects)
 
+    @property
+    def provided_models(self) -> list[str]:
+        """The models the usable rows' provided responses name (the self-preference check's writers)."""
+        return sorted({c["model"] for row in self.rows for c in row["candidates"] if c["model"]})
+
     def add(self, line: int, record: dict | None, reason: str | None = None, detail: str | None = None):
         """Validate one record (a row's columns) into a work row or a reject; `reason` rejects it as given."""
         name = posixpath.basename(self.source)
