@@ -18,7 +18,8 @@ CANDIDATE_COUNTS = ("generated", "provided", "evolved", "rated", "unrated", "tru
 ENDPOINT_COUNTS = ("requests", "retries", "failed", "schema_fallbacks", "top_ups", "prompt_tokens",
                    "completion_tokens", "answers_without_usage")
 JUDGE_COUNTS = (
-    "judgments", "not_applicable", "judge_calls", "parse_failures", "truncated_answers", "retries", "calls_given_up"
+    "judgments", "not_applicable", "judge_calls", "parse_failures", "truncated_answers", "retries", "calls_given_up",
+    "candidates_missing_orders",
 )
 
 
@@ -61,6 +62,8 @@ def judge_counts(candidates: list[dict]) -> dict[str, int]:
         "truncated_answers": sum(j.get("truncated_answers") or 0 for j in calls.values()),
         "retries": sum(j["attempts"] - 1 for j in calls.values()),
         "calls_given_up": sum(1 for j in calls.values() if j["error"]),
+        # rated, but not in every order: position is not cancelled for them (see judge.combine_candidate)
+        "candidates_missing_orders": sum(1 for c in candidates if c.get("failed_orders")),
     }
 
 

@@ -14,7 +14,8 @@ import pyarrow as pa
 # they change: a run written under another version is not resumed (see `runstate.py`).
 # 2: provided candidates and conversations (`messages`); commits rolled into segments, shards merged
 # at the end of a run (commits.py, compaction.py).
-OUTPUT_SCHEMA_VERSION = 2
+# 3: a candidate's `failed_orders`; a judgment's `nonce`, `uninformative`, `uninformative_answers`.
+OUTPUT_SCHEMA_VERSION = 3
 
 MESSAGE = pa.struct([("role", pa.string()), ("content", pa.string())])
 
@@ -53,6 +54,9 @@ CANDIDATE = pa.struct(
         ("truncated", pa.bool_()),  # the text was cut off at max_tokens (finish reason "length")
         ("rating", pa.float64()),  # combined over permutations, aspects and judges
         ("rating_spread", pa.float64()),  # largest max-min over permutations of one judge/aspect
+        # orders that failed while another order of the same judge/aspect rated it: its rating rests on
+        # fewer orders and position is not cancelled for it (0: none; null: never judged)
+        ("failed_orders", pa.int64()),
         ("judge_agreement", pa.float64()),  # max-min of the judges' ratings (a jury only)
         ("rationale", pa.string()),
         ("judge_error", pa.string()),

@@ -480,3 +480,27 @@ def test_grown_retry_the_prompt_leaves_no_room_for_falls_back_to_the_limit_that_
     assert asked == [100, 200] and j["attempts"] == 1 and j["raw"] == CUT_JSON
     assert j["error"].startswith("answer cut off at max_tokens=100") and "max_tokens=200 does not fit" in j["error"]
     assert (counts["truncated_answers"], counts["parse_failures"], counts["calls_given_up"]) == (1, 0, 1)
+
+
+def test_a_candidate_rated_in_one_order_of_two_is_marked_and_counted():
+    from prefgen.report import judge_counts
+
+    def reply(req):  # the order that shows "alpha" first never validates; its reverse does
+        shown = responses_by_label(req.messages[-1]["content"])
+        if shown["A"] == "alpha":
+            return ["not an answer"]
+        return [json.dumps({label: {"rationale": "a considered reason", "rating": 4} for label in shown})]
+
+    rows = [row("r1", ["alpha", "beta"])]
+    JudgeTask("j", "m", permutations=2, max_retries=1).run(rows, ScriptedEngine(reply))
+    for cand in rows[0]["candidates"]:
+        assert cand["rating"] == 4.0 and cand["judge_error"] is None  # the order that answered still rates it
+        assert cand["failed_orders"] == 1  # ... but a reader sees that one order of two failed
+        assert cand["rating_spread"] is None  # not 0: the orders were never compared
+    counts = judge_counts(rows[0]["candidates"])
+    assert counts["candidates_missing_orders"] == 2 and counts["calls_given_up"] == 1
+    both = [row("r2", ["alpha", "beta"])]
+    JudgeTask("j", "m", permutations=2).run(both, ScriptedEngine(lambda req: [json.dumps(
+        {label: {"rationale": "a considered reason", "rating": 4} for label in "AB"})]))
+    assert [(c["failed_orders"], c["rating_spread"]) for c in both[0]["candidates"]] == [(0, 0.0), (0, 0.0)]
+    assert judge_counts(both[0]["candidates"])["candidates_missing_orders"] == 0
