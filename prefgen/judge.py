@@ -9,7 +9,8 @@ Two modes:
 - single: one candidate per call.
 
 Each aspect is judged against its rubric (built-in or the config's own, `prompts.rubrics`), with
-the instruction and candidates in nonce-tagged blocks they cannot break out of.
+the instruction and candidates in blocks tagged with a secret nonce, random per call and recorded
+in its judgments, that they cannot break out of.
 
 Under guided decoding the answer is JSON constrained to the schema in `prompts/judging.py`; without it
 the same parsers read the answer and refuse anything that does not validate (count, labels,
@@ -103,6 +104,7 @@ class Call:
     room: int | None = None  # a limit known to fit the prompt, once a larger one was refused
     truncated_answers: int = 0
     last: tuple[str, int, bool] | None = None  # the latest answer: text, its limit, cut off?
+    nonce: str = field(default_factory=block_nonce)  # of its blocks: secret, random per call, recorded
 
     @property
     def labels(self) -> list[str]:
@@ -153,16 +155,9 @@ class JudgeTask:
             raise TemplateRefused(f"judge {self.name!r}: the chat template of model {self.model} refuses the judge's "
                                   f"prompt, which opens with a system message ({why}); judge with another model")
 
-    def nonce(self, call: Call) -> str:
-        """The call's block nonce: from its order seed and row id (single mode: a seed from the candidate id)."""
-        if call.seed is not None:
-            return block_nonce(call.seed, call.row["id"])
-        cand_id = call.shown[0]["candidate_id"]
-        return block_nonce(order_seed(self.seed, cand_id, self.name, call.aspect, call.permutation), call.row["id"])
-
     def _request(self, call: Call, attempt: int) -> Request:
         rubric = self._rubric(call.aspect)
-        instruction, nonce = call.row["instruction"], self.nonce(call)
+        instruction, nonce = call.row["instruction"], call.nonce
         if self.mode == "single":
             messages = judge_prompt(instruction, call.shown[0]["text"], call.aspect, self.rationales, nonce, rubric)
             schema = judgment_schema(self.rationales, rubric.allows_na, rubric.scale)
@@ -192,6 +187,7 @@ class JudgeTask:
                     "position": position,
                     "label": label,
                     "order_seed": call.seed,
+                    "nonce": call.nonce,
                     "rating": rating,
                     "not_applicable": parsed is not None and rating is None,
                     "rationale": rationale,

@@ -28,6 +28,7 @@ JUDGMENT = pa.struct(
         ("position", pa.int64()),  # 0-based place in the order shown to the judge
         ("label", pa.string()),
         ("order_seed", pa.int64()),  # seed of the shuffle that gave that order (joint mode)
+        ("nonce", pa.string()),  # the call's block nonce (random per call): the prompt can be rebuilt
         ("rating", pa.float64()),  # null: not applicable, or the judgment failed (see error)
         ("not_applicable", pa.bool_()),
         ("rationale", pa.string()),
