@@ -39,6 +39,9 @@ JUDGMENT = pa.struct(
         ("max_tokens", pa.int64()),  # the answer limit of the attempt recorded here
         ("truncated", pa.bool_()),  # the answer recorded here (raw) was cut off at max_tokens
         ("truncated_answers", pa.int64()),  # answers of this call cut off at max_tokens, kept or not
+        # the answer kept rated every candidate alike with rationales of a few characters (after a retry)
+        ("uninformative", pa.bool_()),
+        ("uninformative_answers", pa.int64()),  # such answers of this call, kept or not
     ]
 )
 
@@ -130,6 +133,8 @@ REJECT_TOO_LONG = "prompt_too_long"
 REJECT_NO_CANDIDATES = "no_candidates"
 REJECT_TOO_FEW_RATED = "too_few_rated"
 REJECT_ALL_TIED = "all_tied"
+# all tied because a judge's answer rated every candidate alike with rationales that say nothing
+REJECT_UNINFORMATIVE = "uninformative_judgment"
 REJECT_IDENTICAL = "identical_texts"
 REJECT_MARGIN = "margin_below_min"
 REJECT_CHOSEN_TRUNCATED = "chosen_truncated"  # every qualifying chosen was cut off at max_tokens

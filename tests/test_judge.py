@@ -504,3 +504,46 @@ def test_a_candidate_rated_in_one_order_of_two_is_marked_and_counted():
         {label: {"rationale": "a considered reason", "rating": 4} for label in "AB"})]))
     assert [(c["failed_orders"], c["rating_spread"]) for c in both[0]["candidates"]] == [(0, 0.0), (0, 0.0)]
     assert judge_counts(both[0]["candidates"])["candidates_missing_orders"] == 0
+
+
+def placeholder_judge(req):
+    """All alike with rationales that say nothing, as a small judge answered on a six-candidate row."""
+    shown = responses_by_label(req.messages[-1]["content"])
+    return [json.dumps({label: {"rationale": f"{label}1", "rating": 1} for label in shown})]
+
+
+def test_an_uninformative_answer_is_asked_again_then_flagged_and_the_row_says_so():
+    from prefgen.report import judge_counts
+
+    rows = [row("r1", [f"answer {k}" for k in range(6)])]
+    engine = ScriptedEngine(placeholder_judge)
+    JudgeTask("j", "m", permutations=1, max_retries=2).run(rows, engine)
+    assert len(engine.calls) == 2  # asked once more, not until max_retries runs out
+    [j] = rows[0]["candidates"][0]["judgments"]
+    assert j["uninformative"] is True and j["uninformative_answers"] == 2 and j["error"] is None
+    assert "uninformative" in j["retried_because"]
+    counts = judge_counts(rows[0]["candidates"])
+    assert (counts["uninformative_answers"], counts["uninformative_calls"], counts["parse_failures"]) == (2, 1, 0)
+    pairs, rejects = split_rows(rows, "best_vs_worst", 1.0)
+    assert not pairs and rejects[0]["reason"] == "uninformative_judgment"  # not all_tied: nothing says they tie
+    assert "rated every candidate 1" in rejects[0]["detail"] and "'A1'" in rejects[0]["detail"]
+
+
+def test_a_retry_that_informs_replaces_the_uninformative_answer():
+    answers = iter([placeholder_judge, lambda req: [json.dumps(
+        {label: {"rationale": f"reason enough for {label}", "rating": 5 - k}
+         for k, label in enumerate(responses_by_label(req.messages[-1]["content"]))})]])
+    rows = [row("r1", ["a", "b", "c"])]
+    JudgeTask("j", "m", permutations=1).run(rows, ScriptedEngine(lambda req: next(answers)(req)))
+    assert sorted(c["rating"] for c in rows[0]["candidates"]) == [3.0, 4.0, 5.0]
+    assert all(not j["uninformative"] and j["uninformative_answers"] == 1
+               for c in rows[0]["candidates"] for j in c["judgments"])
+
+
+def test_equal_ratings_with_real_rationales_are_a_tie_not_uninformative():
+    rows = [row("r1", ["a", "b"])]
+    engine = ScriptedEngine(lambda req: [json.dumps({label: {"rationale": "correct and complete, if plain",
+                                                             "rating": 4} for label in "AB"})])
+    JudgeTask("j", "m", permutations=1).run(rows, engine)
+    assert len(engine.calls) == 1
+    assert split_rows(rows, "best_vs_worst", 1.0)[1][0]["reason"] == REJECT_ALL_TIED
