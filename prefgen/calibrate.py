@@ -103,7 +103,7 @@ def calibration_figures(rows: list[dict]) -> dict:
             if len(cell) == 2:
                 (c, c_pos), (r, _r_pos) = cell["chosen"], cell["rejected"]
                 order_verdicts.append(_verdict(c, r))
-                if c != r:
+                if c != r and c_pos is not None:  # a reward model shows no order: no first-shown figure
                     decided_orders += 1
                     first_wins += (c > r) == (c_pos == 0)
         if len(order_verdicts) >= 2:
@@ -131,7 +131,8 @@ def figure_lines(fig: dict) -> list[str]:
         f"agreement:          {pct(fig['agreement'])} of decided pairs (chance 50%); "
         f"{pct(fig['agreement_ties_half'])} counting ties as half",
         f"ties:               {pct(fig['ties'])}",
-        f"same verdict in every order: {pct(fig['order_consistency'])} of {fig['orders_compared']} pairs",
+        f"same verdict in every order: {pct(fig['order_consistency'])} of {fig['orders_compared']} pairs"
+        + (" (one order per pair: a reward model, or permutations 1)" if not fig["orders_compared"] else ""),
         f"answer shown first won:      {pct(fig['first_shown_wins'])} of decided orders (unbiased: 50%)",
     ]
 
@@ -150,10 +151,11 @@ def calibrate(cfg: PipelineConfig, pairs_path: str, judge_name: str | None = Non
     """Run the judge on the labelled pairs with one engine in this process; return the figures."""
     import os
 
-    from prefgen.config import EndpointModel
+    from prefgen.config import EndpointModel, RewardModel
     from prefgen.engine import VllmEngine
     from prefgen.placement import actor_options
     from prefgen.plan import task_for
+    from prefgen.reward import RewardEngine
 
     judge = pick_judge(cfg, judge_name)
     rows = calibration_rows(read_labelled_pairs(pairs_path, limit), str(pairs_path))
@@ -172,8 +174,10 @@ def calibrate(cfg: PipelineConfig, pairs_path: str, judge_name: str | None = Non
         return calibration_figures(rows)
     device = model.engine.device if model.engine.device != "auto" else _local_device()
     os.environ.update(actor_options(model.engine, device)["runtime_env"]["env_vars"])
-    log(f"[prefgen] calibrating judge '{judge.name}' ({model.source}) on {len(rows)} labelled pairs, {device}")
-    engine = VllmEngine(model.source, model.engine, device)
+    scorer = isinstance(model, RewardModel)  # scores each answer once, through vLLM's pooling runner
+    log(f"[prefgen] calibrating judge '{judge.name}' ({'reward model ' if scorer else ''}{model.source}) on "
+        f"{len(rows)} labelled pairs, {device}")
+    engine = (RewardEngine if scorer else VllmEngine)(model.source, model.engine, device)
     task_for(cfg, key, judge).run(rows, engine)
     return calibration_figures(rows)
 

@@ -14,6 +14,7 @@ import yaml
 
 from prefgen.embedded import EMBEDDED_SCHEME
 from prefgen.plots import PLOTS
+from prefgen.margins import selection_line
 from prefgen.report import format_counts, health_lines
 
 # The one training example, shown in every card (README.md's training section shows the same code).
@@ -160,10 +161,13 @@ def counts_section(manifest: dict, counts: dict) -> list[str]:
     return lines + [""]
 
 
-def _plot_note(name: str, f: dict) -> str:
-    """One line of numbers under a plot, from the same figures it draws."""
+def _plot_note(name: str, f: dict, selection: dict | None = None) -> str:
+    """One line of numbers under a plot, from the same figures it draws; under the margins, the
+    export's margin selection (or how to make one)."""
     if name == "margins.png":
-        return f"{f['margins']['n']} pairs, mean margin {f['margins']['mean']:.2f}."
+        chosen = (f"This export is a {selection_line(selection)}." if selection else
+                  "`prefgen export --top-margin 0.1` (or `--min-margin N`) keeps the pairs of the largest margins.")
+        return f"{f['margins']['n']} pairs, mean margin {f['margins']['mean']:.2f}. {chosen}"
     if name == "lengths.png":
         ln = f["lengths"]
         return f"Median length: chosen {ln['chosen_median']:.0f}, rejected {ln['rejected_median']:.0f} characters."
@@ -182,10 +186,11 @@ def _plot_note(name: str, f: dict) -> str:
     return ""
 
 
-def plots_section(figures: dict, plots: list[str], failed: list[str]) -> list[str]:
+def plots_section(figures: dict, plots: list[str], failed: list[str], selection: dict | None = None) -> list[str]:
     lines = ["## Plots", ""]
     for name in [n for n in PLOTS if n in plots]:
-        lines += [f"**{PLOTS[name]}.** {_plot_note(name, figures)}", "", f"![{PLOTS[name]}](plots/{name})", ""]
+        lines += [f"**{PLOTS[name]}.** {_plot_note(name, figures, selection)}", "", f"![{PLOTS[name]}](plots/{name})",
+                  ""]
     missing = [n for n in PLOTS if n not in plots]
     if missing:
         lines += [f"Not drawn (nothing to show, e.g. no evolution or no shown order): {', '.join(missing)}.", ""]
@@ -230,9 +235,10 @@ def licences_section(manifest: dict) -> list[str]:
 
 
 def dataset_card(manifest: dict, figures: dict, plots: list[str], counts: dict, output: str,
-                 repo_id: str | None = None, failed_plots: list[str] | None = None, files: dict | None = None) -> str:
+                 repo_id: str | None = None, failed_plots: list[str] | None = None, files: dict | None = None,
+                 selection: dict | None = None) -> str:
     """The card's text for the output at `output`, whose data files are `files` (see data_files);
-    `repo_id` set: as pushed to that Hub repo."""
+    `repo_id` set: as pushed to that Hub repo; `selection`: the pairs were selected by margin."""
     has_rejects = bool(counts["rejects"])
     if repo_id:
         load = f'"{repo_id}"'
@@ -256,5 +262,6 @@ def dataset_card(manifest: dict, figures: dict, plots: list[str], counts: dict, 
               "`rejected_rating`, `chosen_model`, `rejected_model`, the candidate ids, `id`, `pair_id`, `source`, "
               "`line`, and `candidates`: every candidate with its judgments.", ""]
     lines += what_made_it(manifest) + counts_section(manifest, counts)
-    lines += plots_section(figures, plots, failed_plots or []) + health_section(manifest) + licences_section(manifest)
+    lines += (plots_section(figures, plots, failed_plots or [], selection) + health_section(manifest)
+              + licences_section(manifest))
     return "\n".join(lines)

@@ -63,6 +63,10 @@ def _parser() -> argparse.ArgumentParser:
     exp.add_argument("--to", help="file or URI to write (default: OUTPUT/export/pairs.<full|trl>.jsonl)")
     exp.add_argument("--push-to-hub", metavar="REPO_ID", help="push pairs, rejects, card and plots to this Hub dataset repo")
     exp.add_argument("--private", action="store_true", help="with --push-to-hub: create the repo private")
+    exp.add_argument("--top-margin", type=float, metavar="FRACTION",
+                     help="keep only this share of the pairs, those of the largest rating margin (e.g. 0.1)")
+    exp.add_argument("--min-margin", type=float, metavar="N",
+                     help="keep only the pairs whose rating margin is at least N (before --top-margin)")
     return parser
 
 
@@ -78,14 +82,19 @@ def _report(args: argparse.Namespace) -> int:
 
 def _export(args: argparse.Namespace) -> int:
     from prefgen.export import export, push_to_hub
+    from prefgen.margins import selection_line
 
+    margins = {"top_margin": args.top_margin, "min_margin": args.min_margin}
     if args.push_to_hub:
-        sent = push_to_hub(args.output, args.push_to_hub, private=args.private or None)
+        sent = push_to_hub(args.output, args.push_to_hub, private=args.private or None, **margins)
         print(f"[prefgen] pushed {sent['pairs']} pairs, {sent['rejects']} rejects and {', '.join(sent['files'])} "
               f"to https://huggingface.co/datasets/{args.push_to_hub}")
-        return 0
-    target, n = export(args.output, args.format, args.to)
-    print(f"[prefgen] {n} pairs written to {target} ({args.format})")
+        selection = sent["selection"]
+    else:
+        target, n, selection = export(args.output, args.format, args.to, **margins)
+        print(f"[prefgen] {n} pairs written to {target} ({args.format})")
+    if selection is not None:
+        print(f"[prefgen] {selection_line(selection)}")
     return 0
 
 

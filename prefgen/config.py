@@ -120,9 +120,8 @@ class PipelineConfig(Strict):
         "are rated.",
     )
     evolution: EvolutionConfig = Field(default_factory=lambda: EvolutionConfig(sampling=SamplingConfig(max_tokens=256)))
-    # The laptop default judges one order: cheap, and its summary says when the small judge rates by
-    # position. A judge you configure gets JudgeConfig's default, a shuffle and its reverse.
-    judge: JudgeConfig = Field(default_factory=lambda: JudgeConfig(permutations=1))
+    # JudgeConfig's defaults, the orders included (a shuffle and its reverse: position cancelled).
+    judge: JudgeConfig = Field(default_factory=JudgeConfig)
     jury: list[JudgeConfig] = Field(
         default_factory=list, description="Further judges; their ratings are averaged with the judge's."
     )
@@ -223,13 +222,14 @@ class PipelineConfig(Strict):
     def judges(self) -> list[JudgeConfig]:
         return [self.judge, *self.jury]
 
-    def warnings(self) -> list[str]:
-        """Legal but risky settings, said once at the start of a run."""
+    def warnings(self, provided_models: list[str] = ()) -> list[str]:
+        """Legal but risky settings, said once at the start of a run. `provided_models`: the models the
+        input's provided responses name, writers of candidates like the generators."""
         from prefgen.config_checks import few_candidates
 
         writers = [*self.generators, *([self.evolution] if self.evolution.enabled else [])]
         found = self_preference_warnings([(j.name, self.model_of(j).source) for j in self.judges],
-                                         [self.model_of(r).source for r in writers])
+                                         [self.model_of(r).source for r in writers] + list(provided_models))
         found += [w for w in [few_candidates(self)] if w]
         if (len(self.judges) == 1 and isinstance(self.model_of(self.judge), RewardModel)
                 and "min_margin" not in self.pairing.model_fields_set):
@@ -290,7 +290,13 @@ def load_config(path: str | Path | None = None, overrides: dict | None = None) -
     for dotted, value in (overrides or {}).items():
         node = data
         *parents, leaf = dotted.split(".")
-        for key in parents:
-            node = node.setdefault(key, {})
+        for depth, key in enumerate(parents):
+            if node.get(key) is None:  # absent, or a section left empty (`ray:` alone reads as null)
+                node[key] = {}
+            node = node[key]
+            if not isinstance(node, dict):
+                where = ".".join(parents[:depth + 1])
+                raise ConfigError(f"{source}: {where}: expected a mapping of keys, got {type(node).__name__}; "
+                                  f"it cannot take {dotted} (given on the command line)")
         node[leaf] = value
     return parse_config(data, source)

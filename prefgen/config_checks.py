@@ -7,7 +7,7 @@ starts instead of rejecting every row. Pure functions: no engine, no files.
 
 from __future__ import annotations
 
-from prefgen.config_models import RewardModel
+from prefgen.config_models import EndpointModel, RewardModel
 from prefgen.prompts import rubric_for
 from prefgen.reward import JURY_SCALE
 
@@ -73,8 +73,8 @@ def never_output(cfg) -> list[str]:
             )
     for key, role in cfg.roles_by_key():
         model = cfg.model_of(role)
-        if isinstance(model, RewardModel):
-            continue  # it samples nothing
+        if isinstance(model, (RewardModel, EndpointModel)):
+            continue  # a reward model samples nothing; an endpoint's server checks the length itself
         limit, budget = role.sampling.max_tokens, model.engine.max_model_len
         if limit >= budget:
             problems.append(

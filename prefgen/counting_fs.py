@@ -3,7 +3,7 @@
 `CountingStorage` wraps a pyarrow FileSystem in a `PyFileSystem` handler and counts, per kind
 of call, the calls and the paths they touch (`listings` and `listed` entries, `reads`,
 `writes`, `moves`, `deletes`), optionally per folder (`by_folder`). `count_storage()` makes
-every prefgen module that took `prefgen.io.filesystem` go through one, until `restore()`.
+every prefgen module that took `prefgen.storage.filesystem` go through one, until `restore()`.
 On an object store each counted call is one request, so the counts say what a run costs there.
 """
 
@@ -99,9 +99,9 @@ _restore: list[tuple[object, object]] = []
 
 def count_storage(handler: CountingStorage) -> CountingStorage:
     """Route `filesystem(uri)` of every loaded prefgen module through `handler` (local paths)."""
-    import prefgen.io
+    import prefgen.storage
 
-    real = prefgen.io.filesystem
+    real = prefgen.storage.filesystem
 
     def counted(uri):
         _, path = real(uri)

@@ -79,14 +79,18 @@ class Report:
     failed_plots: list[str] = field(default_factory=list)  # plots that could not be drawn, and why
 
 
-def build_report(uri: str, repo_id: str | None = None) -> Report:
+def build_report(uri: str, repo_id: str | None = None, selection: dict | None = None) -> Report:
     """The card and plots of the output at `uri`, in memory; `repo_id`: the card as pushed to
-    that Hub dataset repo (data files as `datasets.push_to_hub` lays them out)."""
+    that Hub dataset repo (data files as `datasets.push_to_hub` lays them out); `selection`: the
+    export's margin selection (`margins.select_by_margin`), whose kept pairs the card describes."""
     from prefgen.card import dataset_card
     from prefgen.dataset_figures import dataset_figures
+    from prefgen.margins import select_by_margin
 
     manifest = read_manifest(uri)
     pairs, rejects = (slim(read_output(uri, kind)).to_pylist() for kind in (PAIRS_DIR, REJECTS_DIR))
+    if selection is not None:
+        pairs = select_by_margin(pairs, selection["top_margin"], selection["min_margin"])[0]
     figures = dataset_figures(pairs, rejects)
     plots, failed = draw_plots(figures, manifest.get("health") or {})
     reasons: dict[str, int] = {}
@@ -95,7 +99,7 @@ def build_report(uri: str, repo_id: str | None = None) -> Report:
     files = {kind: data_files(uri, kind) for kind in (PAIRS_DIR, REJECTS_DIR)}
     card = dataset_card(manifest, figures, sorted(plots), counts={"pairs": len(pairs), "rejects": reasons,
                         "instructions": len({p["id"] for p in pairs})}, output=uri, repo_id=repo_id,
-                        failed_plots=failed, files=files)
+                        failed_plots=failed, files=files, selection=selection)
     return Report(card=card, plots=plots, figures=figures, failed_plots=failed)
 
 

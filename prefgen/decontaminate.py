@@ -23,10 +23,9 @@ import json
 from dataclasses import dataclass, field
 
 import pyarrow.fs as pafs
-import pyarrow.parquet as pq
 
 from prefgen.config_screen import BENCHMARK_FIELDS, BenchmarkFile, ContaminationConfig
-from prefgen.io import UTF8_BOM, InputError, _detect_format, datasets_folder_table, filesystem
+from prefgen.io import UTF8_BOM, InputError, _detect_format, datasets_folder_table, filesystem, parquet_table
 from prefgen.near_duplicates import WORD
 
 
@@ -140,7 +139,7 @@ def load_benchmark(bench: BenchmarkFile, index: BenchmarkIndex) -> None:
             index.add(uri, reader.line_num, record.get(fld))
         return None
     if fmt == "parquet":
-        table = pq.read_table(path, filesystem=fs)
+        table = parquet_table(uri, fs, path, "input.decontaminate")
     else:
         table = datasets_folder_table(uri, "input.decontaminate")
     fld = _pick_field(bench, table.column_names, uri)

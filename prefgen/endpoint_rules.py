@@ -4,12 +4,13 @@ is told without the key in it. `endpoint.py` holds the client that applies them.
 
 How an answer is classified (`classify`):
 - 200 with choices: done.
-- 429, 5xx, 408, a timeout or a lost connection: `retry`, after `Retry-After` when the server
-  sends one, else after an exponential backoff (`backoff_s` doubling, at most 60 s).
+- 429, 5xx, 408, 409, a timeout or a lost connection: `retry`, after `Retry-After` when the server
+  sends one, else after an exponential backoff (`backoff_s` doubling, at most 60 s). 409 (conflict)
+  is transient on OpenAI's API, whose own client retries it too.
 - 400 that speaks of the schema / response_format / structured output / guided decoding, on a
   request that carried one: `simplify` (the endpoint drops to a simpler structured output: JSON
   schema -> JSON object -> plain prompt; the task's own parsing validates the answer as always).
-- 400 that speaks of the context length: `too_long`, the same "prompt does not fit" result a
+- 400 that speaks of the context length (not of `max_tokens` alone): `too_long`, the same "prompt does not fit" result a
   local engine gives, which the tasks already handle.
 - 401, 403, 404: `fatal`, errors that would fail every row (a bad key, an unknown model or URL).
 - any other 4xx: `failed`, that request alone.
@@ -30,7 +31,10 @@ RETRY_AFTER_CAP_S = 300.0
 # Structured output, from the most to the least the server must support.
 SCHEMA_LEVELS = ("json_schema", "json_object", "none")
 _SCHEMA_WORDS = re.compile(r"schema|response_format|structured|guided|json_object|grammar", re.I)
-_LENGTH_WORDS = re.compile(r"context length|maximum context|context window|max_model_len|too long|max_tokens", re.I)
+# Words about the prompt not fitting the context; `max_tokens` alone is not among them: a 400 that names
+# only it refuses the request's limit (above the model's output cap, or not a valid number), which no
+# shorter prompt would cure, so it fails that request with the server's words.
+_LENGTH_WORDS = re.compile(r"context length|maximum context|context window|max_model_len|too long", re.I)
 
 
 def request_body(model: str, messages: list[dict], sampling, n: int, json_schema: dict | None,

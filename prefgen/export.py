@@ -8,6 +8,8 @@
 - `push_to_hub`: the pairs (and rejects, as config `rejects`) through `datasets.Dataset.push_to_hub`,
   then the dataset card (written for the Hub's layout) and the plots in one `huggingface_hub`
   commit. Needs a token (`HF_TOKEN` or `huggingface-cli login`) and the network.
+Both can keep only the pairs of the largest rating margin (`--top-margin`, `--min-margin`, see
+`margins.py`); what was cut is said, written beside the JSONL and put in the pushed card.
 Only committed shards are read (`dataset_report.read_output`). Paths may be URIs.
 """
 
@@ -17,12 +19,23 @@ import json
 
 from prefgen.dataset_report import CARD_FILE, PLOTS_DIR, build_report, read_manifest, read_output
 from prefgen.io import PAIRS_DIR, REJECTS_DIR, filesystem
+from prefgen.margins import MarginError, select_by_margin  # noqa: F401 - the export's selection
 
 FORMATS = ("jsonl", "trl-strings")
 
 
 class ExportError(ValueError):
-    """A pair cannot be written in the asked format."""
+    """A pair cannot be written in the asked format, or a selection cannot be made."""
+
+
+def selected(pairs: list[dict], top_margin: float | None, min_margin: float | None) -> tuple[list[dict], dict | None]:
+    """The pairs to export and the selection's figures (None: no selection asked for)."""
+    if top_margin is None and min_margin is None:
+        return pairs, None
+    try:
+        return select_by_margin(pairs, top_margin, min_margin)
+    except MarginError as exc:
+        raise ExportError(str(exc)) from None
 
 
 def jsonl_row(pair: dict) -> dict:
@@ -53,11 +66,14 @@ def default_target(output: str, fmt: str) -> str:
     return f"{output.rstrip('/')}/export/pairs.{'trl' if fmt == 'trl-strings' else 'full'}.jsonl"
 
 
-def export(output: str, fmt: str, to: str | None = None) -> tuple[str, int]:
-    """Write the output's pairs as JSONL in `fmt` to `to` (default under OUTPUT/export/);
-    returns (where, how many rows)."""
+def export(output: str, fmt: str, to: str | None = None, top_margin: float | None = None,
+           min_margin: float | None = None) -> tuple[str, int, dict | None]:
+    """Write the output's pairs (those of the largest margins, if asked) as JSONL in `fmt` to `to`
+    (default under OUTPUT/export/); returns (where, how many rows, the selection's figures or None),
+    the figures also written beside it (`<name>.selection.json`)."""
     read_manifest(output)  # a clear error if the folder holds no prefgen output
-    rows = export_rows(read_output(output, PAIRS_DIR).to_pylist(), fmt)
+    pairs, selection = selected(read_output(output, PAIRS_DIR).to_pylist(), top_margin, min_margin)
+    rows = export_rows(pairs, fmt)
     target = to or default_target(output, fmt)
     fs, path = filesystem(target)
     parent = path.rsplit("/", 1)[0]
@@ -66,16 +82,25 @@ def export(output: str, fmt: str, to: str | None = None) -> tuple[str, int]:
     with fs.open_output_stream(path) as f:
         for row in rows:
             f.write((json.dumps(row, ensure_ascii=False) + "\n").encode())
-    return target, len(rows)
+    if selection is not None:
+        with fs.open_output_stream(path.removesuffix(".jsonl") + ".selection.json") as f:
+            f.write(json.dumps(selection, indent=2).encode())
+    return target, len(rows), selection
 
 
-def push_to_hub(output: str, repo_id: str, private: bool | None = None, token: str | None = None) -> dict:
-    """Push pairs, rejects, card and plots to the Hub dataset repo `repo_id`; returns what was sent."""
+def push_to_hub(output: str, repo_id: str, private: bool | None = None, token: str | None = None,
+                top_margin: float | None = None, min_margin: float | None = None) -> dict:
+    """Push pairs (those of the largest margins, if asked), rejects, card and plots to the Hub
+    dataset repo `repo_id`; returns what was sent."""
     import datasets
+    import pyarrow as pa
     from huggingface_hub import CommitOperationAdd, HfApi
 
-    report = build_report(output, repo_id=repo_id)
     pairs = read_output(output, PAIRS_DIR)
+    kept, selection = selected(pairs.to_pylist(), top_margin, min_margin)
+    if selection is not None:
+        pairs = pa.Table.from_pylist(kept, schema=pairs.schema)
+    report = build_report(output, repo_id=repo_id, selection=selection)
     rejects = read_output(output, REJECTS_DIR)
     datasets.Dataset(pairs).push_to_hub(repo_id, config_name="default", split="train", private=private, token=token,
                                         commit_message="prefgen: pairs")
@@ -86,4 +111,4 @@ def push_to_hub(output: str, repo_id: str, private: bool | None = None, token: s
     HfApi(token=token).create_commit(
         repo_id=repo_id, repo_type="dataset", commit_message="prefgen: dataset card and plots",
         operations=[CommitOperationAdd(path_in_repo=name, path_or_fileobj=data) for name, data in files.items()])
-    return {"pairs": pairs.num_rows, "rejects": rejects.num_rows, "files": sorted(files)}
+    return {"pairs": pairs.num_rows, "rejects": rejects.num_rows, "files": sorted(files), "selection": selection}

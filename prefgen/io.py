@@ -1,11 +1,10 @@
-"""Input and output: instructions in (JSONL, Parquet, CSV, datasets folder), Parquet shards out.
+"""Input: instructions in (JSONL, Parquet, CSV, datasets folder), validated into work rows.
 
 Reading validates every row and gives it a stable id; a row that cannot be used becomes a
 reject with its reason, file and line, never a silent drop. Paths may be local or any URI
-pyarrow's filesystems accept (s3://, gs://, file://). Output shards are written under a
-temporary name and then moved into place, so a reader never sees half a shard. A UTF-8
-byte-order mark at the start of a JSONL or CSV file (Excel and Windows tools write one) is
-skipped.
+pyarrow's filesystems accept (s3://, gs://, file://). A UTF-8 byte-order mark at the start of a
+JSONL or CSV file (Excel and Windows tools write one) is skipped. The output side (shards, JSON
+files, paths) lives in `storage.py` and is importable from here too.
 """
 
 from __future__ import annotations
@@ -15,7 +14,6 @@ import hashlib
 import io
 import json
 import posixpath
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -40,7 +38,18 @@ from prefgen.schema import (
     REJECT_TOO_FEW_CANDIDATES,
     candidate,
     reject_row,
-    to_table,
+)
+from prefgen.storage import (  # noqa: F401 - paths and output files, importable from here as before
+    PAIRS_DIR,
+    PHASES_DIR,
+    REJECTS_DIR,
+    STATS_DIR,
+    absolute_uri,
+    filesystem,
+    read_json,
+    read_jsons,
+    write_json,
+    write_shard,
 )
 
 SAMPLE_INSTRUCTIONS = Path(__file__).parent / "data" / "sample_instructions.jsonl"
@@ -49,18 +58,6 @@ UTF8_BOM = b"\xef\xbb\xbf"
 
 class InputError(ValueError):
     """The input as a whole cannot be used (missing file, missing column, unknown format)."""
-
-
-def filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
-    """(filesystem, path inside it) for a local path or a URI."""
-    if "://" in uri:
-        return pafs.FileSystem.from_uri(uri)
-    return pafs.LocalFileSystem(), str(Path(uri).expanduser().resolve())
-
-
-def absolute_uri(uri: str) -> str:
-    """A local path made absolute (workers do not share the driver's working directory)."""
-    return uri if "://" in uri else str(Path(uri).expanduser().resolve())
 
 
 def row_id(source: str, line: int, text: str) -> str:
@@ -81,6 +78,11 @@ class InputRows:
     @property
     def total(self) -> int:
         return len(self.rows) + len(self.rejects)
+
+    @property
+    def provided_models(self) -> list[str]:
+        """The models the usable rows' provided responses name (the self-preference check's writers)."""
+        return sorted({c["model"] for row in self.rows for c in row["candidates"] if c["model"]})
 
     def add(self, line: int, record: dict | None, reason: str | None = None, detail: str | None = None):
         """Validate one record (a row's columns) into a work row or a reject; `reason` rejects it as given."""
@@ -197,7 +199,7 @@ def read_instructions(cfg: InputConfig, candidates_for=None) -> InputRows:
                 break
             out.add(reader.line_num, record)
     elif fmt == "parquet":
-        _read_columns(pq.read_table(path, filesystem=fs), uri, out, cfg.limit, first_line=1)
+        _read_columns(parquet_table(uri, fs, path, "input.path"), uri, out, cfg.limit, first_line=1)
     else:
         out = _read_dataset_dir(uri, cfg, out)
     _reject_duplicates(out)
@@ -211,12 +213,24 @@ def datasets_folder_table(uri: str, key: str) -> pa.Table:
     that named the folder, for the error when it holds several splits."""
     import datasets
 
-    loaded = datasets.load_from_disk(uri)
+    try:
+        loaded = datasets.load_from_disk(uri)
+    except (OSError, ValueError, pa.ArrowException) as exc:  # not a save_to_disk folder, or its files broken
+        raise InputError(f"{uri} ({key}): cannot be read as a datasets folder (written by save_to_disk): "
+                         f"{exc}") from None
     if isinstance(loaded, datasets.DatasetDict):
         if len(loaded) != 1:
             raise InputError(f"{uri} holds splits {list(loaded)}; point {key} at one split's folder")
         loaded = next(iter(loaded.values()))
     return loaded.data.table
+
+
+def parquet_table(uri: str, fs: pafs.FileSystem, path: str, key: str) -> pa.Table:
+    """The table of a Parquet file; one that is corrupt or not Parquet is an InputError naming it and `key`."""
+    try:
+        return pq.read_table(path, filesystem=fs)
+    except (OSError, pa.ArrowException) as exc:
+        raise InputError(f"{uri} ({key}): cannot be read as a Parquet file: {exc}") from None
 
 
 def _read_dataset_dir(uri: str, cfg: InputConfig, out: InputRows) -> InputRows:
@@ -251,58 +265,3 @@ def reject_short_rows(out: InputRows, candidates_for) -> None:
         else:
             kept.append(row)
     out.rows = kept
-
-
-# --- output -------------------------------------------------------------------------------------
-
-PAIRS_DIR, REJECTS_DIR, STATS_DIR, PHASES_DIR = "pairs", "rejects", "_stats", "_phases"
-
-
-def write_shard(uri: str, kind: str, key: str, rows: list[dict], schema: pa.Schema, before_visible=None) -> str:
-    """Write rows as uri/kind/part-<key>.parquet, atomically: a temporary file moved into place.
-
-    `before_visible` runs between the two (the run's lease check), so a writer that lost the
-    folder leaves nothing a reader can see.
-    """
-    fs, base = filesystem(uri)
-    final = f"{base}/{kind}/part-{key}.parquet"
-    tmp = f"{base}/{kind}/.tmp-{uuid.uuid4().hex}.parquet"
-    pq.write_table(to_table(rows, schema), tmp, filesystem=fs)
-    try:
-        if before_visible:
-            before_visible()
-    except BaseException:
-        fs.delete_file(tmp)
-        raise
-    fs.move(tmp, final)
-    return final
-
-
-def read_json(uri: str, name: str) -> dict | None:
-    """The JSON file `name` under `uri`, or None when it does not exist."""
-    fs, base = filesystem(uri)
-    try:
-        with fs.open_input_stream(f"{base}/{name}") as f:
-            return json.loads(f.read())
-    except FileNotFoundError:
-        return None
-
-
-def read_jsons(uri: str, folder: str) -> list[dict]:
-    fs, base = filesystem(uri)
-    infos = fs.get_file_info(pafs.FileSelector(f"{base}/{folder}", allow_not_found=True))
-    found = []
-    for info in sorted(infos, key=lambda i: i.path):
-        if info.path.endswith(".json"):
-            with fs.open_input_stream(info.path) as f:
-                found.append(json.loads(f.read()))
-    return found
-
-
-def write_json(uri: str, name: str, data: dict) -> str:
-    fs, base = filesystem(uri)
-    tmp = f"{base}/{name}.tmp-{uuid.uuid4().hex[:8]}"
-    with fs.open_output_stream(tmp) as f:
-        f.write(json.dumps(data, indent=2, sort_keys=True).encode())
-    fs.move(tmp, f"{base}/{name}")
-    return f"{uri.rstrip('/')}/{name}"

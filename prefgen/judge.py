@@ -9,7 +9,8 @@ Two modes:
 - single: one candidate per call.
 
 Each aspect is judged against its rubric (built-in or the config's own, `prompts.rubrics`), with
-the instruction and candidates in nonce-tagged blocks they cannot break out of.
+the instruction and candidates in blocks tagged with a secret nonce, random per call and recorded
+in its judgments, that they cannot break out of.
 
 Under guided decoding the answer is JSON constrained to the schema in `prompts/judging.py`; without it
 the same parsers read the answer and refuse anything that does not validate (count, labels,
@@ -31,13 +32,13 @@ import random
 from collections import Counter
 from dataclasses import dataclass, field
 from functools import partial
-from statistics import mean
 
-from prefgen.config import SamplingConfig
+from prefgen.config import JudgeConfig, SamplingConfig
 from prefgen.engine import ChatEngine, Request, Result, TemplateRefused
 from prefgen.generate import cut_off
 from prefgen.schema import REJECT_REQUEST_FAILED
 from prefgen.judge_answers import Judgment, JudgmentError, parse_joint, parse_judgment  # noqa: F401 - re-exported
+from prefgen.judge_combine import combine_candidate  # noqa: F401 - re-exported
 from prefgen.prompts import (
     Rubric,
     block_nonce,
@@ -49,6 +50,9 @@ from prefgen.prompts import (
 )
 
 RETRY_TEMPERATURE = 0.7
+# An answer that rates every candidate alike, each with a rationale shorter than this, says nothing
+# (seen: "A1", "B1", ... all rated 1): it is asked again once, then kept and flagged `uninformative`.
+UNINFORMATIVE_RATIONALE_CHARS = 12
 
 # --- the task ------------------------------------------------------------------------------------
 
@@ -102,7 +106,9 @@ class Call:
     max_tokens: int = 0  # the answer limit of the next request
     room: int | None = None  # a limit known to fit the prompt, once a larger one was refused
     truncated_answers: int = 0
+    uninformative_answers: int = 0  # answers that rated all alike with rationales that say nothing
     last: tuple[str, int, bool] | None = None  # the latest answer: text, its limit, cut off?
+    nonce: str = field(default_factory=block_nonce)  # of its blocks: secret, random per call, recorded
 
     @property
     def labels(self) -> list[str]:
@@ -116,7 +122,8 @@ class JudgeTask:
     sampling: SamplingConfig = field(default_factory=lambda: SamplingConfig(temperature=0.0, max_tokens=512))
     aspects: list[str] = field(default_factory=lambda: ["overall"])
     mode: str = "joint"
-    permutations: int | str = 1  # k orders, or "balanced": every rotation (see shown_orders)
+    # k orders, or "balanced": every rotation (see shown_orders); the default is the config's, set in one place
+    permutations: int | str = JudgeConfig.model_fields["permutations"].default
     rationales: bool = True
     guided: bool = True
     max_retries: int = 2
@@ -152,16 +159,9 @@ class JudgeTask:
             raise TemplateRefused(f"judge {self.name!r}: the chat template of model {self.model} refuses the judge's "
                                   f"prompt, which opens with a system message ({why}); judge with another model")
 
-    def nonce(self, call: Call) -> str:
-        """The call's block nonce: from its order seed and row id (single mode: a seed from the candidate id)."""
-        if call.seed is not None:
-            return block_nonce(call.seed, call.row["id"])
-        cand_id = call.shown[0]["candidate_id"]
-        return block_nonce(order_seed(self.seed, cand_id, self.name, call.aspect, call.permutation), call.row["id"])
-
     def _request(self, call: Call, attempt: int) -> Request:
         rubric = self._rubric(call.aspect)
-        instruction, nonce = call.row["instruction"], self.nonce(call)
+        instruction, nonce = call.row["instruction"], call.nonce
         if self.mode == "single":
             messages = judge_prompt(instruction, call.shown[0]["text"], call.aspect, self.rationales, nonce, rubric)
             schema = judgment_schema(self.rationales, rubric.allows_na, rubric.scale)
@@ -179,7 +179,15 @@ class JudgeTask:
             return {"A": parse_judgment(text, self.rationales, rubric.allows_na, rubric.scale)}
         return parse_joint(text, call.labels, self.rationales, rubric.allows_na, rubric.scale)
 
-    def _record(self, call: Call, parsed: dict[str, Judgment] | None, error: str | None) -> None:
+    def _uninformative(self, parsed: dict[str, Judgment]) -> bool:
+        """Every candidate of a joint call rated alike, with rationales of a few characters each."""
+        ratings = {rating for rating, _ in parsed.values()}
+        return (self.mode == "joint" and self.rationales and len(parsed) >= 2 and len(ratings) == 1
+                and None not in ratings
+                and all(len((why or "").strip()) < UNINFORMATIVE_RATIONALE_CHARS for _, why in parsed.values()))
+
+    def _record(self, call: Call, parsed: dict[str, Judgment] | None, error: str | None,
+                uninformative: bool = False) -> None:
         raw, limit, truncated = call.last or (None, call.max_tokens, False)
         for position, (label, cand) in enumerate(zip(call.labels, call.shown)):
             rating, rationale = parsed[label] if parsed else (None, None)
@@ -191,6 +199,7 @@ class JudgeTask:
                     "position": position,
                     "label": label,
                     "order_seed": call.seed,
+                    "nonce": call.nonce,
                     "rating": rating,
                     "not_applicable": parsed is not None and rating is None,
                     "rationale": rationale,
@@ -201,6 +210,8 @@ class JudgeTask:
                     "max_tokens": limit,
                     "truncated": truncated,
                     "truncated_answers": call.truncated_answers,
+                    "uninformative": uninformative,
+                    "uninformative_answers": call.uninformative_answers,
                 }
             )
 
@@ -263,6 +274,15 @@ class JudgeTask:
                 ceiling = call.room or self.sampling.max_tokens * max(1, self.max_tokens_growth)
                 call.max_tokens = max(call.max_tokens, min(2 * call.max_tokens, ceiling))
             return True
+        if self._uninformative(parsed) and not call.last[2]:
+            call.uninformative_answers += 1
+            if call.uninformative_answers == 1 and attempt < self.max_retries:  # once more, sampled
+                rating, _ = next(iter(parsed.values()))
+                call.errors.append(f"attempt {attempt + 1}: uninformative answer (every candidate rated {rating:g}, "
+                                   f"rationales under {UNINFORMATIVE_RATIONALE_CHARS} characters)")
+                return True
+            self._record(call, parsed, None, uninformative=True)
+            return False
         self._record(call, parsed, None)
         return False
 
@@ -270,35 +290,3 @@ class JudgeTask:
     def _final_error(call: Call) -> str:
         _text, limit, cut = call.last
         return (f"answer cut off at max_tokens={limit}; " if cut else "") + "; ".join(call.errors)
-
-
-def combine_candidate(cand: dict, rules: dict[str, str], overrides: dict[str, float] | None = None) -> None:
-    """Set rating, rating_spread, judge_agreement, rationale and judge_error from judgments.
-
-    Per judge and aspect: mean over permutations (their max-min is the spread). Per judge: the
-    aspects combined by that judge's own rule in `rules` (judge name -> "mean" or "min"), N/A
-    aspects left out, or the judge's score in `overrides` (a reward model's score put on the
-    jury's scale, see `reward.reward_overrides`). Over judges: the mean (their max-min is the
-    agreement). A judge/aspect whose every judgment failed leaves the candidate unrated.
-    """
-    cells: dict[tuple[str, str], list[dict]] = {}
-    for j in cand["judgments"] or []:
-        cells.setdefault((j["judge"], j["aspect"]), []).append(j)
-    failed = [js for js in cells.values() if all(j["error"] for j in js)]
-    cand["judge_error"] = "; ".join(f"{js[0]['judge']}/{js[0]['aspect']}: {js[-1]['error']}" for js in failed) or None
-    per_judge: dict[str, list[float]] = {}
-    spreads = []
-    for (judge, _aspect), js in cells.items():
-        values = [j["rating"] for j in js if j["rating"] is not None]
-        if values:
-            per_judge.setdefault(judge, []).append(mean(values))
-            spreads.append(max(values) - min(values))
-    overrides = overrides or {}
-    judge_scores = [overrides[judge] if judge in overrides else mean(v) if rules[judge] == "mean" else min(v)
-                    for judge, v in per_judge.items() if v]
-    usable = judge_scores and not failed
-    cand["rating"] = mean(judge_scores) if usable else None
-    cand["rating_spread"] = max(spreads) if usable else None
-    cand["judge_agreement"] = (max(judge_scores) - min(judge_scores)) if usable and len(judge_scores) > 1 else None
-    rationales = [j["rationale"] for j in cand["judgments"] or [] if j["rationale"]]
-    cand["rationale"] = rationales[0] if rationales else None

@@ -14,7 +14,9 @@ rows that share a band with another row enter the (sequential) decision pass.
 
 The decision walks rows in source order: a row is a near-duplicate of the first earlier *kept*
 row (by source order) among its candidates whose estimated Jaccard similarity (the share of
-equal signature values) is at least the threshold; otherwise it is kept. The outcome depends
+equal signature values) is at least the threshold; otherwise it is kept. Rows that provide
+responses carry a second signature, of their responses, which must pass the threshold too: rows
+that share a prompt but differ in their answers are not duplicates. The outcome depends
 only on the rows and the settings, so every resume decides the same.
 """
 
@@ -80,8 +82,11 @@ def candidates(groups: np.ndarray, valid: np.ndarray) -> np.ndarray:
     return shared
 
 
-def find_near_duplicates(sigs: np.ndarray, valid: np.ndarray, threshold: float) -> dict[int, tuple[int, float]]:
-    """Row index -> (index of the kept row it nearly repeats, estimated Jaccard), rows in source order."""
+def find_near_duplicates(sigs: np.ndarray, valid: np.ndarray, threshold: float,
+                         also: np.ndarray | None = None) -> dict[int, tuple[int, float, float | None]]:
+    """Row index -> (index of the kept row it nearly repeats, estimated Jaccard, that of `also`),
+    rows in source order. `also`: a second signature per row (the provided responses) that must be
+    as similar too; the bands are drawn from `sigs` alone."""
     if len(sigs) < 2:
         return {}
     bands, rows = band_layout(threshold, sigs.shape[1])
@@ -98,9 +103,11 @@ def find_near_duplicates(sigs: np.ndarray, valid: np.ndarray, threshold: float) 
         earlier = sorted({j for key in keys for j in kept_in.get(key, ())})
         if earlier:
             similarity = (sigs[earlier] == sigs[i]).mean(axis=1)
-            passing = np.flatnonzero(similarity >= threshold)
+            second = (also[earlier] == also[i]).mean(axis=1) if also is not None else similarity
+            passing = np.flatnonzero((similarity >= threshold) & (second >= threshold))
             if passing.size:
-                found[i] = (earlier[passing[0]], float(similarity[passing[0]]))
+                k = passing[0]
+                found[i] = (earlier[k], float(similarity[k]), float(second[k]) if also is not None else None)
                 continue
         for key in keys:
             kept_in.setdefault(key, []).append(i)

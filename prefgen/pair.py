@@ -12,7 +12,9 @@ A candidate cut off at `max_tokens` (`truncated`) is never the chosen one unless
 `allow_truncated_chosen`: a model trained to prefer it would learn to stop mid-sentence. It may
 still be the rejected one. A row whose qualifying pairs all have a truncated chosen is rejected
 as `chosen_truncated`, so a too-tight `max_tokens` shows up in the counts.
-An instruction that yields no pair gets the reason why, which sends it to the rejects output.
+An instruction that yields no pair gets the reason why, which sends it to the rejects output;
+all tied because a judge rated every candidate alike with rationales that say nothing
+(`judge.UNINFORMATIVE_RATIONALE_CHARS`) is `uninformative_judgment`, not `all_tied`.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from prefgen.schema import (
     REJECT_MARGIN,
     REJECT_NO_CANDIDATES,
     REJECT_TOO_FEW_RATED,
+    REJECT_UNINFORMATIVE,
     reject_row,
 )
 
@@ -59,7 +62,7 @@ def select_pairs(
     if len(rated) < 2:
         return [], REJECT_TOO_FEW_RATED
     if len({c["rating"] for c in rated}) == 1:
-        return [], REJECT_ALL_TIED
+        return [], REJECT_UNINFORMATIVE if uninformative(rated) else REJECT_ALL_TIED
     distinct = [
         (a, b) if a["rating"] > b["rating"] else (b, a)
         for i, a in enumerate(rated)
@@ -111,8 +114,21 @@ def pair_row(row: dict, chosen: dict, rejected: dict, index: int) -> dict:
     }
 
 
+def uninformative(candidates: list[dict]) -> list[dict]:
+    """The judgments kept although they rated every candidate alike with rationales that say nothing."""
+    return [j for c in candidates for j in c["judgments"] or [] if j.get("uninformative")]
+
+
 def judge_errors(candidates: list[dict]) -> str | None:
     errors = [f"{c['candidate_id']}: {c['judge_error']}" for c in candidates if c["judge_error"]]
+    calls = {}
+    for j in uninformative(candidates):
+        calls.setdefault((j["judge"], j["aspect"], j["permutation"]), []).append(j)
+    for (judge, aspect, perm), js in calls.items():
+        shown = ", ".join(repr(j["rationale"]) for j in sorted(js, key=lambda j: j["position"])[:3])
+        errors.append(f"judge {judge}/{aspect}, order {perm}: rated every candidate {js[0]['rating']:g} with "
+                      f"rationales that say nothing ({shown}, ...), after {js[0]['uninformative_answers']} such "
+                      "answers")
     return "; ".join(errors) or None
 
 

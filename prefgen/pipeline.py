@@ -110,7 +110,7 @@ def run(cfg: PipelineConfig, log=print, watch=None, worker_logs: bool = True) ->
     log(f"[prefgen] {inputs.total} rows read from {inputs.source}: {len(inputs.rows)} usable, "
         f"{len(inputs.rejects)} rejected, {len(state.done_ids)} already done, {len(todo)} to process")
     summary = RunSummary(output=out, input_rows=inputs.total, rows_skipped=len(state.done_ids),
-                         config_digest=digest, warnings=cfg.warnings())
+                         config_digest=digest, warnings=cfg.warnings(inputs.provided_models))
     for warning in summary.warnings:
         log(f"[prefgen] warning: {warning}")
     progress = RunProgress(total_rows=inputs.total, started=started, done_before=len(state.done_ids))

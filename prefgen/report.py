@@ -18,7 +18,8 @@ CANDIDATE_COUNTS = ("generated", "provided", "evolved", "rated", "unrated", "tru
 ENDPOINT_COUNTS = ("requests", "retries", "failed", "schema_fallbacks", "top_ups", "prompt_tokens",
                    "completion_tokens", "answers_without_usage")
 JUDGE_COUNTS = (
-    "judgments", "not_applicable", "judge_calls", "parse_failures", "truncated_answers", "retries", "calls_given_up"
+    "judgments", "not_applicable", "judge_calls", "parse_failures", "truncated_answers", "retries", "calls_given_up",
+    "candidates_missing_orders", "uninformative_answers", "uninformative_calls",
 )
 
 
@@ -38,7 +39,9 @@ def _parse_failures(j: dict) -> int:
     """Complete answers of one call that did not validate: the answers not kept, less the cut-off ones."""
     not_kept = j["attempts"] - (0 if j["error"] else 1)
     cut_not_kept = (j.get("truncated_answers") or 0) - (1 if j.get("truncated") and not j["error"] else 0)
-    return not_kept - cut_not_kept
+    # an uninformative answer validated: asked again, it is no parse failure either
+    empty_not_kept = (j.get("uninformative_answers") or 0) - (1 if j.get("uninformative") else 0)
+    return not_kept - cut_not_kept - empty_not_kept
 
 
 def judge_counts(candidates: list[dict]) -> dict[str, int]:
@@ -61,6 +64,11 @@ def judge_counts(candidates: list[dict]) -> dict[str, int]:
         "truncated_answers": sum(j.get("truncated_answers") or 0 for j in calls.values()),
         "retries": sum(j["attempts"] - 1 for j in calls.values()),
         "calls_given_up": sum(1 for j in calls.values() if j["error"]),
+        # rated, but not in every order: position is not cancelled for them (see judge_combine.combine_candidate)
+        "candidates_missing_orders": sum(1 for c in candidates if c.get("failed_orders")),
+        # answers that rated all alike with rationales that say nothing; calls that kept one after a retry
+        "uninformative_answers": sum(j.get("uninformative_answers") or 0 for j in calls.values()),
+        "uninformative_calls": sum(1 for j in calls.values() if j.get("uninformative")),
     }
 
 

@@ -103,9 +103,9 @@ def checked(score: Score) -> Score:
 def reward_judgment(judge: str, score: Score) -> dict:
     """One candidate's reward score as a judgment: same fields as an LLM judge's, no order, no rationale."""
     return {"judge": judge, "aspect": REWARD_ASPECT, "permutation": 0, "position": None, "label": None,
-            "order_seed": None, "rating": score.value, "not_applicable": False, "rationale": None, "raw": None,
+            "order_seed": None, "nonce": None, "rating": score.value, "not_applicable": False, "rationale": None, "raw": None,
             "error": score.error, "attempts": 1, "retried_because": None, "max_tokens": None, "truncated": False,
-            "truncated_answers": 0}
+            "truncated_answers": 0, "uninformative": False, "uninformative_answers": 0}
 
 
 def to_jury_scale(scores: dict[str, float]) -> dict[str, float]:

@@ -14,7 +14,8 @@ import pyarrow as pa
 # they change: a run written under another version is not resumed (see `runstate.py`).
 # 2: provided candidates and conversations (`messages`); commits rolled into segments, shards merged
 # at the end of a run (commits.py, compaction.py).
-OUTPUT_SCHEMA_VERSION = 2
+# 3: a candidate's `failed_orders`; a judgment's `nonce`, `uninformative`, `uninformative_answers`.
+OUTPUT_SCHEMA_VERSION = 3
 
 MESSAGE = pa.struct([("role", pa.string()), ("content", pa.string())])
 
@@ -27,6 +28,7 @@ JUDGMENT = pa.struct(
         ("position", pa.int64()),  # 0-based place in the order shown to the judge
         ("label", pa.string()),
         ("order_seed", pa.int64()),  # seed of the shuffle that gave that order (joint mode)
+        ("nonce", pa.string()),  # the call's block nonce (random per call): the prompt can be rebuilt
         ("rating", pa.float64()),  # null: not applicable, or the judgment failed (see error)
         ("not_applicable", pa.bool_()),
         ("rationale", pa.string()),
@@ -37,6 +39,9 @@ JUDGMENT = pa.struct(
         ("max_tokens", pa.int64()),  # the answer limit of the attempt recorded here
         ("truncated", pa.bool_()),  # the answer recorded here (raw) was cut off at max_tokens
         ("truncated_answers", pa.int64()),  # answers of this call cut off at max_tokens, kept or not
+        # the answer kept rated every candidate alike with rationales of a few characters (after a retry)
+        ("uninformative", pa.bool_()),
+        ("uninformative_answers", pa.int64()),  # such answers of this call, kept or not
     ]
 )
 
@@ -53,6 +58,9 @@ CANDIDATE = pa.struct(
         ("truncated", pa.bool_()),  # the text was cut off at max_tokens (finish reason "length")
         ("rating", pa.float64()),  # combined over permutations, aspects and judges
         ("rating_spread", pa.float64()),  # largest max-min over permutations of one judge/aspect
+        # orders that failed while another order of the same judge/aspect rated it: its rating rests on
+        # fewer orders and position is not cancelled for it (0: none; null: never judged)
+        ("failed_orders", pa.int64()),
         ("judge_agreement", pa.float64()),  # max-min of the judges' ratings (a jury only)
         ("rationale", pa.string()),
         ("judge_error", pa.string()),
@@ -125,6 +133,8 @@ REJECT_TOO_LONG = "prompt_too_long"
 REJECT_NO_CANDIDATES = "no_candidates"
 REJECT_TOO_FEW_RATED = "too_few_rated"
 REJECT_ALL_TIED = "all_tied"
+# all tied because a judge's answer rated every candidate alike with rationales that say nothing
+REJECT_UNINFORMATIVE = "uninformative_judgment"
 REJECT_IDENTICAL = "identical_texts"
 REJECT_MARGIN = "margin_below_min"
 REJECT_CHOSEN_TRUNCATED = "chosen_truncated"  # every qualifying chosen was cut off at max_tokens

@@ -2,8 +2,9 @@
 
 `screen_input` moves rows out of `InputRows.rows` into its rejects:
 - `contaminated`: the row overlaps a benchmark item of `input.decontaminate` (`decontaminate.py`);
-- `near_duplicate`: the row nearly repeats an earlier kept row (`near_duplicates.py`); the
-  detail names that row's file and line.
+- `near_duplicate`: the row nearly repeats an earlier kept row (`near_duplicates.py`): its prompt,
+  and, for rows that provide responses (`input.responses`), its responses too; the detail names
+  that row's file and line.
 Contaminated rows are removed first, so a near-duplicate always points at a row that goes on.
 
 Where the work runs: each row's MinHash signature and benchmark match depend on the row alone,
@@ -43,20 +44,30 @@ def wants_ray(cfg: InputConfig, usable_rows: int) -> bool:
     return active and usable_rows > cfg.near_duplicates.distributed_above
 
 
-def per_row(texts: list[str], cfg: InputConfig, index: BenchmarkIndex | None) -> dict[str, np.ndarray]:
-    """Each row's signature, whether it has shingles, and its benchmark match (item, share; -1 none)."""
+def responses_text(row: dict) -> str:
+    """A row's provided responses as one text, for the near-duplicate check ("" when it has none)."""
+    return "\n\n".join(c["text"] for c in row.get("candidates") or [] if c["origin"] == "provided")
+
+
+def per_row(texts: list[str], cfg: InputConfig, index: BenchmarkIndex | None,
+            responses: list[str] | None = None) -> dict[str, np.ndarray]:
+    """Each row's signature, whether it has shingles, its benchmark match (item, share; -1 none),
+    and with `responses` (the rows' provided responses) their signature (`rsig`)."""
     nd = cfg.near_duplicates
     if nd.enabled:
         sigs, valid = signatures(texts, nd.num_perm, nd.ngram)
     else:
         sigs, valid = np.zeros((len(texts), 0), np.uint32), np.zeros(len(texts), bool)
+    extra = {}
+    if responses is not None:
+        extra["rsig"] = signatures(responses, nd.num_perm, nd.ngram)[0] if nd.enabled else sigs
     item, share = np.full(len(texts), -1, np.int64), np.zeros(len(texts), np.float64)
     if index is not None:
         for i, text in enumerate(texts):
             found = index.match(text)
             if found:
                 item[i], share[i] = found
-    return {"sig": sigs, "valid": valid, "item": item, "share": share}
+    return {"sig": sigs, "valid": valid, "item": item, "share": share, **extra}
 
 
 def _ray_batch(batch: dict[str, np.ndarray], cfg: dict, index) -> dict[str, np.ndarray]:
@@ -65,13 +76,18 @@ def _ray_batch(batch: dict[str, np.ndarray], cfg: dict, index) -> dict[str, np.n
 
     if isinstance(index, ray.ObjectRef):
         index = ray.get(index)
-    results = per_row([str(t) for t in batch["text"]], InputConfig.model_validate(cfg), index)
+    responses = [str(t) for t in batch["responses"]] if "responses" in batch else None
+    results = per_row([str(t) for t in batch["text"]], InputConfig.model_validate(cfg), index, responses)
     return {"position": batch["position"], **results}
 
 
-def per_row_on_ray(ray, texts: list[str], cfg: InputConfig, index: BenchmarkIndex | None) -> dict[str, np.ndarray]:
+def per_row_on_ray(ray, texts: list[str], cfg: InputConfig, index: BenchmarkIndex | None,
+                   responses: list[str] | None = None) -> dict[str, np.ndarray]:
     """`per_row` as a Ray Data stage over blocks of rows; results put back in source order."""
-    table = pa.table({"position": np.arange(len(texts), dtype=np.int64), "text": pa.array(texts, pa.string())})
+    columns = {"position": np.arange(len(texts), dtype=np.int64), "text": pa.array(texts, pa.string())}
+    if responses is not None:
+        columns["responses"] = pa.array(responses, pa.string())
+    table = pa.table(columns)
     ds = ray.data.from_arrow([table.slice(i, RAY_BLOCK_ROWS) for i in range(0, len(texts), RAY_BLOCK_ROWS)])
     ds = ds.map_batches(_ray_batch, fn_kwargs={"cfg": cfg.model_dump(mode="json"),
                                                "index": ray.put(index) if index is not None else None},
@@ -79,6 +95,8 @@ def per_row_on_ray(ray, texts: list[str], cfg: InputConfig, index: BenchmarkInde
     num_perm = cfg.near_duplicates.num_perm if cfg.near_duplicates.enabled else 0
     out = {"sig": np.empty((len(texts), num_perm), np.uint32), "valid": np.empty(len(texts), bool),
            "item": np.empty(len(texts), np.int64), "share": np.empty(len(texts), np.float64)}
+    if responses is not None:
+        out["rsig"] = np.empty((len(texts), num_perm), np.uint32)
     for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
         at = batch["position"]
         for name, column in out.items():
@@ -94,9 +112,12 @@ def screen_input(inputs: InputRows, cfg: InputConfig, index: BenchmarkIndex | No
     if not (cfg.near_duplicates.enabled or index is not None) or not inputs.rows:
         return counts
     texts = [prompt_text(r) for r in inputs.rows]
+    # rows that provide responses (re-judging preference data) are compared on them too
+    responses = [responses_text(r) for r in inputs.rows] if cfg.responses else None
     on_ray = ray is not None and wants_ray(cfg, len(texts))
-    results = per_row_on_ray(ray, texts, cfg, index) if on_ray else per_row(texts, cfg, index)
-    del texts
+    results = (per_row_on_ray(ray, texts, cfg, index, responses) if on_ray
+               else per_row(texts, cfg, index, responses))
+    del texts, responses
     rejected: dict[int, tuple[str, str]] = {}
     for i in np.flatnonzero(results["item"] >= 0).tolist():
         rejected[i] = (REJECT_CONTAMINATED, index.describe((int(results["item"][i]), float(results["share"][i]))))
@@ -104,10 +125,13 @@ def screen_input(inputs: InputRows, cfg: InputConfig, index: BenchmarkIndex | No
         clean = np.ones(len(inputs.rows), bool)
         clean[list(rejected)] = False
         nd = cfg.near_duplicates
-        for i, (j, similarity) in find_near_duplicates(results["sig"], results["valid"] & clean, nd.threshold).items():
+        found = find_near_duplicates(results["sig"], results["valid"] & clean, nd.threshold, results.get("rsig"))
+        for i, (j, similarity, of_responses) in found.items():
             kept = inputs.rows[j]
+            measured = (f"{similarity:.2f}" if of_responses is None
+                        else f"{similarity:.2f} of the prompts, {of_responses:.2f} of the responses")
             rejected[i] = (REJECT_NEAR_DUPLICATE, f"near-duplicate of {kept['source']} line {kept['line']} "
-                           f"(estimated Jaccard similarity {similarity:.2f} >= {nd.threshold:g})")
+                           f"(estimated Jaccard similarity {measured} >= {nd.threshold:g})")
     if rejected:
         for i in sorted(rejected):
             reason, detail = rejected[i]

@@ -133,8 +133,9 @@ def test_judge_rated_every_candidate_under_guided_decoding(run):
         assert c["rating"] is not None and 1 <= c["rating"] <= 5 and c["rating_spread"] is not None
     judging = run["summary"]["judging"]
     assert judging["calls_given_up"] == 0  # nothing left unparsed (a retry may have been needed)
-    # a retry follows a parse failure or an answer cut off at max_tokens
-    assert judging["parse_failures"] <= judging["retries"] <= judging["parse_failures"] + judging["truncated_answers"]
+    # a retry follows a parse failure, an answer cut off at max_tokens, or one that says nothing
+    assert judging["parse_failures"] <= judging["retries"] <= (judging["parse_failures"] + judging["truncated_answers"]
+                                                                 + judging["uninformative_answers"])
     assert judging["judgments"] == len(cands) * len(aspects) * permutations
     assert judging["judge_calls"] == 4 * len(aspects) * permutations  # joint: one call per row, aspect, order
 

@@ -65,14 +65,16 @@ class FlakyStorage(pafs.FileSystemHandler):
 
 
 def use_flaky_storage(monkeypatch, handler: FlakyStorage) -> FlakyStorage:
-    """Make prefgen's shard writes (prefgen.io.filesystem) go through `handler`."""
+    """Make prefgen's shard writes (prefgen.storage.filesystem, also prefgen.io's) go through `handler`."""
     import prefgen.io
+    import prefgen.storage
 
-    real = prefgen.io.filesystem
+    real = prefgen.storage.filesystem
 
     def flaky(uri):
         _, path = real(uri)
         return pafs.PyFileSystem(handler), path
 
+    monkeypatch.setattr(prefgen.storage, "filesystem", flaky)
     monkeypatch.setattr(prefgen.io, "filesystem", flaky)
     return handler

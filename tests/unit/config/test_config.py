@@ -142,3 +142,37 @@ def test_digest_does_not_depend_on_model_names():
     b = parse_config({"models": {"y": {}}})
     c = parse_config({"models": {"y": {"engine": {"seed": 4}}}})
     assert a.digest() == b.digest() == PipelineConfig().digest() != c.digest()
+
+
+@pytest.mark.parametrize("section, dotted, value", [
+    ("ray", "ray.mode", "phased"),
+    ("ray", "ray.address", "ray://head:10001"),
+    ("input", "input.path", "prompts.jsonl"),
+    ("input", "input.limit", 3),
+    ("output", "output.path", "elsewhere"),
+])
+def test_an_empty_section_takes_a_flag(tmp_path, section, dotted, value):
+    path = tmp_path / "c.yaml"
+    path.write_text(f"{section}:\n")  # the section left empty: YAML reads it as null
+    cfg = load_config(path, {dotted: value})
+    assert getattr(getattr(cfg, section), dotted.split(".")[1]) == value
+
+
+def test_a_section_that_is_not_a_mapping_is_named_with_its_flag(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("output: elsewhere\n")
+    with pytest.raises(ConfigError, match=r"c.yaml: output: .*mapping.*output.path"):
+        load_config(path, {"output.path": "x"})
+
+
+def test_the_judge_orders_have_one_default_that_cancels_position():
+    import yaml
+
+    from prefgen.config import JudgeConfig
+    from prefgen.judge import JudgeTask
+
+    laptop = yaml.safe_load((Path(__file__).parent.parent / "configs" / "laptop.yaml").read_text())
+    defaults = {"embedded default": PipelineConfig().judge.permutations, "JudgeConfig": JudgeConfig().permutations,
+                "a juror": parse_config({"jury": [{}]}).jury[0].permutations,
+                "JudgeTask": JudgeTask("j", "m").permutations, "laptop.yaml": laptop["judge"]["permutations"]}
+    assert set(defaults.values()) == {2}, defaults  # a shuffle and its reverse

@@ -86,3 +86,12 @@ def test_evolver_is_not_a_generator_name_and_plain_names_pass():
     assert "evolved candidates" in error_line({"generators": [{"name": "evolver"}, {}]}, "generators.0.name")
     cfg = parse_config({"generators": [{"name": "Qwen2.5-7B_hot"}, {"name": "g.2"}], "jury": [{"name": "j-1"}]})
     assert [g.name for g in cfg.generators] == ["Qwen2.5-7B_hot", "g.2"] and cfg.jury[0].name == "j-1"
+
+
+def test_an_endpoint_role_may_ask_for_any_max_tokens():
+    # an endpoint model has no max_model_len of its own (its server checks the length), so a large
+    # max_tokens is not measured against EngineConfig's default, a key endpoint models refuse
+    api = {"kind": "endpoint", "base_url": "http://localhost:8000/v1", "model": "big", "api_key_env": "KEY"}
+    cfg = parse_config({"models": {"api": api}, "generators": [{"model": "api", "num_completions": 2, "sampling": {"max_tokens": 8192}}],
+                        "evolution": {"enabled": False}, "judge": {"model": "api", "sampling": {"max_tokens": 4096}}})
+    assert cfg.generators[0].sampling.max_tokens == 8192 and cfg.judge.sampling.max_tokens == 4096

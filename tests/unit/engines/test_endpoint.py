@@ -253,3 +253,28 @@ def test_a_stage_runs_tasks_on_the_endpoint_with_batches_in_flight(tmp_path):
     (stats,) = (tmp_path / "_stats").rglob("*.json")
     usage = json.loads(stats.read_text())["endpoint"]
     assert (usage["requests"], usage["completion_tokens"], usage["failed"]) == (6, 36, 0)
+
+
+@pytest.mark.parametrize("message, action", [
+    # the server's words about the context: the prompt does not fit
+    ("This model's maximum context length is 2048 tokens. However, you requested 2100 tokens", "too_long"),
+    ("'max_tokens' or 'max_completion_tokens' is too large: 1500. This model's maximum context length is 2048 "
+     "tokens and your request has 600 input tokens (1500 > 2048 - 600)", "too_long"),  # vLLM's server
+    ("prompt is too long", "too_long"),
+    # about max_tokens alone: the request's limit, not the prompt (a config value, not a long row)
+    ("max_tokens is too large: 100000. This model supports at most 16384 completion tokens", "failed"),
+    ("max_tokens must be at least 1, got 0", "failed"),
+    ("Invalid value for 'max_tokens': expected an integer", "failed"),
+])
+def test_a_400_about_max_tokens_alone_is_not_a_long_prompt(message, action):
+    assert classify(400, message, False) == action
+
+
+def test_every_retried_status_is_in_the_readme():
+    from pathlib import Path
+
+    from prefgen.endpoint_rules import RETRY_STATUSES
+
+    readme = Path(__file__).parent.parent.joinpath("README.md").read_text()
+    rule = next(bullet for bullet in readme.split("\n  - ") if "are retried up to `retries` times" in bullet)
+    assert all(str(status) in rule for status in sorted(RETRY_STATUSES)), rule

@@ -67,7 +67,7 @@ def test_plan_command_prints_engines_and_calls(capsys):
     assert main(["plan"]) == 0
     out = capsys.readouterr().out
     assert "engines: 1" in out and "roles: generate:smol-focused, generate:smol-creative, evolve, judge:judge" in out
-    assert "total: 5 requests" in out
+    assert "total: 6 requests" in out  # the judge: a shuffle and its reverse
 
 
 def test_plan_command_refuses_a_plan_that_cannot_fit(tmp_path, capsys):

@@ -132,3 +132,34 @@ def test_shard_written_atomically_through_a_uri(tmp_path):
     with pytest.raises(RuntimeError):
         write_shard(uri, "rejects", "k2", [row], REJECT_ROW, before_visible=refuse)
     assert sorted(p.name for p in (tmp_path / "out" / "rejects").iterdir()) == ["part-k1.parquet"]
+
+
+def _folder_not_saved_by_datasets(tmp_path):
+    folder = tmp_path / "plain"
+    folder.mkdir()
+    (folder / "notes.jsonl").write_text('{"instruction": "x?"}\n')  # a folder, but no save_to_disk layout
+    return folder, "datasets"
+
+
+def _corrupt_parquet(tmp_path):
+    path = tmp_path / "broken.parquet"
+    pq.write_table(pa.table({"instruction": ["x?", "y?"]}), path)
+    path.write_bytes(path.read_bytes()[:-20] + b"\0" * 20)  # the footer overwritten
+    return path, "Parquet"
+
+
+def _not_parquet(tmp_path):
+    path = tmp_path / "text.parquet"
+    path.write_text("instruction\nx?\n")
+    return path, "Parquet"
+
+
+@pytest.mark.parametrize("make", [_folder_not_saved_by_datasets, _corrupt_parquet, _not_parquet])
+def test_an_unreadable_folder_or_parquet_file_is_an_input_error_naming_it(tmp_path, make, capsys):
+    from prefgen.cli import main
+
+    path, kind = make(tmp_path)
+    with pytest.raises(InputError, match=f"{path}.*{kind}"):
+        read_instructions(InputConfig(path=str(path)))
+    assert main(["run", "--input", str(path), "--output", str(tmp_path / "out")]) == 2  # bad input, no traceback
+    assert str(path) in capsys.readouterr().err

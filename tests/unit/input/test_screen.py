@@ -195,3 +195,37 @@ def test_the_input_digest_follows_screening_decisions(tmp_path):
     no_bench, _ = screen(texts)
     assert digest_ids(default) == digest_ids(same)
     assert len({tuple(digest_ids(r)) for r in (default, stricter, no_bench, plain)}) == 4
+
+
+ANSWERS = [("Plants use light to split water and fix carbon dioxide into glucose, releasing oxygen.",
+            "Photosynthesis happens in the roots at night."),
+           ("Chlorophyll absorbs sunlight; the energy builds sugar from carbon dioxide and water, and oxygen is "
+            "given off as a by-product.", "It is how plants breathe in oxygen.")]
+
+
+def preference_rows(records):
+    rows = InputRows(source="prefs.jsonl", prompt_field="prompt", responses=["chosen", "rejected"])
+    for line, (prompt, chosen, rejected) in enumerate(records, start=1):
+        rows.add(line, {"prompt": prompt, "chosen": chosen, "rejected": rejected})
+    return rows
+
+
+def test_rows_sharing_a_prompt_with_other_responses_are_not_near_duplicates():
+    # preference data to re-judge: one prompt, several rows of different answers (configs/rejudge.yaml)
+    rows = preference_rows([(PHOTO, *ANSWERS[0]), (PHOTO, *ANSWERS[1]), (PHOTO_EDITED, *ANSWERS[0])])
+    cfg = InputConfig.model_validate({"preference": True})
+    counts = screen_input(rows, cfg, prepare(cfg))
+    assert [r["line"] for r in rows.rows] == [1, 2] and counts["near_duplicate"] == 1
+    reason, detail = by_line(rows)[3]  # a near-duplicate prompt with the same answers still is one
+    assert reason == "near_duplicate" and "prefs.jsonl line 1" in detail and "responses" in detail
+
+
+def test_the_ray_stage_reads_the_responses_too():
+    from prefgen.screen import _ray_batch, per_row
+
+    cfg = InputConfig.model_validate({"preference": True})
+    texts, answers = [PHOTO, PHOTO], ["\n\n".join(ANSWERS[0]), "\n\n".join(ANSWERS[1])]
+    batch = {"position": np.arange(2), "text": np.array(texts, object), "responses": np.array(answers, object)}
+    out = _ray_batch(batch, cfg.model_dump(mode="json"), None)
+    local = per_row(texts, cfg, None, answers)
+    assert (out["rsig"] == local["rsig"]).all() and not (out["rsig"][0] == out["rsig"][1]).all()

@@ -46,7 +46,7 @@ def figures_of(rows, pairs=()):
 
 def test_position_only_judge_is_measured_and_warned_about():
     rows = [row(f"r{i}", [f"answer {i}-{k}" for k in range(4)]) for i in range(12)]
-    JudgeTask("j", "m", seed=5).run(rows, ScriptedEngine(position_judge(lambda pos, _t: 5 - pos)))
+    JudgeTask("j", "m", seed=5, permutations=1).run(rows, ScriptedEngine(position_judge(lambda pos, _t: 5 - pos)))
     f = figures_of(rows)
     assert f["mean_rating_by_position"]["means"] == {"0": 5.0, "1": 4.0, "2": 3.0, "3": 2.0}
     assert f["first_minus_last"] == pytest.approx({"n": 12, "mean": 3.0, "z": f["first_minus_last"]["z"]})

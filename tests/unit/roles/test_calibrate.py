@@ -55,3 +55,41 @@ def test_a_position_only_judge_is_exposed():
     assert fig["first_shown_wins"] == 1.0
     assert fig["order_consistency"] == 0.0  # its verdict flips with the order
     assert fig["ties"] == 1.0 and fig["agreement"] is None  # cancelled: every pair ends tied
+
+
+class LengthScorer:
+    """A stand-in reward model (a RewardEngine's `score`): the longer answer scores higher."""
+
+    def __init__(self, source, eng, device):
+        self.source = source
+
+    def score(self, conversations):
+        from prefgen.reward import Score
+
+        return [Score(float(len(c[-1]["content"]))) for c in conversations]
+
+
+class NoChatEngine:
+    def __init__(self, *args):
+        raise AssertionError("a reward model is not loaded as a chat engine")
+
+
+def test_a_reward_model_judge_calibrates(tmp_path, monkeypatch):
+    import os
+
+    from prefgen.calibrate import calibrate
+    from prefgen.config import parse_config
+
+    monkeypatch.setattr(os, "environ", dict(os.environ))  # the engine's environment stays in this test
+    monkeypatch.setattr("prefgen.reward.RewardEngine", LengthScorer)
+    monkeypatch.setattr("prefgen.engine.VllmEngine", NoChatEngine)
+    cfg = parse_config({"models": {"rm": {"kind": "reward_model", "source": str(tmp_path),
+                                          "engine": {"device": "cpu"}}, "chat": {}},
+                        "generators": [{"model": "chat", "num_completions": 2}], "evolution": {"enabled": False},
+                        "judge": {"model": "rm"}, "pairing": {"min_margin": 0.5}})
+    pairs = read_labelled_pairs(PAIRS)
+    longer_chosen = sum(len(p["chosen"]) > len(p["rejected"]) for p in pairs)
+    fig = calibrate(cfg, PAIRS, log=lambda *_: None)
+    assert fig["rated"] == 4 and fig["agreement"] == longer_chosen / 4
+    # one score per answer, shown in no order: nothing to say about orders or positions
+    assert fig["orders_compared"] == 0 and fig["order_consistency"] is None and fig["first_shown_wins"] is None

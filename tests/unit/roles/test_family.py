@@ -83,3 +83,18 @@ def test_config_warns_on_a_judge_of_a_generators_family():
     evolving = parse_config({"generators": [{"model": "meta-llama/Llama-3.1-8B-Instruct"}],
                              "judge": {"model": "Qwen/Qwen2.5-7B-Instruct"}})
     assert evolving.warnings() == []  # the evolver is the embedded SmolLM2: another family
+
+
+def test_models_named_by_provided_responses_count_as_writers(tmp_path):
+    from prefgen.io import read_instructions
+
+    path = tmp_path / "prefs.jsonl"
+    path.write_text(json.dumps({"prompt": "Name a colour.", "chosen": {"text": "Blue.", "model": "Qwen/Qwen2.5-72B-Instruct"},
+                                "rejected": "Red."}) + "\n")
+    cfg = parse_config({"input": {"path": str(path), "preference": True}, "generators": [],
+                        "evolution": {"enabled": False}, "judge": {"model": "Qwen/Qwen2.5-7B-Instruct"}})
+    inputs = read_instructions(cfg.input)
+    assert inputs.provided_models == ["Qwen/Qwen2.5-72B-Instruct"]  # "Red." names no model
+    assert cfg.warnings() == []  # the config alone knows no writer
+    [warning] = cfg.warnings(provided_models=inputs.provided_models)
+    assert "'judge'" in warning and "qwen2.5" in warning and "Qwen/Qwen2.5-72B-Instruct" in warning

@@ -197,7 +197,7 @@ def test_retry_then_give_up_keeps_raw_text_and_never_defaults():
     answers = iter(['{"A": {"rating": 5, "rationale": "x"}}', "5 - good\n1 - bad", "{}"])
     rows = [row("r1", ["a", "b"])]
     engine = ScriptedEngine(lambda req: [next(answers)])
-    JudgeTask("j", "m", max_retries=2).run(rows, engine)
+    JudgeTask("j", "m", permutations=1, max_retries=2).run(rows, engine)
     assert len(engine.calls) == 3
     assert engine.calls[0][0].sampling.temperature == 0.0 and engine.calls[1][0].sampling.temperature == 0.7
     for cand in rows[0]["candidates"]:
@@ -211,7 +211,7 @@ def test_retry_then_give_up_keeps_raw_text_and_never_defaults():
 def test_retry_that_succeeds_is_recorded():
     answers = iter(["garbage", '{"A": {"rating": 4, "rationale": "ok"}}'])
     rows = [row("r1", ["a"])]
-    JudgeTask("j", "m").run(rows, ScriptedEngine(lambda req: [next(answers)]))
+    JudgeTask("j", "m", permutations=1).run(rows, ScriptedEngine(lambda req: [next(answers)]))
     [j] = rows[0]["candidates"][0]["judgments"]
     assert (j["rating"], j["attempts"], j["error"]) == (4.0, 2, None)
     assert j["retried_because"].startswith("attempt 1:")
@@ -363,7 +363,7 @@ def test_truncated_answer_is_retried_with_doubled_room_up_to_the_ceiling():
 
     rows = [row("r1", ["a"])]
     engine = ScriptedEngine(lambda req: cut(CUT_JSON))
-    JudgeTask("j", "m", SamplingConfig(temperature=0.0, max_tokens=100), max_retries=4).run(rows, engine)
+    JudgeTask("j", "m", SamplingConfig(temperature=0.0, max_tokens=100), max_retries=4, permutations=1).run(rows, engine)
     assert limits(engine) == [100, 200, 400, 400, 400]  # doubles, then holds at 4x
     [j] = rows[0]["candidates"][0]["judgments"]
     assert j["rating"] is None and j["raw"] == CUT_JSON and (j["truncated"], j["max_tokens"]) == (True, 400)
@@ -377,10 +377,10 @@ def test_truncated_answer_is_retried_with_doubled_room_up_to_the_ceiling():
 
 def test_growth_of_one_never_grows_and_parse_failures_keep_the_limit():
     engine = ScriptedEngine(lambda req: cut(CUT_JSON))
-    JudgeTask("j", "m", SamplingConfig(max_tokens=100), max_tokens_growth=1).run([row("r1", ["a"])], engine)
+    JudgeTask("j", "m", SamplingConfig(max_tokens=100), max_tokens_growth=1, permutations=1).run([row("r1", ["a"])], engine)
     assert limits(engine) == [100, 100, 100]
     engine = ScriptedEngine(lambda req: whole("not json at all"))
-    JudgeTask("j", "m", SamplingConfig(max_tokens=100)).run([row("r1", ["a"])], engine)
+    JudgeTask("j", "m", SamplingConfig(max_tokens=100), permutations=1).run([row("r1", ["a"])], engine)
     assert limits(engine) == [100, 100, 100]  # a complete but bad answer is not a reason for more room
 
 
@@ -390,7 +390,7 @@ def test_truncated_then_complete_answer_is_kept_and_counted_apart_from_parse_fai
     answers = iter([whole("garbage"), cut(CUT_JSON), whole(GOOD_JSON)])
     rows = [row("r1", ["a"])]
     engine = ScriptedEngine(lambda req: next(answers))
-    JudgeTask("j", "m", SamplingConfig(max_tokens=64), max_retries=2).run(rows, engine)
+    JudgeTask("j", "m", SamplingConfig(max_tokens=64), max_retries=2, permutations=1).run(rows, engine)
     assert limits(engine) == [64, 64, 128]
     [j] = rows[0]["candidates"][0]["judgments"]
     assert (j["rating"], j["error"], j["truncated"], j["max_tokens"]) == (4.0, None, False, 128)
@@ -408,7 +408,7 @@ def test_truncated_answer_that_still_validates_is_accepted_and_flagged():
     rows = [row("r1", ["a", "b"])]
     answer = 'A: 5 - clear and complete\nB: 2 - it stops befo'  # every rating there, the last rationale cut
     engine = ScriptedEngine(lambda req: cut(answer))
-    JudgeTask("j", "m", guided=False).run(rows, engine)
+    JudgeTask("j", "m", guided=False, permutations=1).run(rows, engine)
     assert len(engine.calls) == 1
     ratings = {c["text"]: c["rating"] for c in rows[0]["candidates"]}
     assert sorted(ratings.values()) == [2.0, 5.0]
@@ -429,7 +429,7 @@ def test_grown_retry_the_prompt_leaves_no_room_for_falls_back_to_the_limit_that_
     def judge(max_retries):
         rows = [row("r1", ["a"])]
         engine = ScriptedEngine(reply)
-        JudgeTask("j", "m", SamplingConfig(max_tokens=100), max_retries=max_retries).run(rows, engine)
+        JudgeTask("j", "m", SamplingConfig(max_tokens=100), max_retries=max_retries, permutations=1).run(rows, engine)
         [j] = rows[0]["candidates"][0]["judgments"]
         return limits(engine), j, judge_counts(rows[0]["candidates"])
 
@@ -444,3 +444,70 @@ def test_grown_retry_the_prompt_leaves_no_room_for_falls_back_to_the_limit_that_
     assert asked == [100, 200] and j["attempts"] == 1 and j["raw"] == CUT_JSON
     assert j["error"].startswith("answer cut off at max_tokens=100") and "max_tokens=200 does not fit" in j["error"]
     assert (counts["truncated_answers"], counts["parse_failures"], counts["calls_given_up"]) == (1, 0, 1)
+
+
+def test_a_candidate_rated_in_one_order_of_two_is_marked_and_counted():
+    from prefgen.report import judge_counts
+
+    def reply(req):  # the order that shows "alpha" first never validates; its reverse does
+        shown = responses_by_label(req.messages[-1]["content"])
+        if shown["A"] == "alpha":
+            return ["not an answer"]
+        return [json.dumps({label: {"rationale": "a considered reason", "rating": 4} for label in shown})]
+
+    rows = [row("r1", ["alpha", "beta"])]
+    JudgeTask("j", "m", permutations=2, max_retries=1).run(rows, ScriptedEngine(reply))
+    for cand in rows[0]["candidates"]:
+        assert cand["rating"] == 4.0 and cand["judge_error"] is None  # the order that answered still rates it
+        assert cand["failed_orders"] == 1  # ... but a reader sees that one order of two failed
+        assert cand["rating_spread"] is None  # not 0: the orders were never compared
+    counts = judge_counts(rows[0]["candidates"])
+    assert counts["candidates_missing_orders"] == 2 and counts["calls_given_up"] == 1
+    both = [row("r2", ["alpha", "beta"])]
+    JudgeTask("j", "m", permutations=2).run(both, ScriptedEngine(lambda req: [json.dumps(
+        {label: {"rationale": "a considered reason", "rating": 4} for label in "AB"})]))
+    assert [(c["failed_orders"], c["rating_spread"]) for c in both[0]["candidates"]] == [(0, 0.0), (0, 0.0)]
+    assert judge_counts(both[0]["candidates"])["candidates_missing_orders"] == 0
+
+
+def placeholder_judge(req):
+    """All alike with rationales that say nothing, as a small judge answered on a six-candidate row."""
+    shown = responses_by_label(req.messages[-1]["content"])
+    return [json.dumps({label: {"rationale": f"{label}1", "rating": 1} for label in shown})]
+
+
+def test_an_uninformative_answer_is_asked_again_then_flagged_and_the_row_says_so():
+    from prefgen.report import judge_counts
+
+    rows = [row("r1", [f"answer {k}" for k in range(6)])]
+    engine = ScriptedEngine(placeholder_judge)
+    JudgeTask("j", "m", permutations=1, max_retries=2).run(rows, engine)
+    assert len(engine.calls) == 2  # asked once more, not until max_retries runs out
+    [j] = rows[0]["candidates"][0]["judgments"]
+    assert j["uninformative"] is True and j["uninformative_answers"] == 2 and j["error"] is None
+    assert "uninformative" in j["retried_because"]
+    counts = judge_counts(rows[0]["candidates"])
+    assert (counts["uninformative_answers"], counts["uninformative_calls"], counts["parse_failures"]) == (2, 1, 0)
+    pairs, rejects = split_rows(rows, "best_vs_worst", 1.0)
+    assert not pairs and rejects[0]["reason"] == "uninformative_judgment"  # not all_tied: nothing says they tie
+    assert "rated every candidate 1" in rejects[0]["detail"] and "'A1'" in rejects[0]["detail"]
+
+
+def test_a_retry_that_informs_replaces_the_uninformative_answer():
+    answers = iter([placeholder_judge, lambda req: [json.dumps(
+        {label: {"rationale": f"reason enough for {label}", "rating": 5 - k}
+         for k, label in enumerate(responses_by_label(req.messages[-1]["content"]))})]])
+    rows = [row("r1", ["a", "b", "c"])]
+    JudgeTask("j", "m", permutations=1).run(rows, ScriptedEngine(lambda req: next(answers)(req)))
+    assert sorted(c["rating"] for c in rows[0]["candidates"]) == [3.0, 4.0, 5.0]
+    assert all(not j["uninformative"] and j["uninformative_answers"] == 1
+               for c in rows[0]["candidates"] for j in c["judgments"])
+
+
+def test_equal_ratings_with_real_rationales_are_a_tie_not_uninformative():
+    rows = [row("r1", ["a", "b"])]
+    engine = ScriptedEngine(lambda req: [json.dumps({label: {"rationale": "correct and complete, if plain",
+                                                             "rating": 4} for label in "AB"})])
+    JudgeTask("j", "m", permutations=1).run(rows, engine)
+    assert len(engine.calls) == 1
+    assert split_rows(rows, "best_vs_worst", 1.0)[1][0]["reason"] == REJECT_ALL_TIED

@@ -76,8 +76,9 @@ def test_provided_texts_reach_the_judge_in_its_nonce_blocks_with_the_conversatio
     engine = ScriptedEngine(reply)
     task = JudgeTask("j", "m", combine_rules={"j": "mean"})
     task.run(rows, engine)
-    user = engine.calls[0][0].messages[-1]["content"]
-    nonce = task.nonce(task.calls(rows)[0])
+    user = next(req.messages[-1]["content"] for req in engine.calls[0]
+                if rows[0]["candidates"][0]["judgments"][0]["nonce"] in req.messages[-1]["content"])
+    nonce = rows[0]["candidates"][0]["judgments"][0]["nonce"]  # the first call's, recorded
     assert f"<instruction {nonce}>\nSystem: Be brief.\n\nUser: Name a planet.\n\nAssistant: Mars." in user
     assert sorted(responses_by_label(user).values()) == ["Red.", sneaky]  # in blocks, whole
     assert [c["rating"] for c in rows[0]["candidates"]] == [4.0, 2.0]
