@@ -171,7 +171,7 @@ def test_the_judge_orders_have_one_default_that_cancels_position():
     from prefgen.config import JudgeConfig
     from prefgen.judge import JudgeTask
 
-    laptop = yaml.safe_load((Path(__file__).parent.parent / "configs" / "laptop.yaml").read_text())
+    laptop = yaml.safe_load((REPO / "configs" / "laptop.yaml").read_text())
     defaults = {"embedded default": PipelineConfig().judge.permutations, "JudgeConfig": JudgeConfig().permutations,
                 "a juror": parse_config({"jury": [{}]}).jury[0].permutations,
                 "JudgeTask": JudgeTask("j", "m").permutations, "laptop.yaml": laptop["judge"]["permutations"]}

@@ -13,7 +13,7 @@ from prefgen.config import EndpointModel, SamplingConfig, parse_config, ConfigEr
 from prefgen.endpoint import EndpointEngine, EndpointStopped
 from prefgen.endpoint_rules import backoff_s, classify, redact, retry_after_s
 from prefgen.engine import Request
-from support.paths import DATA
+from support.paths import DATA, REPO
 
 KEY = "sk-planted-0123456789abcdef"
 SCHEMA = {"type": "object", "properties": {"rating": {"type": "integer"}}, "required": ["rating"]}
@@ -275,6 +275,6 @@ def test_every_retried_status_is_in_the_readme():
 
     from prefgen.endpoint_rules import RETRY_STATUSES
 
-    readme = Path(__file__).parent.parent.joinpath("README.md").read_text()
+    readme = REPO.joinpath("README.md").read_text()
     rule = next(bullet for bullet in readme.split("\n  - ") if "are retried up to `retries` times" in bullet)
     assert all(str(status) in rule for status in sorted(RETRY_STATUSES)), rule
