@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 
 from prefgen.dataset_report import CARD_FILE, PLOTS_DIR, build_report, read_manifest, read_output
-from prefgen.io import PAIRS_DIR, REJECTS_DIR, filesystem
+from prefgen.io import PAIRS_DIR, REJECTS_DIR, write_file
 
 FORMATS = ("jsonl", "trl-strings")
 
@@ -59,13 +59,7 @@ def export(output: str, fmt: str, to: str | None = None) -> tuple[str, int]:
     read_manifest(output)  # a clear error if the folder holds no prefgen output
     rows = export_rows(read_output(output, PAIRS_DIR).to_pylist(), fmt)
     target = to or default_target(output, fmt)
-    fs, path = filesystem(target)
-    parent = path.rsplit("/", 1)[0]
-    if parent:
-        fs.create_dir(parent, recursive=True)
-    with fs.open_output_stream(path) as f:
-        for row in rows:
-            f.write((json.dumps(row, ensure_ascii=False) + "\n").encode())
+    write_file(target, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows).encode())
     return target, len(rows)
 
 

@@ -1,9 +1,10 @@
 """Input and output: instructions in (JSONL, Parquet, CSV, datasets folder), Parquet shards out.
 
 Reading validates every row and gives it a stable id; a row that cannot be used becomes a
-reject with its reason, file and line, never a silent drop. Paths may be local or any URI
-pyarrow's filesystems accept (s3://, gs://, file://). Output shards are written under a
-temporary name and then moved into place, so a reader never sees half a shard. A UTF-8
+reject with its reason, file and line, never a silent drop. Paths may be local or a URI
+(s3://, gs://, file://): every read and write goes through `prefgen.output.storage`. An output
+shard is written whole under its final name (a rename on local disk, one PUT on an object
+store), so a reader never sees half a shard. A UTF-8
 byte-order mark at the start of a JSONL or CSV file (Excel and Windows tools write one) is
 skipped.
 """
@@ -15,15 +16,14 @@ import hashlib
 import io
 import json
 import posixpath
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from prefgen.config import InputConfig
+from prefgen.output.storage import storage, storage_of_file
 from prefgen.input_rows import (  # noqa: F401 - prompt_text: a row's prompt as one text, for screening
     Rejected,
     content_key,
@@ -49,13 +49,6 @@ UTF8_BOM = b"\xef\xbb\xbf"
 
 class InputError(ValueError):
     """The input as a whole cannot be used (missing file, missing column, unknown format)."""
-
-
-def filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
-    """(filesystem, path inside it) for a local path or a URI."""
-    if "://" in uri:
-        return pafs.FileSystem.from_uri(uri)
-    return pafs.LocalFileSystem(), str(Path(uri).expanduser().resolve())
 
 
 def absolute_uri(uri: str) -> str:
@@ -113,10 +106,11 @@ class InputRows:
                           "_duplicate_key": duplicate_key(messages, responses)})
 
 
-def _detect_format(path: str, info: pafs.FileInfo, fmt: str) -> str:
+def _detect_format(path: str, kind: str, fmt: str) -> str:
+    """The input format: `fmt` unless "auto"; `kind`: "file" or "folder" (a datasets folder)."""
     if fmt != "auto":
         return fmt
-    if info.type == pafs.FileType.Directory:
+    if kind == "folder":
         return "datasets"
     suffix = posixpath.splitext(path)[1].lower()
     formats = {".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet", ".csv": "csv"}
@@ -173,18 +167,16 @@ def read_instructions(cfg: InputConfig, candidates_for=None) -> InputRows:
     `candidates_for(provided)`: the candidates a row with that many provided responses gets; rows
     left with fewer than two are rejected (`too_few_candidates`)."""
     uri = cfg.path or str(SAMPLE_INSTRUCTIONS)
-    fs, path = filesystem(uri)
-    info = fs.get_file_info(path)
-    if info.type == pafs.FileType.NotFound:
+    store = storage(uri)
+    kind = store.kind()
+    if kind is None:
         raise InputError(f"input {uri} does not exist")
-    fmt = _detect_format(path, info, cfg.format)
+    fmt = _detect_format(uri, kind, cfg.format)
     out = InputRows(source=uri, prompt_field=cfg.field, responses=list(cfg.responses))
     if fmt == "jsonl":
-        with fs.open_input_stream(path) as f:
-            _read_jsonl(f.read(), out, cfg.limit)
+        _read_jsonl(store.read(), out, cfg.limit)
     elif fmt == "csv":
-        with fs.open_input_stream(path) as f:
-            data = f.read()
+        data = store.read()
         try:
             text = data.removeprefix(UTF8_BOM).decode("utf-8")
         except UnicodeDecodeError as exc:
@@ -197,13 +189,24 @@ def read_instructions(cfg: InputConfig, candidates_for=None) -> InputRows:
                 break
             out.add(reader.line_num, record)
     elif fmt == "parquet":
-        _read_columns(pq.read_table(path, filesystem=fs), uri, out, cfg.limit, first_line=1)
+        _read_columns(read_parquet(store), uri, out, cfg.limit, first_line=1)
     else:
         out = _read_dataset_dir(uri, cfg, out)
     _reject_duplicates(out)
     if candidates_for is not None:
         reject_short_rows(out, candidates_for)
     return out
+
+
+def read_parquet(store, key: str = "", columns: list[str] | None = None) -> pa.Table:
+    """A Parquet file read whole through its storage."""
+    return pq.read_table(pa.BufferReader(store.read(key)), columns=columns)
+
+
+def parquet_bytes(table: pa.Table) -> bytes:
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink)
+    return sink.getvalue().to_pybytes()
 
 
 def datasets_folder_table(uri: str, key: str) -> pa.Table:
@@ -259,50 +262,38 @@ PAIRS_DIR, REJECTS_DIR, STATS_DIR, PHASES_DIR = "pairs", "rejects", "_stats", "_
 
 
 def write_shard(uri: str, kind: str, key: str, rows: list[dict], schema: pa.Schema, before_visible=None) -> str:
-    """Write rows as uri/kind/part-<key>.parquet, atomically: a temporary file moved into place.
+    """Write rows as uri/kind/part-<key>.parquet, whole: nothing is visible until it all is.
 
-    `before_visible` runs between the two (the run's lease check), so a writer that lost the
-    folder leaves nothing a reader can see.
-    """
-    fs, base = filesystem(uri)
-    final = f"{base}/{kind}/part-{key}.parquet"
-    tmp = f"{base}/{kind}/.tmp-{uuid.uuid4().hex}.parquet"
-    pq.write_table(to_table(rows, schema), tmp, filesystem=fs)
-    try:
-        if before_visible:
-            before_visible()
-    except BaseException:
-        fs.delete_file(tmp)
-        raise
-    fs.move(tmp, final)
-    return final
+    `before_visible` runs just before (the run's lease check), so a writer that lost the folder
+    writes nothing. On local disk the file is renamed into place; on an object store it is one
+    PUT under its final name, never a copy."""
+    data = parquet_bytes(to_table(rows, schema))
+    if before_visible:
+        before_visible()
+    name = f"{kind}/part-{key}.parquet"
+    storage(uri).put(name, data)
+    return f"{uri.rstrip('/')}/{name}"
 
 
 def read_json(uri: str, name: str) -> dict | None:
     """The JSON file `name` under `uri`, or None when it does not exist."""
-    fs, base = filesystem(uri)
-    try:
-        with fs.open_input_stream(f"{base}/{name}") as f:
-            return json.loads(f.read())
-    except FileNotFoundError:
-        return None
+    return storage(uri).read_json(name)
 
 
 def read_jsons(uri: str, folder: str) -> list[dict]:
-    fs, base = filesystem(uri)
-    infos = fs.get_file_info(pafs.FileSelector(f"{base}/{folder}", allow_not_found=True))
-    found = []
-    for info in sorted(infos, key=lambda i: i.path):
-        if info.path.endswith(".json"):
-            with fs.open_input_stream(info.path) as f:
-                found.append(json.loads(f.read()))
-    return found
+    """Every `*.json` directly under `uri/folder`, by name (one listing, one read each)."""
+    store = storage(uri)
+    objects, _ = store.list(folder)
+    return [json.loads(store.read(e.key)) for e in objects if e.name.endswith(".json")]
 
 
 def write_json(uri: str, name: str, data: dict) -> str:
-    fs, base = filesystem(uri)
-    tmp = f"{base}/{name}.tmp-{uuid.uuid4().hex[:8]}"
-    with fs.open_output_stream(tmp) as f:
-        f.write(json.dumps(data, indent=2, sort_keys=True).encode())
-    fs.move(tmp, f"{base}/{name}")
+    """Write `uri/name` whole (readers see the old or the new one), as indented JSON."""
+    storage(uri).put(name, json.dumps(data, indent=2, sort_keys=True).encode())
     return f"{uri.rstrip('/')}/{name}"
+
+
+def write_file(uri: str, data: bytes) -> None:
+    """Write one file given by its URI (an export, a log)."""
+    store, name = storage_of_file(uri)
+    store.put(name, data)

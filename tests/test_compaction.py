@@ -12,7 +12,7 @@ import prefgen.commits
 import prefgen.runstate
 from prefgen.commits import COMMITS_DIR, FANOUT, CommitLog
 from prefgen.compaction import compact
-from prefgen.counting_fs import CountingStorage, count_storage, restore
+from prefgen.output.storage import storage
 from prefgen.report import batch_counts
 from prefgen.runstate import LEASE_FILE, RunState, StaleLease, committed_shards
 from prefgen.writer import write_rows
@@ -82,12 +82,10 @@ def test_a_resume_over_10000_rows_in_batches_of_10_reads_at_most_100_commit_obje
     for b in range(0, len(every), 10):
         commit_only(state, every[b:b + 10])
     died(out)
-    storage = count_storage(CountingStorage(base=str(out)))
-    try:
-        resumed = opened(out)
-    finally:
-        restore()
-    reads = storage.by_folder[("reads", COMMITS_DIR)]
+    requests = storage(str(out)).requests
+    requests.reset()
+    resumed = opened(out)
+    reads = requests.in_folder("GET", f"{out}/{COMMITS_DIR}")
     assert reads <= 100, f"the resume read {reads} commit objects"
     assert resumed.done_ids == set(every) and len(resumed.commits) == 1000
     assert len(list((out / COMMITS_DIR).iterdir())) == reads
