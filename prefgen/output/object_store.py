@@ -95,7 +95,10 @@ class ObjectBackend:
     def put_if_match(self, path: str, data: bytes, version: str, uri: str) -> str:
         e_tag, _, generation = version.partition("|")
         try:
-            return self._put(path, data, {"e_tag": e_tag or None, "version": generation or None})
+            condition = {k: v for k, v in (("e_tag", e_tag), ("version", generation)) if v}
+            if not condition:
+                raise ValueError(f"{uri}: no version to condition the write on ({version!r})")
+            return self._put(path, data, condition)
         except (PreconditionError, FileNotFoundError):
             raise Conflict(f"{uri} changed or is gone (expected version {version})") from None
         except BaseError as exc:

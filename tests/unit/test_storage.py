@@ -1,0 +1,212 @@
+"""The storage object on local disk and on a real S3 API server (moto on loopback): every
+operation, the conditional writes the lease and the commits rely on, the requests a committed
+batch costs, and the commit log, lease and compaction running against `s3://`. No Ray, no engine."""
+
+import threading
+
+import pytest
+
+import prefgen.runstate
+from prefgen.commits import COMMITS_DIR, FANOUT, CommitLog
+from prefgen.compaction import compact
+from prefgen.io import read_parquet
+from prefgen.output.storage import Conflict, storage, storage_of_file
+from prefgen.report import batch_counts
+from prefgen.runstate import LEASE_FILE, ResumeRefused, RunState, StaleLease, committed_shards
+from prefgen.writer import write_rows
+
+pytestmark = pytest.mark.timeout(120)
+
+
+@pytest.fixture(params=["local", "s3"])
+def root(request, tmp_path) -> str:
+    """A fresh folder URI on each backend."""
+    return str(tmp_path / "out") if request.param == "local" else request.getfixturevalue("s3")
+
+
+def reject(rid):
+    return {"id": rid, "instruction": f"q {rid}", "source": "s", "line": 1, "reason": "empty_instruction",
+            "detail": None, "candidates": []}
+
+
+def pair(rid):
+    msg = [{"role": "user", "content": f"q {rid}"}]
+    return {"id": rid, "pair_id": f"{rid}/0", "prompt": msg, "chosen": msg, "rejected": msg, "chosen_rating": 2.0,
+            "rejected_rating": 1.0, "chosen_model": "m", "rejected_model": "m", "chosen_candidate_id": "a",
+            "rejected_candidate_id": "b", "candidates": [], "source": "s", "line": 1}
+
+
+def opened(uri) -> RunState:
+    state = RunState(uri)
+    state.open({}, "cfg", "in", False, log=lambda m: None)
+    return state
+
+
+def write_batches(state, uri, batches: int, rows: int = 4) -> list[str]:
+    """Committed batches with both shards (one reject each); returns every id."""
+    ids = []
+    for b in range(batches):
+        batch = [f"r{b:03d}-{i}" for i in range(rows)]
+        pairs, rejects = [pair(i) for i in batch[1:]], [reject(batch[0])]
+        state.commit(write_rows(uri, state.token, [{"id": i} for i in batch], pairs, rejects))
+        ids += batch
+    return ids
+
+
+def followed_ids(uri) -> list[str]:
+    """The ids a reader following the commit records sees (pairs and rejects)."""
+    return [i for kind in ("pairs", "rejects") for path in committed_shards(uri, kind)
+            for i in read_parquet(*storage_of_file(path), columns=["id"])["id"].to_pylist()]
+
+
+def test_every_operation(root):
+    store = storage(root)
+    assert store.read_versioned("a/b.json") is None and store.head("a/b.json") is None and not store.exists("a")
+    version = store.put("a/b.json", b'{"x": 1}')
+    assert store.read("a/b.json") == b'{"x": 1}' and store.read_json("a/b.json") == {"x": 1}
+    assert store.read_versioned("a/b.json") == (b'{"x": 1}', version)
+    assert store.head("a/b.json").size == 8 and store.exists("a/b.json")
+    assert store.kind("a/b.json") == "file" and store.kind("a") == "folder" and store.kind("nothing") is None
+    store.put("a/c/d.bin", b"\x00" * 10)
+    objects, folders = store.list("a")
+    assert [(e.key, e.name, e.size) for e in objects] == [("a/b.json", "b.json", 8)] and folders == ["a/c"]
+    assert [e.key for e in store.list_all("a")] == ["a/b.json", "a/c/d.bin"]
+    assert store.list("missing") == ([], [])
+    store.delete("a/b.json")
+    store.delete("a/b.json")  # gone already: no error
+    assert not store.exists("a/b.json")
+    assert store.delete_prefix("a") == 1 and store.list_all("a") == []
+    with pytest.raises(FileNotFoundError, match=f"{root}/a/b.json does not exist"):
+        store.read("a/b.json")  # the error names the object
+
+
+def test_put_if_absent_is_refused_the_second_time(root):
+    store = storage(root)
+    store.put_if_absent("_commits/k.json", b"first")
+    with pytest.raises(Conflict, match="k.json exists already"):
+        store.put_if_absent("_commits/k.json", b"second")
+    assert store.read("_commits/k.json") == b"first"
+
+
+def test_put_if_match_is_refused_on_a_stale_version(root):
+    store = storage(root)
+    old = store.put(LEASE_FILE, b"one")
+    new = store.put_if_match(LEASE_FILE, b"two", old)
+    with pytest.raises(Conflict):
+        store.put_if_match(LEASE_FILE, b"three", old)  # someone wrote since `old` was read
+    assert store.read_versioned(LEASE_FILE) == (b"two", new)
+    store.delete(LEASE_FILE)
+    with pytest.raises(Conflict):
+        store.put_if_match(LEASE_FILE, b"four", new)  # gone
+    assert not store.exists(LEASE_FILE)
+
+
+def test_two_runs_taking_the_lease_at_once_exactly_one_wins(root, monkeypatch):
+    opened(root).fail("killed")  # a resumable folder with a lease
+    both_read = threading.Barrier(2)
+    take = RunState._take
+
+    def after_both_read(self, seen, store):
+        both_read.wait(timeout=30)  # each has read the same lease version
+        take(self, seen, store)
+
+    monkeypatch.setattr(RunState, "_take", after_both_read)
+    outcomes = []
+
+    def resume():
+        try:
+            outcomes.append(opened(root).token)
+        except ResumeRefused as exc:
+            outcomes.append(exc)
+
+    threads = [threading.Thread(target=resume) for _ in range(2)]
+    [t.start() for t in threads]
+    [t.join(60) for t in threads]
+    won = [o for o in outcomes if isinstance(o, str)]
+    lost = [o for o in outcomes if isinstance(o, ResumeRefused)]
+    assert len(won) == 1 and len(lost) == 1 and "at the same time" in str(lost[0])
+    assert storage(root).read_json(LEASE_FILE)["token"] == won[0]
+
+
+def test_a_run_whose_lease_was_taken_cannot_claim_it_again(root):
+    first = opened(root)
+    storage(root).delete(LEASE_FILE)  # its driver looked dead...
+    second = opened(root)  # ...and another run took the folder
+    with pytest.raises(StaleLease):
+        first.claim("/tmp/ray/session_x")
+    second.claim("/tmp/ray/session_y")  # the owner rewrites its own lease
+    assert storage(root).read_json(LEASE_FILE)["token"] == second.token
+
+
+def test_a_second_commit_of_a_batch_keeps_the_first(root):
+    state = opened(root)
+    rows = [reject("a")]
+    first = batch_counts("k", rows, [], rows)
+    state.commit(first)
+    other = CommitLog.read(root)
+    other.keys.clear()  # another driver that never saw it
+    assert other.add(dict(first, pairs=99)) == first  # refused: the stored commit stands
+    assert CommitLog.read(root).commits() == [first]
+
+
+def test_a_committed_batch_on_s3_costs_three_puts_and_no_copy(s3):
+    state = opened(s3)
+    requests = storage(s3).requests
+    requests.reset()
+    ids = write_batches(state, s3, 1)
+    calls = requests.snapshot()["requests"]
+    assert calls == {"PUT": 3, "GET": 2, "LIST": 0, "DELETE": 0, "COPY": 0, "HEAD": 0}  # 2 GETs: lease checks
+    keys = [e.key for e in storage(s3).list_all()]
+    assert not [k for k in keys if k.endswith("/") or "tmp" in k]  # no marker, no temporary object
+    batch = state.commits[0]["key"]
+    assert sorted(keys) == sorted([f"{COMMITS_DIR}/{batch}.json", LEASE_FILE, "manifest.json",
+                                   f"pairs/part-{batch}.parquet", f"rejects/part-{batch}.parquet"])
+    assert sorted(followed_ids(s3)) == sorted(ids)
+
+
+def test_commit_log_lease_and_compaction_run_on_s3(s3):
+    state = opened(s3)
+    ids = write_batches(state, s3, FANOUT + 2)
+    names = [e.name for e in storage(s3).list(COMMITS_DIR)[0]]
+    assert sum(n.startswith("seg-1-") for n in names) == 1 and len(names) == 3  # 16 rolled into a segment
+    storage(s3).delete(LEASE_FILE)  # the driver died
+    resumed = opened(s3)
+    assert resumed.done_ids == set(ids)
+    requests = storage(s3).requests
+    requests.reset()
+    resumed.finish({}, target_bytes=10**9)
+    assert requests.calls["COPY"] == 0
+    pairs = [e.name for e in storage(s3).list("pairs")[0]]
+    assert len(pairs) == 1 and pairs[0].startswith("part-merged-")
+    assert sorted(followed_ids(s3)) == sorted(ids)
+    store = storage(s3)
+    plain = [i for e in store.list_all() if e.name.endswith(".parquet")
+             for i in read_parquet(store, e.key, columns=["id"])["id"].to_pylist()]
+    assert sorted(plain) == sorted(ids)  # a complete folder: each row once, in plain listing too
+    assert not storage(s3).exists(LEASE_FILE)
+
+
+class Crash(Exception):
+    pass
+
+
+@pytest.mark.parametrize("step", ["written", "recorded", "deleted one"])
+def test_a_crash_in_a_merge_on_s3_leaves_every_row_once(s3, monkeypatch, step):
+    state = opened(s3)
+    ids = write_batches(state, s3, 4)
+
+    def crash(at):
+        if at == step:
+            raise Crash(at)
+
+    monkeypatch.setattr(prefgen.runstate, "compact", lambda *a, **k: compact(*a, **k, after_step=crash))
+    with pytest.raises(Crash):
+        state.finish({}, target_bytes=10**9)
+    assert sorted(followed_ids(s3)) == sorted(ids)
+    monkeypatch.undo()
+    storage(s3).delete(LEASE_FILE)
+    resumed = opened(s3)  # finishes a recorded merge, sweeps an unrecorded one
+    assert sorted(followed_ids(s3)) == sorted(ids)
+    resumed.finish({}, target_bytes=10**9)
+    assert sorted(followed_ids(s3)) == sorted(ids)
+    assert len(storage(s3).list("pairs")[0]) == 1
