@@ -164,7 +164,8 @@ class RunState:
         """Start fresh, or resume a run of the same output schema, config and input; refuse anything else."""
         store = storage(self.uri)
         previous = read_json(self.uri, MANIFEST_FILE)
-        leftovers = [d for d in DATA_DIRS if store.kind(d) is not None]
+        present = set(store.list()[1])  # one listing: the folders (prefixes) the output holds
+        leftovers = [d for d in DATA_DIRS if d in present]
         if previous and not overwrite:
             _check_schema(self.uri, previous)
             if previous.get("config_digest") != config_digest:
