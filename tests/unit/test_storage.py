@@ -210,3 +210,15 @@ def test_a_crash_in_a_merge_on_s3_leaves_every_row_once(s3, monkeypatch, step):
     resumed.finish({}, target_bytes=10**9)
     assert sorted(followed_ids(s3)) == sorted(ids)
     assert len(storage(s3).list("pairs")[0]) == 1
+
+
+def test_datasets_loads_pairs_straight_from_s3(s3, tmp_path):
+    """`datasets` reads s3:// through s3fs, which finds the server through AWS_ENDPOINT_URL too."""
+    import datasets
+
+    state = opened(s3)
+    ids = write_batches(state, s3, 2)
+    state.finish({})
+    loaded = datasets.load_dataset("parquet", data_files=f"{s3}/pairs/*.parquet", split="train",
+                                   cache_dir=str(tmp_path / "cache"))
+    assert sorted(loaded["id"]) == sorted(i for i in ids if not i.endswith("-0"))
