@@ -7,6 +7,7 @@ import json
 
 import pyarrow.parquet as pq
 import pytest
+from output_rows import pair, reject
 
 import prefgen.commits
 import prefgen.runstate
@@ -20,18 +21,6 @@ from prefgen.writer import write_rows
 
 class Crash(Exception):
     """Stands for the driver dying at a given step."""
-
-
-def reject(rid):
-    return {"id": rid, "instruction": f"q {rid}", "source": "s", "line": 1, "reason": "empty_instruction",
-            "detail": None, "candidates": []}
-
-
-def pair(rid):
-    msg = [{"role": "user", "content": f"q {rid}"}]
-    return {"id": rid, "pair_id": f"{rid}/0", "prompt": msg, "chosen": msg, "rejected": msg, "chosen_rating": 2.0,
-            "rejected_rating": 1.0, "chosen_model": "m", "rejected_model": "m", "chosen_candidate_id": "a",
-            "rejected_candidate_id": "b", "candidates": [], "source": "s", "line": 1}
 
 
 def opened(out) -> RunState:

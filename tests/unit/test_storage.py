@@ -5,6 +5,7 @@ batch costs, and the commit log, lease and compaction running against `s3://`. N
 import threading
 
 import pytest
+from output_rows import pair, reject
 
 import prefgen.runstate
 from prefgen.commits import COMMITS_DIR, FANOUT, CommitLog
@@ -22,18 +23,6 @@ pytestmark = pytest.mark.timeout(120)
 def root(request, tmp_path) -> str:
     """A fresh folder URI on each backend."""
     return str(tmp_path / "out") if request.param == "local" else request.getfixturevalue("s3")
-
-
-def reject(rid):
-    return {"id": rid, "instruction": f"q {rid}", "source": "s", "line": 1, "reason": "empty_instruction",
-            "detail": None, "candidates": []}
-
-
-def pair(rid):
-    msg = [{"role": "user", "content": f"q {rid}"}]
-    return {"id": rid, "pair_id": f"{rid}/0", "prompt": msg, "chosen": msg, "rejected": msg, "chosen_rating": 2.0,
-            "rejected_rating": 1.0, "chosen_model": "m", "rejected_model": "m", "chosen_candidate_id": "a",
-            "rejected_candidate_id": "b", "candidates": [], "source": "s", "line": 1}
 
 
 def opened(uri) -> RunState:
