@@ -121,6 +121,9 @@ class Storage:
     def __repr__(self):
         return f"Storage({self.uri!r})"
 
+    def __reduce__(self):  # sent to another process: that process's own backend serves it
+        return storage, (self.uri,)
+
     def path(self, key: str = "") -> str:
         return f"{self.root}/{key}" if key else self.root
 

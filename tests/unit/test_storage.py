@@ -2,6 +2,7 @@
 operation, the conditional writes the lease and the commits rely on, the requests a committed
 batch costs, and the commit log, lease and compaction running against `s3://`. No Ray, no engine."""
 
+import pickle
 import threading
 
 import pytest
@@ -19,10 +20,12 @@ from prefgen.writer import write_rows
 pytestmark = pytest.mark.timeout(120)
 
 
-@pytest.fixture(params=["local", "s3"])
+@pytest.fixture(params=["local", "file", "s3"])
 def root(request, tmp_path) -> str:
-    """A fresh folder URI on each backend."""
-    return str(tmp_path / "out") if request.param == "local" else request.getfixturevalue("s3")
+    """A fresh folder URI on each backend (a local path, a file:// URI, the loopback S3 server)."""
+    if request.param == "s3":
+        return request.getfixturevalue("s3")
+    return str(tmp_path / "out") if request.param == "local" else f"file://{tmp_path}/out"
 
 
 def opened(uri) -> RunState:
@@ -67,6 +70,7 @@ def test_every_operation(root):
     assert store.delete_prefix("a") == 1 and store.list_all("a") == []
     with pytest.raises(FileNotFoundError, match=f"{root}/a/b.json does not exist"):
         store.read("a/b.json")  # the error names the object
+    assert pickle.loads(pickle.dumps(store)).read_versioned("a/b.json") is None  # sent to a Ray worker
 
 
 def test_put_if_absent_is_refused_the_second_time(root):
