@@ -215,3 +215,23 @@ def test_datasets_loads_pairs_straight_from_s3(s3, tmp_path):
     loaded = datasets.load_dataset("parquet", data_files=f"{s3}/pairs/*.parquet", split="train",
                                    cache_dir=str(tmp_path / "cache"))
     assert sorted(loaded["id"]) == sorted(i for i in ids if not i.endswith("-0"))
+
+
+def test_report_and_export_read_and_write_on_s3(s3):
+    """`prefgen report` and `prefgen export` on an output on S3: committed shards only, card, plots, JSONL."""
+    import json
+
+    from report_output import write_output
+
+    from prefgen.dataset_report import write_report
+    from prefgen.export import export
+
+    output = write_output(s3)
+    report = write_report(s3)
+    store = storage(s3)
+    assert store.read("README.md").decode() == report.card and report.plots
+    assert sorted(e.name for e in store.list("plots")[0]) == sorted(report.plots)
+    target, n = export(s3, "trl-strings")
+    assert target == f"{s3}/export/pairs.trl.jsonl" and n == len(output["pairs"]) == 2  # not the uncommitted shard
+    assert [json.loads(line)["prompt"] for line in store.read("export/pairs.trl.jsonl").splitlines()] == ["Say A.", "Say B."]
+    assert store.requests.calls["COPY"] == 0
