@@ -235,3 +235,17 @@ def test_report_and_export_read_and_write_on_s3(s3):
     assert target == f"{s3}/export/pairs.trl.jsonl" and n == len(output["pairs"]) == 2  # not the uncommitted shard
     assert [json.loads(line)["prompt"] for line in store.read("export/pairs.trl.jsonl").splitlines()] == ["Say A.", "Say B."]
     assert store.requests.calls["COPY"] == 0
+
+
+def test_the_report_command_in_another_process_finds_the_server_through_the_environment(s3):
+    """A subprocess (as a Ray worker or a user's shell) reaches the server through AWS_ENDPOINT_URL alone."""
+    import subprocess
+    import sys
+
+    from report_output import write_output
+
+    write_output(s3)
+    done = subprocess.run([sys.executable, "-m", "prefgen.cli", "report", s3], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert storage(s3).read("README.md").startswith(b"---")
