@@ -1,6 +1,6 @@
 """The last stage's writes, and what the driver makes of batches that never came back.
 
-A batch's shards are written with retries: a storage error (pyarrow raises `OSError`s) is
+A batch's shards are written with retries: a storage error (an `OSError`, see `prefgen.output.storage`) is
 retried with growing pauses, since object stores and network filesystems fail transiently.
 A lost lease (`StaleLease`) is not a storage error and is never retried. A write that still
 fails does not fail the writer task: it returns a report naming the batch's ids as not
