@@ -12,6 +12,10 @@ listing one LIST per page of 1,000; a delete one DELETE; a prefix delete one LIS
 bulk DELETE per 1,000 keys. Nothing here copies or renames. obstore's errors become `Conflict`
 (a refused condition), `FileNotFoundError`, or `OSError` naming the object, so callers retry
 storage faults as they do on disk.
+
+A store without conditional writes (older S3-compatible servers; obstore is told so by
+`AWS_CONDITIONAL_PUT=disabled`) still works: put-if-absent and put-if-match then read the
+object's head first and write after, two steps rather than one, and a warning says so once.
 """
 
 from __future__ import annotations
@@ -41,7 +45,7 @@ class ObjectBackend:
 
     def __init__(self, name: str):
         """`name`: `scheme://bucket`."""
-        self.name, self.requests = name, Requests()
+        self.name, self.requests, self.warned = name, Requests(), False
         scheme, _, self.bucket = name.partition("://")
         endpoint = _endpoint(scheme)
         options = {"allow_http": True} if endpoint and endpoint.startswith("http://") else {}
@@ -73,10 +77,29 @@ class ObjectBackend:
 
     def _put(self, path: str, data: bytes, mode) -> str:
         parts = 1 if len(data) <= MULTIPART_BYTES else -(-len(data) // MULTIPART_BYTES) + 2
-        self.requests.count("PUT", path, n=parts, size=len(data))
-        result = obstore.put(self.store, self._key(path), data, mode=mode, use_multipart=parts > 1,
-                             chunk_size=MULTIPART_BYTES)
-        return _version(result)
+        sent = True
+        try:
+            return _version(obstore.put(self.store, self._key(path), data, mode=mode, use_multipart=parts > 1,
+                                        chunk_size=MULTIPART_BYTES))
+        except NotImplementedError:  # obstore refused the condition before sending anything
+            sent = False
+            raise
+        finally:
+            if sent:
+                self.requests.count("PUT", path, n=parts, size=len(data))
+
+    def _unconditional(self, path: str, data: bytes, expected: str | None, uri: str) -> str:
+        """What a store without conditional writes gets: the head compared first, then a plain put."""
+        if not self.warned:
+            self.warned = True
+            print(f"[prefgen] warning: {self.name} does not do conditional writes here; the lease and commits are "
+                  "checked with a read before the write, not atomically: run one prefgen per output at a time")
+        found = self.head(path)
+        if expected is None and found is not None:
+            raise Conflict(f"{uri} exists already")
+        if expected is not None and (found is None or found.version.partition("|")[0] != expected.partition("|")[0]):
+            raise Conflict(f"{uri} changed or is gone (expected version {expected})")
+        return self.put(path, data, uri)
 
     def put(self, path: str, data: bytes, uri: str) -> str:
         try:
@@ -87,6 +110,8 @@ class ObjectBackend:
     def put_if_absent(self, path: str, data: bytes, uri: str) -> str:
         try:
             return self._put(path, data, "create")
+        except NotImplementedError:
+            return self._unconditional(path, data, None, uri)
         except AlreadyExistsError:
             raise Conflict(f"{uri} exists already") from None
         except BaseError as exc:
@@ -99,6 +124,8 @@ class ObjectBackend:
             if not condition:
                 raise ValueError(f"{uri}: no version to condition the write on ({version!r})")
             return self._put(path, data, condition)
+        except NotImplementedError:
+            return self._unconditional(path, data, version, uri)
         except (PreconditionError, FileNotFoundError):
             raise Conflict(f"{uri} changed or is gone (expected version {version})") from None
         except BaseError as exc:

@@ -249,3 +249,19 @@ def test_the_report_command_in_another_process_finds_the_server_through_the_envi
                           timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     assert storage(s3).read("README.md").startswith(b"---")
+
+
+def test_a_store_without_conditional_writes_is_checked_by_a_read_first(s3, monkeypatch, capsys):
+    from prefgen.output.object_store import ObjectBackend
+    from prefgen.output.storage import Storage
+
+    monkeypatch.setenv("AWS_CONDITIONAL_PUT", "disabled")  # what obstore is told for such a store
+    store = Storage(s3, ObjectBackend(f"s3://{s3.split('/')[2]}"))
+    version = store.put_if_absent(LEASE_FILE, b"one")
+    with pytest.raises(Conflict):
+        store.put_if_absent(LEASE_FILE, b"two")
+    store.put_if_match(LEASE_FILE, b"three", version)
+    with pytest.raises(Conflict):
+        store.put_if_match(LEASE_FILE, b"four", version)
+    assert store.read(LEASE_FILE) == b"three"
+    assert "does not do conditional writes" in capsys.readouterr().out
