@@ -6,8 +6,8 @@
   exists, atomically, so of two writers exactly one succeeds and the object appears whole.
 - `put_if_match`: under an exclusive `flock` on the folder, the current file's SHA-256 is compared
   with the expected version and only then renamed over. Exact among the processes that write
-  through prefgen on this host; across hosts only where the mount honours `flock` (NFSv4 does,
-  through its byte-range locks; some FUSE mounts do not). Plain puts and deletes take no lock.
+  through prefgen on this host; across hosts only where the mount honours `flock` (Linux's NFS
+  client maps it to NFS locks; some FUSE mounts do not). Plain puts and deletes take no lock.
 A version is the content's SHA-256 (hex, first 32 digits).
 """
 

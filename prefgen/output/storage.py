@@ -12,7 +12,7 @@ Backends (`local_store.py`, `object_store.py`):
 - local disk: a put is a temporary file renamed into place; put-if-absent links a temporary file
   to its name (refused if it exists); put-if-match compares the content's hash under a lock on
   the folder. Exact among processes of one host, and across hosts only where the shared mount
-  honours `flock` and hard links (NFSv4 does; see README).
+  honours `flock` and hard links (see README).
 - object stores through obstore: one PUT per object (parts for over 64 MiB), nothing renamed,
   never a COPY; put-if-absent is `If-None-Match: *` (S3) / generation 0 (GCS); put-if-match is
   `If-Match: <ETag>` (S3) / the generation (GCS). A store that ignores them is named in README.
