@@ -20,11 +20,13 @@ Backends (`local_store.py`, `object_store.py`):
 Why obstore: of the maintained clients, it alone offers both conditional writes on S3, GCS and
 Azure through one API (`mode="create"`, `UpdateVersion(e_tag=, version=)`), reads the standard
 `AWS_*` variables (`AWS_ENDPOINT_URL`, `AWS_ENDPOINT_URL_S3`, credentials, region) as AWS's
-tools do, and maps each call to one request: a small object is one PUT, not s3fs's multipart
-triple, and it writes no directory markers. pyarrow's filesystems have no conditional put, and
-their `move` is a COPY plus a DELETE; s3fs/fsspec passes no `If-Match` through `pipe` and
-writes small files by multipart; boto3 has both conditions, but for S3 only (GCS would need a
-second client) and with more ceremony per call. `datasets` still reads `s3://` through s3fs.
+tools do, and maps each call to one request: a small object is one PUT, and it writes no
+directory markers. The others: pyarrow's filesystems have no conditional put, their `move` is a
+COPY plus a DELETE, `create_dir` writes a marker object per folder level and their output
+streams upload small files as multipart (three requests); s3fs/fsspec has put-if-absent only
+(`pipe_file(mode="create")`, "only known to work on AWS S3" by its own docstring), no `If-Match`
+on a write, and is S3 only (GCS is gcsfs, another API); boto3 has both conditions, for S3 only.
+`datasets` still reads `s3://` through s3fs.
 
 Every storage counts its requests by kind (PUT, GET, LIST, DELETE, COPY, HEAD) with bytes and
 per folder (`Requests`), shared by every `Storage` of one backend: what a run costs on an object
