@@ -15,7 +15,8 @@ Backends (`local_store.py`, `object_store.py`):
   honours `flock` and hard links (see README).
 - object stores through obstore: one PUT per object (parts for over 64 MiB), nothing renamed,
   never a COPY; put-if-absent is `If-None-Match: *` (S3) / generation 0 (GCS); put-if-match is
-  `If-Match: <ETag>` (S3) / the generation (GCS). A store without them is run with a head read before the write (`object_store.py`; README).
+  `If-Match: <ETag>` (S3) / the generation (GCS). A store without them gets a head read before
+  the write instead (`object_store.py`; README).
 
 Why obstore: of the maintained clients, it alone offers both conditional writes on S3, GCS and
 Azure through one API (`mode="create"`, `UpdateVersion(e_tag=, version=)`), reads the standard
