@@ -139,7 +139,7 @@ def resume_figures(requests: Requests, out: str, exactly_once: bool) -> dict:
         "objects_listed": requests.listed,
         "objects_read": calls["GET"],
         "commit_objects_read": requests.in_folder("GET", f"{out}/{COMMITS_DIR}"),
-        "listings_of_shard_folders": requests.in_folder("LIST", f"{out}/pairs") + requests.in_folder("LIST", f"{out}/rejects"),
+        "listings_of_shard_folders": sum(requests.in_folder("LIST", f"{out}/{kind}") for kind in ("pairs", "rejects")),
         "requests_to_open": total,
         "seconds_at_20ms_per_request": round(0.02 * total, 1),
         "exactly_once": exactly_once,

@@ -6,9 +6,9 @@ Under `_commits/`:
 - `seg-<level>-<id>.json`: a segment, `{"segment": level, "commits": [batch commits]}`. Once
   `FANOUT` objects of one level exist (level 0: batch commits), the driver, still holding the
   lease, writes a segment of the next level holding all their commits (whole, under a unique
-  name: a rename on local disk, one PUT on an object store), then deletes them. Level L covers FANOUT^L batches, so at most
-  FANOUT - 1 objects of each level are left: under 16^6 (16.7 million) batches leave at most
-  15 x 6 = 90 objects.
+  name: a rename on local disk, one PUT on an object store), then deletes them. Level L covers
+  FANOUT^L batches, so at most FANOUT - 1 objects of each level are left: under 16^6 (16.7
+  million) batches leave at most 15 x 6 = 90 objects.
 - `merge-<id>.json`: a shard compaction record (see `compaction.py`).
 A batch commit is written with put-if-absent: the first commit of a batch key stands, and a
 second writer of it (a retried call whose first PUT landed, or another driver) is refused and

@@ -219,7 +219,8 @@ def backend_for(uri: str):
                 from prefgen.output.object_store import ObjectBackend
                 _BACKENDS[name] = ObjectBackend(name)
             else:
-                raise ValueError(f"{uri}: unknown storage scheme '{scheme}://' (local paths, file://, s3://, gs://, az://)")
+                raise ValueError(f"{uri}: unknown storage scheme '{scheme}://' "
+                                 "(local paths, file://, s3://, gs://, az://)")
         return _BACKENDS[name]
 
 

@@ -233,7 +233,8 @@ def test_report_and_export_read_and_write_on_s3(s3):
     assert sorted(e.name for e in store.list("plots")[0]) == sorted(report.plots)
     target, n = export(s3, "trl-strings")
     assert target == f"{s3}/export/pairs.trl.jsonl" and n == len(output["pairs"]) == 2  # not the uncommitted shard
-    assert [json.loads(line)["prompt"] for line in store.read("export/pairs.trl.jsonl").splitlines()] == ["Say A.", "Say B."]
+    lines = store.read("export/pairs.trl.jsonl").splitlines()
+    assert [json.loads(line)["prompt"] for line in lines] == ["Say A.", "Say B."]
     assert store.requests.calls["COPY"] == 0
 
 
