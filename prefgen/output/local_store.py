@@ -52,31 +52,29 @@ class LocalBackend:
             f.write(data)
         return tmp
 
-    def put(self, path: str, data: bytes, uri: str) -> str:
+    def _write(self, path: str, data: bytes, place) -> str:
+        """Write `data` to a temporary file, then `place(tmp)` puts it under `path` (or refuses)."""
         self.requests.count("PUT", path, size=len(data))
         tmp = self._temporary(path, data)
         try:
-            os.replace(tmp, path)
-        except BaseException:
-            _remove(tmp)
-            raise
+            place(tmp)
+        finally:
+            _remove(tmp)  # gone already once renamed
         return version_of(data)
+
+    def put(self, path: str, data: bytes, uri: str) -> str:
+        return self._write(path, data, lambda tmp: os.replace(tmp, path))
 
     def put_if_absent(self, path: str, data: bytes, uri: str) -> str:
-        self.requests.count("PUT", path, size=len(data))
-        tmp = self._temporary(path, data)
-        try:
-            os.link(tmp, path)
-        except FileExistsError:
-            raise Conflict(f"{uri} exists already") from None
-        finally:
-            _remove(tmp)
-        return version_of(data)
+        def link(tmp):
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                raise Conflict(f"{uri} exists already") from None
+        return self._write(path, data, link)
 
     def put_if_match(self, path: str, data: bytes, version: str, uri: str) -> str:
-        self.requests.count("PUT", path, size=len(data))
-        tmp = self._temporary(path, data)
-        try:
+        def compare_and_replace(tmp):
             with _folder_lock(os.path.dirname(path)):
                 try:
                     with open(path, "rb") as f:
@@ -86,9 +84,7 @@ class LocalBackend:
                 if current != version:
                     raise Conflict(f"{uri} changed (version {current}, expected {version})")
                 os.replace(tmp, path)
-        finally:
-            _remove(tmp)
-        return version_of(data)
+        return self._write(path, data, compare_and_replace)
 
     def head(self, path: str) -> Entry | None:
         self.requests.count("HEAD", path)
