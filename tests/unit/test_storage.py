@@ -266,3 +266,21 @@ def test_a_store_without_conditional_writes_is_checked_by_a_read_first(s3, monke
         store.put_if_match(LEASE_FILE, b"four", version)
     assert store.read(LEASE_FILE) == b"three"
     assert "does not do conditional writes" in capsys.readouterr().out
+
+
+def test_input_files_are_read_from_s3(s3):
+    """JSONL, CSV and Parquet input on S3, read through the same storage object; a missing one is named."""
+    import pyarrow as pa
+
+    from prefgen.config import InputConfig
+    from prefgen.io import InputError, parquet_bytes, read_instructions
+
+    store = storage(s3)
+    store.put("in.jsonl", b'{"instruction": "one"}\n{"instruction": ""}\n')
+    store.put("in.csv", b"instruction\none\n")
+    store.put("in.parquet", parquet_bytes(pa.table({"instruction": ["one", "two"]})))
+    got = {name: read_instructions(InputConfig(path=f"{s3}/{name}")) for name in ("in.jsonl", "in.csv", "in.parquet")}
+    assert {name: (len(g.rows), len(g.rejects)) for name, g in got.items()} == {
+        "in.jsonl": (1, 1), "in.csv": (1, 0), "in.parquet": (2, 0)}
+    with pytest.raises(InputError, match=f"input {s3}/nope.jsonl does not exist"):
+        read_instructions(InputConfig(path=f"{s3}/nope.jsonl"))
