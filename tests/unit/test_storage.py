@@ -284,3 +284,35 @@ def test_input_files_are_read_from_s3(s3):
         "in.jsonl": (1, 1), "in.csv": (1, 0), "in.parquet": (2, 0)}
     with pytest.raises(InputError, match=f"input {s3}/nope.jsonl does not exist"):
         read_instructions(InputConfig(path=f"{s3}/nope.jsonl"))
+
+
+RACE = """
+import sys, time
+import prefgen.output.local_store as local
+from prefgen.output.storage import Conflict, storage
+real = local.version_of
+local.version_of = lambda data: (time.sleep(0.3), real(data))[1]  # a slow compare: a wide window
+store, version, start = storage(sys.argv[1]), sys.argv[2], float(sys.argv[3])
+time.sleep(max(0.0, start - time.time()))
+try:
+    store.put_if_match("_lease.json", sys.argv[4].encode(), version)
+    print("won")
+except Conflict:
+    print("lost")
+"""
+
+
+def test_processes_racing_put_if_match_on_local_disk_one_wins(tmp_path):
+    """The local guarantee holds between processes (the lock is `flock`, not a thread lock)."""
+    import subprocess
+    import sys
+    import time
+
+    store = storage(str(tmp_path))
+    version = store.put(LEASE_FILE, b"old")
+    start = time.time() + 3  # both processes are up by then and write at the same instant
+    racers = [subprocess.Popen([sys.executable, "-c", RACE, str(tmp_path), version, str(start), f"run{i}"],
+                               stdout=subprocess.PIPE, text=True) for i in range(4)]
+    results = [r.communicate(timeout=60)[0].strip() for r in racers]
+    assert sorted(results) == ["lost", "lost", "lost", "won"]
+    assert store.read(LEASE_FILE).decode() == f"run{results.index('won')}"
