@@ -7,32 +7,40 @@ removal and decontamination (a hook: see `dedup_and_decontaminate`), opening the
 PASS-THROUGH task instead of the engine stages (each row becomes one synthetic pair, every 20th a
 reject; no Ray, no engine), written in batches of 1,000 rows through the real writer and commit
 path (`writer.write_rows`, `writer.commit_reports`, `RunState.commit`), finishing the run, and a
-resume of the finished folder (`RunState.open` again). Every storage call goes through a counting
-filesystem (`prefgen.counting_fs`). Prints and writes: driver peak memory, seconds and storage
-calls per phase, and how many objects the resume listed and read, `_commits/` apart.
+resume of the finished folder (`RunState.open` again). The storage object counts every request
+by kind (PUT, GET, LIST, DELETE, COPY, HEAD, with bytes; `prefgen.output.storage.Requests`).
+Prints and writes: driver peak memory, seconds and requests per phase, requests per committed
+batch, and how many objects the resume listed and read, `_commits/` apart.
+
+With `--s3` the output goes to an S3 API server on loopback (moto, a dev dependency, started in
+this process: `AWS_ENDPOINT_URL` and dummy credentials set as a user would) instead of local disk.
 
     python benchmarks/bookkeeping.py [--rows 1000000] [--batch-rows 1000] [--items 10000] [--out NAME]
                                      [--commit-only]   # no shards: the commit log of small batches
+                                     [--s3]            # output on a loopback S3 server
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import resource
 import shutil
+import socket
 import subprocess
 import tempfile
 import time
+import uuid
 from dataclasses import asdict
 from pathlib import Path
 
 from common import save
 
 from prefgen.config import InputConfig
-from prefgen.counting_fs import CountingStorage, count_storage
 from prefgen.io import read_instructions
+from prefgen.output.storage import Requests, storage
 from prefgen.report import RunSummary, batch_counts
 from prefgen.runstate import COMMITS_DIR, RunState, batch_key, input_digest
 from prefgen.schema import REJECT_MARGIN, reject_row
@@ -106,25 +114,40 @@ def peak_gib() -> float:
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 3)  # Linux: KiB
 
 
-def folder_counts(storage: CountingStorage) -> dict:
-    return {f"{call} {folder or '.'}": n for (call, folder), n in sorted(storage.by_folder.items())}
+def start_s3() -> tuple[object, str]:
+    """An S3 API server on loopback with a bucket; the environment points at it. (server, folder URI)"""
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    os.environ.update(AWS_ENDPOINT_URL=f"http://127.0.0.1:{port}", AWS_ACCESS_KEY_ID="bench",
+                      AWS_SECRET_ACCESS_KEY="bench", AWS_DEFAULT_REGION="us-east-1")
+    boto3.client("s3").create_bucket(Bucket="prefs-bucket")
+    return server, f"s3://prefs-bucket/bookkeeping-{uuid.uuid4().hex[:8]}"
 
 
-def resume_figures(storage: CountingStorage, exactly_once: bool) -> dict:
-    """What opening the output cost: objects listed and read, `_commits/` and shard folders apart."""
-    calls, by_folder = storage.calls, storage.by_folder
-    requests = calls["reads"] + calls["infos"] + calls["listings"] + calls["listed"] // 1000  # pages of 1,000
+def resume_figures(requests: Requests, out: str, exactly_once: bool) -> dict:
+    """What opening the output cost: requests by kind, objects read, `_commits/` apart."""
+    calls = requests.calls
+    total = sum(calls.values())
     return {
-        "objects_listed": calls["listed"],
-        "listings": calls["listings"],
-        "objects_read": calls["reads"],
-        "commit_objects_listed": by_folder[("listed", COMMITS_DIR)],
-        "commit_objects_read": by_folder[("reads", COMMITS_DIR)],
-        "shard_objects_listed": by_folder[("listed", "pairs")] + by_folder[("listed", "rejects")],
-        "requests_to_open": requests,
-        "seconds_at_20ms_per_request": round(0.02 * requests, 1),
+        "requests": requests.snapshot()["requests"],
+        "objects_listed": requests.listed,
+        "objects_read": calls["GET"],
+        "commit_objects_read": requests.in_folder("GET", f"{out}/{COMMITS_DIR}"),
+        "listings_of_shard_folders": sum(requests.in_folder("LIST", f"{out}/{kind}") for kind in ("pairs", "rejects")),
+        "requests_to_open": total,
+        "seconds_at_20ms_per_request": round(0.02 * total, 1),
         "exactly_once": exactly_once,
     }
+
+
+def per_batch(figures: dict, batches: int) -> dict:
+    return {kind: round(n / max(batches, 1), 2) for kind, n in figures["requests"].items()}
 
 
 def main() -> None:
@@ -136,22 +159,24 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="keep the work folder")
     parser.add_argument("--commit-only", action="store_true",
                         help="commit each batch without writing its shards: the commit log alone (small batches)")
+    parser.add_argument("--s3", action="store_true", help="output on an S3 API server on loopback (moto)")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="prefgen-bookkeeping-"))
-    source, out = work / "instructions.jsonl", str(work / "out")
+    server, out = start_s3() if args.s3 else (None, str(work / "out"))
+    source = work / "instructions.jsonl"
     phases: dict[str, dict] = {}
+    requests = storage(out).requests
 
     def phase(name: str, started: float, **extra) -> None:
         phases[name] = {"seconds": round(time.monotonic() - started, 2), "driver_peak_gib_so_far": peak_gib(),
-                        "storage_calls": dict(storage.calls), **extra}
-        storage.reset()
+                        **requests.snapshot(), **extra}
+        requests.reset()
         print(f"[bookkeeping] {name}: {phases[name]}", flush=True)
 
     t = time.monotonic()
     make_input(source, args.rows)
     items = work / "benchmark_items.jsonl"
     make_items(items, args.items)
-    storage = count_storage(CountingStorage(base=out))
     phase("generate_input", t, mib=round(source.stat().st_size / 2**20, 1))
 
     t = time.monotonic()
@@ -186,13 +211,15 @@ def main() -> None:
                 yield write_rows(out, token, batch, pairs, rejects)
 
     commit_reports(state, reports(), todo, 0, log=print)
-    phase("write_commit", t, batches=len(state.commits), note=PASS_THROUGH)
+    batches = len(state.commits)
+    writing = requests.snapshot()
+    phase("write_commit", t, batches=batches, requests_per_batch=per_batch(writing, batches), note=PASS_THROUGH)
 
     del state  # the driver "dies" with every row committed, before it finishes
     t = time.monotonic()
     state = RunState(out)
     state.open({"benchmark": "bookkeeping"}, "bench", digest, overwrite=False, log=print)
-    unfinished = resume_figures(storage, len(state.done_ids) == inputs.total)
+    unfinished = resume_figures(requests, out, len(state.done_ids) == inputs.total)
     phase("resume_unfinished", t, rows_done=len(state.done_ids))
 
     t = time.monotonic()
@@ -201,22 +228,29 @@ def main() -> None:
         summary.add(commit)
     assert summary.done_rows == inputs.total, (summary.done_rows, inputs.total)
     state.finish(asdict(summary))
-    phase("finish", t, pairs=summary.pairs, rejected=summary.rejected_rows)
+    finishing = requests.snapshot()
+    phase("finish", t, pairs=summary.pairs, rejected=summary.rejected_rows,
+          requests_per_batch=per_batch(finishing, batches))
     del state, summary
 
     t = time.monotonic()
     resumed = RunState(out)
     resumed.open({"benchmark": "bookkeeping"}, "bench", digest, overwrite=False, log=print)
-    finished = resume_figures(storage, len(resumed.done_ids) == inputs.total)
+    finished = resume_figures(requests, out, len(resumed.done_ids) == inputs.total)
     phase("resume_finished", t, rows_done=len(resumed.done_ids))
 
-    objects = {d: len(list((Path(out) / d).iterdir())) for d in ("pairs", "rejects", COMMITS_DIR)}
+    store = storage(out)
+    objects = {d: len(store.list(d)[0]) for d in ("pairs", "rejects", COMMITS_DIR)}
+    output_mib = round(sum(e.size for e in store.list_all()) / 2**20, 1)
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     save(args.out, {
         "commit": commit,
         "rows": args.rows,
         "batch_rows": args.batch_rows,
         "shards_written": not args.commit_only,
+        "storage": "S3 API server on loopback (moto)" if args.s3 else "local disk",
+        "requests_per_committed_batch": {"write_commit": per_batch(writing, batches),
+                                         "finish": per_batch(finishing, batches)},
         "benchmark_items": args.items,
         "engine_stages": PASS_THROUGH,
         "driver_peak_gib": peak_gib(),
@@ -224,11 +258,13 @@ def main() -> None:
         "resume_unfinished": unfinished,  # a folder whose driver died with every row committed
         "resume_finished": finished,  # the completed folder, opened again
         "objects_after_finish": objects,
-        "output_mib": round(sum(f.stat().st_size for f in Path(out).rglob("*") if f.is_file()) / 2**20, 1),
+        "output_mib": output_mib,
         "phases": phases,
     })
     if not args.keep:
         shutil.rmtree(work)
+    if server:
+        server.stop()
 
 
 if __name__ == "__main__":

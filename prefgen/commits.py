@@ -5,11 +5,14 @@ Under `_commits/`:
   it finished and its counts (`report.batch_counts`).
 - `seg-<level>-<id>.json`: a segment, `{"segment": level, "commits": [batch commits]}`. Once
   `FANOUT` objects of one level exist (level 0: batch commits), the driver, still holding the
-  lease, writes a segment of the next level holding all their commits (atomically: a temporary
-  object moved into place), then deletes them. Level L covers FANOUT^L batches, so at most
-  FANOUT - 1 objects of each level are left: under 16^6 (16.7 million) batches leave at most
-  15 x 6 = 90 objects.
+  lease, writes a segment of the next level holding all their commits (whole, under a unique
+  name: a rename on local disk, one PUT on an object store), then deletes them. Level L covers
+  FANOUT^L batches, so at most FANOUT - 1 objects of each level are left: under 16^6 (16.7
+  million) batches leave at most 15 x 6 = 90 objects.
 - `merge-<id>.json`: a shard compaction record (see `compaction.py`).
+A batch commit is written with put-if-absent: the first commit of a batch key stands, and a
+second writer of it (a retried call whose first PUT landed, or another driver) is refused and
+takes the stored commit as the batch's.
 
 A crash between writing a segment and deleting what it covers leaves both: the reader takes
 the union by batch key (the copies are the same commits) and reports the covered objects as
@@ -23,29 +26,25 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import pyarrow.fs as pafs
-
-from prefgen.io import filesystem
+from prefgen.output.storage import Conflict, Storage, storage
 
 COMMITS_DIR = "_commits"
 FANOUT = 16  # this many objects of one level are rolled into one of the next
 SEGMENT_PREFIX, MERGE_PREFIX = "seg-", "merge-"
 
 
+def compact_json(data: dict) -> bytes:
+    return json.dumps(data, separators=(",", ":")).encode()
+
+
 def write_compact_json(uri: str, name: str, data: dict) -> None:
-    """Write `uri/name` atomically (temporary object, then moved), as compact JSON."""
-    fs, base = filesystem(uri)
-    tmp = f"{base}/{name}.tmp-{uuid.uuid4().hex[:8]}"
-    with fs.open_output_stream(tmp) as f:
-        f.write(json.dumps(data, separators=(",", ":")).encode())
-    fs.move(tmp, f"{base}/{name}")
+    """Write `uri/name` whole (a rename on local disk, one PUT on an object store), as compact JSON."""
+    storage(uri).put(name, compact_json(data))
 
 
-def delete_quietly(fs: pafs.FileSystem, path: str) -> None:
-    try:
-        fs.delete_file(path)
-    except FileNotFoundError:
-        pass
+def delete_quietly(store: Storage, key: str) -> None:
+    """Delete `key`; no error if it is gone already."""
+    store.delete(key)
 
 
 @dataclass
@@ -61,20 +60,19 @@ class CommitLog:
     @classmethod
     def read(cls, uri: str) -> CommitLog:
         """Read every object under `_commits/` (one listing, one read each); union by batch key."""
-        fs, base = filesystem(uri)
-        infos = fs.get_file_info(pafs.FileSelector(f"{base}/{COMMITS_DIR}", allow_not_found=True))
+        store = storage(uri)
+        found, _ = store.list(COMMITS_DIR)
         log, objects = cls(uri), []
-        for info in infos:
-            if not info.base_name.endswith(".json"):
-                continue  # a temporary object of a write that never finished
-            with fs.open_input_stream(info.path) as f:
-                data = json.loads(f.read())
-            if info.base_name.startswith(MERGE_PREFIX):
+        for entry in found:
+            if entry.name.startswith(".") or not entry.name.endswith(".json"):
+                continue  # a temporary file of a write that never finished (local disk)
+            data = json.loads(store.read(entry.key))
+            if entry.name.startswith(MERGE_PREFIX):
                 log.merges.append(data)
-            elif info.base_name.startswith(SEGMENT_PREFIX):
-                objects.append((data["segment"], info.base_name, data["commits"]))
+            elif entry.name.startswith(SEGMENT_PREFIX):
+                objects.append((data["segment"], entry.name, data["commits"]))
             else:
-                objects.append((0, info.base_name, [data]))
+                objects.append((0, entry.name, [data]))
         # widest first: an object whose commits a wider one already holds is a crash's leftover
         for level, name, commits in sorted(objects, key=lambda o: (-o[0], -len(o[2]), o[1])):
             new = [c for c in commits if c["key"] not in log.keys]
@@ -92,14 +90,20 @@ class CommitLog:
     def objects(self) -> int:
         return sum(len(v) for v in self.levels.values())
 
-    def add(self, commit: dict) -> bool:
-        """Write a batch's commit; False if it is there already (a retried call). Then call `roll`."""
+    def add(self, commit: dict) -> dict | None:
+        """Write a batch's commit if absent; returns the commit that stands (the stored one if
+        another write of this key came first), or None if this log holds it already. Then call `roll`."""
         if commit["key"] in self.keys:
-            return False
-        write_compact_json(self.uri, f"{COMMITS_DIR}/{commit['key']}.json", commit)
+            return None
+        name = f"{commit['key']}.json"
+        store = storage(self.uri)
+        try:
+            store.put_if_absent(f"{COMMITS_DIR}/{name}", compact_json(commit))
+        except Conflict:
+            commit = json.loads(store.read(f"{COMMITS_DIR}/{name}"))  # the first write stands
         self.keys.add(commit["key"])
-        self.levels.setdefault(0, []).append((f"{commit['key']}.json", [commit]))
-        return True
+        self.levels.setdefault(0, []).append((name, [commit]))
+        return commit
 
     def roll(self, before_roll: Callable[[], None] | None = None) -> None:
         """Roll every full level into a segment of the next; a roll that failed is redone by the next call."""
@@ -121,11 +125,11 @@ class CommitLog:
         """Delete the objects a segment covers; one that fails stays listed, for a later try."""
         if not self.redundant:
             return
-        fs, base = filesystem(self.uri)
+        store = storage(self.uri)
         left = []
         for name in self.redundant:
             try:
-                delete_quietly(fs, f"{base}/{COMMITS_DIR}/{name}")
+                delete_quietly(store, f"{COMMITS_DIR}/{name}")
             except OSError:
                 left.append(name)
         self.redundant = left

@@ -15,6 +15,12 @@ moves the merged file into place. A reader following the records (`runstate.comm
 sees every row once at every step. A plain reader of `<kind>/*.parquet` never sees a row twice,
 but while a finish is between steps 3 and 4 it misses the rows being merged: read a folder
 whose manifest says `complete`.
+
+On an object store nothing is renamed (a move would be a COPY and a DELETE): step 1 writes the
+merged file under its final name in one PUT and step 4 is not needed. A crash before 2 leaves it
+unrecorded, and the sweep deletes it as it deletes any file no record names; so a plain reader
+of `<kind>/*.parquet` there may see the merged rows twice until step 3 ends (read `complete`
+folders, or through `committed_shards`, which is exact at every step).
 """
 
 from __future__ import annotations
@@ -22,11 +28,12 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 
-import pyarrow.fs as pafs
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from prefgen.commits import COMMITS_DIR, MERGE_PREFIX, delete_quietly, write_compact_json
-from prefgen.io import PAIRS_DIR, REJECTS_DIR, filesystem
+from prefgen.io import PAIRS_DIR, REJECTS_DIR, read_parquet
+from prefgen.output.storage import Storage, storage
 
 SHARD_TARGET_BYTES = 128 * 2**20  # merged files grow to about this size
 SHARD_KINDS = (PAIRS_DIR, REJECTS_DIR)
@@ -40,8 +47,9 @@ def merged_name(merge_id: str) -> str:
     return f"part-merged-{merge_id}.parquet"
 
 
-def temporary_name(merge_id: str) -> str:
-    return f".tmp-merge-{merge_id}.parquet"
+def temporary_name(merge_id: str, store: Storage | None = None) -> str:
+    """Where step 1 writes: a dot name on local disk; the final name where nothing is renamed."""
+    return f".tmp-merge-{merge_id}.parquet" if store is None or store.renames else merged_name(merge_id)
 
 
 def has_shard(commit: dict, kind: str) -> bool:
@@ -57,21 +65,27 @@ def shard_names(commits: list[dict], merges: list[dict], kind: str) -> list[str]
 
 
 def roll_forward(uri: str, merges: list[dict]) -> int:
-    """Finish the merges a crash interrupted after their record (steps 3 and 4); returns how many."""
-    fs, base = filesystem(uri)
-    finished = 0
+    """Finish the merges a crash interrupted after their record (steps 3 and 4); returns how many.
+
+    Lists each kind's folder once (only when there are merge records)."""
+    store = storage(uri)
+    finished, listed = 0, {}
     for m in merges:
-        names = (merged_name(m["merge"]), temporary_name(m["merge"]))
-        final, tmp = (f"{base}/{m['kind']}/{name}" for name in names)
-        final_info, tmp_info = fs.get_file_info([final, tmp])
-        if final_info.type == pafs.FileType.File:
+        kind = m["kind"]
+        final, tmp = f"{kind}/{merged_name(m['merge'])}", f"{kind}/{temporary_name(m['merge'], store)}"
+        if kind not in listed:
+            listed[kind] = {e.key for e in store.list(kind)[0]}
+        present = listed[kind]
+        left = [key for key in (f"{kind}/part-{source}.parquet" for source in m["sources"]) if key in present]
+        if final in present and (store.renames or not left):
             continue
-        if tmp_info.type != pafs.FileType.File:
-            raise BrokenMerge(f"{uri}/{COMMITS_DIR}/{MERGE_PREFIX}{m['merge']}.json names {m['kind']}/{names[0]}, "
-                              f"which is neither there nor under {names[1]}")
-        for key in m["sources"]:
-            delete_quietly(fs, f"{base}/{m['kind']}/part-{key}.parquet")
-        fs.move(tmp, final)
+        if tmp not in present:
+            raise BrokenMerge(f"{uri}/{COMMITS_DIR}/{MERGE_PREFIX}{m['merge']}.json names {final}, "
+                              f"which is neither there nor under {tmp}")
+        for key in left:
+            delete_quietly(store, key)
+        if store.renames:
+            store.rename(tmp, final)
         finished += 1
     return finished
 
@@ -96,21 +110,22 @@ def compact(uri: str, kind: str, sizes: dict[str, int], before_commit: Callable[
 
     `before_commit` runs before each record is written (the lease check); `after_step` after
     each step (tests inject crashes there)."""
-    fs, base = filesystem(uri)
+    store = storage(uri)
     records = []
     for group in plan_groups(sizes, target):
         merge_id = uuid.uuid4().hex[:16]
-        tmp = f"{base}/{kind}/{temporary_name(merge_id)}"
-        rows, writer = 0, None
+        tmp = f"{kind}/{temporary_name(merge_id, store)}"
+        rows, writer, sink = 0, None, pa.BufferOutputStream()
         try:
             for name in group:
-                table = pq.read_table(f"{base}/{kind}/{name}", filesystem=fs)
-                writer = writer or pq.ParquetWriter(tmp, table.schema, filesystem=fs)
+                table = read_parquet(store, f"{kind}/{name}")
+                writer = writer or pq.ParquetWriter(sink, table.schema)
                 writer.write_table(table)
                 rows += table.num_rows
         finally:
             if writer:
                 writer.close()
+        store.put(tmp, sink.getvalue().to_pybytes())
         after_step("written")
         before_commit()
         record = {"merge": merge_id, "kind": kind, "sources": [n.removeprefix("part-").removesuffix(".parquet")
@@ -118,11 +133,12 @@ def compact(uri: str, kind: str, sizes: dict[str, int], before_commit: Callable[
         write_compact_json(uri, f"{COMMITS_DIR}/{MERGE_PREFIX}{merge_id}.json", record)
         after_step("recorded")
         for i, name in enumerate(group):
-            fs.delete_file(f"{base}/{kind}/{name}")
+            store.delete(f"{kind}/{name}")
             if i == 0:
                 after_step("deleted one")
         after_step("deleted")
-        fs.move(tmp, f"{base}/{kind}/{merged_name(merge_id)}")
+        if store.renames:
+            store.rename(tmp, f"{kind}/{merged_name(merge_id)}")
         after_step("moved")
         records.append(record)
     return records

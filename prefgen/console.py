@@ -144,13 +144,11 @@ class RunConsole:
         """Copy a URI output's log file to `<output>/_logs/` (what was logged up to now)."""
         if not self.upload_to:
             return
-        import pyarrow.fs as pafs
+        from prefgen.io import write_file
 
         sys.stdout.flush()
         sys.stderr.flush()
-        fs, path = pafs.FileSystem.from_uri(self.upload_to)
-        fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
-        pafs.copy_files(str(self.log_path), path, destination_filesystem=fs)
+        write_file(self.upload_to, self.log_path.read_bytes())
 
 
 def display(p: RunProgress, now: float):

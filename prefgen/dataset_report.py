@@ -12,10 +12,9 @@ import time
 from dataclasses import dataclass, field
 
 import pyarrow as pa
-import pyarrow.fs as pafs
-import pyarrow.parquet as pq
 
-from prefgen.io import PAIRS_DIR, REJECTS_DIR, filesystem, read_json
+from prefgen.io import PAIRS_DIR, REJECTS_DIR, read_json, read_parquet
+from prefgen.output.storage import storage, storage_of_file
 from prefgen.runstate import MANIFEST_FILE, committed_shards
 from prefgen.schema import PAIR_ROW, REJECT_ROW
 
@@ -29,7 +28,7 @@ class ReportError(RuntimeError):
 
 def read_output(uri: str, kind: str) -> pa.Table:
     """The committed rows of `kind` (pairs or rejects) as one table (empty if none)."""
-    tables = [pq.read_table(path, filesystem=fs) for fs, path in map(filesystem, committed_shards(uri, kind))]
+    tables = [read_parquet(*storage_of_file(path)) for path in committed_shards(uri, kind)]
     if not tables:
         return SCHEMAS[kind].empty_table()
     return pa.concat_tables(tables, promote_options="permissive")
@@ -57,9 +56,7 @@ def slim(table: pa.Table) -> pa.Table:
 def data_files(uri: str, kind: str) -> str | list[str]:
     """The card's data files of `kind`, relative to the folder: a glob when every shard there is
     committed (a finished run swept the rest), else the committed shards by name."""
-    fs, base = filesystem(uri)
-    present = {i.base_name for i in fs.get_file_info(pafs.FileSelector(f"{base}/{kind}", allow_not_found=True))
-               if i.base_name.startswith("part-")}
+    present = {e.name for e in storage(uri).list(kind)[0] if e.name.startswith("part-")}
     committed = [path.rsplit("/", 1)[-1] for path in committed_shards(uri, kind)]
     return f"{kind}/part-*.parquet" if present == set(committed) else [f"{kind}/{name}" for name in committed]
 
@@ -123,14 +120,12 @@ def draw_plots(figures: dict, health: dict) -> tuple[dict[str, bytes], list[str]
 def write_report(uri: str) -> Report:
     """Write README.md and plots/*.png into the output folder (stale plots removed)."""
     report = build_report(uri)
-    fs, base = filesystem(uri)
-    fs.delete_dir_contents(f"{base}/{PLOTS_DIR}", missing_dir_ok=True)
-    fs.create_dir(f"{base}/{PLOTS_DIR}", recursive=True)
+    store = storage(uri)
+    store.delete_prefix(PLOTS_DIR)
+    store.make_folder(PLOTS_DIR)
     for name, png in report.plots.items():
-        with fs.open_output_stream(f"{base}/{PLOTS_DIR}/{name}") as f:
-            f.write(png)
-    with fs.open_output_stream(f"{base}/{CARD_FILE}") as f:
-        f.write(report.card.encode())
+        store.put(f"{PLOTS_DIR}/{name}", png)
+    store.put(CARD_FILE, report.card.encode())
     return report
 
 

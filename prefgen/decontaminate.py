@@ -22,11 +22,11 @@ import io
 import json
 from dataclasses import dataclass, field
 
-import pyarrow.fs as pafs
 
 from prefgen.config_screen import BENCHMARK_FIELDS, BenchmarkFile, ContaminationConfig
-from prefgen.io import UTF8_BOM, InputError, _detect_format, datasets_folder_table, filesystem, parquet_table
+from prefgen.io import UTF8_BOM, InputError, _detect_format, datasets_folder_table, read_parquet
 from prefgen.near_duplicates import WORD
+from prefgen.output.storage import storage
 
 
 def words(text: str) -> list[str]:
@@ -119,15 +119,14 @@ def _read_jsonl(data: bytes, bench: BenchmarkFile, uri: str, index: BenchmarkInd
 
 def load_benchmark(bench: BenchmarkFile, index: BenchmarkIndex) -> None:
     """Add one benchmark file's items to the index; InputError names the file (and line) it cannot use."""
-    fs, path = filesystem(bench.path)
     uri = bench.path
-    info = fs.get_file_info(path)
-    if info.type == pafs.FileType.NotFound:
+    store = storage(uri)
+    kind = store.kind()
+    if kind is None:
         raise InputError(f"benchmark {uri} (input.decontaminate) does not exist")
-    fmt = _detect_format(path, info, bench.format)
+    fmt = _detect_format(uri, kind, bench.format)
     if fmt in ("jsonl", "csv"):
-        with fs.open_input_stream(path) as f:
-            data = f.read()
+        data = store.read()
         if fmt == "jsonl":
             return _read_jsonl(data, bench, uri, index)
         try:
@@ -139,7 +138,7 @@ def load_benchmark(bench: BenchmarkFile, index: BenchmarkIndex) -> None:
             index.add(uri, reader.line_num, record.get(fld))
         return None
     if fmt == "parquet":
-        table = parquet_table(uri, fs, path, "input.decontaminate")
+        table = read_parquet(store, what=f"{uri} (input.decontaminate)")
     else:
         table = datasets_folder_table(uri, "input.decontaminate")
     fld = _pick_field(bench, table.column_names, uri)

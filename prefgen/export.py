@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 
 from prefgen.dataset_report import CARD_FILE, PLOTS_DIR, build_report, read_manifest, read_output
-from prefgen.io import PAIRS_DIR, REJECTS_DIR, filesystem
+from prefgen.io import PAIRS_DIR, REJECTS_DIR, write_file
 from prefgen.margins import MarginError, select_by_margin  # noqa: F401 - the export's selection
 
 FORMATS = ("jsonl", "trl-strings")
@@ -75,16 +75,9 @@ def export(output: str, fmt: str, to: str | None = None, top_margin: float | Non
     pairs, selection = selected(read_output(output, PAIRS_DIR).to_pylist(), top_margin, min_margin)
     rows = export_rows(pairs, fmt)
     target = to or default_target(output, fmt)
-    fs, path = filesystem(target)
-    parent = path.rsplit("/", 1)[0]
-    if parent:
-        fs.create_dir(parent, recursive=True)
-    with fs.open_output_stream(path) as f:
-        for row in rows:
-            f.write((json.dumps(row, ensure_ascii=False) + "\n").encode())
+    write_file(target, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows).encode())
     if selection is not None:
-        with fs.open_output_stream(path.removesuffix(".jsonl") + ".selection.json") as f:
-            f.write(json.dumps(selection, indent=2).encode())
+        write_file(target.removesuffix(".jsonl") + ".selection.json", json.dumps(selection, indent=2).encode())
     return target, len(rows), selection
 
 

@@ -1,10 +1,12 @@
-"""Input: instructions in (JSONL, Parquet, CSV, datasets folder), validated into work rows.
+"""Input and output: instructions in (JSONL, Parquet, CSV, datasets folder), Parquet shards out.
 
 Reading validates every row and gives it a stable id; a row that cannot be used becomes a
-reject with its reason, file and line, never a silent drop. Paths may be local or any URI
-pyarrow's filesystems accept (s3://, gs://, file://). A UTF-8 byte-order mark at the start of a
-JSONL or CSV file (Excel and Windows tools write one) is skipped. The output side (shards, JSON
-files, paths) lives in `storage.py` and is importable from here too.
+reject with its reason, file and line, never a silent drop. Paths may be local or a URI
+(s3://, gs://, file://): every read and write goes through `prefgen.output.storage`. An output
+shard is written whole under its final name (a rename on local disk, one PUT on an object
+store), so a reader never sees half a shard. A UTF-8
+byte-order mark at the start of a JSONL or CSV file (Excel and Windows tools write one) is
+skipped.
 """
 
 from __future__ import annotations
@@ -18,10 +20,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from prefgen.config import InputConfig
+from prefgen.output.storage import storage, storage_of_file
 from prefgen.input_rows import (  # noqa: F401 - prompt_text: a row's prompt as one text, for screening
     Rejected,
     content_key,
@@ -38,18 +40,7 @@ from prefgen.schema import (
     REJECT_TOO_FEW_CANDIDATES,
     candidate,
     reject_row,
-)
-from prefgen.storage import (  # noqa: F401 - paths and output files, importable from here as before
-    PAIRS_DIR,
-    PHASES_DIR,
-    REJECTS_DIR,
-    STATS_DIR,
-    absolute_uri,
-    filesystem,
-    read_json,
-    read_jsons,
-    write_json,
-    write_shard,
+    to_table,
 )
 
 SAMPLE_INSTRUCTIONS = Path(__file__).parent / "data" / "sample_instructions.jsonl"
@@ -58,6 +49,11 @@ UTF8_BOM = b"\xef\xbb\xbf"
 
 class InputError(ValueError):
     """The input as a whole cannot be used (missing file, missing column, unknown format)."""
+
+
+def absolute_uri(uri: str) -> str:
+    """A local path made absolute (workers do not share the driver's working directory)."""
+    return uri if "://" in uri else str(Path(uri).expanduser().resolve())
 
 
 def row_id(source: str, line: int, text: str) -> str:
@@ -115,10 +111,11 @@ class InputRows:
                           "_duplicate_key": duplicate_key(messages, responses)})
 
 
-def _detect_format(path: str, info: pafs.FileInfo, fmt: str) -> str:
+def _detect_format(path: str, kind: str, fmt: str) -> str:
+    """The input format: `fmt` unless "auto"; `kind`: "file" or "folder" (a datasets folder)."""
     if fmt != "auto":
         return fmt
-    if info.type == pafs.FileType.Directory:
+    if kind == "folder":
         return "datasets"
     suffix = posixpath.splitext(path)[1].lower()
     formats = {".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet", ".csv": "csv"}
@@ -175,18 +172,16 @@ def read_instructions(cfg: InputConfig, candidates_for=None) -> InputRows:
     `candidates_for(provided)`: the candidates a row with that many provided responses gets; rows
     left with fewer than two are rejected (`too_few_candidates`)."""
     uri = cfg.path or str(SAMPLE_INSTRUCTIONS)
-    fs, path = filesystem(uri)
-    info = fs.get_file_info(path)
-    if info.type == pafs.FileType.NotFound:
+    store = storage(uri)
+    kind = store.kind()
+    if kind is None:
         raise InputError(f"input {uri} does not exist")
-    fmt = _detect_format(path, info, cfg.format)
+    fmt = _detect_format(uri, kind, cfg.format)
     out = InputRows(source=uri, prompt_field=cfg.field, responses=list(cfg.responses))
     if fmt == "jsonl":
-        with fs.open_input_stream(path) as f:
-            _read_jsonl(f.read(), out, cfg.limit)
+        _read_jsonl(store.read(), out, cfg.limit)
     elif fmt == "csv":
-        with fs.open_input_stream(path) as f:
-            data = f.read()
+        data = store.read()
         try:
             text = data.removeprefix(UTF8_BOM).decode("utf-8")
         except UnicodeDecodeError as exc:
@@ -199,13 +194,31 @@ def read_instructions(cfg: InputConfig, candidates_for=None) -> InputRows:
                 break
             out.add(reader.line_num, record)
     elif fmt == "parquet":
-        _read_columns(parquet_table(uri, fs, path, "input.path"), uri, out, cfg.limit, first_line=1)
+        _read_columns(read_parquet(store, what=f"{uri} (input.path)"), uri, out, cfg.limit, first_line=1)
     else:
         out = _read_dataset_dir(uri, cfg, out)
     _reject_duplicates(out)
     if candidates_for is not None:
         reject_short_rows(out, candidates_for)
     return out
+
+
+def read_parquet(store, key: str = "", columns: list[str] | None = None, what: str | None = None) -> pa.Table:
+    """A Parquet file read whole through its storage. `what` names an input file (and its config
+    key): one that is corrupt or not Parquet is then an InputError naming it."""
+    data = store.read(key)
+    try:
+        return pq.read_table(pa.BufferReader(data), columns=columns)
+    except pa.ArrowException as exc:
+        if what is None:
+            raise
+        raise InputError(f"{what}: cannot be read as a Parquet file: {exc}") from None
+
+
+def parquet_bytes(table: pa.Table) -> bytes:
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink)
+    return sink.getvalue().to_pybytes()
 
 
 def datasets_folder_table(uri: str, key: str) -> pa.Table:
@@ -223,14 +236,6 @@ def datasets_folder_table(uri: str, key: str) -> pa.Table:
             raise InputError(f"{uri} holds splits {list(loaded)}; point {key} at one split's folder")
         loaded = next(iter(loaded.values()))
     return loaded.data.table
-
-
-def parquet_table(uri: str, fs: pafs.FileSystem, path: str, key: str) -> pa.Table:
-    """The table of a Parquet file; one that is corrupt or not Parquet is an InputError naming it and `key`."""
-    try:
-        return pq.read_table(path, filesystem=fs)
-    except (OSError, pa.ArrowException) as exc:
-        raise InputError(f"{uri} ({key}): cannot be read as a Parquet file: {exc}") from None
 
 
 def _read_dataset_dir(uri: str, cfg: InputConfig, out: InputRows) -> InputRows:
@@ -265,3 +270,46 @@ def reject_short_rows(out: InputRows, candidates_for) -> None:
         else:
             kept.append(row)
     out.rows = kept
+
+
+# --- output -------------------------------------------------------------------------------------
+
+PAIRS_DIR, REJECTS_DIR, STATS_DIR, PHASES_DIR = "pairs", "rejects", "_stats", "_phases"
+
+
+def write_shard(uri: str, kind: str, key: str, rows: list[dict], schema: pa.Schema, before_visible=None) -> str:
+    """Write rows as uri/kind/part-<key>.parquet, whole: nothing is visible until it all is.
+
+    `before_visible` runs just before (the run's lease check), so a writer that lost the folder
+    writes nothing. On local disk the file is renamed into place; on an object store it is one
+    PUT under its final name, never a copy."""
+    data = parquet_bytes(to_table(rows, schema))
+    if before_visible:
+        before_visible()
+    name = f"{kind}/part-{key}.parquet"
+    storage(uri).put(name, data)
+    return f"{uri.rstrip('/')}/{name}"
+
+
+def read_json(uri: str, name: str) -> dict | None:
+    """The JSON file `name` under `uri`, or None when it does not exist."""
+    return storage(uri).read_json(name)
+
+
+def read_jsons(uri: str, folder: str) -> list[dict]:
+    """Every `*.json` directly under `uri/folder`, by name (one listing, one read each)."""
+    store = storage(uri)
+    objects, _ = store.list(folder)
+    return [json.loads(store.read(e.key)) for e in objects if e.name.endswith(".json")]
+
+
+def write_json(uri: str, name: str, data: dict) -> str:
+    """Write `uri/name` whole (readers see the old or the new one), as indented JSON."""
+    storage(uri).put(name, json.dumps(data, indent=2, sort_keys=True).encode())
+    return f"{uri.rstrip('/')}/{name}"
+
+
+def write_file(uri: str, data: bytes) -> None:
+    """Write one file given by its URI (an export, a log)."""
+    store, name = storage_of_file(uri)
+    store.put(name, data)

@@ -19,7 +19,6 @@ deletes that phase's folders and markers and those of every later phase, and run
 
 from __future__ import annotations
 
-import json
 import re
 import time
 from collections.abc import Callable
@@ -27,10 +26,9 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.dataset as pads
-import pyarrow.fs as pafs
 
-from prefgen.io import PHASES_DIR, filesystem, write_json
+from prefgen.io import PHASES_DIR, read_parquet, write_json
+from prefgen.output.storage import storage
 from prefgen.runstate import batch_key
 
 
@@ -82,47 +80,42 @@ class PhaseStore:
     def __init__(self, output: str, config_digest: str, token: str):
         self.output, self.token = output.rstrip("/"), token
         self.root = f"{PHASES_DIR}/{config_digest}"
-        self.fs, base = filesystem(self.output)
-        self.base = f"{base}/{self.root}"
+        self.store = storage(f"{self.output}/{self.root}")
 
     def folder(self, index: int, stage: str) -> str:
         """The URI this attempt writes phase `index` to."""
         return f"{self.output}/{self.root}/{phase_name(index, stage)}-{self.token[:8]}"
 
     def _marker(self, index: int, stage: str) -> dict | None:
-        try:
-            with self.fs.open_input_stream(f"{self.base}/{phase_name(index, stage)}.json") as f:
-                return json.loads(f.read())
-        except FileNotFoundError:
-            return None
+        return self.store.read_json(f"{phase_name(index, stage)}.json")
 
     def _ids(self, folder: str) -> list[str] | None:
         """The ids a phase folder holds (None if it is gone)."""
-        path = f"{self.base}/{folder}"
-        if self.fs.get_file_info(path).type != pafs.FileType.Directory:
-            return None
-        data = pads.dataset(path, filesystem=self.fs, format="parquet")
-        return data.to_table(columns=["id"])["id"].to_pylist() if data.files else []
+        files = [e for e in self.store.list_all(folder) if e.name.endswith(".parquet") and not e.name[0] in "._"]
+        if not files:
+            return [] if self.store.kind(folder) == "folder" else None
+        return [i for e in files for i in read_parquet(self.store, e.key, columns=["id"])["id"].to_pylist()]
 
-    def _delete(self, info: pafs.FileInfo) -> None:
-        self.fs.delete_dir(info.path) if info.type == pafs.FileType.Directory else self.fs.delete_file(info.path)
+    def _delete(self, key: str, folder: bool) -> None:
+        self.store.delete_prefix(key) if folder else self.store.delete(key)
 
     def clear_others(self) -> int:
         """Delete phase folders of another config (or of the older, token-keyed layout)."""
-        removed = 0
-        parent = self.base.rsplit("/", 1)[0]
-        for info in self.fs.get_file_info(pafs.FileSelector(parent, allow_not_found=True)):
-            if info.path.rstrip("/") != self.base:
-                self._delete(info)
-                removed += 1
-        return removed
+        parent = storage(f"{self.output}/{PHASES_DIR}")
+        objects, folders = parent.list()
+        mine = self.root.rsplit("/", 1)[1]
+        others = [(e.key, False) for e in objects] + [(f, True) for f in folders if f != mine]
+        for key, folder in others:
+            parent.delete_prefix(key) if folder else parent.delete(key)
+        return len(others)
 
     def discard(self, index: int, stage: str) -> None:
         """Delete phase `index`'s marker and every folder of it (finished or not)."""
         name = phase_name(index, stage)
-        for info in self.fs.get_file_info(pafs.FileSelector(self.base, allow_not_found=True)):
-            if info.base_name == f"{name}.json" or info.base_name.startswith(f"{name}-"):
-                self._delete(info)
+        objects, folders = self.store.list()
+        for key, folder in [(e.key, False) for e in objects] + [(f, True) for f in folders]:
+            if key == f"{name}.json" or key.startswith(f"{name}-"):
+                self._delete(key, folder)
 
     def finished(self, stages: list[str], todo: set[str], log: Callable[[str], None] = print) -> list[Phase]:
         """The finished phases to reuse for the rows `todo`, in order; every phase from the first

@@ -12,10 +12,13 @@ The output folder holds, besides the dataset:
   it merges the small shards into files of about 128 MiB. `committed_shards` lists the files
   that count: every reader of an output goes through it.
 - `_lease.json`: the run that owns the folder (a token, the driver's host and pid, the local
-  Ray session it started). Writers check the token just before a shard becomes visible, so
-  workers orphaned by a killed driver cannot add to the folder a later run is completing;
-  on the same host a resuming run also stops such orphans outright. A run writes its lease
-  before it sweeps: no earlier owner's writer can pass the check after the sweep.
+  Ray session it started). It is taken with a conditional write: put-if-absent when there is
+  none, else put-if-match on the version read, so of two runs taking it at once exactly one
+  wins and the other is refused; the owner rewrites it (`claim`) on its own version only.
+  Writers check the token just before a shard becomes visible, so workers orphaned by a killed
+  driver cannot add to the folder a later run is completing; on the same host a resuming run
+  also stops such orphans outright. A run writes its lease before it sweeps: no earlier owner's
+  writer can pass the check after the sweep.
 - `manifest.json`: config and its digest (with a hash per config key, so a refused resume names
   the keys that differ), the input's digest, the output schema version, package versions
   (prefgen's included), counts, per-stage timings and the history of attempts.
@@ -24,6 +27,7 @@ The output folder holds, besides the dataset:
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import signal
 import socket
@@ -32,13 +36,12 @@ import uuid
 from dataclasses import dataclass, field
 from importlib import metadata
 
-import pyarrow.fs as pafs
-
 from prefgen.commits import COMMITS_DIR, CommitLog
 from prefgen.compaction import SHARD_KINDS, SHARD_TARGET_BYTES, compact, merged_name, roll_forward, shard_names
 from prefgen.compaction import temporary_name
 from prefgen.digest import describe_keys, differing_keys
-from prefgen.io import PAIRS_DIR, PHASES_DIR, REJECTS_DIR, STATS_DIR, filesystem, read_json, write_json
+from prefgen.io import PAIRS_DIR, PHASES_DIR, REJECTS_DIR, STATS_DIR, read_json, write_json
+from prefgen.output.storage import Conflict, storage
 from prefgen.schema import OUTPUT_SCHEMA_VERSION
 
 LEASE_FILE, MANIFEST_FILE = "_lease.json", "manifest.json"
@@ -107,12 +110,11 @@ def committed_shards(uri: str, kind: str = PAIRS_DIR) -> list[str]:
     it: call again). Read these, not `uri/pairs/*.parquet`, while a run owns the folder."""
     log = CommitLog.read(uri)
     names = shard_names(log.commits(), log.merges, kind)
-    pending = [m for m in log.merges if m["kind"] == kind]
-    if pending:
-        fs, base = filesystem(uri)
-        for m in pending:
-            if fs.get_file_info(f"{base}/{kind}/{merged_name(m['merge'])}").type == pafs.FileType.NotFound:
-                names[names.index(merged_name(m["merge"]))] = temporary_name(m["merge"])
+    store = storage(uri)
+    pending = [m for m in log.merges if m["kind"] == kind] if store.renames else []  # nothing renamed elsewhere
+    for m in pending:
+        if not store.exists(f"{kind}/{merged_name(m['merge'])}"):
+            names[names.index(merged_name(m["merge"]))] = temporary_name(m["merge"])
     return [f"{uri.rstrip('/')}/{kind}/{name}" for name in names]
 
 
@@ -155,13 +157,15 @@ class RunState:
     commits: list[dict] = field(default_factory=list)
     attempt: dict = field(default_factory=dict)
     log: CommitLog | None = None
+    lease_version: str | None = None  # the version of the lease this run wrote: its next claim's condition
 
     def open(self, config: dict, config_digest: str, in_digest: str, overwrite: bool, log=print,
              digest_parts: dict[str, str] | None = None) -> None:
         """Start fresh, or resume a run of the same output schema, config and input; refuse anything else."""
-        fs, base = filesystem(self.uri)
+        store = storage(self.uri)
         previous = read_json(self.uri, MANIFEST_FILE)
-        leftovers = [d for d in DATA_DIRS if fs.get_file_info(f"{base}/{d}").type != pafs.FileType.NotFound]
+        present = set(store.list()[1])  # one listing: the folders (prefixes) the output holds
+        leftovers = [d for d in DATA_DIRS if d in present]
         if previous and not overwrite:
             _check_schema(self.uri, previous)
             if previous.get("config_digest") != config_digest:
@@ -173,14 +177,14 @@ class RunState:
                 )
         elif leftovers and not overwrite:
             raise ResumeRefused(f"{self.uri} already holds data ({', '.join(leftovers)}) and no manifest; use --overwrite")
-        self._stop_previous_owner(log)
+        lease = self._stop_previous_owner(log)
         if overwrite or not previous:
             for d in leftovers:
-                fs.delete_dir(f"{base}/{d}")
+                store.delete_prefix(d)
             previous = None
         for d in DATA_DIRS:
-            fs.create_dir(f"{base}/{d}", recursive=True)
-        self.claim(None)  # fence off every earlier owner's writers first...
+            store.make_folder(d)  # local disk only: an object store gets no marker objects
+        self._take(lease, store)  # fence off every earlier owner's writers first...
         self.log = CommitLog.read(self.uri)
         self.commits = self.log.commits()
         self.done_ids = {i for c in self.commits for i in c["ids"]}
@@ -208,42 +212,68 @@ class RunState:
 
         `open` claims it (before sweeping); the driver claims it again, same token, once it knows
         the local Ray session it started, so that a resume on this host can stop its workers."""
-        lease = {"token": self.token, "host": socket.gethostname(), "pid": os.getpid(), "ray_session_dir": ray_session_dir}
-        write_json(self.uri, LEASE_FILE, lease)
+        store, lease = storage(self.uri), self._lease(ray_session_dir)
+        try:
+            self.lease_version = (store.put_if_absent(LEASE_FILE, lease) if self.lease_version is None
+                                  else store.put_if_match(LEASE_FILE, lease, self.lease_version))
+        except Conflict:
+            raise StaleLease(f"{self.uri}/{LEASE_FILE} was taken by another run; this run stops") from None
 
-    def _stop_previous_owner(self, log) -> None:
-        """Refuse a folder a live run owns; stop the orphans of a dead local run."""
-        lease = read_json(self.uri, LEASE_FILE)
-        if not lease or lease.get("host") != socket.gethostname():
-            return  # another host's driver: its writers are fenced off by the new lease token
+    def _lease(self, ray_session_dir: str | None) -> bytes:
+        lease = {"token": self.token, "host": socket.gethostname(), "pid": os.getpid(), "ray_session_dir": ray_session_dir}
+        return json.dumps(lease, indent=2, sort_keys=True).encode()
+
+    def _take(self, seen: tuple[dict, str] | None, store) -> None:
+        """Write this run's lease over the one `seen` (lease, version) when opening, conditionally:
+        of two runs taking the folder at once, exactly one succeeds."""
+        try:
+            if seen is None:
+                self.lease_version = store.put_if_absent(LEASE_FILE, self._lease(None))
+            else:
+                self.lease_version = store.put_if_match(LEASE_FILE, self._lease(None), seen[1])
+        except Conflict:
+            raise ResumeRefused(f"{self.uri}/{LEASE_FILE} changed while this run was taking it: another run "
+                                "opened the folder at the same time") from None
+
+    def _stop_previous_owner(self, log) -> tuple[dict, str] | None:
+        """Refuse a folder a live run owns; stop the orphans of a dead local run. Returns the
+        lease found and its version (None if there is none)."""
+        found = storage(self.uri).read_versioned(LEASE_FILE)
+        if found is None:
+            return None
+        lease = json.loads(found[0])
+        if lease.get("host") != socket.gethostname():
+            return lease, found[1]  # another host's driver: its writers are fenced off by the new lease token
         if lease.get("pid") != os.getpid() and _pid_alive(lease.get("pid", -1)):
             raise ResumeRefused(f"{self.uri} is in use by a running prefgen (pid {lease['pid']})")
         if lease.get("ray_session_dir"):
             killed = stop_orphans(lease["ray_session_dir"])
             if killed:
                 log(f"[prefgen] stopped {killed} orphaned Ray process(es) of the killed run")
+        return lease, found[1]
 
     def sweep(self) -> tuple[int, dict[str, dict[str, int]]]:
         """Delete the shard files no commit names (and temporary files); returns how many, and
         the size of each file kept, per kind (one listing per kind)."""
-        fs, base = filesystem(self.uri)
+        store = storage(self.uri)
         removed, kept = 0, {}
         for d in SHARD_KINDS:
             committed = set(shard_names(self.commits, self.log.merges, d))
             kept[d] = {}
-            for info in fs.get_file_info(pafs.FileSelector(f"{base}/{d}", allow_not_found=True)):
-                if info.base_name in committed:
-                    kept[d][info.base_name] = info.size
+            for entry in store.list(d)[0]:
+                if entry.name in committed:
+                    kept[d][entry.name] = entry.size
                 else:
-                    fs.delete_file(info.path)
+                    store.delete(entry.key)
                     removed += 1
         return removed, kept
 
     def commit(self, counts: dict) -> None:
         """Record a written batch as done (its shards exist already); safe to call again after an error."""
-        if self.log.add(counts):
-            self.commits.append(counts)
-            self.done_ids.update(counts["ids"])
+        stored = self.log.add(counts)
+        if stored is not None:
+            self.commits.append(stored)
+            self.done_ids.update(stored["ids"])
         self.log.roll(before_roll=lambda: check_lease(self.uri, self.token))
 
     def fail(self, error: str) -> None:
@@ -262,7 +292,9 @@ class RunState:
         self.manifest.update(summary)
         self.manifest["status"] = status
         write_json(self.uri, MANIFEST_FILE, self.manifest)
-        fs, base = filesystem(self.uri)
-        fs.delete_dir_contents(f"{base}/{PHASES_DIR}", missing_dir_ok=True)  # intermediate results
-        fs.delete_file(f"{base}/{LEASE_FILE}")
+        store = storage(self.uri)
+        store.delete_prefix(PHASES_DIR)  # intermediate results
+        store.make_folder(PHASES_DIR)
+        check_lease(self.uri, self.token)  # still ours (no store deletes on a condition everywhere)
+        store.delete(LEASE_FILE)
 

@@ -150,11 +150,11 @@ class ModelStage:
 
     def __init__(self, engine_factory: Callable[[], ChatEngine | AsyncChatEngine], tasks: list[Task], name: str,
                  output: str, batches_in_flight: int = 1, attempt: str = "local", max_failed_starts: int = 3):
-        from prefgen.io import STATS_DIR, filesystem, read_jsons
+        from prefgen.io import STATS_DIR, read_jsons
+        from prefgen.output.storage import storage
 
         self.name, self.tasks, self.output = name, tasks, output
-        fs, base = filesystem(output)
-        fs.create_dir(f"{base}/{STATS_DIR}/{attempt}", recursive=True)
+        storage(output).make_folder(f"{STATS_DIR}/{attempt}")
         self.stats_file = f"{STATS_DIR}/{attempt}/{name.replace(':', '-').replace('#', '-')}-{uuid.uuid4().hex[:8]}.json"
         self.lock, self.write_lock = threading.Lock(), threading.Lock()
         self.in_flight, self.busy_since, self.stats_written = 0, 0.0, -1

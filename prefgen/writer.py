@@ -1,12 +1,12 @@
 """The last stage's writes, and what the driver makes of batches that never came back.
 
-A batch's shards are written with retries: a storage error (pyarrow raises `OSError`s) is
+A batch's shards are written with retries: a storage error (an `OSError`, see `prefgen.output.storage`) is
 retried with growing pauses, since object stores and network filesystems fail transiently.
 A lost lease (`StaleLease`) is not a storage error and is never retried. A write that still
 fails does not fail the writer task: it returns a report naming the batch's ids as not
 written, with the error, so the driver rejects them as `write_failed` and says so, instead of
 Ray Data skipping the task and the rows passing for an engine fault. A shard the failed write
-may already have moved into place has no commit, and the run sweeps it before it ends.
+may already have put in place has no commit, and the run sweeps it before it ends.
 
 A batch an endpoint stopped (its rows marked STOPPED: an error that would fail every row, see
 `endpoint.py`) is neither written nor committed: its report says why and the driver stops the
@@ -27,6 +27,8 @@ from collections.abc import Callable, Iterable
 import pyarrow as pa
 
 from prefgen.io import PAIRS_DIR, REJECTS_DIR, write_shard
+from prefgen.output.storage import WRITE_ATTEMPTS, WRITE_PAUSE_S
+from prefgen.output.storage import with_retries as retrying
 from prefgen.pair import split_rows
 from prefgen.report import batch_counts
 from prefgen.runstate import RunState, StaleLease, batch_key, check_lease
@@ -40,9 +42,6 @@ from prefgen.schema import (
     reject_row,
 )
 
-WRITE_ATTEMPTS = 5  # a shard write is tried this often...
-WRITE_PAUSE_S = 0.5  # ...pausing 0.5, 1, 2, 4 s in between
-
 
 class RunStopped(RuntimeError):
     """An endpoint error that would fail every row stopped the run; the folder stays resumable."""
@@ -50,19 +49,8 @@ class RunStopped(RuntimeError):
 
 def with_retries(write: Callable[[], str], attempts: int = WRITE_ATTEMPTS, pause_s: float = WRITE_PAUSE_S,
                  sleep: Callable[[float], None] = time.sleep, log=print) -> str:
-    """Call `write` until it succeeds; retry storage errors (OSError) with doubling pauses."""
-    for attempt in range(1, attempts + 1):
-        try:
-            return write()
-        except StaleLease:
-            raise
-        except OSError as exc:
-            if attempt == attempts:
-                raise
-            log(f"[prefgen] shard write failed ({exc!r}); try {attempt + 1}/{attempts} in {pause_s:.1f} s")
-            sleep(pause_s)
-            pause_s *= 2
-    raise AssertionError("unreachable")
+    """Call `write` until it succeeds; retry storage errors (OSError) with doubling pauses, never a lost lease."""
+    return retrying(write, attempts, pause_s, sleep, log, no_retry=(StaleLease,))
 
 
 def write_rows(output: str, token: str, rows: list[dict], pairs: list[dict], rejects: list[dict], tag: str = "",

@@ -1,13 +1,16 @@
-"""The two tiers, by folder: `tests/unit/` starts no Ray and no engine (under two minutes in all),
+"""The two tiers, by folder: `tests/unit/` starts no Ray and no engine (about a minute in all),
 `tests/integration/` runs real Ray and real vLLM (CPU build) on the small embedded model.
 
 Every test under `tests/integration/` is marked `integration` here, so the unit tier is simply
 `pytest -m "not integration"`, and a test cannot be put in a tier without its marker.
+
+Fixtures for every tier: `s3_server` and `s3`, an S3 API server on loopback (`support/s3_server.py`).
 """
 
 from pathlib import Path
 
 import pytest
+from support.s3_server import s3, s3_server  # noqa: F401 - fixtures
 
 INTEGRATION = Path(__file__).parent / "integration"
 

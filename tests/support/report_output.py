@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from prefgen.health import batch_health, health_figures, health_warnings
 from prefgen.io import write_json, write_shard
+from prefgen.output.storage import storage
 from prefgen.report import batch_counts
 from prefgen.pair import pair_row
 from prefgen.schema import PAIR_ROW, REJECT_ROW, candidate, reject_row
@@ -73,9 +74,9 @@ def split(all_rows: list[dict]) -> tuple[list[dict], list[dict]]:
 
 def write_output(folder) -> dict:
     """Write the three rows as one committed batch, plus an uncommitted shard that must be ignored."""
-    uri = str(folder)
+    uri = str(folder)  # a local folder or a URI (s3://)
     for d in ("pairs", "rejects", "_commits"):
-        (folder / d).mkdir(parents=True, exist_ok=True)
+        storage(uri).make_folder(d)
     all_rows = rows()
     pairs, rejects = split(all_rows)
     write_shard(uri, "pairs", "k1", pairs, PAIR_ROW)

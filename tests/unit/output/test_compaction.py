@@ -7,12 +7,13 @@ import json
 
 import pyarrow.parquet as pq
 import pytest
+from support.output_rows import pair, reject
 
 import prefgen.commits
 import prefgen.runstate
 from prefgen.commits import COMMITS_DIR, FANOUT, CommitLog
 from prefgen.compaction import compact
-from prefgen.counting_fs import CountingStorage, count_storage, restore
+from prefgen.output.storage import storage
 from prefgen.report import batch_counts
 from prefgen.runstate import LEASE_FILE, RunState, StaleLease, committed_shards
 from prefgen.writer import write_rows
@@ -20,18 +21,6 @@ from prefgen.writer import write_rows
 
 class Crash(Exception):
     """Stands for the driver dying at a given step."""
-
-
-def reject(rid):
-    return {"id": rid, "instruction": f"q {rid}", "source": "s", "line": 1, "reason": "empty_instruction",
-            "detail": None, "candidates": []}
-
-
-def pair(rid):
-    msg = [{"role": "user", "content": f"q {rid}"}]
-    return {"id": rid, "pair_id": f"{rid}/0", "prompt": msg, "chosen": msg, "rejected": msg, "chosen_rating": 2.0,
-            "rejected_rating": 1.0, "chosen_model": "m", "rejected_model": "m", "chosen_candidate_id": "a",
-            "rejected_candidate_id": "b", "candidates": [], "source": "s", "line": 1}
 
 
 def opened(out) -> RunState:
@@ -82,12 +71,10 @@ def test_a_resume_over_10000_rows_in_batches_of_10_reads_at_most_100_commit_obje
     for b in range(0, len(every), 10):
         commit_only(state, every[b:b + 10])
     died(out)
-    storage = count_storage(CountingStorage(base=str(out)))
-    try:
-        resumed = opened(out)
-    finally:
-        restore()
-    reads = storage.by_folder[("reads", COMMITS_DIR)]
+    requests = storage(str(out)).requests
+    requests.reset()
+    resumed = opened(out)
+    reads = requests.in_folder("GET", f"{out}/{COMMITS_DIR}")
     assert reads <= 100, f"the resume read {reads} commit objects"
     assert resumed.done_ids == set(every) and len(resumed.commits) == 1000
     assert len(list((out / COMMITS_DIR).iterdir())) == reads
