@@ -57,6 +57,9 @@ def _init_ray(cfg: PipelineConfig, stages: list[StagePlan], worker_logs: bool = 
         ray.init(address=address, log_to_driver=worker_logs)
         return ray, None
     keep_local_workers_on_this_interpreter()
+    # Each worker in a process group of its own, killed with the worker (Ray's documented switch):
+    # an engine actor that dies, even by SIGKILL, takes vLLM's engine processes with it.
+    os.environ.setdefault("RAY_process_group_cleanup_enabled", "1")
     # A local Ray needs a logical CPU per engine actor plus one for the other tasks; on a
     # laptop that can exceed the cores, and the engines then share them.
     needed = int(sum(s.model.engine.cpus_per_replica * s.model.engine.replica_range[1] for s in stages)) + 1

@@ -29,7 +29,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import signal
 import socket
 import time
 import uuid
@@ -41,6 +40,7 @@ from prefgen.compaction import SHARD_KINDS, SHARD_TARGET_BYTES, compact, merged_
 from prefgen.compaction import temporary_name
 from prefgen.digest import describe_keys, differing_keys
 from prefgen.io import PAIRS_DIR, PHASES_DIR, REJECTS_DIR, STATS_DIR, read_json, write_json
+from prefgen.orphans import stop_orphans
 from prefgen.output.storage import Conflict, storage
 from prefgen.schema import OUTPUT_SCHEMA_VERSION
 
@@ -127,23 +127,6 @@ def _pid_alive(pid: int) -> bool:
         return True
     return True
 
-
-def stop_orphans(session_dir: str) -> int:
-    """Kill the processes of a local Ray session whose driver died (Linux /proc scan)."""
-    killed = 0
-    for pid in (int(p) for p in os.listdir("/proc") if p.isdigit()):
-        try:
-            with open(f"/proc/{pid}/cmdline", "rb") as f:
-                cmdline = f.read().decode(errors="replace")
-        except OSError:
-            continue
-        if session_dir in cmdline and pid != os.getpid():
-            try:
-                os.kill(pid, signal.SIGKILL)
-                killed += 1
-            except OSError:
-                pass
-    return killed
 
 
 @dataclass

@@ -1,5 +1,10 @@
 """Fixtures shared by the integration tests.
 
+`no_engine_process_outlives_its_scenario` (every module): after a module's scenario, no vLLM
+process it started is left (`VLLM::EngineCore`, `VLLM::Worker`, found by a marker in their
+environment that every process started under this test session inherits). A leaked engine
+holds gigabytes; on a long-lived cluster every run would leave one.
+
 `local_ray`: one Ray in the test process for the whole session, for the tests that only need a
 Ray to run Ray Data or place actors (no prefgen run of their own): started once, with logical
 GPUs and an accelerator type so placement can be checked without a GPU. A test that runs
@@ -7,9 +12,55 @@ GPUs and an accelerator type so placement can be checked without a GPU. A test t
 tests need that, since a resume stops only a Ray its killed driver started.
 """
 
+import os
+import signal
+import time
+import uuid
+from pathlib import Path
+
 import pytest
 
 from prefgen.pipeline import keep_local_workers_on_this_interpreter
+
+MARKER = "PREFGEN_TEST_SESSION"
+os.environ.setdefault(MARKER, uuid.uuid4().hex)  # inherited by every process the tests start
+
+
+def engine_processes() -> dict[int, str]:
+    """This test session's vLLM processes still alive: pid -> process title."""
+    found = {}
+    mark = f"{MARKER}={os.environ[MARKER]}".encode()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            title = (entry / "cmdline").read_bytes().split(b"\0")[0].decode(errors="replace")
+            if title.startswith("VLLM::") and mark in (entry / "environ").read_bytes().split(b"\0"):
+                state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+                if state != "Z":
+                    found[int(entry.name)] = title
+        except OSError:
+            continue
+    return found
+
+
+@pytest.fixture(scope="module", autouse=True)
+def no_engine_process_outlives_its_scenario():
+    before = set(engine_processes())
+    yield
+    deadline = time.monotonic() + 60  # an engine's own exit takes a few seconds
+    left = {}
+    while time.monotonic() < deadline:
+        left = {pid: title for pid, title in engine_processes().items() if pid not in before}
+        if not left:
+            return
+        time.sleep(1)
+    for pid in left:  # so that the next scenario starts clean
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+    pytest.fail(f"vLLM processes outlived their scenario by 60 s: {left}")
 
 
 @pytest.fixture(scope="session")

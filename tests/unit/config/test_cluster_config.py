@@ -101,6 +101,7 @@ def test_versions_match_what_prefgen_is_tested_with():
 def test_token_auth_is_on_every_node():
     config = _cluster()
     assert "--env=RAY_AUTH_MODE=token" in config["docker"]["run_options"]
+    assert "--env=RAY_process_group_cleanup_enabled=1" in config["docker"]["run_options"]  # no leaked engines
     assert config["file_mounts"] == {"~/.ray/auth_token": "~/.ray/auth_token"}
 
 
