@@ -27,7 +27,7 @@ from functools import partial
 import pyarrow as pa
 
 from prefgen.config import EndpointModel, PipelineConfig
-from prefgen.config_checks import candidates_per_row
+from prefgen.config_checks import candidates_per_row, verifies
 from prefgen.dataset_report import write_report_safely
 from prefgen.engine_starts import start_failure
 from prefgen.io import STATS_DIR, absolute_uri, read_instructions, read_jsons
@@ -227,7 +227,8 @@ def _with_stage(ray, ds, cfg: PipelineConfig, s: StagePlan, device: str, token: 
 def _with_writer(ds, cfg: PipelineConfig, token: str):
     return ds.map_batches(
         write_batch,
-        fn_kwargs={"output": cfg.output.path, "token": token, "pairing": cfg.pairing.model_dump(), "seed": cfg.seed},
+        fn_kwargs={"output": cfg.output.path, "token": token, "seed": cfg.seed,
+                   "pairing": cfg.pairing.model_dump(mode="json") | {"verifies": verifies(cfg)}},
         batch_format="pyarrow",
         batch_size=None,
         num_cpus=0.25,
