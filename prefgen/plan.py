@@ -99,6 +99,12 @@ def task_for(cfg: PipelineConfig, key: str, role: RoleConfig):
                      combine_rules={j.name: j.combine for j in cfg.judges}, rubrics=dict(role.rubrics))
 
 
+def verify_task(cfg: PipelineConfig, judge: RoleConfig) -> VerifyTask:
+    """The pair check run by `judge` (the one under `judge:` in a run; `prefgen calibrate` may pick a juror)."""
+    return VerifyTask(judge.name, cfg.model_of(judge).source, cfg.pairing.model_dump(mode="json"), cfg.seed,
+                      judge.sampling, judge.guided, judge.max_retries)
+
+
 def ordered_roles(cfg: PipelineConfig) -> list[tuple[str, RoleConfig]]:
     """Roles in pipeline order, arranged so that the roles of one engine sit together."""
     def key(role: RoleConfig) -> str:
@@ -140,8 +146,7 @@ def plan_stages(cfg: PipelineConfig) -> list[StagePlan]:
         if stages[-1].model.engine_key() != model.engine_key():
             uses[judge.model] = uses.get(judge.model, 0) + 1
             stages.append(StagePlan(f"{judge.model}#{uses[judge.model]}", judge.model, model))
-        stages[-1].tasks.append(VerifyTask(judge.name, model.source, cfg.pairing.model_dump(mode="json"), cfg.seed,
-                                           judge.sampling, judge.guided, judge.max_retries))
+        stages[-1].tasks.append(verify_task(cfg, judge))
     in_flight_shares(stages)
     return stages
 
