@@ -159,8 +159,8 @@ class VerifyTask:
             check.row["reject_reason"] = REJECT_REQUEST_FAILED
             check.row["reject_detail"] = f"{self.role}: {result.failed}"
             return False
-        if result.error:  # the prompt does not fit: asking again cannot help
-            check.attempts = max(check.attempts, 1)
+        if result.error:  # the prompt does not fit (at this limit): the verdict is not had
+            check.attempts += 1
             record(None, None, None, result.error, False)
             return False
         check.attempts += 1
