@@ -121,7 +121,7 @@ class RunConsole:
                 self._render_line(now)
 
     def _state(self) -> tuple:
-        return self._progress.all_done, self._progress.phase
+        return self._progress.all_done, self._progress.doing
 
     def _render_line(self, now: float) -> None:
         self._last_line, self._last_state = now, self._state()
@@ -154,7 +154,8 @@ class RunConsole:
 
 
 def display(p: RunProgress, now: float):
-    """The live display: a bar with rows done and the ETA, then the figures (fits 80 columns)."""
+    """The live display: a bar with rows done and the ETA, the figures, and the stages' work while rows
+    are in them (each line fits 80 columns)."""
     from rich.console import Group
     from rich.progress_bar import ProgressBar
     from rich.table import Table
@@ -165,8 +166,9 @@ def display(p: RunProgress, now: float):
     bar.add_row(Text(f"rows {p.all_done}/{p.total_rows}"), ProgressBar(total=p.total_rows or 1, completed=p.all_done,
                                                                          width=30),
                 Text(f"{pct:3.0f}%  ETA {duration(p.eta_s(now))}"))
+    stages = p.stage_line() if p.remaining else None  # the work inside the stages, before batches are done
     return Group(bar, Text(f"{p.pairs} pairs · {p.rejected_rows} rejected · {p.tokens_per_s(now):.1f} tok/s · "
-                           f"{duration(p.elapsed(now))} elapsed · {p.phase}"))
+                           f"{duration(p.elapsed(now))} elapsed · {p.phase}"), *([Text(stages)] if stages else []))
 
 
 def ray_logs_dir() -> str:

@@ -34,7 +34,7 @@ from prefgen.io import STATS_DIR, absolute_uri, read_instructions, read_jsons
 from prefgen.phases import PhaseStore, keep_ids
 from prefgen.placement import actor_options, endpoint_actor_options, choose_mode, planning_resources, resolve_device
 from prefgen.plan import StagePlan, engine_factory, plan_lines, plan_stages
-from prefgen.progress import RunProgress
+from prefgen.progress import RunProgress, StageWatcher
 from prefgen.report import RunSummary
 from prefgen.runstate import RunState, check_lease, input_digest
 from prefgen import screen
@@ -170,7 +170,10 @@ def _process(cfg, state: RunState, todo, bad_input, summary: RunSummary, progres
         build = _phased_dataset if mode == "phased" else _streaming_dataset
 
         progress.phase = "waiting for the first batch"
+        progress.roles, progress.rows_todo = [r for s in stages for r in s.roles], len(todo)
         watch(progress)
+        # the work inside the stages, read from their stats files while the batches go (progress.py)
+        watcher = StageWatcher(lambda: read_jsons(out, f"{STATS_DIR}/{state.token}"), progress, watch).start()
 
         def reports():
             for row in build(ray, cfg, todo, stages, devices, state.token, log).iter_rows():
@@ -188,6 +191,8 @@ def _process(cfg, state: RunState, todo, bad_input, summary: RunSummary, progres
             if error:
                 raise error from exc
             raise
+        finally:
+            watcher.stop()
         attempt_commits += done
         if failed:
             summary.warnings.append(failed_warning(failed))
