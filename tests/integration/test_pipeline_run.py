@@ -271,6 +271,10 @@ def test_run_prints_progress_and_summary(run):
     assert len(console.splitlines()) < 60, console
     assert "Traceback" not in console and "logging_progress" not in console and "INFO" not in console
     assert "[prefgen] progress:" in run["stdout"] and "rows done" in run["stdout"]
+    # the work inside the stages shows while rows are in them, read from the actors' stats files
+    # (progress.StageWatcher): the 5 rows that reach the stages, per role
+    assert re.search(r"\[prefgen\] progress: \d/10 rows done .*; stages \d+% \([a-z:]+ \d/5 rows\)\)$", run["stdout"],
+                     flags=re.M), run["stdout"]
     (log,) = (run["out"] / "_logs").glob("driver-*.log")
     assert run["stdout"].splitlines()[0] == f"[prefgen] full log: {log}"
     detailed = log.read_text()
