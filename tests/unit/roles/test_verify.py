@@ -172,3 +172,28 @@ def test_the_default_plan_checks_pairs_with_the_judges_sampling():
     task = stage.tasks[-1]
     assert isinstance(task, VerifyTask) and task.role == "verify:judge" and task.sampling.temperature == 0.0
     assert task.pairing["strategy"] == PAIRING["strategy"] and task.guided
+
+
+def test_judge_health_warns_when_verdicts_follow_the_order():
+    from prefgen.verdicts import verification_figures, verification_warnings
+
+    base = {"pairs_checked": 10, "contradicted": 0, "failed": 0, "verdicts_decided": 20}
+    flips = verification_figures(base | {"verified": 6, "flipped": 4, "first_shown_wins": 14})
+    (warning,) = verification_warnings(flips)
+    assert warning.startswith("the pair check's verdict changed with the order in 40% of 10 pairs")
+    assert verification_warnings(verification_figures(base | {"verified": 8, "flipped": 2, "first_shown_wins": 12})) == []
+    first = verification_figures({"pairs_checked": 20, "verified": 20, "verdicts_decided": 40, "first_shown_wins": 34})
+    assert first["first_shown_wins"]["share"] == 0.85 and first["first_shown_wins"]["z"] > 3
+    assert any("the answer shown first won 85% of 40 verdicts" in w for w in verification_warnings(first))
+
+
+@pytest.mark.parametrize("value, message", [
+    ({"on_fail": "drop"}, "pairing.verification.on_fail"),
+    ({"enabled": "sometimes"}, "pairing.verification.enabled"),
+    ({"retries": 3}, "pairing.verification.retries: Extra inputs are not permitted"),
+])
+def test_bad_verification_keys_are_named(value, message):
+    from prefgen.config import ConfigError, parse_config
+
+    with pytest.raises(ConfigError, match=message.replace(".", r"\.")):
+        parse_config({"pairing": {"verification": value}})
