@@ -17,8 +17,9 @@ judge's own stage when that stage is the last one, else in a stage of its own on
 (`plan.plan_stages`; a second engine, named `<model>#2`). The plan counts its two calls per pair.
 
 Nothing is guessed: an answer that does not validate is asked again (sampled) up to the judge's
-`max_retries`, an answer cut off at `max_tokens` with twice the room (at most 4x); a verdict not
-had is recorded with its error, and its pair counts as unverified. An endpoint request that still
+`max_retries`, an answer cut off at `max_tokens` with twice the room (at most 4x; a grown limit the
+prompt leaves no room for goes back to the configured one); a verdict not had is recorded with
+its error, and its pair counts as unverified. An endpoint request that still
 fails rejects the row as `request_failed`, as in judging.
 """
 
@@ -159,9 +160,13 @@ class VerifyTask:
             check.row["reject_reason"] = REJECT_REQUEST_FAILED
             check.row["reject_detail"] = f"{self.role}: {result.failed}"
             return False
-        if result.error:  # the prompt does not fit (at this limit): the verdict is not had
+        if result.error:  # the prompt does not fit at this limit
             check.attempts += 1
-            record(None, None, None, result.error, False)
+            if check.max_tokens > self.sampling.max_tokens and attempt < self.max_retries:  # a grown limit
+                check.errors.append(f"attempt {attempt + 1}: max_tokens={check.max_tokens} does not fit: {result.error}")
+                check.max_tokens = self.sampling.max_tokens  # back to the configured one
+                return True
+            record(None, None, None, result.error, False)  # nor at the configured one: no verdict
             return False
         check.attempts += 1
         text, cut = result.texts[0], cut_off(result, 0)

@@ -197,3 +197,22 @@ def test_bad_verification_keys_are_named(value, message):
 
     with pytest.raises(ConfigError, match=message.replace(".", r"\.")):
         parse_config({"pairing": {"verification": value}})
+
+
+def test_a_cut_off_verdict_is_asked_with_more_room_and_a_limit_that_does_not_fit_goes_back():
+    rows = [row("r0", ["a", "bb"])]
+    JudgeTask("judge", "m").run(rows, ScriptedEngine(truthful_judge(TRUTH, lambda labels: None)))
+    limits = []
+
+    def reply(req):
+        limits.append(req.sampling.max_tokens)
+        if len(limits) <= 2:  # both orders cut off mid-answer
+            return Result(texts=['{"reason": "B is'], finish_reasons=["length"])
+        if len(limits) <= 4:  # the doubled limit leaves the prompt no room
+            return Result(error="prompt plus max_tokens exceeds max_model_len")
+        return Result(texts=['{"reason": "fuller", "better": "A"}'], finish_reasons=["stop"])
+
+    VerifyTask("judge", "m", PAIRING, max_retries=2).run(rows, ScriptedEngine(reply))
+    assert limits == [512, 512, 1024, 1024, 512, 512]
+    verdicts = rows[0]["verdicts"]
+    assert [v["attempts"] for v in verdicts] == [3, 3] and all(v["label"] == "A" for v in verdicts)
