@@ -11,7 +11,7 @@ from prefgen.config import PipelineConfig
 from prefgen.engine import Result
 from prefgen.judge import JudgeTask
 from prefgen.pair import split_rows
-from prefgen.report import RunSummary, batch_counts
+from prefgen.report import RunSummary
 from prefgen.runstate import RunState
 from prefgen.schema import PAIR_ROW, REJECT_ROW, REJECT_UNVERIFIED, WORK_ROW, to_table
 from prefgen.verdicts import verification_counts
