@@ -46,6 +46,7 @@ class RunConsole:
         self.log_path: Path | None = None
         self.upload_to: str | None = None
         self._progress: RunProgress | None = None
+        self._printed_batches = 0
         self._bar = self._thread = None
         self._stop = threading.Event()
         self._lock = threading.Lock()
@@ -92,9 +93,11 @@ class RunConsole:
 
     # -- progress --------------------------------------------------------------------------------
     def watch(self, progress: RunProgress) -> None:
-        """The pipeline's progress hook: called when the run opens and after every committed batch."""
-        if self.verbose:  # the lines of before: one per batch
-            if progress.batches:
+        """The pipeline's progress hook: called when the run opens, after every committed batch, and when
+        the stages' work moves (`progress.StageWatcher`)."""
+        if self.verbose:  # the lines of before: one per committed batch (not per move of the stages' work)
+            if progress.batches and progress.batches != self._printed_batches:
+                self._printed_batches = progress.batches
                 print(progress.line(time.monotonic()), flush=True)
             return
         if self._progress is None:

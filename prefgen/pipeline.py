@@ -114,9 +114,12 @@ def run(cfg: PipelineConfig, log=print, watch=None, worker_logs: bool = True) ->
     for warning in summary.warnings:
         log(f"[prefgen] warning: {warning}")
     progress = RunProgress(total_rows=inputs.total, started=started, done_before=len(state.done_ids))
-    if watch is None:
+    if watch is None:  # a line per committed batch
+        logged = [0]
+
         def watch(p):
-            if p.batches:
+            if p.batches != logged[0]:
+                logged[0] = p.batches
                 log(p.line(time.monotonic()))
     watch(progress)
 

@@ -168,3 +168,17 @@ def test_the_live_display_shows_the_stages_work():
     console = Console(file=io.StringIO(), width=80)
     console.print(display(p, 60.0))
     assert console.file.getvalue().splitlines()[2] == "stages 20% (generate:a 12/12 rows)"
+
+
+def test_verbose_console_prints_a_line_per_committed_batch_not_per_move_of_the_stages(capsys):
+    console = RunConsole(verbose=True)
+    p = RunProgress(total_rows=4, started=0.0, roles=ROLES, rows_todo=4)
+    console.watch(p)  # the run opens
+    p.set_stage_work([actor({"generate:a": (2, 10)})])
+    console.watch(p)  # the stages moved: nothing committed, no line
+    p.add_batch(report(2, pairs=1, rejects={"all_tied": 1}), now=5.0)
+    console.watch(p)
+    p.set_stage_work([actor({"generate:a": (4, 10)})])
+    console.watch(p)  # moved again, no new batch: no second line
+    lines = [line for line in capsys.readouterr().out.splitlines() if "progress:" in line]
+    assert len(lines) == 1 and "2/4 rows done" in lines[0]
