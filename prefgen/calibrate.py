@@ -4,8 +4,11 @@
 TRL's preference shape: one JSON object per line with `prompt`, `chosen` and `rejected`, each a
 string or a message list (read by `input_rows`, as a run reads `input.preference` rows). The judge (the config's `judge`, or a juror by name) rates both answers
 exactly as in a run (same prompts, orders, retries), then the figures say how often it agrees with
-the labels, with and without ties, and how often its verdict survives a change of order. A judge
-is chosen on that evidence, before it labels a whole dataset.
+the labels, with and without ties, and how often its verdict survives a change of order. With the
+pair check on (`pairing.verification`, a generative judge), the judge also compares each labelled
+chosen with its rejected in both orders, as a run checks its pairs (`verify.py`), and the same
+figures are given for those verdicts (`verdicts.calibration_verdict_figures`). A judge is chosen on
+that evidence, before it labels a whole dataset.
 
 The logic (reading, rows, figures) is pure; `calibrate` starts one engine in this process.
 """
@@ -18,6 +21,7 @@ from pathlib import Path
 from prefgen.config import JudgeConfig, PipelineConfig
 from prefgen.input_rows import Rejected, conversation_text, read_prompt, response_text
 from prefgen.schema import candidate
+from prefgen.verdicts import calibration_verdict_figures
 
 
 class PairsError(ValueError):
@@ -126,7 +130,7 @@ def calibration_figures(rows: list[dict]) -> dict:
 
 def figure_lines(fig: dict) -> list[str]:
     pct = lambda v: "n/a" if v is None else f"{100 * v:.0f}%"  # noqa: E731
-    return [
+    lines = [
         f"labelled pairs:     {fig['pairs']} ({fig['rated']} rated on both sides)",
         f"agreement:          {pct(fig['agreement'])} of decided pairs (chance 50%); "
         f"{pct(fig['agreement_ties_half'])} counting ties as half",
@@ -135,6 +139,28 @@ def figure_lines(fig: dict) -> list[str]:
         + (" (one order per pair: a reward model, or permutations 1)" if not fig["orders_compared"] else ""),
         f"answer shown first won:      {pct(fig['first_shown_wins'])} of decided orders (unbiased: 50%)",
     ]
+    if "verified_pairs" not in fig:
+        return lines + ["pair check:         off (pairing.verification, or a reward-model judge)"]
+    return lines + [
+        f"pair check, both orders name the label's chosen: {pct(fig['verdict_agreement'])} of "
+        f"{fig['verified_pairs']} pairs with both verdicts",
+        f"pair check, same verdict in both orders:        {pct(fig['verdict_order_consistency'])}",
+        f"pair check, answer shown first won:             {pct(fig['verdict_first_shown_wins'])} of verdicts "
+        "(unbiased: 50%)",
+    ]
+
+
+def check_pairs(cfg: PipelineConfig, judge: JudgeConfig, rows: list[dict], engine) -> dict:
+    """The pair check on the labelled pairs (labelled chosen against labelled rejected, whatever the
+    ratings), when a run would check pairs and the judge answers in words; {} otherwise."""
+    from prefgen.config import RewardModel
+    from prefgen.config_checks import verifies
+    from prefgen.plan import verify_task
+
+    if not verifies(cfg) or isinstance(cfg.model_of(judge), RewardModel):
+        return {}
+    verify_task(cfg, judge).run(rows, engine, pairs_of=lambda row: [tuple(row["candidates"])])
+    return calibration_verdict_figures(rows)
 
 
 def pick_judge(cfg: PipelineConfig, name: str | None) -> JudgeConfig:
@@ -169,9 +195,10 @@ def calibrate(cfg: PipelineConfig, pairs_path: str, judge_name: str | None = Non
         engine = BlockingEndpoint(model, judge.model)
         try:
             task_for(cfg, key, judge).run(rows, engine)
+            checked = check_pairs(cfg, judge, rows, engine)
         finally:
             engine.close()
-        return calibration_figures(rows)
+        return calibration_figures(rows) | checked
     device = model.engine.device if model.engine.device != "auto" else _local_device()
     os.environ.update(actor_options(model.engine, device)["runtime_env"]["env_vars"])
     scorer = isinstance(model, RewardModel)  # scores each answer once, through vLLM's pooling runner
@@ -179,7 +206,7 @@ def calibrate(cfg: PipelineConfig, pairs_path: str, judge_name: str | None = Non
         f"{len(rows)} labelled pairs, {device}")
     engine = (RewardEngine if scorer else VllmEngine)(model.source, model.engine, device)
     task_for(cfg, key, judge).run(rows, engine)
-    return calibration_figures(rows)
+    return calibration_figures(rows) | check_pairs(cfg, judge, rows, engine)
 
 
 def _local_device() -> str:

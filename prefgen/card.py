@@ -135,6 +135,12 @@ def what_made_it(manifest: dict) -> list[str]:
     lines.append(f"- pairing: {p.get('strategy')}, minimum margin {p.get('min_margin')}, length-matched: "
                  f"{'yes' if p.get('length_matched') else 'no'}, truncated chosen allowed: "
                  f"{'yes' if p.get('allow_truncated_chosen') else 'no'}")
+    if (manifest.get("verification") or {}).get("pairs_checked"):
+        kept = "flagged" if (p.get("verification") or {}).get("on_fail") == "flag" else "rejected"
+        lines.append(f"- pair check: the judge named the better answer of each pair in both orders; a pair whose "
+                     f"verdict flipped with the order or went against the ratings was {kept}")
+    else:
+        lines.append("- pair check: off (no pair was checked in both orders)")
     inp = cfg.get("input") or {}
     lines += [f"- input: `{inp.get('path') or 'the bundled sample instructions'}` (field `{inp.get('field')}`, "
               f"digest {manifest.get('input_digest')}), seed {cfg.get('seed')}",
@@ -153,6 +159,11 @@ def counts_section(manifest: dict, counts: dict) -> list[str]:
         lines.append(f"- candidates: {format_counts(manifest['candidates'])}")
     if manifest.get("judging"):
         lines.append(f"- judging: {format_counts(manifest['judging'])}")
+    fig = (manifest.get("health") or {}).get("pair_verification") or {}
+    if fig.get("n"):
+        pct = lambda x: "-" if x is None else f"{100 * x:.0f}%"  # noqa: E731
+        lines.append(f"- pair check: {fig['n']} pairs checked in both orders, {pct(fig['verified_share'])} verified, "
+                     f"flip rate {pct(fig['flip_rate'])} ({format_counts(manifest['verification'])})")
     if manifest.get("output_tokens") is not None:
         lines.append(f"- tokens generated: {manifest['output_tokens']}")
     if rejects:

@@ -43,6 +43,7 @@ from prefgen.config_roles import (  # noqa: F401
     GeneratorConfig,
     JudgeConfig,
     RoleConfig,
+    VerificationConfig,
 )
 from prefgen.config_input import InputConfig  # noqa: F401 - importable from here
 from prefgen.family import self_preference_warnings
@@ -60,6 +61,7 @@ class PairingConfig(Strict):
     allow_truncated_chosen: bool = Field(
         False, description="Let a candidate cut off at max_tokens be the chosen one (it may always be the rejected)."
     )
+    verification: VerificationConfig = Field(default_factory=VerificationConfig)
 
 
 class OutputConfig(Strict):

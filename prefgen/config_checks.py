@@ -1,4 +1,5 @@
-"""Checks across the keys of a whole config: settings that can never produce a pair.
+"""Checks across the keys of a whole config: settings that can never produce a pair; and what a
+setting with an automatic value resolves to (`verifies`: is the pair check on).
 
 Each function takes a resolved `PipelineConfig` and returns the problems it finds, each message
 starting with the key to change (`pairing.min_margin: ...`), so the run stops before any engine
@@ -82,7 +83,17 @@ def never_output(cfg) -> list[str]:
                 f"{role.model!r} ({budget}, models.{role.model}.engine.max_model_len); every request would be "
                 "rejected as prompt_too_long"
             )
+    if cfg.pairing.verification.enabled is True and isinstance(cfg.model_of(cfg.judge), RewardModel):
+        problems.append(
+            f"pairing.verification.enabled: true needs a judge that answers in words, and judge {cfg.judge.name!r} is "
+            f"the reward model {cfg.judge.model!r}, which scores answers one at a time; set it to auto or false"
+        )
     return problems
+
+
+def verifies(cfg) -> bool:
+    """Whether pairs are checked head to head (`pairing.verification`): `auto` is on for a generative judge."""
+    return cfg.pairing.verification.enabled is not False and not isinstance(cfg.model_of(cfg.judge), RewardModel)
 
 
 def few_candidates(cfg) -> str | None:

@@ -161,3 +161,20 @@ class JudgeConfig(RoleConfig):
                 raise ValueError("permutations: shuffled orders apply to mode 'joint' only")
             self.permutations = 1  # one candidate per call: there is no order to cancel
         return self
+
+
+class VerificationConfig(Strict):
+    """The pair check (`pairing.verification`, see `verify.py`): the judge under `judge:` sees each pair's
+    chosen and rejected side by side, in both orders, and names the better one."""
+
+    enabled: bool | Literal["auto"] = Field(
+        "auto",
+        description="auto: on when the judge under `judge:` is a generative model (vllm or endpoint), off for a "
+        "reward-model judge, which has no verdict to give; true: on (refused for a reward-model judge); false: off.",
+    )
+    on_fail: Literal["reject", "flag"] = Field(
+        "reject",
+        description="A pair whose verdict flips with the order, names the rejected answer in both orders, or could "
+        "not be had: reject (its row goes to rejects as `unverified` when no pair of it holds) or flag (kept, "
+        "`verified: false`).",
+    )

@@ -46,6 +46,7 @@ class RunConsole:
         self.log_path: Path | None = None
         self.upload_to: str | None = None
         self._progress: RunProgress | None = None
+        self._printed_batches = 0
         self._bar = self._thread = None
         self._stop = threading.Event()
         self._lock = threading.Lock()
@@ -92,9 +93,11 @@ class RunConsole:
 
     # -- progress --------------------------------------------------------------------------------
     def watch(self, progress: RunProgress) -> None:
-        """The pipeline's progress hook: called when the run opens and after every committed batch."""
-        if self.verbose:  # the lines of before: one per batch
-            if progress.batches:
+        """The pipeline's progress hook: called when the run opens, after every committed batch, and when
+        the stages' work moves (`progress.StageWatcher`)."""
+        if self.verbose:  # the lines of before: one per committed batch (not per move of the stages' work)
+            if progress.batches and progress.batches != self._printed_batches:
+                self._printed_batches = progress.batches
                 print(progress.line(time.monotonic()), flush=True)
             return
         if self._progress is None:
@@ -121,7 +124,7 @@ class RunConsole:
                 self._render_line(now)
 
     def _state(self) -> tuple:
-        return self._progress.all_done, self._progress.phase
+        return self._progress.all_done, self._progress.doing
 
     def _render_line(self, now: float) -> None:
         self._last_line, self._last_state = now, self._state()
@@ -152,7 +155,8 @@ class RunConsole:
 
 
 def display(p: RunProgress, now: float):
-    """The live display: a bar with rows done and the ETA, then the figures (fits 80 columns)."""
+    """The live display: a bar with rows done and the ETA, the figures, and the stages' work while rows
+    are in them (each line fits 80 columns)."""
     from rich.console import Group
     from rich.progress_bar import ProgressBar
     from rich.table import Table
@@ -163,8 +167,9 @@ def display(p: RunProgress, now: float):
     bar.add_row(Text(f"rows {p.all_done}/{p.total_rows}"), ProgressBar(total=p.total_rows or 1, completed=p.all_done,
                                                                          width=30),
                 Text(f"{pct:3.0f}%  ETA {duration(p.eta_s(now))}"))
+    stages = p.stage_line() if p.remaining else None  # the work inside the stages, before batches are done
     return Group(bar, Text(f"{p.pairs} pairs · {p.rejected_rows} rejected · {p.tokens_per_s(now):.1f} tok/s · "
-                           f"{duration(p.elapsed(now))} elapsed · {p.phase}"))
+                           f"{duration(p.elapsed(now))} elapsed · {p.phase}"), *([Text(stages)] if stages else []))
 
 
 def ray_logs_dir() -> str:

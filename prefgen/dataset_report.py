@@ -35,7 +35,8 @@ def read_output(uri: str, kind: str) -> pa.Table:
 
 
 # long texts no figure reads, by the struct that holds them: dropped before rows become dicts
-UNREAD = {"candidates": ("text", "rationale"), "judgments": ("raw", "rationale", "retried_because")}
+UNREAD = {"candidates": ("text", "rationale"), "judgments": ("raw", "rationale", "retried_because"),
+          "verdicts": ("raw", "reason")}
 
 
 def slim(table: pa.Table) -> pa.Table:

@@ -9,7 +9,8 @@ A killed run resumes when the new config gives the same digest; otherwise it is 
 - the text of every prompt sent: generator system prompts and templates, the evolution template
   and criteria (all loaded into the config from built-ins or files), and each LLM judge's prompt
   and answer schema per aspect, rendered from its rubric (built-in or its own) around
-  placeholders, so an edited rubric file or built-in judge prompt changes the digest too.
+  placeholders, so an edited rubric file or built-in judge prompt changes the digest too; and the
+  pair check's prompt when pairs are verified (`pairing.verification`).
 Left out: `input.*` (the rows it yields are checked on their own, by the input digest of their
 ids; a row's id covers its prompt, conversation and provided responses with their columns, so
 `input.field`, `input.responses` and `input.preference` change it when they change what is judged), `output.*`, `ray.*`, models no role uses, evolution's settings while it is disabled, and
@@ -78,6 +79,11 @@ def shaping_content(cfg) -> dict:
             node["rubrics"] = {a: r for a, r in node["rubrics"].items() if a in role.aspects}
             if not isinstance(model, RewardModel):
                 content["prompts"][key] = judge_prompts(role)
+    from prefgen.config_checks import verifies
+    from prefgen.prompts import verify_prompt
+
+    if verifies(cfg):  # the pair check's prompt, rendered like the judges'
+        content["prompts"]["pairing.verification"] = verify_prompt("{instruction}", "{first}", "{second}", "{nonce}")
     return content
 
 

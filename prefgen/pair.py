@@ -15,6 +15,10 @@ as `chosen_truncated`, so a too-tight `max_tokens` shows up in the counts.
 An instruction that yields no pair gets the reason why, which sends it to the rejects output;
 all tied because a judge rated every candidate alike with rationales that say nothing
 (`judge.UNINFORMATIVE_RATIONALE_CHARS`) is `uninformative_judgment`, not `all_tied`.
+With the pair check on (`pairing.verification`, see `verify.py`), `split_rows` keeps a pair only
+when the judge named its chosen in both orders; a row none of whose pairs holds is `unverified`,
+its verdicts in the reject's `detail` and `verdicts`; with `on_fail: flag` such pairs are kept
+with `verified: false`.
 """
 
 from __future__ import annotations
@@ -30,8 +34,10 @@ from prefgen.schema import (
     REJECT_NO_CANDIDATES,
     REJECT_TOO_FEW_RATED,
     REJECT_UNINFORMATIVE,
+    REJECT_UNVERIFIED,
     reject_row,
 )
+from prefgen.verdicts import describe, outcome, pair_verdicts
 
 
 def _same_text(a: dict, b: dict) -> bool:
@@ -93,9 +99,10 @@ def select_pairs(
     return [(chosen, rejected)], None
 
 
-def pair_row(row: dict, chosen: dict, rejected: dict, index: int) -> dict:
+def pair_row(row: dict, chosen: dict, rejected: dict, index: int, verified: bool | None = None,
+             verdicts: list[dict] | None = None) -> dict:
     """One output row: TRL conversational preference columns plus provenance; `prompt` is the whole
-    conversation for a multi-turn input."""
+    conversation for a multi-turn input; `verified` and `verdicts` the pair check's (None: not checked)."""
     return {
         "id": row["id"],
         "pair_id": f"{row['id']}-{index}",
@@ -111,7 +118,27 @@ def pair_row(row: dict, chosen: dict, rejected: dict, index: int) -> dict:
         "candidates": row["candidates"],
         "source": row["source"],
         "line": row["line"],
+        "verified": verified,
+        "verdicts": verdicts or [],
     }
+
+
+def checked(row: dict, selected: list[tuple[dict, dict]], on_fail: str | None) -> tuple[list[tuple], list[str]]:
+    """The pair check applied to a row's pairs: ([(chosen, rejected, verified, verdicts)] kept, [why refused]).
+    `on_fail` None: no check (verified None); "reject": only verified pairs; "flag": all, marked."""
+    if on_fail is None:
+        return [(c, r, None, None) for c, r in selected], []
+    if row.get("verdicts") is None:  # the check runs on every row that reaches pairing: a plan that skipped it
+        raise ValueError(f"row {row['id']}: pairing.verification is on but the row carries no verdicts")
+    kept, refused = [], []
+    for c, r in selected:
+        verdicts = pair_verdicts(row["verdicts"], c["candidate_id"], r["candidate_id"])
+        verified = outcome(verdicts) == "verified"
+        if verified or on_fail == "flag":
+            kept.append((c, r, verified, verdicts))
+        else:
+            refused.append(describe(verdicts, c["candidate_id"], r["candidate_id"]))
+    return kept, refused
 
 
 def uninformative(candidates: list[dict]) -> list[dict]:
@@ -139,8 +166,10 @@ def split_rows(
     length_matched: bool = False,
     seed: int = 0,
     allow_truncated_chosen: bool = False,
+    on_fail: str | None = None,
 ) -> tuple[list[dict], list[dict]]:
-    """Work rows -> (pair rows, reject rows); every row lands in exactly one of the two."""
+    """Work rows -> (pair rows, reject rows); every row lands in exactly one of the two. `on_fail`: the pair
+    check's rule when it ran ("reject" or "flag", see `checked`), None when it is off."""
     pairs, rejects = [], []
     for row in rows:
         if row["reject_reason"]:
@@ -151,5 +180,9 @@ def split_rows(
         )
         if reason:
             rejects.append(reject_row(row, reason, judge_errors(row["candidates"])))
-        pairs.extend(pair_row(row, c, r, i) for i, (c, r) in enumerate(selected))
+            continue
+        kept, refused = checked(row, selected, on_fail)
+        if not kept:
+            rejects.append(reject_row(row, REJECT_UNVERIFIED, "; ".join(refused)))
+        pairs.extend(pair_row(row, c, r, i, ok, vs) for i, (c, r, ok, vs) in enumerate(kept))
     return pairs, rejects

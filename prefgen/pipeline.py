@@ -27,14 +27,14 @@ from functools import partial
 import pyarrow as pa
 
 from prefgen.config import EndpointModel, PipelineConfig
-from prefgen.config_checks import candidates_per_row
+from prefgen.config_checks import candidates_per_row, verifies
 from prefgen.dataset_report import write_report_safely
 from prefgen.engine_starts import start_failure
 from prefgen.io import STATS_DIR, absolute_uri, read_instructions, read_jsons
 from prefgen.phases import PhaseStore, keep_ids
 from prefgen.placement import actor_options, endpoint_actor_options, choose_mode, planning_resources, resolve_device
 from prefgen.plan import StagePlan, engine_factory, plan_lines, plan_stages
-from prefgen.progress import RunProgress
+from prefgen.progress import RunProgress, StageWatcher
 from prefgen.report import RunSummary
 from prefgen.runstate import RunState, check_lease, input_digest
 from prefgen import screen
@@ -117,9 +117,12 @@ def run(cfg: PipelineConfig, log=print, watch=None, worker_logs: bool = True) ->
     for warning in summary.warnings:
         log(f"[prefgen] warning: {warning}")
     progress = RunProgress(total_rows=inputs.total, started=started, done_before=len(state.done_ids))
-    if watch is None:
+    if watch is None:  # a line per committed batch
+        logged = [0]
+
         def watch(p):
-            if p.batches:
+            if p.batches != logged[0]:
+                logged[0] = p.batches
                 log(p.line(time.monotonic()))
     watch(progress)
 
@@ -173,7 +176,10 @@ def _process(cfg, state: RunState, todo, bad_input, summary: RunSummary, progres
         build = _phased_dataset if mode == "phased" else _streaming_dataset
 
         progress.phase = "waiting for the first batch"
+        progress.roles, progress.rows_todo = [r for s in stages for r in s.roles], len(todo)
         watch(progress)
+        # the work inside the stages, read from their stats files while the batches go (progress.py)
+        watcher = StageWatcher(lambda: read_jsons(out, f"{STATS_DIR}/{state.token}"), progress, watch).start()
 
         def reports():
             for row in build(ray, cfg, todo, stages, devices, state.token, log).iter_rows():
@@ -191,6 +197,8 @@ def _process(cfg, state: RunState, todo, bad_input, summary: RunSummary, progres
             if error:
                 raise error from exc
             raise
+        finally:
+            watcher.stop()
         attempt_commits += done
         if failed:
             summary.warnings.append(failed_warning(failed))
@@ -230,7 +238,8 @@ def _with_stage(ray, ds, cfg: PipelineConfig, s: StagePlan, device: str, token: 
 def _with_writer(ds, cfg: PipelineConfig, token: str):
     return ds.map_batches(
         write_batch,
-        fn_kwargs={"output": cfg.output.path, "token": token, "pairing": cfg.pairing.model_dump(), "seed": cfg.seed},
+        fn_kwargs={"output": cfg.output.path, "token": token, "seed": cfg.seed,
+                   "pairing": cfg.pairing.model_dump(mode="json") | {"verifies": verifies(cfg)}},
         batch_format="pyarrow",
         batch_size=None,
         num_cpus=0.25,

@@ -7,7 +7,9 @@ share it go first. Adjacent roles of one model then become one stage: one engine
 running every role's task with that role's own sampling. A model whose roles cannot be made
 adjacent (e.g. it generates and judges, with another model evolving in between) gets a second
 stage, and so a second engine, named `<model>#2`. Judges on a reward model come after every
-other judge: their task sets the row's final combined ratings (see `reward.py`).
+other judge: their task sets the row's final combined ratings (see `reward.py`). The pair check
+(`verify.py`) comes after every judge, on the judge's model: in the last stage when that stage
+runs the judge's model, else in a stage of its own.
 """
 
 from __future__ import annotations
@@ -16,11 +18,12 @@ from dataclasses import dataclass, field
 from functools import partial
 
 from prefgen.config import EndpointModel, PipelineConfig, RewardModel, RoleConfig, VllmModel
-from prefgen.config_checks import candidates_per_row, originals_per_row
+from prefgen.config_checks import candidates_per_row, originals_per_row, verifies
 from prefgen.evolve import EvolveTask
 from prefgen.generate import GenerateTask
 from prefgen.judge import JudgeTask
 from prefgen.reward import RewardTask
+from prefgen.verify import VerifyTask
 
 
 @dataclass
@@ -96,6 +99,12 @@ def task_for(cfg: PipelineConfig, key: str, role: RoleConfig):
                      combine_rules={j.name: j.combine for j in cfg.judges}, rubrics=dict(role.rubrics))
 
 
+def verify_task(cfg: PipelineConfig, judge: RoleConfig) -> VerifyTask:
+    """The pair check run by `judge` (the one under `judge:` in a run; `prefgen calibrate` may pick a juror)."""
+    return VerifyTask(judge.name, cfg.model_of(judge).source, cfg.pairing.model_dump(mode="json"), cfg.seed,
+                      judge.sampling, judge.guided, judge.max_retries)
+
+
 def ordered_roles(cfg: PipelineConfig) -> list[tuple[str, RoleConfig]]:
     """Roles in pipeline order, arranged so that the roles of one engine sit together."""
     def key(role: RoleConfig) -> str:
@@ -132,6 +141,12 @@ def plan_stages(cfg: PipelineConfig) -> list[StagePlan]:
             name = role.model if uses[role.model] == 1 else f"{role.model}#{uses[role.model]}"
             stages.append(StagePlan(name, role.model, model))
         stages[-1].tasks.append(task_for(cfg, key, role))
+    if verifies(cfg):  # after every judge: the ratings are final, the pairs those the writer will form
+        judge, model = cfg.judge, cfg.model_of(cfg.judge)
+        if stages[-1].model.engine_key() != model.engine_key():
+            uses[judge.model] = uses.get(judge.model, 0) + 1
+            stages.append(StagePlan(f"{judge.model}#{uses[judge.model]}", judge.model, model))
+        stages[-1].tasks.append(verify_task(cfg, judge))
     in_flight_shares(stages)
     return stages
 
@@ -155,6 +170,10 @@ def expected_calls(cfg: PipelineConfig) -> dict[str, dict[str, float]]:
             per_aspect = candidates if j.permutations == "balanced" else j.permutations
         n = per_aspect * len(j.aspects)
         calls[f"judge:{j.name}"] = {"requests": n, "outputs": n}
+    if verifies(cfg):  # two orders per pair: one pair per row, or up to every two candidates with all_pairs
+        pairs = candidates * (candidates - 1) // 2 if cfg.pairing.strategy == "all_pairs" else 1
+        calls[f"verify:{cfg.judge.name}"] = {"requests": 2 * pairs, "outputs": 2 * pairs,
+                                             "at_most": cfg.pairing.strategy == "all_pairs"}
     return calls
 
 
@@ -186,6 +205,9 @@ def plan_lines(cfg: PipelineConfig, stages: list[StagePlan], devices: dict[str, 
     lines.append("calls per input row (before retries):")
     calls = expected_calls(cfg)
     for role, c in calls.items():
-        lines.append(f"  {role}: {c['requests']:g} request(s), {c['outputs']:g} output(s)")
-    lines.append(f"  total: {sum(c['requests'] for c in calls.values()):g} requests")
+        most = "at most " if c.get("at_most") else ""
+        lines.append(f"  {role}: {most}{c['requests']:g} request(s), {c['outputs']:g} output(s)"
+                     + (" (the pair check: both orders of each pair)" if role.startswith("verify:") else ""))
+    most = "at most " if any(c.get("at_most") for c in calls.values()) else ""
+    lines.append(f"  total: {most}{sum(c['requests'] for c in calls.values()):g} requests")
     return lines

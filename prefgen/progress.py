@@ -4,11 +4,21 @@ Every figure comes from what the driver already receives: the input counts when 
 then one writer report per committed batch (`report.batch_counts`). `RunProgress` sums them
 once; the console renders it (a live bar in a terminal, a line at a steady interval in a job
 log, see `console.py`). Pure: time is passed in, nothing here touches Ray or a terminal.
+
+Committed batches alone would leave a small run (its rows in one batch) at "waiting for the
+first batch" until its end. So the work inside the engine stages counts too, as it happens:
+each stage actor rewrites its stats file as each role's task finishes on a batch (`work` in
+`stage.ModelStage`), and `StageWatcher`, a driver thread, reads those files every few seconds
+into `set_stage_work`: rows each role has done (capped at the rows this attempt has to do),
+their share of all the stages' work (`stage_share`), and their tokens, which count in tok/s
+until committed batches hold more.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 
 @dataclass
@@ -24,6 +34,41 @@ class RunProgress:
     phase: str = "starting"  # what the run is doing, in a few words
     first_batch_at: float | None = None  # when the first batch of this attempt was committed
     rows_in_first_batch: int = 0
+    roles: list[str] = field(default_factory=list)  # the stages' roles in plan order
+    rows_todo: int = 0  # rows this attempt sends through the stages
+    stage_work: dict[str, dict] = field(default_factory=dict)  # per role: rows, requests, output_tokens so far
+
+    def set_stage_work(self, actor_stats: list[dict]) -> None:
+        """The stage actors' `work` figures (their stats files), summed per role."""
+        work: dict[str, dict] = {}
+        for st in actor_stats:
+            for role, figures in (st.get("work") or {}).items():
+                into = work.setdefault(role, {"rows": 0, "requests": 0, "output_tokens": 0})
+                for key in into:
+                    into[key] += figures.get(key, 0)
+        self.stage_work = work
+
+    def role_rows(self, role: str) -> int:
+        """Rows the role has done, at most the rows to do (a batch redone after an actor died counts twice)."""
+        return min((self.stage_work.get(role) or {}).get("rows", 0), self.rows_todo)
+
+    @property
+    def stage_share(self) -> float | None:
+        """The share of the stages' work done: rows done summed over the roles, over roles x rows to do."""
+        if not self.roles or not self.rows_todo:
+            return None
+        return sum(self.role_rows(r) for r in self.roles) / (len(self.roles) * self.rows_todo)
+
+    def stage_line(self) -> str | None:
+        """`stages 40% (evolve 12/12 rows)`: the share, and the latest role with work done; None before any."""
+        begun = [r for r in self.roles if self.role_rows(r)]
+        if not begun or self.stage_share is None:
+            return None
+        return f"stages {100 * self.stage_share:.0f}% ({begun[-1]} {self.role_rows(begun[-1])}/{self.rows_todo} rows)"
+
+    @property
+    def stage_tokens(self) -> int:
+        return sum(w.get("output_tokens", 0) for w in self.stage_work.values())
 
     def add_batch(self, report: dict, now: float) -> None:
         """Count one committed batch's report (a writer's or the driver's own rejects)."""
@@ -49,9 +94,10 @@ class RunProgress:
         return max(now - self.started, 0.0)
 
     def tokens_per_s(self, now: float) -> float:
-        """This attempt's output tokens over the time since the run started."""
+        """This attempt's output tokens (committed, or generated in the stages if more) over the time
+        since the run started."""
         elapsed = self.elapsed(now)
-        return self.tokens / elapsed if elapsed > 0 else 0.0
+        return max(self.tokens, self.stage_tokens) / elapsed if elapsed > 0 else 0.0
 
     def rows_per_s(self, now: float) -> float | None:
         """Rows per second once batches flow: measured from the first committed batch (engine start
@@ -76,7 +122,13 @@ class RunProgress:
         pct = 100 * self.all_done / self.total_rows if self.total_rows else 100.0
         return (f"[prefgen] progress: {self.all_done}/{self.total_rows} rows done ({pct:.0f}%), {self.pairs} pairs, "
                 f"{self.rejected_rows} rejected, {self.tokens_per_s(now):.1f} tok/s, "
-                f"elapsed {duration(self.elapsed(now))}, ETA {duration(self.eta_s(now))} ({self.phase})")
+                f"elapsed {duration(self.elapsed(now))}, ETA {duration(self.eta_s(now))} ({self.doing})")
+
+    @property
+    def doing(self) -> str:
+        """The phase, with the stages' work while rows are in them: `working; stages 40% (evolve 12/12 rows)`."""
+        stages = self.stage_line() if self.remaining else None
+        return f"{self.phase}; {stages}" if stages else self.phase
 
 
 def duration(seconds: float | None) -> str:
@@ -97,3 +149,43 @@ def due(last: float | None, now: float, interval_s: float, changed: bool = True,
     if last is None:
         return False
     return now - last >= (interval_s if changed else interval_s * idle_factor)
+
+
+class StageWatcher:
+    """A driver thread that reads the stage actors' stats every `interval_s` into the progress, and
+    calls `watch` when the work moved. `read` returns the stats (this attempt's `_stats/` files); a
+    read that fails (a file replaced while listed) is skipped until the next one."""
+
+    def __init__(self, read: Callable[[], list[dict]], progress: RunProgress, watch: Callable[[RunProgress], None],
+                 interval_s: float = 5.0):
+        self.read, self.progress, self.watch, self.interval_s = read, progress, watch, interval_s
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def poll(self) -> bool:
+        """Read once; True when the work moved."""
+        try:
+            stats = self.read()
+        except Exception:  # noqa: BLE001 - progress only: the next read will do
+            return False
+        before = self.progress.stage_work
+        self.progress.set_stage_work(stats)
+        if self.progress.stage_work == before:
+            return False
+        self.watch(self.progress)
+        return True
+
+    def start(self) -> StageWatcher:
+        self._thread = threading.Thread(target=self._run, name="prefgen-stage-watch", daemon=True)
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self.poll()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None

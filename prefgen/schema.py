@@ -15,7 +15,8 @@ import pyarrow as pa
 # 2: provided candidates and conversations (`messages`); commits rolled into segments, shards merged
 # at the end of a run (commits.py, compaction.py).
 # 3: a candidate's `failed_orders`; a judgment's `nonce`, `uninformative`, `uninformative_answers`.
-OUTPUT_SCHEMA_VERSION = 3
+# 4: pair verification: a work row's and a reject row's `verdicts`, a pair's `verified` and `verdicts`.
+OUTPUT_SCHEMA_VERSION = 4
 
 MESSAGE = pa.struct([("role", pa.string()), ("content", pa.string())])
 
@@ -69,6 +70,26 @@ CANDIDATE = pa.struct(
 )
 CANDIDATE_FIELDS = [f.name for f in CANDIDATE]
 
+# One verdict of the pair check (verify.py): the judge shown a pair's chosen and rejected side by side
+# in one order, naming the better one.
+VERDICT = pa.struct(
+    [
+        ("judge", pa.string()),
+        ("chosen_candidate_id", pa.string()),  # the pair as pairing formed it from the ratings
+        ("rejected_candidate_id", pa.string()),
+        ("order", pa.int64()),  # 0: the chosen shown first (as A), 1: the rejected shown first
+        ("first_shown", pa.string()),  # the candidate id shown as A
+        ("better", pa.string()),  # the candidate id the judge named; null if no verdict was had (see error)
+        ("label", pa.string()),  # the label it named: A or B
+        ("reason", pa.string()),
+        ("nonce", pa.string()),  # the call's block nonce: the prompt can be rebuilt
+        ("raw", pa.string()),  # the judge's answer as written
+        ("error", pa.string()),
+        ("attempts", pa.int64()),
+        ("truncated", pa.bool_()),  # the answer recorded here was cut off at max_tokens
+    ]
+)
+
 # `instruction`: the prompt as the evolver and judge see it (a conversation as a transcript, see
 # input_rows.conversation_text); `messages`: the prompt as a message list (one user turn for a plain
 # instruction, null for an input row that could not be read).
@@ -80,6 +101,7 @@ WORK_ROW = pa.schema(
     + [
         ("candidates", pa.list_(CANDIDATE)),
         ("output_tokens", pa.int64()),  # tokens the engines generated for this row, all stages
+        ("verdicts", pa.list_(VERDICT)),  # the pair check's, two per provisional pair; null: not checked
         ("reject_reason", pa.string()),
         ("reject_detail", pa.string()),
     ]
@@ -101,6 +123,10 @@ PAIR_ROW = pa.schema(
         ("candidates", pa.list_(CANDIDATE)),
         ("source", pa.string()),
         ("line", pa.int64()),
+        # the pair check: true when the judge named the chosen in both orders; false: kept although it did not
+        # (pairing.verification.on_fail: flag); null: not checked (verification off, or a reward-model judge)
+        ("verified", pa.bool_()),
+        ("verdicts", pa.list_(VERDICT)),  # this pair's two verdicts (order 0 and 1)
     ]
 )
 
@@ -110,6 +136,7 @@ REJECT_ROW = pa.schema(
         ("reason", pa.string()),
         ("detail", pa.string()),
         ("candidates", pa.list_(CANDIDATE)),
+        ("verdicts", pa.list_(VERDICT)),  # the pair check's verdicts of the row's pairs (`unverified`)
     ]
 )
 
@@ -138,6 +165,8 @@ REJECT_UNINFORMATIVE = "uninformative_judgment"
 REJECT_IDENTICAL = "identical_texts"
 REJECT_MARGIN = "margin_below_min"
 REJECT_CHOSEN_TRUNCATED = "chosen_truncated"  # every qualifying chosen was cut off at max_tokens
+# no pair held under the pair check: the verdict flipped with the order, named the rejected, or failed
+REJECT_UNVERIFIED = "unverified"
 REJECT_STAGE_ERROR = "stage_error"
 REJECT_WORKER_FAILED = "worker_failed"  # an engine fault: the batch failed on every retry
 REJECT_WRITE_FAILED = "write_failed"  # storage: the batch's shards could not be written after retries
@@ -166,6 +195,7 @@ def reject_row(row: dict, reason: str, detail: str | None) -> dict:
         "reason": reason,
         "detail": detail,
         "candidates": row.get("candidates") or [],
+        "verdicts": row.get("verdicts") or [],
     }
 
 

@@ -146,6 +146,9 @@ class ModelStage:
     finished (a batch cut short by the actor's death counts where it is redone). `actor` is
     Ray's actor id, which a restarted actor keeps. The driver sums its attempt's files into the
     summary and names a stage whose engines never started.
+
+    `work` counts rows, requests and tokens per role as each task ends inside a batch, the file
+    rewritten then too, for the driver's progress (`progress.StageWatcher`); `seq` orders snapshots.
     """
 
     def __init__(self, engine_factory: Callable[[], ChatEngine | AsyncChatEngine], tasks: list[Task], name: str,
@@ -157,12 +160,13 @@ class ModelStage:
         storage(output).make_folder(f"{STATS_DIR}/{attempt}")
         self.stats_file = f"{STATS_DIR}/{attempt}/{name.replace(':', '-').replace('#', '-')}-{uuid.uuid4().hex[:8]}.json"
         self.lock, self.write_lock = threading.Lock(), threading.Lock()
-        self.in_flight, self.busy_since, self.stats_written = 0, 0.0, -1
+        self.in_flight, self.busy_since, self.stats_written = 0, 0.0, -1  # the `seq` of the last snapshot written
         self.dropped = {t.role: Counter() for t in tasks}
         actor = current_actor_id()
         self.stats = {"stage": name, "attempt": attempt, "actor": actor, "pid": os.getpid(), "started_at": time.time(),
                       "ready": False, "engine_start_s": None, "ready_at": None, "last_batch_at": None, "batches": 0,
-                      "busy_s": 0.0, "batch_s": 0.0, "max_in_flight": 0, "roles": {t.role: new_role_stats() for t in tasks}}
+                      "busy_s": 0.0, "batch_s": 0.0, "max_in_flight": 0, "roles": {t.role: new_role_stats() for t in tasks},
+                      "work": {t.role: {"rows": 0, "requests": 0, "output_tokens": 0} for t in tasks}, "seq": 0}
         died = failed_starts_in_a_row(read_jsons(output, f"{STATS_DIR}/{attempt}"), actor) if actor else 0
         self._write_stats(json.loads(json.dumps(self.stats)))  # a start that never ends (killed) stays on record
         if died >= max_failed_starts:  # Ray would restart it forever: give up, which Ray does not retry
@@ -232,7 +236,18 @@ class ModelStage:
                 row["reject_reason"], row["reject_detail"] = REJECT_STAGE_ERROR, f"{task.role}: {exc!r}"
         booked[task.role] = {"rows": len(live), "requests": counting.requests, "output_tokens": counting.tokens,
                              "busy_s": time.monotonic() - started, "dropped": task.dropped}
+        self._write_stats(self._book_work(task.role, booked[task.role]))
         return counting.tokens
+
+    def _book_work(self, role: str, figures: dict) -> dict:
+        """Count a task's work as soon as it is done (the batch may have further roles to run); returns
+        a snapshot of the stats to write."""
+        with self.lock:
+            work = self.stats["work"][role]
+            for key in work:
+                work[key] += figures[key]
+            self.stats["seq"] += 1
+            return json.loads(json.dumps(self.stats))
 
     def _enter(self) -> None:
         with self.lock:
@@ -260,15 +275,16 @@ class ModelStage:
             usage = getattr(self.engine, "usage", None)
             if callable(usage):  # an endpoint's counts (requests, retries, failures, tokens, cost)
                 self.stats["endpoint"] = usage()
+            self.stats["seq"] += 1
             return json.loads(json.dumps(self.stats))
 
     def _write_stats(self, snapshot: dict, force: bool = False) -> None:
         from prefgen.io import write_json
 
         with self.write_lock:  # in order: a later snapshot is never overwritten by an earlier one
-            if force or snapshot["batches"] > self.stats_written:
+            if force or snapshot["seq"] > self.stats_written:
                 write_json(self.output, self.stats_file, snapshot)
-                self.stats_written = snapshot["batches"]
+                self.stats_written = max(self.stats_written, snapshot["seq"])
 
     def _process(self, batch: pa.Table, engine: ChatEngine) -> pa.Table:
         """One batch, in a worker thread: every role's task in order, then stats."""

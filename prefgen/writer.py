@@ -71,6 +71,9 @@ def write_batch(batch: pa.Table, output: str, token: str, pairing: dict, seed: i
                 sleep: Callable[[float], None] = time.sleep) -> pa.Table:
     """Last stage: pair the batch, write its shards, return its report as one row.
 
+    `pairing`: the config's `pairing` as a dict, plus `verifies`: whether the pair check ran (its
+    `auto` resolved, `config_checks.verifies`), so that its verdicts decide which pairs stay.
+
     A batch an endpoint stopped is reported as `stop`, unwritten. A batch this stage cannot
     finish is reported instead, its ids under `failed` with the
     reason its rows get: `write_failed` (storage, after every try) or `stage_error` (pairing
@@ -81,8 +84,9 @@ def write_batch(batch: pa.Table, output: str, token: str, pairing: dict, seed: i
         return pa.Table.from_pylist([{"report": json.dumps({"stop": stopped})}])
     ids = sorted(r["id"] for r in rows)
     try:
+        on_fail = pairing["verification"]["on_fail"] if pairing.get("verifies") else None  # the check ran
         pairs, rejects = split_rows(rows, pairing["strategy"], pairing["min_margin"], pairing["length_matched"], seed,
-                                    pairing["allow_truncated_chosen"])
+                                    pairing["allow_truncated_chosen"], on_fail)
     except Exception as exc:  # noqa: BLE001 - a bug in pairing: the rows say so
         report = {"failed": ids, "reason": REJECT_STAGE_ERROR, "error": f"pairing: {exc!r}"}
     else:

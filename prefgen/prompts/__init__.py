@@ -3,7 +3,8 @@
 A prompt is a chat conversation (a list of `{"role", "content"}` messages); the engine's chat
 template turns it into tokens. `templates` fills templates and resolves the ones a config
 names; `rewrite` is EvolQuality's rewrite prompt; `rubrics` the judge's anchored rubrics;
-`judging` the judge's prompts, tamper-proof blocks and answer schemas. Built-in templates and
+`judging` the judge's prompts, tamper-proof blocks and answer schemas; `verifying` the pair
+check's prompt and verdict schema. Built-in templates and
 rubrics are files under `builtin/`, in the shape a config's own would take.
 """
 
@@ -27,6 +28,7 @@ from prefgen.prompts.rewrite import (
     load_criteria,
 )
 from prefgen.prompts.rubrics import ASPECT_ALIASES, BUILTIN_ASPECTS, BUILTIN_RUBRICS, Rubric, aspect_name, rubric_for
+from prefgen.prompts.verifying import VERDICT_LABELS, verdict_schema, verify_prompt
 from prefgen.prompts.templates import (
     GENERATION_FIELDS,
     Message,
@@ -43,5 +45,5 @@ __all__ = [
     "Message", "NA_ASPECTS", "NOT_APPLICABLE", "REWRITE_FIELDS", "REWRITE_TEMPLATES", "Rubric", "SYSTEM_PROMPT",
     "aspect_name", "block", "block_nonce", "clean_evolved", "continue_prompt", "evolve_prompt", "fill", "generation_prompt",
     "joint_judge_prompt", "joint_schema", "judge_prompt", "judgment_schema", "load_criteria", "resolve_template",
-    "rubric_for",
+    "rubric_for", "VERDICT_LABELS", "verdict_schema", "verify_prompt",
 ]

@@ -132,7 +132,9 @@ def test_endpoint_roles_stop_on_a_bad_key_then_resume_and_finish(server, tmp_pat
 
     e = s["endpoints"]["smol-api"]
     roles = s["roles"]
-    role_requests = roles["generate:gen"]["requests"] + roles["judge:judge"]["requests"]
+    # the pair check asks the endpoint too (on by default for a generative judge, an endpoint's included)
+    assert set(roles) == {"generate:gen", "judge:judge", "verify:judge"}
+    role_requests = sum(r["requests"] for r in roles.values())
     assert roles["generate:gen"]["requests"] == 3 and roles["judge:judge"]["requests"] >= 3
     # this attempt's HTTP requests (engine figures are per attempt): one per role request, plus
     # retries, fallbacks and top-ups; none refused
@@ -141,7 +143,8 @@ def test_endpoint_roles_stop_on_a_bad_key_then_resume_and_finish(server, tmp_pat
         refused, None]  # each attempt's calls stay in the history
     assert e["requests"] == role_requests + e["retries"] + e["schema_fallbacks"] + e["top_ups"]
     assert e["failed"] == 0 and e["prompt_tokens"] > 0 and e["completion_tokens"] > 0
-    assert e["completion_tokens"] == roles["generate:gen"]["output_tokens"] + roles["judge:judge"]["output_tokens"]
+    assert e["completion_tokens"] == sum(r["output_tokens"] for r in roles.values())
+    assert s["verification"]["verify_calls"] == 2 * s["verification"]["pairs_checked"]  # both orders of every pair
     assert e["cost"] == pytest.approx((e["prompt_tokens"] * 0.5 + e["completion_tokens"] * 1.5) / 1e6)
     assert "endpoint smol-api (smol at" in good.stdout and "cost:" in good.stdout
 

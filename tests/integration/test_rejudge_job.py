@@ -51,7 +51,9 @@ def job(head):
         "judge": {"model": "smol", "aspects": ["overall"], "permutations": 1, "rationales": False,
                   "sampling": {"temperature": 0.0, "max_tokens": 48}},
         "jury": [{"model": "rm", "name": "rm"}],
-        "pairing": {"min_margin": 0.5},
+        # the pair check would need a third engine here (a second of smol, after the reward model's
+        # stage: test_plan covers that plan); it runs in test_pipeline_run. Off, pairs say "not checked"
+        "pairing": {"min_margin": 0.5, "verification": {"enabled": False}},
     }
     path = head.root / "rejudge.yaml"
     path.write_text(yaml.safe_dump(config))
@@ -119,6 +121,7 @@ def test_the_candidates_are_the_provided_responses_and_a_conversation_stays_whol
     for p in job["pairs"]:
         if p["id"] == conversation["id"]:
             assert p["prompt"] == conversation["messages"]  # the whole conversation
+        assert p["verified"] is None and p["verdicts"] == []  # the pair check is off
 
 
 def test_every_candidate_is_rated_by_the_judge_and_scored_once_by_the_reward_model(job):

@@ -230,7 +230,8 @@ def test_phased_run_killed_in_a_later_phase_resumes_without_redoing_earlier_phas
     assert f"phase 1/2 g (generate:g): reused from an earlier attempt, {rows} rows ({rows} still to do)" in second.stdout
     # no engine of g started in the resumed attempt, and g generated nothing there
     assert "j: engine ready" in second.stdout and "g: engine ready" not in second.stdout
-    assert f"phase 2/2 j (judge:judge): {rows} rows, streamed into the writer" in second.stdout
+    # the pair check runs last on the judge's engine, in the phase that streams into the writer
+    assert f"phase 2/2 j (judge:judge, verify:judge): {rows} rows, streamed into the writer" in second.stdout
     started_again = {s["stage"] for s in stage_stats(out) if s["started_at"] >= resumed_at}
     assert started_again == {"j"}
 

@@ -44,3 +44,20 @@ def position_judge(rating_at):
                             for i, (label, text) in enumerate(shown.items())})]
 
     return reply
+
+
+def is_pair_check(req) -> bool:
+    """A request of the pair check (verify.py), not a rating call."""
+    return '"better"' in req.messages[-1]["content"]
+
+
+def checking_judge(pick, rate):
+    """Rates with `rate` (a reply such as truthful_judge's); answers the pair check with pick(shown) -> label,
+    `shown` the texts by label (A first)."""
+
+    def reply(req):
+        if not is_pair_check(req):
+            return rate(req)
+        return [json.dumps({"reason": "a reason", "better": pick(responses_by_label(req.messages[-1]["content"]))})]
+
+    return reply

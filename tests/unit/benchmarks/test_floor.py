@@ -55,7 +55,7 @@ def test_one_engine_at_a_time_each_freed_before_the_next_starts(tmp_path):
     out = run_floor(cfg, work_rows(5), rec.factory, cuda_available=True, free=rec.free, log=lambda m: None)
     assert rec.events == [("start", str(a), "cpu"), ("free", 0), ("start", str(b), "gpu"), ("free", 1)]
     assert list(out["engines"]) == ["a", "b"] and out["engines"]["b"]["device"] == "gpu"
-    assert list(out["roles"]) == ["generate:ga", "judge:judge"]
+    assert list(out["roles"]) == ["generate:ga", "judge:judge", "verify:judge"]
     # the generator saw every row in one call: the engine batches as wide as it can
     assert [len(call) for call in rec.engines[0].calls] == [5]
     assert out["roles"]["generate:ga"] | {"rows": 5, "requests": 5, "output_tokens": 100} == out["roles"]["generate:ga"]
@@ -68,7 +68,8 @@ def test_every_role_of_the_default_runs_once_over_all_rows_on_one_engine():
     out = run_floor(PipelineConfig(), work_rows(3), rec.factory, cuda_available=False, free=rec.free,
                     log=lambda m: None)
     assert len(rec.engines) == 1
-    assert list(out["roles"]) == ["generate:smol-focused", "generate:smol-creative", "evolve", "judge:judge"]
+    assert list(out["roles"]) == ["generate:smol-focused", "generate:smol-creative", "evolve", "judge:judge",
+                                  "verify:judge"]
     assert all(rs["rows"] == 3 for rs in out["roles"].values())
     engine = out["engines"]["SmolLM2-135M-Instruct"]
     assert engine["output_tokens"] == sum(rs["output_tokens"] for rs in out["roles"].values()) > 0

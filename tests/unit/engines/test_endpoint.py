@@ -222,8 +222,13 @@ def test_calibrate_runs_a_judge_on_an_endpoint(tmp_path):
                             "judge": {"model": "api"}, "generators": [{"model": "api"}]})
         fig = calibrate(cfg, str(pairs), limit=3, log=lambda *_: None)
     assert fig["pairs"] == 3 and fig["first_shown_wins"] == 1.0 and fig["orders_compared"] == 3
-    assert len(srv.bodies) == 6 and {b["model"] for b in srv.bodies} == {"judge-model"}
+    assert {b["model"] for b in srv.bodies} == {"judge-model"}
     assert srv.bodies[0]["response_format"]["type"] == "json_schema"
+    rating, checks = srv.bodies[:6], srv.bodies[6:]  # 3 pairs x 2 orders, then the pair check's calls
+    assert all('"better"' not in b["messages"][-1]["content"] for b in rating)
+    # the endpoint answers ratings to the check too: no verdict, asked 3 times for each pair's 2 orders
+    assert len(checks) == 3 * 2 * 3 and all('"better"' in b["messages"][-1]["content"] for b in checks)
+    assert fig["verified_pairs"] == 0 and fig["verdict_agreement"] is None
 
 
 def test_a_stage_runs_tasks_on_the_endpoint_with_batches_in_flight(tmp_path):

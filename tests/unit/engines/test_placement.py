@@ -30,7 +30,7 @@ def test_streaming_refused_when_it_cannot_fit_and_phased_accepted():
 
 
 def test_stage_needing_more_gpus_than_the_cluster_is_refused_by_name():
-    with pytest.raises(RuntimeError, match=r"\(judge:judge\): needs 4 GPU\(s\) per replica, the cluster has 2"):
+    with pytest.raises(RuntimeError, match=r"\(judge:judge, verify:judge\): needs 4 GPU\(s\) per replica, the cluster has 2"):
         mode_for(gpu_config(tp_judge=4), {"CPU": 8, "GPU": 2})
 
 
@@ -46,7 +46,7 @@ def test_autoscaling_cluster_plans_for_expected_resources():
 
 def test_accelerator_type_is_checked_against_the_cluster():
     cfg = gpu_config(judge_accelerator="A10G")
-    with pytest.raises(PlanError, match=r"\(judge:judge\): needs accelerator type A10G, the cluster has L4"):
+    with pytest.raises(PlanError, match=r"\(judge:judge, verify:judge\): needs accelerator type A10G, the cluster has L4"):
         mode_for(cfg, {"CPU": 8, "GPU": 4, "accelerator_type:L4": 1})
     assert mode_for(cfg, {"CPU": 8, "GPU": 4, "accelerator_type:A10G": 1}) == "streaming"
     # an autoscaling cluster whose A10G workers do not exist yet: planned from expected_resources

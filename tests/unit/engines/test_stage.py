@@ -186,3 +186,29 @@ def test_a_dead_async_engine_restarts_the_actor_with_batches_in_flight(tmp_path,
     with pytest.raises(GatedEngine.dead_error):
         run(st, batch_of("a"), batch_of("b"))
     assert len(exits) == 1 and "engine core died" in str(exits[0])
+
+
+def test_each_roles_work_is_on_file_as_soon_as_its_task_ends_inside_the_batch(tmp_path):
+    """Progress need not wait for a batch: when the second role asks its first request, the first
+    role's rows are already counted in the stats file (`work`), the batch not yet booked."""
+    seen = []
+
+    def reply(req):
+        if req.messages[0]["content"].startswith("judge"):
+            seen.append(stats_of(tmp_path))
+        return ["ok"]
+
+    class Asks(Echo):
+        def run(self, rows, engine):
+            for row, result in zip(rows, engine.chat([Request([{"role": "user", "content": f"{self.role} {r['id']}"}])
+                                                      for r in rows])):
+                row["output_tokens"] += result.tokens
+
+    st, _ = stage(tmp_path, [Asks("generate:a"), Asks("judge:j")], ScriptedEngine(reply))
+    run(st, batch(3))
+    during = seen[0]
+    assert during["batches"] == 0 and during["roles"]["generate:a"]["rows"] == 0  # the batch is not done...
+    assert during["work"]["generate:a"] == {"rows": 3, "requests": 3, "output_tokens": 30}  # ...its first role is
+    assert during["work"]["judge:j"]["rows"] == 0
+    after = stats_of(tmp_path)
+    assert after["work"]["judge:j"]["rows"] == 3 and after["batches"] == 1 and after["seq"] > during["seq"]

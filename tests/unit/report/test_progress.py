@@ -112,3 +112,73 @@ def test_terminal_console_draws_one_live_bar_with_the_figures():
     assert "rows 2/4" in last[0] and "50%  ETA" in last[0]
     assert "1 pairs · 1 rejected · " in last[1] and "working" in last[1]
     assert "[prefgen] progress:" not in text  # no job-log lines in a terminal
+
+
+def actor(work, **more):
+    return {"stage": "m", "work": {role: {"rows": r, "requests": r, "output_tokens": t} for role, (r, t) in work.items()},
+            **more}
+
+
+ROLES = ["generate:a", "generate:b", "evolve", "judge:j", "verify:j"]
+
+
+def test_work_inside_the_stages_moves_the_progress_before_any_batch_is_committed():
+    """12 rows in one batch: nothing is committed until the end, yet the line moves with each role."""
+    p = RunProgress(total_rows=12, started=0.0, roles=ROLES, rows_todo=12)
+    p.phase = "waiting for the first batch"
+    assert p.stage_line() is None and p.line(10.0).endswith("(waiting for the first batch)")
+    p.set_stage_work([actor({"generate:a": (12, 600), "generate:b": (12, 400)})])
+    assert p.stage_share == 24 / 60 and p.tokens_per_s(100.0) == 1000 / 100.0
+    assert p.line(100.0).endswith("(waiting for the first batch; stages 40% (generate:b 12/12 rows))")
+    # two actors of one stage (replicas) add up; a batch redone after an actor died is not shown twice
+    p.set_stage_work([actor({"generate:a": (12, 0), "evolve": (8, 100)}), actor({"generate:a": (6, 0), "evolve": (4, 0)})])
+    assert p.role_rows("generate:a") == 12 and p.role_rows("evolve") == 12 and p.stage_share == 24 / 60
+    assert "stages 40% (evolve 12/12 rows)" in p.line(200.0)
+    p.add_batch(report(12, pairs=9, rejects={"all_tied": 3}, tokens=5000), now=300.0)
+    assert p.line(300.0).endswith("(working)")  # all rows done: the stages' detail is no longer shown
+    assert p.tokens_per_s(300.0) == 5000 / 300.0  # committed batches hold more tokens than the files showed
+
+
+def test_stage_watcher_reads_the_stats_and_calls_the_display_only_when_work_moved():
+    from prefgen.progress import StageWatcher
+
+    p = RunProgress(total_rows=4, started=0.0, roles=ROLES, rows_todo=4)
+    reads = iter([[actor({"generate:a": (4, 10)})], [actor({"generate:a": (4, 10)})], OSError("replaced"),
+                  [actor({"generate:a": (4, 10), "generate:b": (2, 5)})]])
+
+    def read():
+        got = next(reads)
+        if isinstance(got, Exception):
+            raise got
+        return got
+
+    watched = []
+    w = StageWatcher(read, p, lambda progress: watched.append(progress.role_rows("generate:b")))
+    assert [w.poll() for _ in range(4)] == [True, False, False, True]  # a failed read changes nothing
+    assert watched == [0, 2]
+
+
+def test_the_live_display_shows_the_stages_work():
+    from rich.console import Console
+
+    from prefgen.console import display
+
+    p = RunProgress(total_rows=12, started=0.0, roles=ROLES, rows_todo=12, phase="waiting for the first batch")
+    p.set_stage_work([actor({"generate:a": (12, 600)})])
+    console = Console(file=io.StringIO(), width=80)
+    console.print(display(p, 60.0))
+    assert console.file.getvalue().splitlines()[2] == "stages 20% (generate:a 12/12 rows)"
+
+
+def test_verbose_console_prints_a_line_per_committed_batch_not_per_move_of_the_stages(capsys):
+    console = RunConsole(verbose=True)
+    p = RunProgress(total_rows=4, started=0.0, roles=ROLES, rows_todo=4)
+    console.watch(p)  # the run opens
+    p.set_stage_work([actor({"generate:a": (2, 10)})])
+    console.watch(p)  # the stages moved: nothing committed, no line
+    p.add_batch(report(2, pairs=1, rejects={"all_tied": 1}), now=5.0)
+    console.watch(p)
+    p.set_stage_work([actor({"generate:a": (4, 10)})])
+    console.watch(p)  # moved again, no new batch: no second line
+    lines = [line for line in capsys.readouterr().out.splitlines() if "progress:" in line]
+    assert len(lines) == 1 and "2/4 rows done" in lines[0]

@@ -184,3 +184,25 @@ def test_the_cards_training_block_is_the_one_readme_shows_and_the_dpo_test_runs(
     snippet = training_snippet('"parquet", data_files="prefgen-output/pairs/*.parquet"')
     assert snippet.split("\n", 1)[1] == block  # the card's first line sets MODEL, which README leaves to the reader
     assert TRAINING_SNIPPET.startswith('MODEL = "{model}"')
+
+
+def test_card_shows_the_pair_checks_verified_share_and_flip_rate():
+    from support.report_output import CONFIG
+
+    from prefgen.card import counts_section, health_section, what_made_it
+    from prefgen.health import empty_health, health_figures
+    from prefgen.verdicts import verification_figures
+
+    counts = {"pairs_checked": 10, "verified": 6, "flipped": 3, "contradicted": 1, "failed": 0, "flagged": 0,
+              "verify_calls": 20, "verify_retries": 0, "verdicts_decided": 20, "first_shown_wins": 13}
+    config = CONFIG | {"pairing": CONFIG["pairing"] | {"verification": {"enabled": "auto", "on_fail": "reject"}}}
+    manifest = {"config": config, "verification": counts,
+                "health": health_figures(empty_health()) | {"pair_verification": verification_figures(counts)}}
+    card = "\n".join(what_made_it(manifest) + counts_section(manifest, {"rejects": {}, "instructions": 6, "pairs": 6})
+                     + health_section(manifest))
+    assert "- pair check: the judge named the better answer of each pair in both orders" in card and "was rejected" in card
+    assert "- pair check: 10 pairs checked in both orders, 60% verified, flip rate 30%" in card
+    assert ("pair check (both orders): 60% of 10 pairs verified, verdict flipped with the order in 30%, against the "
+            "ratings in 10%, no verdict in 0%; answer shown first won 65% of 20 verdicts") in card
+    off = what_made_it({"config": CONFIG})
+    assert "- pair check: off (no pair was checked in both orders)" in off

@@ -93,3 +93,42 @@ def test_a_reward_model_judge_calibrates(tmp_path, monkeypatch):
     assert fig["rated"] == 4 and fig["agreement"] == longer_chosen / 4
     # one score per answer, shown in no order: nothing to say about orders or positions
     assert fig["orders_compared"] == 0 and fig["order_consistency"] is None and fig["first_shown_wins"] is None
+    assert "verified_pairs" not in fig  # a reward model gives no verdict: no pair check
+
+
+def scripted_chat_engine(pick):
+    """A stand-in VllmEngine class whose judge rates every answer 3 and answers the pair check with pick(shown)."""
+    from support.judges import checking_judge
+
+    def rate(req):
+        return [json.dumps({k: {"rationale": "r", "rating": 3} for k in responses_by_label(req.messages[-1]["content"])})]
+
+    class Engine(ScriptedEngine):
+        def __init__(self, *args):
+            super().__init__(checking_judge(pick, rate))
+
+    return Engine
+
+
+@pytest.mark.parametrize("pick, agreement, consistency, first", [
+    ("first", 0.0, 0.0, 1.0),  # always the first shown: flips every time, never both orders for the label
+    ("truth", 1.0, 1.0, 0.5),  # names the labelled chosen in both orders
+])
+def test_calibrate_reports_the_pair_checks_order_consistency_and_first_shown_wins(monkeypatch, pick, agreement,
+                                                                                    consistency, first):
+    import os
+
+    from prefgen.calibrate import calibrate, figure_lines
+    from prefgen.config import parse_config
+
+    chosen = {p["chosen"] for p in read_labelled_pairs(PAIRS)}
+    picks = {"first": lambda shown: "A",
+             "truth": lambda shown: next(label for label, text in shown.items() if text in chosen)}
+    monkeypatch.setattr(os, "environ", dict(os.environ))
+    monkeypatch.setattr("prefgen.engine.VllmEngine", scripted_chat_engine(picks[pick]))
+    fig = calibrate(parse_config({"judge": {"engine": {"device": "cpu"}}}), PAIRS, log=lambda *_: None)
+    assert fig["ties"] == 1.0  # the ratings cannot tell them apart; the labelled pair is checked all the same
+    assert fig["verified_pairs"] == 4
+    assert (fig["verdict_agreement"], fig["verdict_order_consistency"], fig["verdict_first_shown_wins"]) == (
+        agreement, consistency, first)
+    assert any(line.startswith("pair check, same verdict in both orders:") for line in figure_lines(fig))

@@ -29,13 +29,14 @@ def rows_of(tmp_path, records, **keys):
 
 def test_a_judge_only_config_plans_the_judges_engine_alone():
     cfg = parse_config(JUDGE_ONLY | {"judge": {"permutations": 2}})
-    assert [s.roles for s in plan_stages(cfg)] == [["judge:judge"]]
-    assert expected_calls(cfg) == {"judge:judge": {"requests": 2, "outputs": 2}}
+    assert [s.roles for s in plan_stages(cfg)] == [["judge:judge", "verify:judge"]]
+    assert expected_calls(cfg) == {"judge:judge": {"requests": 2, "outputs": 2},
+                                   "verify:judge": {"requests": 2, "outputs": 2, "at_most": False}}
 
 
 def test_evolution_rewrites_provided_responses_too():
     cfg = parse_config(JUDGE_ONLY | {"evolution": {"num_evolutions": 1}})
-    assert [s.roles for s in plan_stages(cfg)] == [["evolve", "judge:judge"]]
+    assert [s.roles for s in plan_stages(cfg)] == [["evolve", "judge:judge", "verify:judge"]]
     assert expected_calls(cfg)["evolve"] == {"requests": 2, "outputs": 2}
 
 
@@ -106,6 +107,6 @@ def test_the_sample_rejudge_config_starts_the_judges_engine_only():
     from prefgen.config import load_config
 
     cfg = load_config("configs/rejudge.yaml")
-    assert [s.roles for s in plan_stages(cfg)] == [["judge:judge"]] and not cfg.warnings()
+    assert [s.roles for s in plan_stages(cfg)] == [["judge:judge", "verify:judge"]] and not cfg.warnings()
     got = read_instructions(cfg.input)
     assert len(got.rows) == 3 and all(len(r["candidates"]) == 2 for r in got.rows)
