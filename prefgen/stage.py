@@ -107,6 +107,16 @@ def current_actor_id() -> str | None:
         return None
 
 
+def current_node_id() -> str | None:
+    """Ray's id of the node this runs on; None outside Ray."""
+    try:
+        import ray
+
+        return ray.get_runtime_context().get_node_id() if ray.is_initialized() else None
+    except Exception:  # noqa: BLE001 - no Ray: a unit test's stage
+        return None
+
+
 def check_chat_templates(engine, tasks: list[Task]) -> None:
     """Each role renders a conversation of its own shape through the engine's chat template once,
     so a template that refuses it (a system message to a model without that role) raises
@@ -144,7 +154,7 @@ class ModelStage:
     `batch_s`, the batches' own times summed (batch_s / busy_s is the mean number in flight);
     per role: rows, requests, tokens, task time, outputs dropped by reason, of the batches it
     finished (a batch cut short by the actor's death counts where it is redone). `actor` is
-    Ray's actor id, which a restarted actor keeps. The driver sums its attempt's files into the
+    Ray's actor id, which a restarted actor keeps; `node` the Ray node it runs on. The driver sums its attempt's files into the
     summary and names a stage whose engines never started.
     """
 
@@ -160,7 +170,7 @@ class ModelStage:
         self.in_flight, self.busy_since, self.stats_written = 0, 0.0, -1
         self.dropped = {t.role: Counter() for t in tasks}
         actor = current_actor_id()
-        self.stats = {"stage": name, "attempt": attempt, "actor": actor, "pid": os.getpid(), "started_at": time.time(),
+        self.stats = {"stage": name, "attempt": attempt, "actor": actor, "node": current_node_id(), "pid": os.getpid(), "started_at": time.time(),
                       "ready": False, "engine_start_s": None, "ready_at": None, "last_batch_at": None, "batches": 0,
                       "busy_s": 0.0, "batch_s": 0.0, "max_in_flight": 0, "roles": {t.role: new_role_stats() for t in tasks}}
         died = failed_starts_in_a_row(read_jsons(output, f"{STATS_DIR}/{attempt}"), actor) if actor else 0

@@ -1,0 +1,110 @@
+"""A run on a real three-node Ray cluster (the session's `ray_cluster` rig) with a scripted
+engine (`scripted_run.py`: the machinery, not a model): the node holding the engine actor is
+killed while batches are in flight, and the run finishes on the node left with every row exactly
+once; a local output path is refused on a cluster unless it is a shared mount; an engine no node
+can hold stops the run within `ray.placement_timeout_s`.
+
+The nodes are one machine, so a local output folder is in fact shared by all of them: the
+config says so (`output.shared_mount: true`), as it would for NFS.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+from prefgen.commits import CommitLog
+
+pytestmark = pytest.mark.integration
+
+DRIVER = Path(__file__).with_name("scripted_run.py")
+ROWS = 12
+ENGINE = {"batch_size": 2, "batches_in_flight": 1, "device": "cpu", "cpus_per_replica": 1}
+
+
+def write_config(tmp: Path, out: Path, *, shared_mount: bool = True, engine: dict | None = None,
+                 ray: dict | None = None) -> Path:
+    data = tmp / "in.jsonl"
+    words = ["rain", "sleep", "volcano", "spider", "noun", "prime", "colour", "thermometer", "tide", "moss",
+             "comet", "glacier", "lichen", "quartz"]
+    data.write_text("".join(json.dumps({"instruction": f"Explain {w} to a child."}) + "\n" for w in words[:ROWS]))
+    cfg = {
+        "input": {"path": str(data), "near_duplicates": {"enabled": False}},
+        "models": {"m": {"source": "scripted/engine", "engine": dict(ENGINE, **(engine or {}))}},
+        "generators": [{"name": "g", "model": "m", "num_completions": 2, "sampling": {"max_tokens": 16}}],
+        "evolution": {"enabled": False},
+        "judge": {"model": "m", "permutations": 1, "rationales": False, "sampling": {"max_tokens": 32}},
+        "output": {"path": str(out), "shared_mount": shared_mount},
+        "ray": {"max_batch_retries": 2, **(ray or {})},
+    }
+    path = tmp / f"config-{len(list(tmp.glob('config-*.yaml')))}.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def start(rig, cfg: Path, log: Path, seconds: float, *extra: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, str(DRIVER), str(seconds), str(cfg), "--verbose", *extra],
+                            stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True,
+                            env=dict(os.environ, PYTHONUNBUFFERED="1", **rig.env))
+
+
+def stats(out: Path) -> list[dict]:
+    return [json.loads(f.read_text()) for f in (out / "_stats").rglob("*.json")] if (out / "_stats").exists() else []
+
+
+def committed(out: Path) -> list[dict]:
+    return CommitLog.read(str(out)).commits() if (out / "_commits").exists() else []
+
+
+def wait_for(predicate, proc, timeout: float, what: str, log: Path):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = predicate()
+        if found:
+            return found
+        assert proc.poll() is None, f"the run ended (rc {proc.returncode}) before {what}:\n{log.read_text()[-3000:]}"
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}:\n{log.read_text()[-3000:]}")
+
+
+def read_rows(out: Path, kind: str) -> list[dict]:
+    return [r for f in sorted((out / kind).glob("*.parquet")) for r in pq.read_table(f).to_pylist()]
+
+
+def test_the_engines_node_is_lost_mid_run_and_the_run_finishes_on_the_node_left(ray_cluster, tmp_path):
+    rig, out, log = ray_cluster, tmp_path / "out", tmp_path / "run.log"
+    rig.restore()
+    cfg = write_config(tmp_path, out)
+    started = time.monotonic()
+    run = start(rig, cfg, log, 0.5)
+    try:
+        wait_for(lambda: committed(out), run, 120, "a first batch was committed", log)
+        [engine] = [s for s in stats(out) if s["ready"]]
+        lost = rig.name_of(engine["node"])
+        assert lost in ("a", "b"), f"the engine ran on {engine['node']}, not on a worker node"
+        done_before = {i for c in committed(out) for i in c["ids"]}
+        assert len(done_before) < ROWS, "every row was done before the node went"
+        rig.remove_worker(lost)
+        run.wait(timeout=300)
+    finally:
+        if run.poll() is None:
+            run.kill()
+    elapsed = time.monotonic() - started
+    print(f"\n[node loss] run took {elapsed:.1f} s; log:\n{log.read_text()[-2500:]}")
+    assert run.returncode == 0, log.read_text()[-3000:]
+    left = {"a", "b"} - {lost}
+    after = [s for s in stats(out) if s["ready"] and s["node"] != engine["node"]]
+    assert after and {rig.name_of(s["node"]) for s in after} == left, "no engine started on the node left"
+    pairs, rejects = read_rows(out, "pairs"), read_rows(out, "rejects")
+    ids = [p["id"] for p in pairs] + [r["id"] for r in rejects]
+    assert len(ids) == len(set(ids)) == ROWS, "a row is missing or doubled"
+    assert "worker_failed" not in {r["reason"] for r in rejects}, [r["detail"] for r in rejects]
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["status"] == "complete"
+    assert manifest["input_rows"] == manifest["paired_rows"] + sum(manifest["rejects"].values()) == ROWS
