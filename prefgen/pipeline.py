@@ -9,8 +9,11 @@ commits each report (see `runstate.py`), so a killed run resumes where it stoppe
 
 Faults: an engine actor that dies is restarted (one that keeps dying while it starts gives
 up after `ray.max_failed_starts`) and its batch retried `max_batch_retries` times; a batch that
-still fails is skipped by Ray Data and its rows are rejected by the driver as `worker_failed`,
-so every input row still ends up in the output once. A writer whose storage fails past its
+still fails is skipped by Ray Data, and its rows go through a fresh dataset again (new actors,
+placed on the nodes left when a node was lost), up to `max_batch_retries` times; the rows still
+lost are rejected by the driver as `worker_failed`, so every input row still ends up in the
+output once. An engine no node can hold stops the run after `ray.placement_timeout_s`, and a
+local output path on a cluster is refused (`cluster.py`). A writer whose storage fails past its
 retries reports its rows, which become `write_failed` (see `writer.py`). An engine stage that
 never starts stops the run with an error naming it (`engine_starts.py`); what was committed
 stays, and a rerun resumes.
@@ -32,7 +35,9 @@ from prefgen.dataset_report import write_report_safely
 from prefgen.engine_starts import start_failure
 from prefgen.io import STATS_DIR, absolute_uri, read_instructions, read_jsons
 from prefgen.phases import PhaseStore, keep_ids
-from prefgen.placement import actor_options, endpoint_actor_options, choose_mode, planning_resources, resolve_device
+from prefgen.cluster import PlacementWatch, alive_nodes, output_refusal, watched
+from prefgen.placement import (PlanError, actor_options, choose_mode, endpoint_actor_options, planning_resources,
+                               replica_needs, resolve_device)
 from prefgen.plan import StagePlan, engine_factory, plan_lines, plan_stages
 from prefgen.progress import RunProgress
 from prefgen.report import RunSummary
@@ -40,7 +45,7 @@ from prefgen.runstate import RunState, check_lease, input_digest
 from prefgen import screen
 from prefgen.stage import ModelStage
 from prefgen.schema import WORK_ROW, to_table
-from prefgen.writer import RunStopped, commit_reports, failed_warning, write_batch, write_rows
+from prefgen.writer import RunStopped, commit_rounds, failed_warning, write_batch, write_rows
 
 
 def _init_ray(cfg: PipelineConfig, stages: list[StagePlan], worker_logs: bool = True):
@@ -80,11 +85,16 @@ def keep_local_workers_on_this_interpreter() -> None:
     ray_constants.RAY_ENABLE_UV_RUN_RUNTIME_ENV = False
 
 
-def plan_run(cfg: PipelineConfig, stages: list[StagePlan], cluster: dict) -> tuple[dict[str, str], str, dict]:
-    """Devices per stage, the mode, and the resources planned for; PlanError if it cannot fit."""
+def plan_run(cfg: PipelineConfig, stages: list[StagePlan], cluster: dict,
+             nodes: list[dict] | None = None) -> tuple[dict[str, str], str, dict]:
+    """Devices per stage, the mode, and the resources planned for; PlanError if it cannot fit.
+    `nodes`: each alive node's resources, if known (what the cluster is expected to grow to
+    counts as one more node: its workers' shapes are not known yet)."""
     resources = planning_resources(cluster, cfg.ray.expected_resources)
     devices = {s.name: resolve_device(s.model.engine, resources.get("GPU", 0)) for s in stages}
-    mode = choose_mode(cfg.ray.mode, [(s.label, s.model.engine, devices[s.name]) for s in stages], resources)
+    if nodes is not None and cfg.ray.expected_resources:
+        nodes = [*nodes, cfg.ray.expected_resources]
+    mode = choose_mode(cfg.ray.mode, [(s.label, s.model.engine, devices[s.name]) for s in stages], resources, nodes)
     return devices, mode, resources
 
 
@@ -154,6 +164,10 @@ def _process(cfg, state: RunState, todo, bad_input, summary: RunSummary, progres
     out = cfg.output.path
     stages = plan_stages(cfg)
     ray, session_dir = started_ray or (_init_ray(cfg, stages, worker_logs) if todo else (None, None))
+    nodes = alive_nodes(ray) if ray else []
+    refusal = ray and output_refusal(out, cfg.output.shared_mount, len(nodes), bool(cfg.ray.expected_resources))
+    if refusal:
+        raise PlanError(refusal)
     state.claim(session_dir)
     attempt_commits = []
     if bad_input:
@@ -162,26 +176,29 @@ def _process(cfg, state: RunState, todo, bad_input, summary: RunSummary, progres
         progress.add_batch(attempt_commits[-1], time.monotonic())
         watch(progress)
     if todo:
-        devices, mode, resources = plan_run(cfg, stages, ray.cluster_resources())
+        devices, mode, resources = plan_run(cfg, stages, ray.cluster_resources(), nodes)
         summary.mode = mode
         for line in plan_lines(cfg, stages, devices, mode, resources):
             log(f"[prefgen] plan: {line}")
         ray.data.DataContext.get_current().max_errored_blocks = -1  # failed batches: see below
         build = _phased_dataset if mode == "phased" else _streaming_dataset
+        placement = PlacementWatch({s.label: replica_needs(s.model.engine, devices[s.name]) for s in stages},
+                                   cfg.ray.placement_timeout_s, lambda: alive_nodes(ray))
+        placement.rows_done = lambda: len(state.done_ids)
 
         progress.phase = "waiting for the first batch"
         watch(progress)
 
-        def reports():
-            for row in build(ray, cfg, todo, stages, devices, state.token, log).iter_rows():
-                report = json.loads(row["report"])
+        def reports(rows):
+            dataset = build(ray, cfg, rows, stages, devices, state.token, log)
+            for report in watched((json.loads(row["report"]) for row in dataset.iter_rows()), placement.check):
                 yield report
-                if "ids" in report and "failed" not in report:  # committed by now
+                if "ids" in report:  # committed by now
                     progress.add_batch(report, time.monotonic())
                     watch(progress)
 
         try:
-            done, failed = commit_reports(state, reports(), todo, cfg.ray.max_batch_retries, log)
+            done, failed = commit_rounds(state, reports, todo, cfg.ray.max_batch_retries, log)
         except Exception as exc:
             error = start_failure(exc, read_jsons(out, f"{STATS_DIR}/{state.token}"), {s.name: s.label for s in stages},
                                   {s.name: s.model.source for s in stages}, len(state.done_ids))
@@ -189,8 +206,9 @@ def _process(cfg, state: RunState, todo, bad_input, summary: RunSummary, progres
                 raise error from exc
             raise
         attempt_commits += done
-        if failed:
-            summary.warnings.append(failed_warning(failed))
+        warning = failed_warning(failed)
+        if warning:
+            summary.warnings.append(warning)
     return attempt_commits
 
 

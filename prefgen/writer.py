@@ -130,6 +130,26 @@ def commit_reports(state: RunState, reports: Iterable[dict], todo: list[dict], m
     return commits, failed
 
 
+def commit_rounds(state: RunState, reports: Callable[[list[dict]], Iterable[dict]], todo: list[dict], retries: int,
+                  log=print) -> tuple[list[dict], dict[str, tuple[str, str]]]:
+    """Run the rows through the dataset (`reports(rows)`) and commit what comes back; rows lost with
+    their batches (Ray Data gave up on them: their engine actor, or its node, died on every try)
+    go through a fresh dataset again, whose new actors Ray places on the nodes left, up to
+    `retries` times; only the rows still lost then are rejected as `worker_failed`."""
+    commits, failed, rows = [], {}, todo
+    for attempt in range(retries + 1):
+        if attempt:
+            log(f"[prefgen] {len(rows)} rows were lost with their batches (an engine actor or its node died); "
+                f"running them again on the nodes left ({attempt}/{retries})")
+        done, lost = take_reports(state, reports(rows), log)
+        commits += done
+        failed.update(lost)
+        rows = [r for r in rows if r["id"] not in state.done_ids and r["id"] not in failed]
+        if not rows:
+            break
+    return commits + reject_leftovers(state, todo, failed, retries, log), failed
+
+
 def take_reports(state: RunState, reports: Iterable[dict], log=print) -> tuple[list[dict], dict[str, tuple[str, str]]]:
     """Commit the writers' reports as they come; returns the commits and the rows reported as
     failed or rejected for a fault (id -> (reason, detail)), which no commit holds yet."""
@@ -191,6 +211,7 @@ def leftover_rejects(todo: list[dict], done_ids: set[str], failed: dict[str, tup
         batches.append((reason, rows, [reject_row(r, reason, failed[r["id"]][1]) for r in rows]))
     lost = [r for r in left if r["id"] not in failed]
     if lost:
-        detail = f"its batch failed after {max_batch_retries} retries (engine actor died)"
+        detail = (f"its batch was lost on every try ({max_batch_retries} retries on a restarted actor, then "
+                  f"{max_batch_retries} runs again on new ones): its engine actor or its node died")
         batches.append(("lost", lost, [reject_row(r, REJECT_WORKER_FAILED, detail) for r in lost]))
     return batches

@@ -85,7 +85,7 @@ def test_a_write_that_outlasts_the_retries_becomes_write_failed_and_nothing_is_d
     assert read_dir(out, "pairs") == []
     reasons = {r["id"]: (r["reason"], r["detail"]) for r in read_dir(out, "rejects")}
     assert {i: r for i, (r, _) in reasons.items()} == {"a": "write_failed", "b": "write_failed", "c": "worker_failed"}
-    assert "injected storage fault" in reasons["a"][1] and "engine actor died" in reasons["c"][1]
+    assert "injected storage fault" in reasons["a"][1] and "its engine actor or its node died" in reasons["c"][1]
     assert sorted(i for c in commits for i in c["ids"]) == ["a", "b", "c"]
     summary = RunSummary(output=str(out), warnings=[failed_warning(failed)])
     assert any("2 rows could not be written and were rejected (2 write_failed;" in line

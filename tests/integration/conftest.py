@@ -23,6 +23,8 @@ from pathlib import Path
 
 import pytest
 
+from prefgen.runstate import stop_orphans
+
 WORKER_CPUS = 2
 OBJECT_STORE = 128 << 20
 
@@ -99,7 +101,10 @@ def ray_cluster(tmp_path_factory):
         print(f"\n[rig] Ray cluster of 3 nodes up in {time.monotonic() - started:.1f} s at {cluster.address}")
         yield rig
     finally:
+        session = cluster.head_node.get_session_dir_path() if cluster.head_node else None
         cluster.shutdown()
+        if session:  # a node whose start timed out (a loaded machine) is not the cluster's to stop
+            stop_orphans(session)
         _put_back(address_before)
         for key, value in saved.items():
             if value is None:
