@@ -88,12 +88,12 @@ def keep_local_workers_on_this_interpreter() -> None:
 def plan_run(cfg: PipelineConfig, stages: list[StagePlan], cluster: dict,
              nodes: list[dict] | None = None) -> tuple[dict[str, str], str, dict]:
     """Devices per stage, the mode, and the resources planned for; PlanError if it cannot fit.
-    `nodes`: each alive node's resources, if known (what the cluster is expected to grow to
-    counts as one more node: its workers' shapes are not known yet)."""
+    `nodes`: each alive node's resources, if known; with `ray.expected_resources` the shapes of
+    the workers to come are not known, so the cluster grown to it counts as one more node."""
     resources = planning_resources(cluster, cfg.ray.expected_resources)
     devices = {s.name: resolve_device(s.model.engine, resources.get("GPU", 0)) for s in stages}
     if nodes is not None and cfg.ray.expected_resources:
-        nodes = [*nodes, cfg.ray.expected_resources]
+        nodes = [*nodes, resources]
     mode = choose_mode(cfg.ray.mode, [(s.label, s.model.engine, devices[s.name]) for s in stages], resources, nodes)
     return devices, mode, resources
 

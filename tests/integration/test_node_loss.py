@@ -108,3 +108,49 @@ def test_the_engines_node_is_lost_mid_run_and_the_run_finishes_on_the_node_left(
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["status"] == "complete"
     assert manifest["input_rows"] == manifest["paired_rows"] + sum(manifest["rejects"].values()) == ROWS
+
+
+def run_to_end(rig, cfg: Path, log: Path, timeout: float = 240) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(DRIVER), "0.2", str(cfg)], capture_output=True, text=True,
+                          timeout=timeout, env=dict(os.environ, PYTHONUNBUFFERED="1", **rig.env))
+
+
+def test_a_local_output_path_or_a_replica_no_node_holds_is_refused_before_any_engine_starts(ray_cluster, tmp_path):
+    """On three nodes a local path not declared a shared mount is refused (exit 2, naming
+    output.path); so is a replica of 3 CPUs on nodes of 2 (the cluster has 4 in all)."""
+    rig = ray_cluster
+    rig.restore()
+    out = tmp_path / "out"
+    refused = run_to_end(rig, write_config(tmp_path, out, shared_mount=False), tmp_path / "local.log")
+    assert refused.returncode == 2, refused.stdout[-2000:] + refused.stderr[-2000:]
+    assert f"output.path {out} is a local path and the run is on a cluster of 3 nodes" in refused.stderr
+    assert "output.shared_mount: true" in refused.stderr
+    assert not stats(out), "an engine started"
+    too_big = run_to_end(rig, write_config(tmp_path, tmp_path / "big", engine={"cpus_per_replica": 3}),
+                         tmp_path / "big.log")
+    assert too_big.returncode == 2, too_big.stdout[-2000:] + too_big.stderr[-2000:]
+    assert "one replica needs CPU 3 on one node" in too_big.stderr
+    assert "CPU: needs 3 on one node, the most any node has is 2" in too_big.stderr
+    assert not stats(tmp_path / "big")
+
+
+def test_an_engine_no_node_can_hold_stops_the_run_within_the_placement_timeout(ray_cluster, tmp_path):
+    """Planned for a GPU the autoscaler was expected to add (`ray.expected_resources`) and that
+    never comes: Ray would keep the actor pending and Ray Data wait for ever; the run stops after
+    `ray.placement_timeout_s` with exit 3, naming the GPU, and the folder resumes."""
+    rig = ray_cluster
+    rig.restore()
+    out = tmp_path / "out"
+    cfg = write_config(tmp_path, out, engine={"device": "gpu"},
+                       ray={"expected_resources": {"GPU": 1}, "placement_timeout_s": 5})
+    started = time.monotonic()
+    stopped = run_to_end(rig, cfg, tmp_path / "run.log", timeout=180)
+    took = time.monotonic() - started
+    assert stopped.returncode == 3, stopped.stdout[-2000:] + stopped.stderr[-2000:]
+    assert "ray.placement_timeout_s=5 s" in stopped.stderr and "engine stage m (generate:g, judge:judge)" in stopped.stderr
+    assert "GPU: needs 1 on one node, the most any node has is 0" in stopped.stderr
+    assert "rerun the same command to resume" in stopped.stderr
+    assert not stats(out)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["status"] == "failed" and "PlacementTimeout" in manifest["attempts"][-1]["error"]
+    print(f"\n[placement timeout] exit 3 after {took:.1f} s")
