@@ -154,3 +154,35 @@ def test_an_engine_no_node_can_hold_stops_the_run_within_the_placement_timeout(r
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["status"] == "failed" and "PlacementTimeout" in manifest["attempts"][-1]["error"]
     print(f"\n[placement timeout] exit 3 after {took:.1f} s")
+
+
+def test_rows_lost_past_the_retries_are_worker_failed_and_a_rerun_of_the_same_command_redoes_them(
+        ray_cluster, tmp_path):
+    """With `ray.max_batch_retries: 0` the lost node's batches are `worker_failed`; the same command
+    run again (the node left suffices) redoes exactly those rows: no reject for a fault stays."""
+    rig, out, log = ray_cluster, tmp_path / "out", tmp_path / "run.log"
+    rig.restore()
+    cfg = write_config(tmp_path, out, ray={"max_batch_retries": 0})
+    run = start(rig, cfg, log, 0.5)
+    try:
+        wait_for(lambda: committed(out), run, 120, "a first batch was committed", log)
+        [engine] = [s for s in stats(out) if s["ready"]]
+        rig.remove_worker(rig.name_of(engine["node"]))
+        run.wait(timeout=300)
+    finally:
+        if run.poll() is None:
+            run.kill()
+    assert run.returncode == 0, log.read_text()[-3000:]
+    lost = {r["id"] for r in read_rows(out, "rejects") if r["reason"] == "worker_failed"}
+    assert lost, "no batch was lost: the node went too late"
+    done_before = {i for c in committed(out) for i in c["ids"]} - lost
+    rerun = run_to_end(rig, cfg, tmp_path / "rerun.log")
+    assert rerun.returncode == 0, rerun.stdout[-2000:] + rerun.stderr[-2000:]
+    assert f"{len(done_before)} rows already done" in rerun.stdout
+    assert f"{len(lost)} rows rejected for a fault (worker_failed) to redo" in rerun.stdout
+    pairs, rejects = read_rows(out, "pairs"), read_rows(out, "rejects")
+    ids = [p["id"] for p in pairs] + [r["id"] for r in rejects]
+    assert len(ids) == len(set(ids)) == ROWS and not {r["reason"] for r in rejects} & {"worker_failed"}
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["status"] == "complete" and len(manifest["attempts"]) == 2
+    assert manifest["input_rows"] == manifest["paired_rows"] + sum(manifest["rejects"].values()) == ROWS
