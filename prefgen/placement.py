@@ -76,7 +76,8 @@ def missing_on_any_node(need: dict[str, float], nodes: list[dict[str, float]]) -
     short = {k: v for k, v in need.items() if max((n.get(k, 0) for n in nodes), default=0) < v}
     if short:
         most = {k: max((n.get(k, 0) for n in nodes), default=0) for k in short}
-        return "; ".join(f"{k}: needs {v:g} on one node, the most any node has is {most[k]:g}" for k, v in short.items())
+        return "; ".join(f"{k}: needs {v:g} on one node, the most any node has is {most[k]:g}"
+                         for k, v in short.items())
     return f"no node has {describe(need)} together"
 
 

@@ -193,11 +193,10 @@ class RunState:
         roll_forward(self.uri, self.log.merges)  # a merge past its commit point,
         removed, _ = self.sweep()  # uncommitted shards
         if previous:
-            redo = sum(len(c["ids"]) for c in faults)
+            redo, why = sum(len(c["ids"]) for c in faults), ", ".join(sorted({r for c in faults for r in c["rejects"]}))
             log(f"[prefgen] resuming {self.uri}: {len(self.done_ids)} rows already done, "
-                f"{removed} uncommitted shard(s) removed"
-                + (f", {redo} rows rejected for a fault ({', '.join(sorted({r for c in faults for r in c['rejects']}))}) "
-                   "to redo" if redo else ""))
+                f"{removed} uncommitted shard(s) removed" + (f", {redo} rows rejected for a fault ({why}) to redo"
+                                                              if redo else ""))
         self.manifest = previous or {
             "config_digest": config_digest,
             "input_digest": in_digest,

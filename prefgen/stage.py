@@ -97,24 +97,24 @@ class LoopEngine:
         return asyncio.run_coroutine_threadsafe(self.engine.chat(requests), self.loop).result()
 
 
-def current_actor_id() -> str | None:
-    """Ray's id of the actor this runs in (kept when Ray restarts it); None outside an actor."""
+def _runtime_id(getter: str) -> str | None:
+    """An id from Ray's runtime context (`get_actor_id`, `get_node_id`); None outside Ray."""
     try:
         import ray
 
-        return ray.get_runtime_context().get_actor_id() if ray.is_initialized() else None
+        return getattr(ray.get_runtime_context(), getter)() if ray.is_initialized() else None
     except Exception:  # noqa: BLE001 - no Ray: a unit test's stage
         return None
+
+
+def current_actor_id() -> str | None:
+    """Ray's id of the actor this runs in (kept when Ray restarts it); None outside an actor."""
+    return _runtime_id("get_actor_id")
 
 
 def current_node_id() -> str | None:
-    """Ray's id of the node this runs on; None outside Ray."""
-    try:
-        import ray
-
-        return ray.get_runtime_context().get_node_id() if ray.is_initialized() else None
-    except Exception:  # noqa: BLE001 - no Ray: a unit test's stage
-        return None
+    """Ray's id of the node this runs on (the stats say where an engine ran); None outside Ray."""
+    return _runtime_id("get_node_id")
 
 
 def check_chat_templates(engine, tasks: list[Task]) -> None:
@@ -170,8 +170,8 @@ class ModelStage:
         self.in_flight, self.busy_since, self.stats_written = 0, 0.0, -1
         self.dropped = {t.role: Counter() for t in tasks}
         actor = current_actor_id()
-        self.stats = {"stage": name, "attempt": attempt, "actor": actor, "node": current_node_id(), "pid": os.getpid(), "started_at": time.time(),
-                      "ready": False, "engine_start_s": None, "ready_at": None, "last_batch_at": None, "batches": 0,
+        self.stats = {"stage": name, "attempt": attempt, "actor": actor, "node": current_node_id(), "pid": os.getpid(),
+                      "started_at": time.time(), "ready": False, "engine_start_s": None, "ready_at": None, "last_batch_at": None, "batches": 0,
                       "busy_s": 0.0, "batch_s": 0.0, "max_in_flight": 0, "roles": {t.role: new_role_stats() for t in tasks}}
         died = failed_starts_in_a_row(read_jsons(output, f"{STATS_DIR}/{attempt}"), actor) if actor else 0
         self._write_stats(json.loads(json.dumps(self.stats)))  # a start that never ends (killed) stays on record

@@ -113,7 +113,8 @@ def write_batch(batch: pa.Table, output: str, token: str, pairing: dict, seed: i
             report = write_rows(output, token, kept, pairs, [r for r in rejects if r["id"] not in faults], sleep=sleep)
         except OSError as exc:
             report = {"failed": sorted(r["id"] for r in kept), "reason": REJECT_WRITE_FAILED,
-                      "error": f"its shards could not be written after {WRITE_ATTEMPTS} tries: {type(exc).__name__}: {exc}"}
+                      "error": f"its shards could not be written after {WRITE_ATTEMPTS} tries: "
+                               f"{type(exc).__name__}: {exc}"}
     if faults:
         report["faults"] = faults
     return pa.Table.from_pylist([{"report": json.dumps(report)}])  # JSON: reports differ in shape
@@ -188,7 +189,8 @@ def reject_leftovers(state: RunState, todo: list[dict], failed: dict[str, tuple[
 
 def failed_warning(failed: dict[str, tuple[str, str]]) -> str | None:
     """The summary's closing word on rows the writer could not finish, if any."""
-    failed = {i: why for i, why in failed.items() if why[0] != REJECT_REQUEST_FAILED}  # the endpoint's figures say those
+    # an endpoint's failed requests are in its own figures (summary, manifest), not a storage warning
+    failed = {i: why for i, why in failed.items() if why[0] != REJECT_REQUEST_FAILED}
     if not failed:
         return None
     counts = Counter(reason for reason, _ in failed.values())

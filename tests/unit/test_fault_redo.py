@@ -28,7 +28,8 @@ def opened(out) -> RunState:
 
 
 def output_ids(out, kind: str) -> list[tuple[str, str | None]]:
-    return sorted((r["id"], r.get("reason")) for f in (out / kind).glob("*.parquet") for r in pq.read_table(f).to_pylist())
+    return sorted((r["id"], r.get("reason")) for f in (out / kind).glob("*.parquet")
+                  for r in pq.read_table(f).to_pylist())
 
 
 def test_a_rerun_redoes_the_rows_rejected_for_a_fault_and_keeps_every_other_row(tmp_path):
@@ -106,7 +107,8 @@ def test_lost_rows_go_through_the_dataset_again_before_they_are_worker_failed(tm
     state = opened(tmp_path / "one")
     reports, runs = dataset(state)
     commit_rounds(state, reports, rows, 2, log=lambda m: None)
-    assert runs == [["a", "b"], ["b"]] and output_ids(tmp_path / "one", "rejects") == [("a", "all_tied"), ("b", "all_tied")]
+    assert runs == [["a", "b"], ["b"]]
+    assert output_ids(tmp_path / "one", "rejects") == [("a", "all_tied"), ("b", "all_tied")]
 
     state = opened(tmp_path / "two")
     reports, runs = dataset(state, lose_every_time=True)
