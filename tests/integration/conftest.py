@@ -11,6 +11,10 @@ on this machine's own address (`127.0.0.1` made the head hang here, see the shar
 Torn down at the session's end, leaving no process; Ray's "current cluster" file, which the rig
 would otherwise point at itself (a bare `ray.init()` elsewhere on the machine would join it), is
 put back as it was.
+
+Ray gives a new node's raylet a fixed 30 s to register; on a 2-core machine shared with other
+test runs (load average 20 seen here) that is too short, so while the rig adds a node Ray's node
+module sees a clock running at a quarter of the speed (`patient_startup`): two minutes.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from __future__ import annotations
 import os
 import secrets
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,6 +32,29 @@ from prefgen.runstate import stop_orphans
 
 WORKER_CPUS = 2
 OBJECT_STORE = 128 << 20
+STARTUP_SLOWDOWN = 4  # Ray's 30 s for a raylet to register becomes 2 minutes
+
+
+class _SlowClock:
+    """The `time` module as Ray's node module sees it while a node starts: `monotonic` slowed."""
+
+    def __getattr__(self, name):
+        return getattr(time, name)
+
+    @staticmethod
+    def monotonic() -> float:
+        return time.monotonic() / STARTUP_SLOWDOWN
+
+
+@contextmanager
+def patient_startup():
+    import ray._private.node as node_module
+
+    node_module.time = _SlowClock()
+    try:
+        yield
+    finally:
+        node_module.time = time
 
 
 @dataclass
@@ -43,8 +71,9 @@ class RayRig:
 
     def add_worker(self, name: str, **resources) -> object:
         """A worker node with WORKER_CPUS logical CPUs and the resource `node:<name>`."""
-        node = self.cluster.add_node(num_cpus=WORKER_CPUS, object_store_memory=OBJECT_STORE,
-                                     resources={f"node:{name}": 1, **resources})
+        with patient_startup():
+            node = self.cluster.add_node(num_cpus=WORKER_CPUS, object_store_memory=OBJECT_STORE,
+                                         resources={f"node:{name}": 1, **resources})
         self.workers[name] = node
         return node
 
@@ -61,7 +90,7 @@ class RayRig:
         for name in ("a", "b"):
             if name not in self.workers:
                 self.add_worker(name)
-        self.cluster.wait_for_nodes()
+        self.cluster.wait_for_nodes(timeout=120)
 
 
 def _address_file() -> Path:
@@ -90,8 +119,9 @@ def ray_cluster(tmp_path_factory):
     os.environ.pop("RAY_AUTH_TOKEN", None)  # the file is the one source
     reset_auth_token_state()  # this process read the mode when it imported Ray
     started = time.monotonic()
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False,
-                                                           "object_store_memory": OBJECT_STORE})
+    with patient_startup():
+        cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False,
+                                                               "object_store_memory": OBJECT_STORE})
     # A driver joins with the venv it runs on; the nodes are this machine, with the same venv, so
     # Ray's `uv run` integration (a fresh virtualenv synced per worker) is turned off for it.
     rig = RayRig(cluster, dict(env, RAY_ADDRESS=cluster.address, RAY_ENABLE_UV_RUN_RUNTIME_ENV="0"))
