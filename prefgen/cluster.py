@@ -12,7 +12,9 @@
   an engine stage (its node was lost and none like it is left, or an autoscaler never adds
   one) for `ray.placement_timeout_s`, the run stops with `PlacementTimeout` (exit 3), naming
   the stage and the resources missing. What was committed stays; the same command resumes.
-  A replica is compared with what one node has, never with the cluster's totals.
+  A replica is compared with what one node has, never with the cluster's totals. In phased
+  mode only the running phase's stage is watched: an autoscaler adds a later phase's nodes
+  only once its engines are asked for.
 """
 
 from __future__ import annotations
@@ -36,7 +38,8 @@ def alive_nodes(ray) -> list[dict[str, float]]:
 
 def output_refusal(path: str, shared_mount: bool, nodes: int, autoscaling: bool) -> str | None:
     """Why a run may not write to `path` on this cluster, or None when it may."""
-    if "://" in path or shared_mount or (nodes <= 1 and not autoscaling):
+    local = "://" not in path or path.startswith("file://")
+    if not local or shared_mount or (nodes <= 1 and not autoscaling):
         return None
     where = f"a cluster of {nodes} nodes" if nodes > 1 else "an autoscaling cluster (ray.expected_resources is set)"
     return (f"output.path {path} is a local path and the run is on {where}: each node would write its shards and "
@@ -53,9 +56,15 @@ class PlacementWatch:
     def __init__(self, needs: dict[str, dict[str, float]], timeout_s: float, nodes: Callable[[], list[dict]],
                  interval_s: float = 2.0, clock: Callable[[], float] = time.monotonic):
         self.needs, self.timeout_s, self.nodes, self.interval_s, self.clock = needs, timeout_s, nodes, interval_s, clock
+        self.all_needs = dict(needs)
         self.since: float | None = None  # when the stages last stopped fitting
         self.checked = float("-inf")
         self.rows_done: Callable[[], int] = lambda: 0
+
+    def watch_only(self, *labels: str) -> None:
+        """Watch these stages alone from now on (phased mode: the running phase's), clock reset."""
+        self.needs = {label: self.all_needs[label] for label in labels}
+        self.since = None
 
     def check(self) -> None:
         now = self.clock()

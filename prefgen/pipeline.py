@@ -189,9 +189,12 @@ def _process(cfg, state: RunState, todo, bad_input, summary: RunSummary, progres
         progress.phase = "waiting for the first batch"
         watch(progress)
 
+        def dataset_reports(rows):  # runs in `watched`'s thread: a phased build runs its phases here
+            for row in build(ray, cfg, rows, stages, devices, state.token, log, placement).iter_rows():
+                yield json.loads(row["report"])
+
         def reports(rows):
-            dataset = build(ray, cfg, rows, stages, devices, state.token, log)
-            for report in watched((json.loads(row["report"]) for row in dataset.iter_rows()), placement.check):
+            for report in watched(dataset_reports(rows), placement.check):
                 yield report
                 if "ids" in report:  # committed by now
                     progress.add_batch(report, time.monotonic())
@@ -252,7 +255,7 @@ def _with_writer(ds, cfg: PipelineConfig, token: str):
     )
 
 
-def _streaming_dataset(ray, cfg, rows, stages, devices, token, log):
+def _streaming_dataset(ray, cfg, rows, stages, devices, token, log, placement=None):
     """Every stage's engines live at once; rows flow through all of them block by block."""
     ds = _source(ray, rows, stages)
     for s in stages:
@@ -260,7 +263,7 @@ def _streaming_dataset(ray, cfg, rows, stages, devices, token, log):
     return _with_writer(ds, cfg, token)
 
 
-def _phased_dataset(ray, cfg, rows, stages, devices, token, log):
+def _phased_dataset(ray, cfg, rows, stages, devices, token, log, placement=None):
     """One stage at a time: each stage but the last writes its output under `_phases/`, its
     engines are released, and the next stage reads it back; the last stage streams into the
     writer, so its batches are committed as they finish. Holds one model's engines at a time
@@ -282,6 +285,8 @@ def _phased_dataset(ray, cfg, rows, stages, devices, token, log):
         if not fed:
             break
         s, started = stages[i], time.monotonic()
+        if placement:  # only the running phase's engines are asked for (an autoscaler adds nodes on demand)
+            placement.watch_only(s.label)
         _with_stage(ray, ds, cfg, s, devices[s.name], token).write_parquet(store.folder(i, s.name))
         phase = store.mark_done(i, s.name, fed, before=lambda: check_lease(out, token))
         lost = f", {len(phase.failed)} rows lost with their batches" if phase.failed else ""
@@ -292,5 +297,7 @@ def _phased_dataset(ray, cfg, rows, stages, devices, token, log):
     if not fed:  # every row left was lost with its batch: no engine to start, the driver rejects them
         return ray.data.from_arrow(pa.table({"report": pa.array([], pa.string())}))
     last = stages[-1]
+    if placement:
+        placement.watch_only(last.label)
     log(f"[prefgen] phase {count}/{count} {last.label}: {len(fed)} rows, streamed into the writer")
     return _with_writer(_with_stage(ray, ds, cfg, last, devices[last.name], token), cfg, token)

@@ -15,6 +15,7 @@ TWO_NODES = [{"CPU": 0.0}, {"CPU": 2.0, "GPU": 1.0, "accelerator_type:A10G": 1.0
     ("/data/out", False, 3, False, True),
     ("/data/out", False, 1, True, True),  # a head alone that will grow (ray.expected_resources)
     ("/data/out", True, 3, False, False),  # a shared mount
+    ("file:///data/out", False, 3, False, True),  # local disk too
     ("s3://bucket/out", False, 3, True, False),
     ("gs://bucket/out", False, 3, False, False),
 ])
@@ -63,6 +64,9 @@ def test_the_placement_watch_stops_a_run_only_after_the_timeout_without_a_node_t
     with pytest.raises(PlacementTimeout) as stopped:
         watch.check()
     message = str(stopped.value)
+    watch.watch_only("m (judge:judge)")  # phased mode: the next phase's stage; the clock starts again
+    now[0] = 150.0
+    watch.check()
     assert "ray.placement_timeout_s=60 s" in message and "engine stage m (judge:judge)" in message
     assert "GPU: needs 1 on one node, the most any node has is 0" in message
     assert "accelerator_type:A10G" in message and "rerun the same command to resume" in message
