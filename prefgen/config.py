@@ -88,7 +88,9 @@ class RayConfig(Strict):
         "materialised in between; auto: phased when the GPUs cannot hold every stage at once.",
     )
     max_batch_retries: int = Field(
-        2, ge=0, description="Times a batch is retried on a new engine actor after its actor died."
+        2, ge=0, description="Times a batch is retried on a restarted engine actor after its actor died; the "
+        "batches still lost then (their node gone, say) go through a fresh dataset (new actors, on the nodes left) "
+        "as many times more before their rows are rejected as worker_failed."
     )
     placement_timeout_s: float = Field(
         600.0, gt=0, description="Seconds an engine stage may wait with no node able to hold one of its replicas "
