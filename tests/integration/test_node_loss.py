@@ -2,7 +2,9 @@
 engine (`scripted_run.py`: the machinery, not a model): the node holding the engine actor is
 killed while batches are in flight, and the run finishes on the node left with every row exactly
 once; a local output path is refused on a cluster unless it is a shared mount; an engine no node
-can hold stops the run within `ray.placement_timeout_s`.
+can hold stops the run within `ray.placement_timeout_s`; rows lost past the retries are
+`worker_failed` and redone by the same command run again (SIGKILLed, then resumed on another
+node count).
 
 The nodes are one machine, so a local output folder is in fact shared by all of them: the
 config says so (`output.shared_mount: true`), as it would for NFS.
@@ -10,6 +12,7 @@ config says so (`output.shared_mount: true`), as it would for NFS.
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -60,6 +63,11 @@ def stats(out: Path) -> list[dict]:
 
 def committed(out: Path) -> list[dict]:
     return CommitLog.read(str(out)).commits() if (out / "_commits").exists() else []
+
+
+def done_ids(out: Path) -> set[str]:
+    """The rows a rerun skips: committed, and not rejected for a fault."""
+    return {i for c in committed(out) if not c.get("fault") for i in c["ids"]}
 
 
 def wait_for(predicate, proc, timeout: float, what: str, log: Path):
@@ -159,8 +167,9 @@ def test_an_engine_no_node_can_hold_stops_the_run_within_the_placement_timeout(r
 
 def test_rows_lost_past_the_retries_are_worker_failed_and_a_rerun_of_the_same_command_redoes_them(
         ray_cluster, tmp_path):
-    """With `ray.max_batch_retries: 0` the lost node's batches are `worker_failed`; the same command
-    run again (the node left suffices) redoes exactly those rows: no reject for a fault stays."""
+    """With `ray.max_batch_retries: 0` the lost node's batches are `worker_failed`. The same command
+    run again on the two nodes left redoes those rows, and is SIGKILLed once it committed some;
+    run once more on three nodes it finishes: every row once, no reject for a fault left."""
     rig, out, log = ray_cluster, tmp_path / "out", tmp_path / "run.log"
     rig.restore()
     cfg = write_config(tmp_path, out, ray={"max_batch_retries": 0})
@@ -177,13 +186,25 @@ def test_rows_lost_past_the_retries_are_worker_failed_and_a_rerun_of_the_same_co
     lost = {r["id"] for r in read_rows(out, "rejects") if r["reason"] == "worker_failed"}
     assert lost, "no batch was lost: the node went too late"
     done_before = {i for c in committed(out) for i in c["ids"]} - lost
-    rerun = run_to_end(rig, cfg, tmp_path / "rerun.log")
-    assert rerun.returncode == 0, rerun.stdout[-2000:] + rerun.stderr[-2000:]
-    assert f"{len(done_before)} rows already done" in rerun.stdout
-    assert f"{len(lost)} rows rejected for a fault (worker_failed) to redo" in rerun.stdout
+    rerun_log = tmp_path / "rerun.log"
+    rerun = start(rig, cfg, rerun_log, 0.5)  # on the two nodes left
+    try:
+        wait_for(lambda: done_ids(out) & lost, rerun, 120, "the rerun committed a batch of the lost rows", rerun_log)
+        os.kill(rerun.pid, signal.SIGKILL)  # the driver; Ray ends its job's actors
+        rerun.wait()
+    finally:
+        if rerun.poll() is None:
+            rerun.kill()
+    assert f"{len(lost)} rows rejected for a fault (worker_failed) to redo" in rerun_log.read_text()
+    redone = done_ids(out) & lost
+    assert redone < lost, "the rerun finished before it was killed"
+    rig.restore()  # three nodes again
+    resumed = run_to_end(rig, cfg, tmp_path / "resumed.log")
+    assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-2000:]
+    assert f"{len(done_before | redone)} rows already done" in resumed.stdout
     pairs, rejects = read_rows(out, "pairs"), read_rows(out, "rejects")
     ids = [p["id"] for p in pairs] + [r["id"] for r in rejects]
     assert len(ids) == len(set(ids)) == ROWS and not {r["reason"] for r in rejects} & {"worker_failed"}
     manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["status"] == "complete" and len(manifest["attempts"]) == 2
+    assert manifest["status"] == "complete" and len(manifest["attempts"]) == 3
     assert manifest["input_rows"] == manifest["paired_rows"] + sum(manifest["rejects"].values()) == ROWS
