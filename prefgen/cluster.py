@@ -1,9 +1,9 @@
 """The cluster a run is on: its nodes, where its output may go, and engines no node can hold.
 
 - **Output on a cluster.** A local output path names a folder on each node's own disk. On a
-  cluster of more than one node (or one that autoscales: `ray.expected_resources`) the writers
-  and engine actors of other nodes would write to their own disks, and the driver would read
-  its own, so such a run is refused before any engine starts (exit 2, naming `output.path`)
+  cluster of more than one node (or a joined one that autoscales: `ray.expected_resources`),
+  the writers and engine actors of other nodes would write to their own disks, and the driver
+  would read its own, so such a run is refused before any engine starts (exit 2, naming `output.path`)
   unless `output.shared_mount: true` says the path is one shared mount on every node. URIs
   (`s3://`, `gs://`, ...) are the same place from every node.
 - **Placement.** Ray keeps an actor it cannot place pending for ever, and Ray Data waits for it

@@ -165,7 +165,8 @@ def _process(cfg, state: RunState, todo, bad_input, summary: RunSummary, progres
     stages = plan_stages(cfg)
     ray, session_dir = started_ray or (_init_ray(cfg, stages, worker_logs) if todo else (None, None))
     nodes = alive_nodes(ray) if ray else []
-    refusal = ray and output_refusal(out, cfg.output.shared_mount, len(nodes), bool(cfg.ray.expected_resources))
+    grows = bool(cfg.ray.expected_resources) and session_dir is None  # a cluster joined, not a local Ray
+    refusal = ray and output_refusal(out, cfg.output.shared_mount, len(nodes), grows)
     if refusal:
         raise PlanError(refusal)
     state.claim(session_dir)
