@@ -10,6 +10,7 @@ import argparse
 import sys
 
 from prefgen.calibrate import PairsError
+from prefgen.cluster import PlacementTimeout
 from prefgen.config import ConfigError, PipelineConfig, load_config
 from prefgen.dataset_report import ReportError
 from prefgen.export import ExportError
@@ -178,7 +179,7 @@ def _run(cfg: PipelineConfig, verbose: bool) -> int:
         summary = run(cfg, log=console.log, watch=console.watch, worker_logs=verbose)
     except (ConfigError, InputError, ResumeRefused, PlanError, PairsError) as exc:
         code, message = 2, f"prefgen: {exc}"
-    except (EngineStartFailed, RunStopped, EndpointStopped) as exc:  # the folder resumes when rerun
+    except (EngineStartFailed, RunStopped, EndpointStopped, PlacementTimeout) as exc:  # the folder resumes when rerun
         code, message = 3, f"prefgen: run stopped: {exc}"
     except BaseException:
         console.finish()

@@ -69,6 +69,11 @@ class OutputConfig(Strict):
     overwrite: bool = Field(
         False, description="Start fresh: delete what is at path. Without it a run at path of the same config resumes."
     )
+    shared_mount: bool = Field(
+        False, description="A local path that is one shared mount on every Ray node (NFS, a cluster filesystem): "
+        "without it a local path on a cluster of more than one node is refused, as each node would write to "
+        "its own disk. URIs (s3://, gs://) need no such key.",
+    )
 
 
 class RayConfig(Strict):
@@ -85,7 +90,13 @@ class RayConfig(Strict):
         "materialised in between; auto: phased when the GPUs cannot hold every stage at once.",
     )
     max_batch_retries: int = Field(
-        2, ge=0, description="Times a batch is retried on a new engine actor after its actor died."
+        2, ge=0, description="Times a batch is retried on a restarted engine actor after its actor died; the "
+        "batches still lost then (their node gone, say) go through a fresh dataset (new actors, on the nodes left) "
+        "as many times more before their rows are rejected as worker_failed."
+    )
+    placement_timeout_s: float = Field(
+        600.0, gt=0, description="Seconds an engine stage may wait with no node able to hold one of its replicas "
+        "(its node lost, or an autoscaler that never adds one); then the run stops (exit 3) naming what is missing.",
     )
     max_failed_starts: int = Field(
         3, ge=1, description="Starts in a row an engine actor may die in before its engine is ready (e.g. "

@@ -10,8 +10,9 @@ In phased mode every stage but the last writes its output rows (rejected rows in
   (and while it holds the lease): the folder, its row count and ids digest, and the ids of the
   rows that went in but did not come out (batches Ray Data gave up on).
 A phase is finished only with its marker, and only while its folder holds exactly the rows the
-marker names. A resumed attempt reuses the finished phases in order as long as each covers every
-row still to do, reading back only those rows (the last stage streams into the writer and may
+marker names. A resumed attempt reuses the finished phases in order as long as each holds every
+row still to do (a row lost with its batch in a phase is not held: it is to be redone, there
+or after a lost node, and not rejected again), reading back only those rows (the last stage streams into the writer and may
 have committed some batches before the crash). From the first phase it cannot reuse on, it
 deletes that phase's folders and markers and those of every later phase, and runs them again.
 `RunState.finish` deletes `_phases/` when the run completes; `--overwrite` deletes it too.
@@ -68,7 +69,7 @@ def reuse_refusal(marker: dict | None, found: list[str] | None, todo: set[str]) 
         return "its output folder is missing"
     if len(found) != marker["rows"] or batch_key(found) != marker["ids_digest"]:
         return f"its output holds {len(found)} rows, not the {marker['rows']} its marker names"
-    missing = todo - set(found) - set(marker.get("failed_ids", []))
+    missing = todo - set(found)  # rows the phase lost are run again, not given up on
     if missing:
         return f"{len(missing)} rows still to do are not in it"
     return None

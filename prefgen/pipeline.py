@@ -9,8 +9,11 @@ commits each report (see `runstate.py`), so a killed run resumes where it stoppe
 
 Faults: an engine actor that dies is restarted (one that keeps dying while it starts gives
 up after `ray.max_failed_starts`) and its batch retried `max_batch_retries` times; a batch that
-still fails is skipped by Ray Data and its rows are rejected by the driver as `worker_failed`,
-so every input row still ends up in the output once. A writer whose storage fails past its
+still fails is skipped by Ray Data, and its rows go through a fresh dataset again (new actors,
+placed on the nodes left when a node was lost), up to `max_batch_retries` times; the rows still
+lost are rejected by the driver as `worker_failed`, so every input row still ends up in the
+output once. An engine no node can hold stops the run after `ray.placement_timeout_s`, and a
+local output path on a cluster is refused (`cluster.py`). A writer whose storage fails past its
 retries reports its rows, which become `write_failed` (see `writer.py`). An engine stage that
 never starts stops the run with an error naming it (`engine_starts.py`); what was committed
 stays, and a rerun resumes.
@@ -32,7 +35,9 @@ from prefgen.dataset_report import write_report_safely
 from prefgen.engine_starts import start_failure
 from prefgen.io import STATS_DIR, absolute_uri, read_instructions, read_jsons
 from prefgen.phases import PhaseStore, keep_ids
-from prefgen.placement import actor_options, endpoint_actor_options, choose_mode, planning_resources, resolve_device
+from prefgen.cluster import PlacementWatch, alive_nodes, output_refusal, watched
+from prefgen.placement import (PlanError, actor_options, choose_mode, endpoint_actor_options, planning_resources,
+                               replica_needs, resolve_device)
 from prefgen.plan import StagePlan, engine_factory, plan_lines, plan_stages
 from prefgen.progress import RunProgress, StageWatcher
 from prefgen.report import RunSummary
@@ -40,7 +45,7 @@ from prefgen.runstate import RunState, check_lease, input_digest
 from prefgen import screen
 from prefgen.stage import ModelStage
 from prefgen.schema import WORK_ROW, to_table
-from prefgen.writer import RunStopped, commit_reports, failed_warning, write_batch, write_rows
+from prefgen.writer import RunStopped, commit_rounds, failed_warning, write_batch, write_rows
 
 
 def _init_ray(cfg: PipelineConfig, stages: list[StagePlan], worker_logs: bool = True):
@@ -83,11 +88,16 @@ def keep_local_workers_on_this_interpreter() -> None:
     ray_constants.RAY_ENABLE_UV_RUN_RUNTIME_ENV = False
 
 
-def plan_run(cfg: PipelineConfig, stages: list[StagePlan], cluster: dict) -> tuple[dict[str, str], str, dict]:
-    """Devices per stage, the mode, and the resources planned for; PlanError if it cannot fit."""
+def plan_run(cfg: PipelineConfig, stages: list[StagePlan], cluster: dict,
+             nodes: list[dict] | None = None) -> tuple[dict[str, str], str, dict]:
+    """Devices per stage, the mode, and the resources planned for; PlanError if it cannot fit.
+    `nodes`: each alive node's resources, if known; with `ray.expected_resources` the shapes of
+    the workers to come are not known, so the cluster grown to it counts as one more node."""
     resources = planning_resources(cluster, cfg.ray.expected_resources)
     devices = {s.name: resolve_device(s.model.engine, resources.get("GPU", 0)) for s in stages}
-    mode = choose_mode(cfg.ray.mode, [(s.label, s.model.engine, devices[s.name]) for s in stages], resources)
+    if nodes is not None and cfg.ray.expected_resources:
+        nodes = [*nodes, resources]
+    mode = choose_mode(cfg.ray.mode, [(s.label, s.model.engine, devices[s.name]) for s in stages], resources, nodes)
     return devices, mode, resources
 
 
@@ -160,6 +170,11 @@ def _process(cfg, state: RunState, todo, bad_input, summary: RunSummary, progres
     out = cfg.output.path
     stages = plan_stages(cfg)
     ray, session_dir = started_ray or (_init_ray(cfg, stages, worker_logs) if todo else (None, None))
+    nodes = alive_nodes(ray) if ray else []
+    grows = bool(cfg.ray.expected_resources) and session_dir is None  # a cluster joined, not a local Ray
+    refusal = ray and output_refusal(out, cfg.output.shared_mount, len(nodes), grows)
+    if refusal:
+        raise PlanError(refusal)
     state.claim(session_dir)
     attempt_commits = []
     if bad_input:
@@ -168,12 +183,15 @@ def _process(cfg, state: RunState, todo, bad_input, summary: RunSummary, progres
         progress.add_batch(attempt_commits[-1], time.monotonic())
         watch(progress)
     if todo:
-        devices, mode, resources = plan_run(cfg, stages, ray.cluster_resources())
+        devices, mode, resources = plan_run(cfg, stages, ray.cluster_resources(), nodes)
         summary.mode = mode
         for line in plan_lines(cfg, stages, devices, mode, resources):
             log(f"[prefgen] plan: {line}")
         ray.data.DataContext.get_current().max_errored_blocks = -1  # failed batches: see below
         build = _phased_dataset if mode == "phased" else _streaming_dataset
+        placement = PlacementWatch({s.label: replica_needs(s.model.engine, devices[s.name]) for s in stages},
+                                   cfg.ray.placement_timeout_s, lambda: alive_nodes(ray))
+        placement.rows_done = lambda: len(state.done_ids)
 
         progress.phase = "waiting for the first batch"
         progress.roles, progress.rows_todo = [r for s in stages for r in s.roles], len(todo)
@@ -181,16 +199,19 @@ def _process(cfg, state: RunState, todo, bad_input, summary: RunSummary, progres
         # the work inside the stages, read from their stats files while the batches go (progress.py)
         watcher = StageWatcher(lambda: read_jsons(out, f"{STATS_DIR}/{state.token}"), progress, watch).start()
 
-        def reports():
-            for row in build(ray, cfg, todo, stages, devices, state.token, log).iter_rows():
-                report = json.loads(row["report"])
+        def dataset_reports(rows):  # runs in `watched`'s thread: a phased build runs its phases here
+            for row in build(ray, cfg, rows, stages, devices, state.token, log, placement).iter_rows():
+                yield json.loads(row["report"])
+
+        def reports(rows):
+            for report in watched(dataset_reports(rows), placement.check):
                 yield report
-                if "ids" in report and "failed" not in report:  # committed by now
+                if "ids" in report:  # committed by now
                     progress.add_batch(report, time.monotonic())
                     watch(progress)
 
         try:
-            done, failed = commit_reports(state, reports(), todo, cfg.ray.max_batch_retries, log)
+            done, failed = commit_rounds(state, reports, todo, cfg.ray.max_batch_retries, log)
         except Exception as exc:
             error = start_failure(exc, read_jsons(out, f"{STATS_DIR}/{state.token}"), {s.name: s.label for s in stages},
                                   {s.name: s.model.source for s in stages}, len(state.done_ids))
@@ -200,8 +221,9 @@ def _process(cfg, state: RunState, todo, bad_input, summary: RunSummary, progres
         finally:
             watcher.stop()
         attempt_commits += done
-        if failed:
-            summary.warnings.append(failed_warning(failed))
+        warning = failed_warning(failed)
+        if warning:
+            summary.warnings.append(warning)
     return attempt_commits
 
 
@@ -246,7 +268,7 @@ def _with_writer(ds, cfg: PipelineConfig, token: str):
     )
 
 
-def _streaming_dataset(ray, cfg, rows, stages, devices, token, log):
+def _streaming_dataset(ray, cfg, rows, stages, devices, token, log, placement=None):
     """Every stage's engines live at once; rows flow through all of them block by block."""
     ds = _source(ray, rows, stages)
     for s in stages:
@@ -254,7 +276,7 @@ def _streaming_dataset(ray, cfg, rows, stages, devices, token, log):
     return _with_writer(ds, cfg, token)
 
 
-def _phased_dataset(ray, cfg, rows, stages, devices, token, log):
+def _phased_dataset(ray, cfg, rows, stages, devices, token, log, placement=None):
     """One stage at a time: each stage but the last writes its output under `_phases/`, its
     engines are released, and the next stage reads it back; the last stage streams into the
     writer, so its batches are committed as they finish. Holds one model's engines at a time
@@ -276,6 +298,8 @@ def _phased_dataset(ray, cfg, rows, stages, devices, token, log):
         if not fed:
             break
         s, started = stages[i], time.monotonic()
+        if placement:  # only the running phase's engines are asked for (an autoscaler adds nodes on demand)
+            placement.watch_only(s.label)
         _with_stage(ray, ds, cfg, s, devices[s.name], token).write_parquet(store.folder(i, s.name))
         phase = store.mark_done(i, s.name, fed, before=lambda: check_lease(out, token))
         lost = f", {len(phase.failed)} rows lost with their batches" if phase.failed else ""
@@ -286,5 +310,7 @@ def _phased_dataset(ray, cfg, rows, stages, devices, token, log):
     if not fed:  # every row left was lost with its batch: no engine to start, the driver rejects them
         return ray.data.from_arrow(pa.table({"report": pa.array([], pa.string())}))
     last = stages[-1]
+    if placement:
+        placement.watch_only(last.label)
     log(f"[prefgen] phase {count}/{count} {last.label}: {len(fed)} rows, streamed into the writer")
     return _with_writer(_with_stage(ray, ds, cfg, last, devices[last.name], token), cfg, token)

@@ -47,6 +47,51 @@ def actor_options(engine: EngineConfig, device: str) -> dict:
     return options
 
 
+ACCELERATOR_SHARE = 0.001  # what Ray's `accelerator_type` option asks of a node's `accelerator_type:T`
+
+
+def replica_needs(engine: EngineConfig, device: str) -> dict[str, float]:
+    """The Ray resources one replica (engine actor) needs, all on one node."""
+    need = {"CPU": engine.cpus_per_replica}
+    gpus = gpus_per_replica(engine, device)
+    if gpus:
+        need["GPU"] = gpus
+        if engine.accelerator_type:
+            need[f"accelerator_type:{engine.accelerator_type}"] = ACCELERATOR_SHARE
+    return need
+
+
+def fits(need: dict[str, float], node: dict[str, float]) -> bool:
+    """Whether one node (its total resources) can hold `need`."""
+    return all(node.get(k, 0) >= v for k, v in need.items())
+
+
+def describe(resources: dict[str, float]) -> str:
+    return ", ".join(f"{k} {v:g}" if not k.startswith("accelerator_type:") else k for k, v in sorted(resources.items()))
+
+
+def missing_on_any_node(need: dict[str, float], nodes: list[dict[str, float]]) -> str:
+    """What keeps every node from holding `need`, in words: the resources no node has enough of,
+    or that none has them all together."""
+    short = {k: v for k, v in need.items() if max((n.get(k, 0) for n in nodes), default=0) < v}
+    if short:
+        most = {k: max((n.get(k, 0) for n in nodes), default=0) for k in short}
+        return "; ".join(f"{k}: needs {v:g} on one node, the most any node has is {most[k]:g}"
+                         for k, v in short.items())
+    return f"no node has {describe(need)} together"
+
+
+def check_nodes(label: str, engine: EngineConfig, device: str, nodes: list[dict[str, float]]) -> None:
+    """Refuse a stage no single node can hold a replica of (a replica is one actor, on one node)."""
+    need = replica_needs(engine, device)
+    if nodes and not any(fits(need, n) for n in nodes):
+        raise PlanError(
+            f"{label}: one replica needs {describe(need)} on one node, and no node of the cluster has it "
+            f"({missing_on_any_node(need, nodes)}); lower engine.cpus_per_replica, tensor_parallel_size or "
+            "gpus_per_replica, add larger nodes, or on an autoscaling cluster set ray.expected_resources"
+        )
+
+
 def endpoint_actor_options(engine: EngineConfig) -> dict:
     """Ray resources of an endpoint's actor: a share of a CPU, no GPU, and nothing in its environment
     (the API key is read from the node's own environment or a file, never passed through Ray)."""
@@ -91,12 +136,15 @@ def check_stage(label: str, engine: EngineConfig, device: str, resources: dict) 
         )
 
 
-def choose_mode(requested: str, stages: list[tuple[str, EngineConfig, str]], resources: dict) -> str:
-    """Check (label, engine, device) stages against the cluster; pick streaming or phased.
+def choose_mode(requested: str, stages: list[tuple[str, EngineConfig, str]], resources: dict,
+                nodes: list[dict] | None = None) -> str:
+    """Check (label, engine, device) stages against the cluster, and each replica against its
+    nodes' resources (`nodes`: each node's totals; none: not known); pick streaming or phased.
 
     Streaming holds every stage's smallest pool at once; phased one stage at a time."""
     for label, engine, device in stages:
         check_stage(label, engine, device, resources)
+        check_nodes(label, engine, device, nodes or [])
     gpus = resources.get("GPU", 0)
     all_at_once = sum(gpus_per_replica(e, d) * e.replica_range[0] for _, e, d in stages)
     if requested == "streaming" and all_at_once > gpus:

@@ -3,7 +3,10 @@
 The output folder holds, besides the dataset:
 - `_commits/`: the commit log (`commits.py`): one commit per written batch, naming the ids it
   finished and its counts, rolled up into segments as the run goes so that a resume reads few
-  objects; and the records of shard compaction (`compaction.py`).
+  objects; and the records of shard compaction (`compaction.py`). A commit of rows rejected for a
+  fault (`worker_failed`, `write_failed`, `request_failed`) is marked `fault`: a run that opens
+  the folder retires it, so those rows are not done and are redone (their shards, never merged,
+  are swept).
   A batch's shards (`pairs/part-<key>.parquet`, `rejects/part-<key>.parquet`) count only once
   its commit exists; the driver writes the commit after the writer reported the shards, so a
   crash in between leaves uncommitted shards, which the next run deletes and redoes; a run
@@ -169,14 +172,18 @@ class RunState:
             store.make_folder(d)  # local disk only: an object store gets no marker objects
         self._take(lease, store)  # fence off every earlier owner's writers first...
         self.log = CommitLog.read(self.uri)
+        faults = [c for c in self.log.commits() if c.get("fault")]
+        self.log.retire([c["key"] for c in faults])  # rows rejected for a fault are redone
         self.commits = self.log.commits()
         self.done_ids = {i for c in self.commits for i in c["ids"]}
         self.log.delete_redundant()  # ...then drop what a crash left: commits a segment holds,
         roll_forward(self.uri, self.log.merges)  # a merge past its commit point,
         removed, _ = self.sweep()  # uncommitted shards
         if previous:
+            redo, why = sum(len(c["ids"]) for c in faults), ", ".join(sorted({r for c in faults for r in c["rejects"]}))
             log(f"[prefgen] resuming {self.uri}: {len(self.done_ids)} rows already done, "
-                f"{removed} uncommitted shard(s) removed")
+                f"{removed} uncommitted shard(s) removed" + (f", {redo} rows rejected for a fault ({why}) to redo"
+                                                              if redo else ""))
         self.manifest = previous or {
             "config_digest": config_digest,
             "input_digest": in_digest,
@@ -268,9 +275,10 @@ class RunState:
     def finish(self, summary: dict, status: str = "complete", target_bytes: int = SHARD_TARGET_BYTES) -> None:
         """Sweep what no commit names, merge small shards, write the final manifest and release the folder."""
         _, kept = self.sweep()  # still under our lease: nothing uncommitted stays visible
+        faulty = {f"part-{c['key']}.parquet" for c in self.commits if c.get("fault")}  # a rerun retires them
         for kind in SHARD_KINDS:
-            self.log.merges += compact(self.uri, kind, kept[kind], lambda: check_lease(self.uri, self.token),
-                                       target_bytes)
+            self.log.merges += compact(self.uri, kind, {n: b for n, b in kept[kind].items() if n not in faulty},
+                                       lambda: check_lease(self.uri, self.token), target_bytes)
         self.attempt.update(ended=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), status=status)
         self.manifest.update(summary)
         self.manifest["status"] = status

@@ -171,6 +171,9 @@ REJECT_STAGE_ERROR = "stage_error"
 REJECT_WORKER_FAILED = "worker_failed"  # an engine fault: the batch failed on every retry
 REJECT_WRITE_FAILED = "write_failed"  # storage: the batch's shards could not be written after retries
 REJECT_REQUEST_FAILED = "request_failed"  # an endpoint request failed after its retries (detail: HTTP status)
+# Rejects for a fault rather than for the row: a rerun of the same command redoes their rows (their
+# commits are marked `fault` and retired when a run resumes, see commits.py).
+FAULT_REASONS = (REJECT_WORKER_FAILED, REJECT_WRITE_FAILED, REJECT_REQUEST_FAILED)
 # Not an output reason: marks the rows of a batch an endpoint stopped; such a batch is not written
 # or committed, and the run stops (see endpoint.py).
 STOPPED = "_stopped"

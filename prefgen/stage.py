@@ -97,14 +97,24 @@ class LoopEngine:
         return asyncio.run_coroutine_threadsafe(self.engine.chat(requests), self.loop).result()
 
 
-def current_actor_id() -> str | None:
-    """Ray's id of the actor this runs in (kept when Ray restarts it); None outside an actor."""
+def _runtime_id(getter: str) -> str | None:
+    """An id from Ray's runtime context (`get_actor_id`, `get_node_id`); None outside Ray."""
     try:
         import ray
 
-        return ray.get_runtime_context().get_actor_id() if ray.is_initialized() else None
+        return getattr(ray.get_runtime_context(), getter)() if ray.is_initialized() else None
     except Exception:  # noqa: BLE001 - no Ray: a unit test's stage
         return None
+
+
+def current_actor_id() -> str | None:
+    """Ray's id of the actor this runs in (kept when Ray restarts it); None outside an actor."""
+    return _runtime_id("get_actor_id")
+
+
+def current_node_id() -> str | None:
+    """Ray's id of the node this runs on (the stats say where an engine ran); None outside Ray."""
+    return _runtime_id("get_node_id")
 
 
 def check_chat_templates(engine, tasks: list[Task]) -> None:
@@ -144,8 +154,8 @@ class ModelStage:
     `batch_s`, the batches' own times summed (batch_s / busy_s is the mean number in flight);
     per role: rows, requests, tokens, task time, outputs dropped by reason, of the batches it
     finished (a batch cut short by the actor's death counts where it is redone). `actor` is
-    Ray's actor id, which a restarted actor keeps. The driver sums its attempt's files into the
-    summary and names a stage whose engines never started.
+    Ray's actor id, which a restarted actor keeps; `node` the Ray node it runs on. The driver sums
+    its attempt's files into the summary and names a stage whose engines never started.
 
     `work` counts rows, requests and tokens per role as each task ends inside a batch, the file
     rewritten then too, for the driver's progress (`progress.StageWatcher`); `seq` orders snapshots.
@@ -163,9 +173,10 @@ class ModelStage:
         self.in_flight, self.busy_since, self.stats_written = 0, 0.0, -1  # the `seq` of the last snapshot written
         self.dropped = {t.role: Counter() for t in tasks}
         actor = current_actor_id()
-        self.stats = {"stage": name, "attempt": attempt, "actor": actor, "pid": os.getpid(), "started_at": time.time(),
-                      "ready": False, "engine_start_s": None, "ready_at": None, "last_batch_at": None, "batches": 0,
-                      "busy_s": 0.0, "batch_s": 0.0, "max_in_flight": 0, "roles": {t.role: new_role_stats() for t in tasks},
+        self.stats = {"stage": name, "attempt": attempt, "actor": actor, "node": current_node_id(), "pid": os.getpid(),
+                      "started_at": time.time(), "ready": False, "engine_start_s": None, "ready_at": None,
+                      "last_batch_at": None, "batches": 0, "busy_s": 0.0, "batch_s": 0.0, "max_in_flight": 0,
+                      "roles": {t.role: new_role_stats() for t in tasks},
                       "work": {t.role: {"rows": 0, "requests": 0, "output_tokens": 0} for t in tasks}, "seq": 0}
         died = failed_starts_in_a_row(read_jsons(output, f"{STATS_DIR}/{attempt}"), actor) if actor else 0
         self._write_stats(json.loads(json.dumps(self.stats)))  # a start that never ends (killed) stays on record

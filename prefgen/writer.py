@@ -14,7 +14,12 @@ run with `RunStopped`, the folder resumable.
 
 Likewise a batch whose pairing raised is reported, its rows `stage_error`. Rows missing from
 every report are the ones whose batch Ray Data skipped after its engine actors died on every
-retry: only those are `worker_failed`.
+retry: the pipeline runs them again, and those still missing are `worker_failed`.
+
+Rejects for a fault (`schema.FAULT_REASONS`: `worker_failed`, `write_failed`, `request_failed`)
+are never written with a batch's other rows: the writer reports them (`faults`), and the driver
+writes them as batches of their own whose commits say `fault`, so that a rerun of the same
+command can retire those commits and redo their rows (`commits.py`).
 """
 
 from __future__ import annotations
@@ -33,7 +38,9 @@ from prefgen.pair import split_rows
 from prefgen.report import batch_counts
 from prefgen.runstate import RunState, StaleLease, batch_key, check_lease
 from prefgen.schema import (
+    FAULT_REASONS,
     PAIR_ROW,
+    REJECT_REQUEST_FAILED,
     REJECT_ROW,
     REJECT_STAGE_ERROR,
     REJECT_WORKER_FAILED,
@@ -89,12 +96,19 @@ def write_batch(batch: pa.Table, output: str, token: str, pairing: dict, seed: i
                                     pairing["allow_truncated_chosen"], on_fail)
     except Exception as exc:  # noqa: BLE001 - a bug in pairing: the rows say so
         report = {"failed": ids, "reason": REJECT_STAGE_ERROR, "error": f"pairing: {exc!r}"}
-    else:
+        return pa.Table.from_pylist([{"report": json.dumps(report)}])
+    faults = {r["id"]: [r["reason"], r["detail"]] for r in rejects if r["reason"] in FAULT_REASONS}
+    kept = [r for r in rows if r["id"] not in faults]
+    report = {}
+    if kept:
         try:
-            report = write_rows(output, token, rows, pairs, rejects, sleep=sleep)
+            report = write_rows(output, token, kept, pairs, [r for r in rejects if r["id"] not in faults], sleep=sleep)
         except OSError as exc:
-            report = {"failed": ids, "reason": REJECT_WRITE_FAILED,
-                      "error": f"its shards could not be written after {WRITE_ATTEMPTS} tries: {type(exc).__name__}: {exc}"}
+            report = {"failed": sorted(r["id"] for r in kept), "reason": REJECT_WRITE_FAILED,
+                      "error": f"its shards could not be written after {WRITE_ATTEMPTS} tries: "
+                               f"{type(exc).__name__}: {exc}"}
+    if faults:
+        report["faults"] = faults
     return pa.Table.from_pylist([{"report": json.dumps(report)}])  # JSON: reports differ in shape
 
 
@@ -104,28 +118,71 @@ def commit_reports(state: RunState, reports: Iterable[dict], todo: list[dict], m
 
     Returns this attempt's commits and the rows the writers reported as failed
     (id -> (reason, detail))."""
+    commits, failed = take_reports(state, reports, log)
+    commits += reject_leftovers(state, todo, failed, max_batch_retries, log)
+    return commits, failed
+
+
+def commit_rounds(state: RunState, reports: Callable[[list[dict]], Iterable[dict]], todo: list[dict], retries: int,
+                  log=print) -> tuple[list[dict], dict[str, tuple[str, str]]]:
+    """Run the rows through the dataset (`reports(rows)`) and commit what comes back; rows lost with
+    their batches (Ray Data gave up on them: their engine actor, or its node, died on every try)
+    go through a fresh dataset again, whose new actors Ray places on the nodes left, up to
+    `retries` times; only the rows still lost then are rejected as `worker_failed`."""
+    commits, failed, rows = [], {}, todo
+    for attempt in range(retries + 1):
+        if attempt:
+            log(f"[prefgen] {len(rows)} rows were lost with their batches (an engine actor or its node died); "
+                f"running them again on the nodes left ({attempt}/{retries})")
+        done, lost = take_reports(state, reports(rows), log)
+        commits += done
+        failed.update(lost)
+        rows = [r for r in rows if r["id"] not in state.done_ids and r["id"] not in failed]
+        if not rows:
+            break
+    return commits + reject_leftovers(state, todo, failed, retries, log), failed
+
+
+def take_reports(state: RunState, reports: Iterable[dict], log=print) -> tuple[list[dict], dict[str, tuple[str, str]]]:
+    """Commit the writers' reports as they come; returns the commits and the rows reported as
+    failed or rejected for a fault (id -> (reason, detail)), which no commit holds yet."""
     commits: list[dict] = []
     failed: dict[str, tuple[str, str]] = {}
     for report in reports:
         if "stop" in report:
             raise RunStopped(f"{report['stop']}. Nothing of the batch was committed; the output stays "
                              "resumable: fix the cause and run the same command again")
+        failed.update((i, tuple(why)) for i, why in report.get("faults", {}).items())
         if "failed" in report:
             failed.update(dict.fromkeys(report["failed"], (report["reason"], report["error"])))
             log(f"[prefgen] {len(report['failed'])} rows failed in the writer ({report['reason']}): {report['error']}")
+        if "ids" not in report:
             continue
         with_retries(lambda: state.commit(report), log=log)
         commits.append(report)
-    for tag, rows, rejects in leftover_rejects(todo, state.done_ids, failed, max_batch_retries):
-        # tagged: an uncommitted shard of the failed batch (same ids) must not become committed
-        commits.append(write_rows(state.uri, state.token, rows, [], rejects, tag=tag))
-        with_retries(lambda: state.commit(commits[-1]), log=log)
-        log(f"[prefgen] {len(rows)} rows rejected as {rejects[0]['reason']}")
     return commits, failed
+
+
+def reject_leftovers(state: RunState, todo: list[dict], failed: dict[str, tuple[str, str]], max_batch_retries: int,
+                     log=print) -> list[dict]:
+    """Write and commit the rejects of the rows no commit finished; a fault's commit says `fault`."""
+    commits = []
+    for tag, rows, rejects in leftover_rejects(todo, state.done_ids, failed, max_batch_retries):
+        # tagged with the attempt: an uncommitted shard of the failed batch (same ids) must not become
+        # committed, nor may the key of a fault batch an earlier attempt retired (commits.py) come back
+        commit = write_rows(state.uri, state.token, rows, [], rejects, tag=f"{tag}-{state.token[:12]}")
+        commit["fault"] = rejects[0]["reason"] in FAULT_REASONS
+        commits.append(commit)
+        with_retries(lambda: state.commit(commit), log=log)
+        log(f"[prefgen] {len(rows)} rows rejected as {rejects[0]['reason']}"
+            + (" (a rerun of the same command redoes them)" if commit["fault"] else ""))
+    return commits
 
 
 def failed_warning(failed: dict[str, tuple[str, str]]) -> str | None:
     """The summary's closing word on rows the writer could not finish, if any."""
+    # an endpoint's failed requests are in its own figures (summary, manifest), not a storage warning
+    failed = {i: why for i, why in failed.items() if why[0] != REJECT_REQUEST_FAILED}
     if not failed:
         return None
     counts = Counter(reason for reason, _ in failed.values())
@@ -148,6 +205,7 @@ def leftover_rejects(todo: list[dict], done_ids: set[str], failed: dict[str, tup
         batches.append((reason, rows, [reject_row(r, reason, failed[r["id"]][1]) for r in rows]))
     lost = [r for r in left if r["id"] not in failed]
     if lost:
-        detail = f"its batch failed after {max_batch_retries} retries (engine actor died)"
+        detail = (f"its batch was lost on every try ({max_batch_retries} retries on a restarted actor, then "
+                  f"{max_batch_retries} runs again on new ones): its engine actor or its node died")
         batches.append(("lost", lost, [reject_row(r, REJECT_WORKER_FAILED, detail) for r in lost]))
     return batches

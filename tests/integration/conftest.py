@@ -5,6 +5,9 @@ process it started is left (`VLLM::EngineCore`, `VLLM::Worker`, found by a marke
 environment that every process started under this test session inherits). A leaked engine
 holds gigabytes; on a long-lived cluster every run would leave one.
 
+`ray_cluster`: a real multi-node Ray cluster on this machine (`support/ray_cluster.py`): a head
+and two worker nodes, each its own raylet, token authentication on; started once per session.
+
 `local_ray`: one Ray in the test process for the whole session, for the tests that only need a
 Ray to run Ray Data or place actors (no prefgen run of their own): started once, with logical
 GPUs and an accelerator type so placement can be checked without a GPU. A test that runs
@@ -19,6 +22,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from support.ray_cluster import ray_cluster  # noqa: F401 - fixture: a multi-node Ray on this machine
 
 from prefgen.pipeline import keep_local_workers_on_this_interpreter
 

@@ -93,13 +93,19 @@ def test_a_phase_that_does_not_cover_the_rows_to_do_is_redone(tmp_path):
     assert "1 rows still to do are not in it" in logs[0]
 
 
-def test_rows_lost_in_a_phase_count_as_covered_and_are_not_fed_on(tmp_path):
+def test_rows_lost_in_a_phase_are_run_again_rather_than_given_up_on(tmp_path):
+    """A row lost with its batch (its engine's node gone) is redone: a phase that lost a row still
+    to do is not reused for it; one that lost only rows done since is."""
     out = tmp_path / "out"
     first = PhaseStore(str(out), "cfg1", "a" * 32)
     phase = run_phase(first, 0, {"r1", "r2", "r3"}, out_ids=["r1", "r2"])  # r3's batch failed
     assert phase.failed == {"r3"} and phase.ids == {"r1", "r2"}
     run_phase(first, 1, {"r1", "r2"})  # phase 2 was fed what phase 1 wrote
-    reused = PhaseStore(str(out), "cfg1", "b" * 32).finished(STAGES, {"r2", "r3"}, quiet)
+    assert PhaseStore(str(out), "cfg1", "b" * 32).finished(STAGES, {"r2", "r3"}, quiet) == []
+    first = PhaseStore(str(out), "cfg1", "a" * 32)
+    run_phase(first, 0, {"r1", "r2", "r3"}, out_ids=["r1", "r2"])
+    run_phase(first, 1, {"r1", "r2"})
+    reused = PhaseStore(str(out), "cfg1", "b" * 32).finished(STAGES, {"r2"}, quiet)
     assert [p.stage for p in reused] == ["g", "h"] and reused[0].covered == {"r1", "r2", "r3"}
 
 
@@ -138,7 +144,8 @@ def test_reuse_refusal_names_why():
     marker = {"rows": 2, "ids_digest": batch_key(["a", "b"]), "failed_ids": ["c"]}
     assert reuse_refusal(None, None, {"a"}) == "not finished"
     assert reuse_refusal(marker, None, {"a"}) == "its output folder is missing"
-    assert reuse_refusal(marker, ["a", "b"], {"a", "c"}) is None
+    assert reuse_refusal(marker, ["a", "b"], {"a", "b"}) is None
+    assert reuse_refusal(marker, ["a", "b"], {"a", "c"}) == "1 rows still to do are not in it"  # c was lost
     assert reuse_refusal(marker, ["a", "x"], {"a"}).startswith("its output holds 2 rows")
     assert reuse_refusal(marker, ["a", "b"], {"a", "d"}) == "1 rows still to do are not in it"
 

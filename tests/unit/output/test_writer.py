@@ -2,7 +2,11 @@
 
 A transient fault is retried; one that outlasts the retries is reported by the writer and
 rejected as `write_failed` (never as an engine's `worker_failed`); a shard a failed writer
-already moved into place is swept before the run ends, so no row is doubled."""
+already moved into place is swept before the run ends, so no row is doubled.
+
+Rows rejected for a fault (`worker_failed`, `write_failed`, `request_failed`) are redone by a
+rerun of the same command; every other reject stays done; lost rows go through the dataset again
+before they are `worker_failed`."""
 
 import json
 
@@ -11,10 +15,12 @@ import pyarrow.parquet as pq
 import pytest
 from support.flaky_storage import FlakyStorage, use_flaky_storage
 
+from prefgen.commits import COMMITS_DIR, FANOUT, CommitLog
 from prefgen.runstate import RunState, StaleLease
-from prefgen.schema import REJECT_ROW, WORK_ROW, candidate, to_table
+from prefgen.schema import REJECT_ROW, WORK_ROW, candidate, reject_row, to_table
 from prefgen.report import RunSummary
-from prefgen.writer import WRITE_ATTEMPTS, commit_reports, with_retries, failed_warning, write_batch, write_rows
+from prefgen.writer import (WRITE_ATTEMPTS, commit_reports, commit_rounds, failed_warning, with_retries, write_batch,
+                            write_rows)
 
 PAIRING = {"strategy": "best_vs_worst", "min_margin": 1, "length_matched": False, "allow_truncated_chosen": False}
 
@@ -85,7 +91,7 @@ def test_a_write_that_outlasts_the_retries_becomes_write_failed_and_nothing_is_d
     assert read_dir(out, "pairs") == []
     reasons = {r["id"]: (r["reason"], r["detail"]) for r in read_dir(out, "rejects")}
     assert {i: r for i, (r, _) in reasons.items()} == {"a": "write_failed", "b": "write_failed", "c": "worker_failed"}
-    assert "injected storage fault" in reasons["a"][1] and "engine actor died" in reasons["c"][1]
+    assert "injected storage fault" in reasons["a"][1] and "its engine actor or its node died" in reasons["c"][1]
     assert sorted(i for c in commits for i in c["ids"]) == ["a", "b", "c"]
     summary = RunSummary(output=str(out), warnings=[failed_warning(failed)])
     assert any("2 rows could not be written and were rejected (2 write_failed;" in line
@@ -114,3 +120,93 @@ def test_reports_are_committed_as_they_come(tmp_path):
     commits, errors = commit_reports(state, [report], rows, 2, log=lambda m: None)
     assert commits == [report] and errors == {} and state.done_ids == {"a"}
     assert pa.Table.from_pylist(read_dir(out, "rejects"), schema=REJECT_ROW).num_rows == 1
+
+
+def output_ids(out, kind: str) -> list[tuple[str, str | None]]:
+    return sorted((r["id"], r.get("reason")) for f in (out / kind).glob("*.parquet")
+                  for r in pq.read_table(f).to_pylist())
+
+
+def test_a_rerun_redoes_the_rows_rejected_for_a_fault_and_keeps_every_other_row(tmp_path):
+    out = tmp_path / "out"
+    state = opened(out)
+    rows = [work_row(i) for i in "abcd"]
+    done = write_rows(str(out), state.token, rows[:1], [], [reject_row(rows[0], "all_tied", None)])
+    write_failed = {"failed": ["b"], "reason": "write_failed", "error": "OSError: disk gone"}
+    commits, _ = commit_reports(state, [done, write_failed], rows, 2, log=lambda m: None)  # c, d: lost
+    assert [c.get("fault") for c in commits] == [None, True, True]
+    state.finish({}, target_bytes=1 << 30)  # would merge every small shard, but a fault's stays apart
+    assert output_ids(out, "rejects") == [("a", "all_tied"), ("b", "write_failed"), ("c", "worker_failed"),
+                                          ("d", "worker_failed")]
+    assert len(list((out / "rejects").glob("part-merged-*"))) == 0
+
+    messages = []
+    again = RunState(str(out))
+    again.open({}, "cfg", "in", False, log=messages.append)
+    assert again.done_ids == {"a"}, "a fault reject was taken as done"
+    assert "3 rows rejected for a fault (worker_failed, write_failed) to redo" in messages[-1]
+    assert output_ids(out, "rejects") == [("a", "all_tied")], "the retired rejects' shards were not swept"
+    redo = write_rows(str(out), again.token, rows[1:], [], [reject_row(r, "margin_below_min", None) for r in rows[1:]])
+    commit_reports(again, [redo], rows[1:], 2, log=lambda m: None)
+    again.finish({})
+    assert output_ids(out, "rejects") == [("a", "all_tied")] + [(i, "margin_below_min") for i in "bcd"]
+    assert sorted(i for c in CommitLog.read(str(out)).commits() for i in c["ids"]) == list("abcd")
+    third = opened(out)  # nothing left to redo, and the retire record, outliving its commits, is gone
+    assert third.done_ids == set("abcd")
+    assert not list((out / COMMITS_DIR).glob("retire-*"))
+
+
+def test_a_request_failed_row_is_reported_by_the_writer_not_written_with_its_batch(tmp_path):
+    out = tmp_path / "out"
+    state = opened(out)
+    failed_request = dict(work_row("b"), reject_reason="request_failed", reject_detail="HTTP 503")
+    batch = to_table([work_row("a", ratings=(5.0, 1.0)), failed_request], WORK_ROW)
+    report = json.loads(write_batch(batch, str(out), state.token, PAIRING, 0).column("report")[0].as_py())
+    assert report["ids"] == ["a"] and report["faults"] == {"b": ["request_failed", "HTTP 503"]}
+    commits, failed = commit_reports(state, [report], [work_row("a"), work_row("b")], 2, log=lambda m: None)
+    assert failed == {"b": ("request_failed", "HTTP 503")} and commits[-1]["fault"] is True
+    state.finish({})
+    assert output_ids(out, "rejects") == [("b", "request_failed")]
+    assert opened(out).done_ids == {"a"}
+
+
+def test_a_fault_commit_rolled_into_a_segment_is_retired_too(tmp_path):
+    out = tmp_path / "out"
+    state = opened(out)
+    rows = [work_row(f"r{i:02}") for i in range(FANOUT)]
+    reports = [write_rows(str(out), state.token, [r], [], [reject_row(r, "all_tied", None)]) for r in rows[:-1]]
+    commit_reports(state, reports, rows, 0, log=lambda m: None)  # the last row: lost, its commit the 16th
+    assert [n.name.split("-")[0] for n in (out / COMMITS_DIR).iterdir()] == ["seg"]
+    again = opened(out)
+    assert again.done_ids == {r["id"] for r in rows[:-1]}
+    log = CommitLog.read(str(out))
+    assert len(log.commits()) == FANOUT - 1 and log.retired and not log.redundant  # the record stays: its segment does
+
+
+def test_lost_rows_go_through_the_dataset_again_before_they_are_worker_failed(tmp_path):
+    """`reports(rows)` stands for one run of the dataset: the first loses b's batch (its node went),
+    the second finishes it, so nothing is rejected; with no retries b would be `worker_failed`."""
+    rows = [work_row("a"), work_row("b")]
+
+    def dataset(state, lose_every_time=False):
+        runs = []
+
+        def reports(todo):
+            runs.append([r["id"] for r in todo])
+            for r in todo:
+                if r["id"] == "b" and (lose_every_time or len(runs) == 1):
+                    continue
+                yield write_rows(str(state.uri), state.token, [r], [], [reject_row(r, "all_tied", None)])
+        return reports, runs
+
+    state = opened(tmp_path / "one")
+    reports, runs = dataset(state)
+    commit_rounds(state, reports, rows, 2, log=lambda m: None)
+    assert runs == [["a", "b"], ["b"]]
+    assert output_ids(tmp_path / "one", "rejects") == [("a", "all_tied"), ("b", "all_tied")]
+
+    state = opened(tmp_path / "two")
+    reports, runs = dataset(state, lose_every_time=True)
+    commits, _ = commit_rounds(state, reports, rows, 2, log=lambda m: None)
+    assert runs == [["a", "b"], ["b"], ["b"]] and commits[-1]["fault"] is True
+    assert output_ids(tmp_path / "two", "rejects") == [("a", "all_tied"), ("b", "worker_failed")]
