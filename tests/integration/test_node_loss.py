@@ -158,7 +158,7 @@ def test_an_engine_no_node_can_hold_stops_the_run_within_the_placement_timeout(r
     took = time.monotonic() - started
     assert stopped.returncode == 3, stopped.stdout[-2000:] + stopped.stderr[-2000:]
     assert "ray.placement_timeout_s=5 s" in stopped.stderr
-    assert "engine stage m (generate:g, judge:judge)" in stopped.stderr
+    assert "engine stage m (generate:g, judge:judge, verify:judge)" in stopped.stderr  # the pair check on the judge's engine
     assert "GPU: needs 1 on one node, the most any node has is 0" in stopped.stderr
     assert "rerun the same command to resume" in stopped.stderr
     assert not stats(out)

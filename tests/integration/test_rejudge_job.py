@@ -1,9 +1,14 @@
-"""Re-judging a preference dataset as a Ray job: `ray job submit` onto a real Ray head, real vLLM
-(CPU build), a jury of the embedded model and a reward model, no generation.
+"""Re-judging a preference dataset as a Ray job: `ray job submit` onto a real three-node Ray
+cluster, output on S3, real vLLM (CPU build), a jury of the embedded model and a reward model, no
+generation.
 
 One scenario, asserted on by every test here (it merges three that each started Ray and engines
 of their own: the job submission, the judge-only run and the reward-model run). A head on
-loopback (token authentication on, as users run it; `support/ray_head.py`) receives
+loopback holding no CPU and two worker nodes, each its own raylet (token authentication on, as
+users run it; `support/ray_head.py`), so the engines run on the workers; an S3 API server on
+loopback (`support/s3_server.py`) holds the output, which the test then reports, exports and
+loads with `datasets` straight from S3, and a second submission of the same command resumes it.
+The head receives
 `jobs/run_pipeline.py` with `--working-dir <repo>`, so the code reaches the job zipped and
 uploaded, as on a cluster, and the input path in the config is relative: it resolves inside the
 uploaded copy. The job rates the bundled TRL preference sample (3 rows, one of them a
@@ -17,16 +22,19 @@ from __future__ import annotations
 
 import json
 import math
+import subprocess
+import sys
 import uuid
 
-import pyarrow.parquet as pq
 import pytest
 import yaml
 from support.random_reward_model import random_reward_model
 from support.ray_head import _job_info, _ray, _submit, start_head
 
 from prefgen.config import InputConfig
+from prefgen.dataset_report import read_output
 from prefgen.io import SAMPLE_INSTRUCTIONS, read_instructions
+from prefgen.output.storage import storage
 from prefgen.reward import to_jury_scale
 
 INPUT = SAMPLE_INSTRUCTIONS.parent / "sample_preferences.jsonl"
@@ -36,12 +44,29 @@ ENGINE = {"max_model_len": 1024, "batch_size": 4, "cpu_kv_cache_gib": 1}
 
 
 @pytest.fixture(scope="module")
-def head(tmp_path_factory):
-    yield from start_head(tmp_path_factory.mktemp("job_submit"))
+def s3_env(s3_server):
+    """The S3 server's endpoint and keys in this process's environment for the module (the readers
+    here), and handed to every node of the cluster (the job's workers)."""
+    with pytest.MonkeyPatch.context() as mp:
+        for key, value in s3_server.env.items():
+            mp.setenv(key, value)
+        yield s3_server.env
 
 
 @pytest.fixture(scope="module")
-def job(head):
+def head(tmp_path_factory, s3_env):
+    yield from start_head(tmp_path_factory.mktemp("job_submit"), extra_env=s3_env, workers=("a", "b"))
+
+
+def submit(head, config, out):
+    sid = f"prefgen-test-{uuid.uuid4().hex[:8]}"
+    proc, wall = _submit(head, sid, "run", str(config), "--output", out)
+    (head.root / f"{sid}.txt").write_text(f"wall {wall:.1f} s\n{proc.stdout}\n--- stderr ---\n{proc.stderr}")
+    return proc, _job_info(head, sid), _ray(head.env, "job", "logs", "--address", head.address, sid)
+
+
+@pytest.fixture(scope="module")
+def job(head, s3_server):
     config = {
         "input": {"path": INPUT_IN_UPLOAD, "preference": True},
         "models": {"smol": {"engine": ENGINE},
@@ -57,16 +82,13 @@ def job(head):
     }
     path = head.root / "rejudge.yaml"
     path.write_text(yaml.safe_dump(config))
-    out = head.root / "out"
-    sid = f"prefgen-test-{uuid.uuid4().hex[:8]}"
-    proc, wall = _submit(head, sid, "run", str(path), "--output", str(out))
-    (head.root / "submit_ok.txt").write_text(f"wall {wall:.1f} s\n{proc.stdout}\n--- stderr ---\n{proc.stderr}")
-    info = _job_info(head, sid)
-    logs = _ray(head.env, "job", "logs", "--address", head.address, sid)
-    read = lambda kind: [r for f in sorted((out / kind).glob("*.parquet")) for r in pq.read_table(f).to_pylist()]  # noqa: E731
-    manifest = json.loads((out / "manifest.json").read_text()) if (out / "manifest.json").exists() else None
-    return {"proc": proc, "info": info, "logs": logs, "out": out, "manifest": manifest,
-            "pairs": read("pairs"), "rejects": read("rejects")}
+    out = f"s3://{s3_server.bucket}/rejudge-job-{uuid.uuid4().hex[:8]}"
+    proc, info, logs = submit(head, path, out)
+    manifest = storage(out).read_json("manifest.json")
+    job = {"proc": proc, "info": info, "logs": logs, "out": out, "manifest": manifest, "config": path}
+    if manifest:
+        job |= {"pairs": read_output(out, "pairs").to_pylist(), "rejects": read_output(out, "rejects").to_pylist()}
+    return job
 
 
 def candidates(job) -> list[dict]:
@@ -93,10 +115,8 @@ def test_the_job_succeeds_and_its_counts_add_up(job):
     m = job["manifest"]
     assert m["status"] == "complete" and m["input_rows"] == ROWS
     assert m["paired_rows"] + sum(m["rejects"].values()) == ROWS
-    # the shards on disk hold what the manifest counts
-    on_disk = {d: sum(pq.read_metadata(f).num_rows for f in (job["out"] / d).glob("*.parquet"))
-               for d in ("pairs", "rejects")}
-    assert on_disk == {"pairs": m["pairs"], "rejects": sum(m["rejects"].values())}, (on_disk, m)
+    # the committed shards on S3 hold what the manifest counts
+    assert (len(job["pairs"]), len(job["rejects"])) == (m["pairs"], sum(m["rejects"].values())), m
 
 
 def test_the_plan_starts_the_judges_engines_and_nothing_generates(job):
@@ -172,3 +192,39 @@ def test_a_bad_config_job_fails_with_the_key_named(head):
     logs = _ray(head.env, "job", "logs", "--address", head.address, sid)
     assert "judge.sampling.temprature: Extra inputs are not permitted" in logs.stdout
     assert not (head.root / "bad-out").exists()
+
+
+def test_the_engines_ran_on_the_worker_nodes(head, job):
+    nodes = head.nodes()
+    assert sorted(nodes.values()) == ["a", "b", "head"]
+    store = storage(job["out"])
+    stats = [json.loads(store.read(e.key)) for e in store.list_all("_stats") if e.key.endswith(".json")]
+    assert {s["stage"] for s in stats} == {"smol", "rm"}
+    assert {nodes.get(s["node"]) for s in stats} <= {"a", "b"}  # the head holds no CPU: no engine there
+
+
+def test_the_output_on_s3_is_reported_exported_and_loaded_by_datasets(job, tmp_path):
+    import datasets
+
+    out = job["out"]
+    for args in (["report", out], ["export", out, "--format", "jsonl"]):  # a conversation: no string form
+        done = subprocess.run([sys.executable, "-m", "prefgen.cli", *args], capture_output=True, text=True,
+                              timeout=300)
+        assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    store = storage(out)
+    assert store.read("README.md").startswith(b"---")  # the dataset card, with the Hub's metadata
+    exported = [json.loads(line) for line in store.read("export/pairs.full.jsonl").decode().splitlines()]
+    assert sorted(e["pair_id"] for e in exported) == sorted(p["pair_id"] for p in job["pairs"])
+    assert all(e["chosen"][0]["role"] == "assistant" for e in exported)
+    loaded = datasets.load_dataset("parquet", data_files=f"{out}/pairs/*.parquet", split="train",
+                                   cache_dir=str(tmp_path / "cache"))
+    assert sorted(loaded["pair_id"]) == sorted(p["pair_id"] for p in job["pairs"])
+
+
+def test_the_same_command_again_resumes_the_output_on_s3_with_nothing_left_to_do(head, job):
+    proc, info, logs = submit(head, job["config"], job["out"])
+    assert proc.returncode == 0 and info["status"] == "SUCCEEDED", proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert f"{ROWS} rows already done" in logs.stdout, logs.stdout[-3000:]
+    m = storage(job["out"]).read_json("manifest.json")
+    assert m["status"] == "complete" and len(m["attempts"]) == 2 and m["attempts"][1]["rows_skipped"] == ROWS
+    assert read_output(job["out"], "pairs").num_rows == len(job["pairs"])  # nothing doubled

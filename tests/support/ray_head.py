@@ -1,7 +1,9 @@
-"""A real Ray head for job tests: started with the `ray` CLI on loopback (CPU only, token
-authentication on, free ports, its own --temp-dir and HOME), jobs submitted with `ray job submit`
-as a user types it, and a teardown that stops exactly this head's processes, never another Ray
-on the machine.
+"""A real Ray cluster for job tests: a head started with the `ray` CLI on loopback (CPU only,
+token authentication on, free ports, its own --temp-dir and HOME) and, if asked, worker nodes
+joined to it with `ray start --address` (each its own raylet with a resource `node:<name>`, the
+head then holding no CPU, as `cluster.yaml`'s: the work lands on the workers). Jobs are
+submitted with `ray job submit` as a user types it; the teardown stops exactly this cluster's
+processes, never another Ray on the machine.
 """
 
 from __future__ import annotations
@@ -27,7 +29,8 @@ from support.paths import REPO
 PYTHON = sys.executable
 RAY = str(Path(sys.executable).parent / "ray")
 RUNTIME_ENV = REPO / "jobs" / "runtime_env.yaml"
-NUM_CPUS = 6  # logical CPUs: two engine actors at 1 each, the data tasks, the job supervisor
+NUM_CPUS = 6  # a lone head's logical CPUs: two engine actors at 1 each, the data tasks
+WORKER_CPUS = 3  # a worker node's: an engine actor and the data tasks
 JOB_TIMEOUT = 900
 # The embedded model is converted once into the real cache; the head runs under a temporary
 # HOME, so point it there explicitly instead of converting again under the temporary HOME.
@@ -40,6 +43,19 @@ class Head:
     env: dict  # environment for every CLI call against this head: temp HOME, token auth
     root: Path  # per-module scratch: HOME, job outputs
     temp_dir: Path  # the head's --temp-dir (sessions, logs, sockets, uploaded packages)
+    gcs: str = ""  # the GCS address a worker node or a driver joins
+    workers: tuple[str, ...] = ()  # the worker nodes' names (resource `node:<name>`)
+
+    def nodes(self) -> dict[str, str]:
+        """Ray node id -> the worker's name, or "head"."""
+        script = ("import json, sys, ray\nray.init(address=sys.argv[1], logging_level='ERROR')\n"
+                  "print(json.dumps({n['NodeID']: n['Resources'] for n in ray.nodes() if n['Alive']}))\n")
+        proc = subprocess.run([PYTHON, "-c", script, self.gcs], env=self.env, capture_output=True, text=True,
+                              timeout=120)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        found = json.loads(proc.stdout.strip().splitlines()[-1])
+        return {node: next((k.removeprefix("node:") for k in res if k.startswith("node:") and k[5:] in self.workers),
+                           "head") for node, res in found.items()}
 
 
 def _free_ports(n: int) -> list[int]:
@@ -151,12 +167,26 @@ def _submit(head: Head, submission_id: str, *pipeline_args: str) -> tuple[subpro
     return proc, time.monotonic() - started
 
 
-def start_head(root: Path):
-    """A head on loopback for one test module (a generator: yields the Head, then stops exactly its processes)."""
+def _start_worker(env: dict, gcs: str, name: str, temp_dir: Path) -> None:
+    node_mgr, obj_mgr, agent_http, agent_grpc, env_agent, metrics = _free_ports(6)
+    cmd = [RAY, "start", f"--address={gcs}", "--node-ip-address=127.0.0.1", f"--num-cpus={WORKER_CPUS}",
+           "--num-gpus=0", f"--resources={json.dumps({f'node:{name}': 1})}", f"--object-store-memory={256 << 20}",
+           f"--node-manager-port={node_mgr}", f"--object-manager-port={obj_mgr}",
+           f"--dashboard-agent-listen-port={agent_http}", f"--dashboard-agent-grpc-port={agent_grpc}",
+           f"--runtime-env-agent-port={env_agent}", f"--metrics-export-port={metrics}", f"--temp-dir={temp_dir}",
+           "--disable-usage-stats"]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+
+
+def start_head(root: Path, extra_env: dict | None = None, workers: tuple[str, ...] = ()):
+    """A head on loopback for one test module, with worker nodes if named (a generator: yields the
+    Head, then stops exactly its processes). `extra_env`: for every node, so for the jobs' workers
+    too (an object store's endpoint and keys, say)."""
     assert Path(RAY).exists(), f"no ray CLI next to {PYTHON}"
     home = root / "home"
     home.mkdir()
-    env = _head_env(home)
+    env = dict(_head_env(home), **(extra_env or {}))
 
     gen = _ray(env, "get-auth-token", "--generate")
     assert gen.returncode == 0, gen.stderr
@@ -178,7 +208,7 @@ def start_head(root: Path):
         f"--runtime-env-agent-port={env_agent}",
         f"--metrics-export-port={metrics}",
         f"--ray-client-server-port={client}",
-        f"--num-cpus={NUM_CPUS}",
+        f"--num-cpus={0 if workers else NUM_CPUS}",
         "--num-gpus=0",
         f"--object-store-memory={1024**3}",
         f"--temp-dir={temp_dir}",
@@ -194,7 +224,10 @@ def start_head(root: Path):
         out, _ = start.communicate(timeout=300)
         (root / "ray_start.txt").write_text(out)
         assert start.returncode == 0, out[-5000:]
-        h = Head(address=f"http://127.0.0.1:{dash}", env=env, root=root, temp_dir=temp_dir)
+        h = Head(address=f"http://127.0.0.1:{dash}", env=env, root=root, temp_dir=temp_dir,
+                 gcs=f"127.0.0.1:{gcs}", workers=tuple(workers))
+        for name in workers:  # the same session: the teardown finds them by the temp dir
+            _start_worker(env, h.gcs, name, temp_dir)
         # `ray start` returns before the job server answers; wait until `ray job list` works.
         deadline = time.monotonic() + 180
         while True:
