@@ -23,6 +23,7 @@ import pytest
 import yaml
 
 from support.paths import REPO
+from support.waiting import wait_for
 
 from prefgen.commits import CommitLog
 
@@ -71,16 +72,6 @@ def done_ids(out: Path) -> set[str]:
     """The rows a rerun skips: committed, and not rejected for a fault."""
     return {i for c in committed(out) if not c.get("fault") for i in c["ids"]}
 
-
-def wait_for(predicate, proc, timeout: float, what: str, log: Path):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = predicate()
-        if found:
-            return found
-        assert proc.poll() is None, f"the run ended (rc {proc.returncode}) before {what}:\n{log.read_text()[-3000:]}"
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}:\n{log.read_text()[-3000:]}")
 
 
 def read_rows(out: Path, kind: str) -> list[dict]:

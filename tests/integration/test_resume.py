@@ -16,6 +16,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 import yaml
+from support.waiting import wait_for
 
 from prefgen.commits import CommitLog
 from prefgen.config import InputConfig
@@ -58,16 +59,6 @@ def start(cfg: Path, out: Path, log: Path, *extra: str) -> subprocess.Popen:
         env=dict(os.environ, PYTHONUNBUFFERED="1"),  # the log is watched while the run goes on
     )
 
-
-def wait_for(predicate, proc: subprocess.Popen, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = predicate()
-        if found:
-            return found
-        assert proc.poll() is None, f"the run ended (rc {proc.returncode}) before {what}"
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def committed_ids(out: Path) -> set[str]:

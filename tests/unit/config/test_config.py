@@ -1,6 +1,5 @@
 """Config loading: defaults run, bad keys are named before anything starts."""
 
-from pathlib import Path
 
 import pytest
 

@@ -7,7 +7,7 @@ import asyncio
 import time
 
 import pytest
-from support.endpoint_server import Cue, FakeEndpoint, answer, error
+from support.endpoint_server import Cue, FakeEndpoint, error
 
 from prefgen.config import EndpointModel, SamplingConfig, parse_config, ConfigError
 from prefgen.endpoint import EndpointEngine, EndpointStopped
@@ -209,7 +209,6 @@ def test_choices_are_read_in_index_order_with_their_own_finish_reasons():
 
 
 def test_calibrate_runs_a_judge_on_an_endpoint(tmp_path):
-    from pathlib import Path
 
     from prefgen.calibrate import calibrate
 
@@ -276,7 +275,6 @@ def test_a_400_about_max_tokens_alone_is_not_a_long_prompt(message, action):
 
 
 def test_every_retried_status_is_in_the_readme():
-    from pathlib import Path
 
     from prefgen.endpoint_rules import RETRY_STATUSES
 

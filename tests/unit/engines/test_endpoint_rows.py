@@ -141,7 +141,6 @@ def test_summary_sums_endpoint_counts_and_prices_them():
 
 
 def test_the_hosted_judge_config_plans_its_judge_as_a_cpu_stage():
-    from pathlib import Path
 
     from prefgen.config import load_config
     from prefgen.pipeline import plan_run
