@@ -11,7 +11,6 @@ roles' requests, and neither key appears in any output file or in either run's l
 import glob
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -21,18 +20,13 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 import yaml
+from support.ports import free_ports
 
 pytestmark = pytest.mark.integration
 
 KEY = "sk-prefgen-planted-7f3a9c1e5b"
 WRONG_KEY = "sk-prefgen-wrong-0d8e2b4f6a"
 INSTRUCTIONS = ["What is synthetic data?", "Name a use of a hash function.", "Why is the sky blue?"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +36,7 @@ def server(tmp_path_factory):
     from prefgen.engine import resolve_dtype
 
     log = tmp_path_factory.mktemp("server") / "server.log"
-    port = free_port()
+    (port,) = free_ports()
     env = {**os.environ, "VLLM_API_KEY": KEY, "VLLM_CPU_OMP_THREADS_BIND": "nobind"}
     cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", resolve_model(
         "embedded://SmolLM2-135M-Instruct"), "--served-model-name", "smol", "--host", "127.0.0.1", "--port",

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -22,6 +21,7 @@ from pathlib import Path
 import psutil
 
 from support.paths import REPO
+from support.ports import free_ports
 
 # The interpreter running the tests is the one with prefgen's dependencies; the head's PATH
 # need not contain it, so the job names it by absolute path (not resolved: a venv's python is
@@ -57,18 +57,6 @@ class Head:
         return {node: next((k.removeprefix("node:") for k in res if k.startswith("node:") and k[5:] in self.workers),
                            "head") for node, res in found.items()}
 
-
-def _free_ports(n: int) -> list[int]:
-    socks = []
-    try:
-        for _ in range(n):
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 def _head_env(home: Path) -> dict:
@@ -168,7 +156,7 @@ def _submit(head: Head, submission_id: str, *pipeline_args: str) -> tuple[subpro
 
 
 def _start_worker(env: dict, gcs: str, name: str, temp_dir: Path) -> None:
-    node_mgr, obj_mgr, agent_http, agent_grpc, env_agent, metrics = _free_ports(6)
+    node_mgr, obj_mgr, agent_http, agent_grpc, env_agent, metrics = free_ports(6)
     cmd = [RAY, "start", f"--address={gcs}", "--node-ip-address=127.0.0.1", f"--num-cpus={WORKER_CPUS}",
            "--num-gpus=0", f"--resources={json.dumps({f'node:{name}': 1})}", f"--object-store-memory={256 << 20}",
            f"--node-manager-port={node_mgr}", f"--object-manager-port={obj_mgr}",
@@ -194,7 +182,7 @@ def start_head(root: Path, extra_env: dict | None = None, workers: tuple[str, ..
 
     # Short path: Ray's unix sockets live under it (limit ~107 characters).
     temp_dir = Path(tempfile.mkdtemp(prefix="prefgen-ray-"))
-    gcs, dash, node_mgr, obj_mgr, agent_http, agent_grpc, env_agent, metrics, client = _free_ports(9)
+    gcs, dash, node_mgr, obj_mgr, agent_http, agent_grpc, env_agent, metrics, client = free_ports(9)
     cmd = [
         RAY, "start", "--head",
         "--node-ip-address=127.0.0.1",

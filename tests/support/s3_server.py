@@ -9,11 +9,12 @@ subprocesses and Ray workers started by the test inherit them) and it yields a f
 
 from __future__ import annotations
 
-import socket
 import uuid
 from dataclasses import dataclass
 
 import pytest
+
+from support.ports import free_ports
 
 BUCKET = "prefs-bucket"  # moto wants a valid S3 bucket name
 
@@ -25,18 +26,12 @@ class S3Server:
     env: dict[str, str]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="session")
 def s3_server():
     import boto3
     from moto.server import ThreadedMotoServer
 
-    port = free_port()
+    (port,) = free_ports()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     endpoint = f"http://127.0.0.1:{port}"
