@@ -6,7 +6,8 @@ Each merged file is made in four steps, by the driver under the run's lease:
    `<kind>/.tmp-merge-<id>.parquet` (a dot name: plain readers of `<kind>/*.parquet` skip it);
 2. the record `_commits/merge-<id>.json` is written (atomically), naming the batch keys whose
    shards it replaces and the merged file: the commit point;
-3. the replaced shards are deleted;
+3. the replaced shards are deleted (in bulk: one request per 1,000 on an object store; a crash may
+   leave any part of them);
 4. the temporary file is moved to `<kind>/part-merged-<id>.parquet`.
 A crash before 2 leaves an unrecorded temporary file, which the next sweep deletes: the batch
 shards still count. A crash after 2 is finished by the next owner (`roll_forward`, run when
@@ -31,7 +32,7 @@ from collections.abc import Callable
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from prefgen.commits import COMMITS_DIR, MERGE_PREFIX, delete_quietly, write_compact_json
+from prefgen.commits import COMMITS_DIR, MERGE_PREFIX, write_compact_json
 from prefgen.io import PAIRS_DIR, REJECTS_DIR, read_parquet
 from prefgen.output.storage import Storage, storage
 
@@ -82,8 +83,7 @@ def roll_forward(uri: str, merges: list[dict]) -> int:
         if tmp not in present:
             raise BrokenMerge(f"{uri}/{COMMITS_DIR}/{MERGE_PREFIX}{m['merge']}.json names {final}, "
                               f"which is neither there nor under {tmp}")
-        for key in left:
-            delete_quietly(store, key)
+        store.delete_many(left)
         if store.renames:
             store.rename(tmp, final)
         finished += 1
@@ -132,10 +132,7 @@ def compact(uri: str, kind: str, sizes: dict[str, int], before_commit: Callable[
                                                                for n in group], "rows": rows}
         write_compact_json(uri, f"{COMMITS_DIR}/{MERGE_PREFIX}{merge_id}.json", record)
         after_step("recorded")
-        for i, name in enumerate(group):
-            store.delete(f"{kind}/{name}")
-            if i == 0:
-                after_step("deleted one")
+        store.delete_many([f"{kind}/{name}" for name in group])  # one bulk request per 1,000 on an object store
         after_step("deleted")
         if store.renames:
             store.rename(tmp, f"{kind}/{merged_name(merge_id)}")

@@ -9,19 +9,22 @@ The output folder holds, besides the dataset:
   are swept).
   A batch's shards (`pairs/part-<key>.parquet`, `rejects/part-<key>.parquet`) count only once
   its commit exists; the driver writes the commit after the writer reported the shards, so a
-  crash in between leaves uncommitted shards, which the next run deletes and redoes; a run
-  also sweeps them when it finishes (a writer whose commit never came, e.g. it failed after
-  moving one of its shards into place, or an orphan that slipped past the lease check). Then
-  it merges the small shards into files of about 128 MiB. `committed_shards` lists the files
-  that count: every reader of an output goes through it.
+  crash in between leaves uncommitted shards. They do not count (every reader goes through
+  `committed_shards`), a batch redone under the same key overwrites them, and the run sweeps the
+  rest when it finishes (one listing per kind), before it merges the small shards into files of
+  about 128 MiB. A resume lists no shard folder: what it reads does not grow with the batches.
 - `_lease.json`: the run that owns the folder (a token, the driver's host and pid, the local
   Ray session it started). It is taken with a conditional write: put-if-absent when there is
   none, else put-if-match on the version read, so of two runs taking it at once exactly one
   wins and the other is refused; the owner rewrites it (`claim`) on its own version only.
-  Writers check the token just before a shard becomes visible, so workers orphaned by a killed
-  driver cannot add to the folder a later run is completing; on the same host a resuming run
-  also stops such orphans outright. A run writes its lease before it sweeps: no earlier owner's
-  writer can pass the check after the sweep.
+  Writers check the token before a shard is written and the driver before a commit, each
+  reading the lease at most once per `LEASE_CHECK_S` per process (a read that found the token
+  stands that long): so an earlier owner's process may still write for LEASE_CHECK_S after a
+  new lease, plus the time one write lasts (`storage.WRITE_BOUND_S`). A run taking the folder
+  from a driver on another host waits that long (`TAKEOVER_WAIT_S`) after writing its lease and
+  before it reads the commit log: every such late commit is then in what it reads, and no late
+  shard lands after its sweep. On the same host a resuming run stops the dead run's orphans
+  outright instead (they cannot write afterwards), and a live driver's folder is refused.
 - `manifest.json`: config and its digest (with a hash per config key, so a refused resume names
   the keys that differ), the input's digest, the output schema version, package versions
   (prefgen's included), counts, per-stage timings and the history of attempts.
@@ -35,19 +38,26 @@ import os
 import socket
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import metadata
 
-from prefgen.commits import COMMITS_DIR, CommitLog
+from prefgen.commits import COMMITS_DIR, DELETE_BATCH, CommitLog
 from prefgen.compaction import SHARD_KINDS, SHARD_TARGET_BYTES, compact, merged_name, roll_forward, shard_names
 from prefgen.compaction import temporary_name
 from prefgen.digest import describe_keys, differing_keys
 from prefgen.io import PAIRS_DIR, PHASES_DIR, REJECTS_DIR, STATS_DIR, read_json, write_json
 from prefgen.orphans import stop_orphans
-from prefgen.output.storage import Conflict, storage
+from prefgen.output.storage import WRITE_BOUND_S, Conflict, storage
 from prefgen.schema import OUTPUT_SCHEMA_VERSION
 
 LEASE_FILE, MANIFEST_FILE = "_lease.json", "manifest.json"
+LEASE_CHECK_S = 10.0  # writers and the driver's commits read the lease at most this often (per process)
+# a run taking the folder from a driver on another host waits this long before it reads the commit log:
+# every write of the old run's processes has then landed or failed (a write starts within LEASE_CHECK_S of
+# a lease read that found the old token, and lasts at most WRITE_BOUND_S)
+TAKEOVER_WAIT_S = LEASE_CHECK_S + WRITE_BOUND_S
+_LEASE_READ: dict[tuple[str, str], float] = {}  # (uri, token) -> when a read that found the token was sent
 DATA_DIRS = (PAIRS_DIR, REJECTS_DIR, STATS_DIR, COMMITS_DIR, PHASES_DIR)
 
 
@@ -97,11 +107,23 @@ def _config_differs(uri: str, previous: dict, config_digest: str, parts: dict[st
             f"{which}); use --overwrite to start a fresh run there")
 
 
-def check_lease(uri: str, token: str) -> None:
-    """Raise StaleLease unless the run holding `token` still owns the folder."""
+def check_lease(uri: str, token: str, max_age_s: float = 0.0, clock: Callable[[], float] = time.monotonic) -> None:
+    """Raise StaleLease unless the run holding `token` still owns the folder.
+
+    With `max_age_s`, a read of the lease that found `token` and was sent less than that many
+    seconds ago (in this process) stands for a new one: writers and the driver's commits pass
+    `LEASE_CHECK_S`, so the lease costs one GET per process every 10 s, not two per batch. A write
+    that relies on such a check starts within LEASE_CHECK_S of a read that still found the old
+    lease; see `RunState.open` for how a new owner waits that out."""
+    seen = _LEASE_READ.get((uri, token))
+    if seen is not None and clock() - seen < max_age_s:
+        return
+    sent = clock()
     lease = read_json(uri, LEASE_FILE)
     if lease is None or lease.get("token") != token:
+        _LEASE_READ.pop((uri, token), None)
         raise StaleLease(f"{uri} is now owned by another run; this writer is an orphan and stops")
+    _LEASE_READ[(uri, token)] = sent
 
 
 def committed_shards(uri: str, kind: str = PAIRS_DIR) -> list[str]:
@@ -144,6 +166,8 @@ class RunState:
     attempt: dict = field(default_factory=dict)
     log: CommitLog | None = None
     lease_version: str | None = None  # the version of the lease this run wrote: its next claim's condition
+    takeover_wait_s: float = TAKEOVER_WAIT_S  # see `open`
+    sleep: Callable[[float], None] = time.sleep
 
     def open(self, config: dict, config_digest: str, in_digest: str, overwrite: bool, log=print,
              digest_parts: dict[str, str] | None = None) -> None:
@@ -171,19 +195,23 @@ class RunState:
         for d in DATA_DIRS:
             store.make_folder(d)  # local disk only: an object store gets no marker objects
         self._take(lease, store)  # fence off every earlier owner's writers first...
+        if lease is not None and lease[0].get("host") != socket.gethostname() and self.takeover_wait_s > 0:
+            log(f"[prefgen] {self.uri} was owned by a driver on {lease[0].get('host')}; waiting "
+                f"{self.takeover_wait_s:.0f} s for any write of its processes to land before reading its commits")
+            self.sleep(self.takeover_wait_s)
         self.log = CommitLog.read(self.uri)
         faults = [c for c in self.log.commits() if c.get("fault")]
         self.log.retire([c["key"] for c in faults])  # rows rejected for a fault are redone
         self.commits = self.log.commits()
         self.done_ids = {i for c in self.commits for i in c["ids"]}
         self.log.delete_redundant()  # ...then drop what a crash left: commits a segment holds,
-        roll_forward(self.uri, self.log.merges)  # a merge past its commit point,
-        removed, _ = self.sweep()  # uncommitted shards
+        roll_forward(self.uri, self.log.merges)  # and a merge past its commit point
+        # uncommitted shards are not listed here (that listing grows with the batches): they do not
+        # count, a batch redone under the same key overwrites its shard, and `finish` sweeps the rest
         if previous:
             redo, why = sum(len(c["ids"]) for c in faults), ", ".join(sorted({r for c in faults for r in c["rejects"]}))
-            log(f"[prefgen] resuming {self.uri}: {len(self.done_ids)} rows already done, "
-                f"{removed} uncommitted shard(s) removed" + (f", {redo} rows rejected for a fault ({why}) to redo"
-                                                              if redo else ""))
+            log(f"[prefgen] resuming {self.uri}: {len(self.done_ids)} rows already done"
+                + (f", {redo} rows rejected for a fault ({why}) to redo" if redo else ""))
         self.manifest = previous or {
             "config_digest": config_digest,
             "input_digest": in_digest,
@@ -250,21 +278,21 @@ class RunState:
         for d in SHARD_KINDS:
             committed = set(shard_names(self.commits, self.log.merges, d))
             kept[d] = {}
-            for entry in store.list(d)[0]:
-                if entry.name in committed:
-                    kept[d][entry.name] = entry.size
-                else:
-                    store.delete(entry.key)
-                    removed += 1
+            found = store.list(d)[0]
+            kept[d] = {e.name: e.size for e in found if e.name in committed}
+            gone = [e.key for e in found if e.name not in committed]
+            store.delete_many(gone)  # one bulk request per 1,000 on an object store
+            removed += len(gone)
         return removed, kept
 
     def commit(self, counts: dict) -> None:
         """Record a written batch as done (its shards exist already); safe to call again after an error."""
-        stored = self.log.add(counts)
+        check_lease(self.uri, self.token, LEASE_CHECK_S)  # one GET per LEASE_CHECK_S, not per commit
+        stored = self.log.add(counts)  # one PUT
         if stored is not None:
             self.commits.append(stored)
             self.done_ids.update(stored["ids"])
-        self.log.roll(before_roll=lambda: check_lease(self.uri, self.token))
+        self.log.delete_redundant(at_least=DELETE_BATCH)  # one bulk DELETE per DELETE_BATCH covered objects
 
     def fail(self, error: str) -> None:
         """Record a failed attempt; the folder stays resumable."""
@@ -275,6 +303,7 @@ class RunState:
     def finish(self, summary: dict, status: str = "complete", target_bytes: int = SHARD_TARGET_BYTES) -> None:
         """Sweep what no commit names, merge small shards, write the final manifest and release the folder."""
         _, kept = self.sweep()  # still under our lease: nothing uncommitted stays visible
+        self.log.delete_redundant()
         faulty = {f"part-{c['key']}.parquet" for c in self.commits if c.get("fault")}  # a rerun retires them
         for kind in SHARD_KINDS:
             self.log.merges += compact(self.uri, kind, {n: b for n, b in kept[kind].items() if n not in faulty},

@@ -39,6 +39,8 @@ from prefgen.engine_exit import child_pids, own_resource_tracker, started_since,
 from prefgen.engine_starts import EngineStartFailed, failed_starts_in_a_row
 from prefgen.schema import REJECT_STAGE_ERROR, STOPPED, WORK_ROW, to_table
 
+WORK_SNAPSHOT_EVERY_S = 5.0  # a role's work inside a batch is written at most this often (per actor)
+
 
 class Task(Protocol):
     """What a role does with an engine: fills in the live rows of a batch in place."""
@@ -158,7 +160,9 @@ class ModelStage:
     its attempt's files into the summary and names a stage whose engines never started.
 
     `work` counts rows, requests and tokens per role as each task ends inside a batch, the file
-    rewritten then too, for the driver's progress (`progress.StageWatcher`); `seq` orders snapshots.
+    rewritten then too if it was last written `WORK_SNAPSHOT_EVERY_S` or more ago, for the driver's
+    progress (`progress.StageWatcher`): on an object store every write is a PUT, so fast batches cost
+    one write each, not one per role; `seq` orders snapshots.
     """
 
     def __init__(self, engine_factory: Callable[[], ChatEngine | AsyncChatEngine], tasks: list[Task], name: str,
@@ -171,6 +175,7 @@ class ModelStage:
         self.stats_file = f"{STATS_DIR}/{attempt}/{name.replace(':', '-').replace('#', '-')}-{uuid.uuid4().hex[:8]}.json"
         self.lock, self.write_lock = threading.Lock(), threading.Lock()
         self.in_flight, self.busy_since, self.stats_written = 0, 0.0, -1  # the `seq` of the last snapshot written
+        self.stats_written_at = 0.0  # when (monotonic) the file was last written
         self.dropped = {t.role: Counter() for t in tasks}
         actor = current_actor_id()
         self.stats = {"stage": name, "attempt": attempt, "actor": actor, "node": current_node_id(), "pid": os.getpid(),
@@ -247,7 +252,9 @@ class ModelStage:
                 row["reject_reason"], row["reject_detail"] = REJECT_STAGE_ERROR, f"{task.role}: {exc!r}"
         booked[task.role] = {"rows": len(live), "requests": counting.requests, "output_tokens": counting.tokens,
                              "busy_s": time.monotonic() - started, "dropped": task.dropped}
-        self._write_stats(self._book_work(task.role, booked[task.role]))
+        snapshot = self._book_work(task.role, booked[task.role])
+        if time.monotonic() - self.stats_written_at >= WORK_SNAPSHOT_EVERY_S:  # else the batch's own write has it
+            self._write_stats(snapshot)
         return counting.tokens
 
     def _book_work(self, role: str, figures: dict) -> dict:
@@ -296,6 +303,7 @@ class ModelStage:
             if force or snapshot["seq"] > self.stats_written:
                 write_json(self.output, self.stats_file, snapshot)
                 self.stats_written = max(self.stats_written, snapshot["seq"])
+                self.stats_written_at = time.monotonic()
 
     def _process(self, batch: pa.Table, engine: ChatEngine) -> pa.Table:
         """One batch, in a worker thread: every role's task in order, then stats."""

@@ -36,7 +36,7 @@ from prefgen.output.storage import WRITE_ATTEMPTS, WRITE_PAUSE_S
 from prefgen.output.storage import with_retries as retrying
 from prefgen.pair import split_rows
 from prefgen.report import batch_counts
-from prefgen.runstate import RunState, StaleLease, batch_key, check_lease
+from prefgen.runstate import LEASE_CHECK_S, RunState, StaleLease, batch_key, check_lease
 from prefgen.schema import (
     FAULT_REASONS,
     PAIR_ROW,
@@ -70,7 +70,8 @@ def write_rows(output: str, token: str, rows: list[dict], pairs: list[dict], rej
     for kind, items, schema in ((PAIRS_DIR, pairs, PAIR_ROW), (REJECTS_DIR, rejects, REJECT_ROW)):
         if items:
             with_retries(lambda: write_shard(output, kind, key, items, schema,
-                                             before_visible=lambda: check_lease(output, token)), sleep=sleep)
+                                             before_visible=lambda: check_lease(output, token, LEASE_CHECK_S)),
+                        sleep=sleep)
     return batch_counts(key, rows, pairs, rejects)
 
 

@@ -123,6 +123,10 @@ class LocalBackend:
         self.requests.count("DELETE", path)
         _remove(path)
 
+    def delete_many(self, paths: list[str]) -> None:
+        for path in paths:
+            self.delete(path)
+
     def delete_prefix(self, path: str) -> int:
         if not os.path.isdir(path):
             return 0

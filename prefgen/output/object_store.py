@@ -8,8 +8,8 @@ endpoint (MinIO, a test server) is allowed. GCS reads `GOOGLE_APPLICATION_CREDEN
 
 Requests, as counted: a put is one PUT up to `MULTIPART_BYTES` (above it, a multipart upload:
 its parts plus the two POSTs that open and close it, all counted as PUT); a read one GET; a
-listing one LIST per page of 1,000; a delete one DELETE; a prefix delete one LIST per page and one
-bulk DELETE per 1,000 keys. Nothing here copies or renames. obstore's errors become `Conflict`
+listing one LIST per page of 1,000; a delete one DELETE; a bulk delete one DELETE per 1,000 keys; a prefix delete
+one LIST per page and one bulk DELETE per 1,000 keys. Nothing here copies or renames. obstore's errors become `Conflict`
 (a refused condition), `FileNotFoundError`, or `OSError` naming the object, so callers retry
 storage faults as they do on disk.
 
@@ -21,16 +21,17 @@ object's head first and write after, two steps rather than one, and a warning sa
 from __future__ import annotations
 
 import os
+import posixpath
 from datetime import timedelta
 
 import obstore
 from obstore.exceptions import AlreadyExistsError, BaseError, PreconditionError
 
-from prefgen.output.storage import Conflict, Entry, Requests
+from prefgen.output.storage import REQUEST_TIMEOUT_S, RETRY_TIMEOUT_S, Conflict, Entry, Requests
 
 MULTIPART_BYTES = 64 * 2**20
 PAGE = 1000
-RETRY = {"max_retries": 3, "retry_timeout": timedelta(seconds=30),
+RETRY = {"max_retries": 3, "retry_timeout": timedelta(seconds=RETRY_TIMEOUT_S),
          "backoff": {"init_backoff": timedelta(milliseconds=200), "max_backoff": timedelta(seconds=5), "base": 2}}
 
 
@@ -48,7 +49,9 @@ class ObjectBackend:
         self.name, self.requests, self.warned = name, Requests(), False
         scheme, _, self.bucket = name.partition("://")
         endpoint = _endpoint(scheme)
-        options = {"allow_http": True} if endpoint and endpoint.startswith("http://") else {}
+        options = {"timeout": f"{REQUEST_TIMEOUT_S}s"}  # a write's duration is bounded: see runstate.TAKEOVER_WAIT_S
+        if endpoint and endpoint.startswith("http://"):
+            options["allow_http"] = True
         self.store = obstore.store.from_url(name, client_options=options, retry_config=RETRY)
 
     def _key(self, path: str) -> str:
@@ -180,15 +183,24 @@ class ObjectBackend:
         except BaseError as exc:
             raise self._fail(exc, "deleting", path) from exc
 
-    def delete_prefix(self, path: str) -> int:
-        keys = [self._key(e.key) for e in self.list_all(path)]
+    def delete_many(self, paths: list[str]) -> None:
+        """One bulk DELETE (S3 DeleteObjects) per 1,000 keys; keys already gone are no error."""
+        folder = posixpath.commonpath(paths) if len(paths) > 1 else posixpath.dirname(paths[0])
+        keys = [self._key(p) for p in paths]
         for start in range(0, len(keys), PAGE):
-            self.requests.count("DELETE", path, folder=True)
+            self.requests.count("DELETE", folder, folder=True)
             try:
                 obstore.delete(self.store, keys[start:start + PAGE])
+            except FileNotFoundError:
+                pass
             except BaseError as exc:
-                raise self._fail(exc, "deleting under", path) from exc
-        return len(keys)
+                raise self._fail(exc, "deleting under", folder) from exc
+
+    def delete_prefix(self, path: str) -> int:
+        found = [e.key for e in self.list_all(path)]
+        if found:
+            self.delete_many(found)
+        return len(found)
 
     def make_folder(self, path: str) -> None:
         """Object stores have no folders: nothing to do (and no marker object)."""

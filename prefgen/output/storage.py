@@ -5,7 +5,7 @@
 Keys are relative, `/`-separated (`_commits/k.json`). Operations: `read`, `read_versioned`,
 `put`, `put_if_absent`, `put_if_match` (on the version `read_versioned` or a put returned),
 `head`, `exists`, `kind`, `list` (one level, with sizes), `list_all` (recursive), `delete`,
-`delete_prefix`, and `make_folder` (local disk only: object stores have no folders and get no
+`delete_many` (bulk), `delete_prefix`, and `make_folder` (local disk only: object stores have no folders and get no
 directory-marker objects). `Conflict` is what a conditional write raises when refused.
 
 Backends (`local_store.py`, `object_store.py`):
@@ -51,6 +51,8 @@ REQUEST_KINDS = ("PUT", "GET", "LIST", "DELETE", "COPY", "HEAD")
 OBJECT_SCHEMES = ("s3", "gs", "az", "abfs", "abfss")
 WRITE_ATTEMPTS = 5  # a write is tried this often...
 WRITE_PAUSE_S = 0.5  # ...pausing 0.5, 1, 2, 4 s in between
+REQUEST_TIMEOUT_S, RETRY_TIMEOUT_S = 30, 30  # an object store request's limit; its client's retries' window
+WRITE_BOUND_S = REQUEST_TIMEOUT_S + RETRY_TIMEOUT_S  # the longest one write (a try of `with_retries`) lasts
 
 
 class Conflict(Exception):
@@ -185,6 +187,12 @@ class Storage:
     def delete(self, key: str) -> None:
         """Delete the object; no error if it is already gone."""
         self.backend.delete(self.path(key))
+
+    def delete_many(self, keys: list[str]) -> None:
+        """Delete these objects (no error for one already gone): on an object store one bulk request
+        per 1,000 keys (S3 DeleteObjects), on local disk one unlink each."""
+        if keys:
+            self.backend.delete_many([self.path(k) for k in keys])
 
     def delete_prefix(self, prefix: str) -> int:
         """Delete everything under folder `prefix` (the folder too, on local disk); returns how many objects."""

@@ -26,3 +26,18 @@ def use_flaky_storage(monkeypatch, handler: FlakyStorage) -> FlakyStorage:
     """Make prefgen's local storage (every `storage(path)`) go through `handler`."""
     monkeypatch.setitem(storage._BACKENDS, "local", handler)
     return handler
+
+
+def crash_after_first_shard_delete(monkeypatch, crash: Exception) -> None:
+    """A bulk delete of several shards (a merge's sources) deletes the first one, then `crash` is
+    raised: a bulk delete is not atomic, and the driver may die in the middle of one."""
+    real = storage.Storage.delete_many
+
+    def partial(self, keys):
+        shards = [k for k in keys if "/part-" in k]
+        if len(shards) > 1:
+            real(self, shards[:1])
+            raise crash
+        return real(self, keys)
+
+    monkeypatch.setattr(storage.Storage, "delete_many", partial)

@@ -188,9 +188,11 @@ def test_a_dead_async_engine_restarts_the_actor_with_batches_in_flight(tmp_path,
     assert len(exits) == 1 and "engine core died" in str(exits[0])
 
 
-def test_each_roles_work_is_on_file_as_soon_as_its_task_ends_inside_the_batch(tmp_path):
+def test_each_roles_work_is_on_file_as_soon_as_its_task_ends_inside_the_batch(tmp_path, monkeypatch):
     """Progress need not wait for a batch: when the second role asks its first request, the first
-    role's rows are already counted in the stats file (`work`), the batch not yet booked."""
+    role's rows are already counted in the stats file (`work`), the batch not yet booked (once the
+    file is older than WORK_SNAPSHOT_EVERY_S; 0 here)."""
+    monkeypatch.setattr("prefgen.stage.WORK_SNAPSHOT_EVERY_S", 0.0)
     seen = []
 
     def reply(req):
@@ -212,3 +214,16 @@ def test_each_roles_work_is_on_file_as_soon_as_its_task_ends_inside_the_batch(tm
     assert during["work"]["judge:j"]["rows"] == 0
     after = stats_of(tmp_path)
     assert after["work"]["judge:j"]["rows"] == 3 and after["batches"] == 1 and after["seq"] > during["seq"]
+
+
+def test_fast_batches_write_the_stats_file_once_each_not_once_per_role(tmp_path):
+    """On an object store every write is a PUT: a role's work is written inside a batch only when
+    the file is WORK_SNAPSHOT_EVERY_S old, so three quick batches of two roles cost three writes."""
+    from prefgen.output.storage import storage
+
+    st, _ = stage(tmp_path, [Echo("generate:a"), Echo("judge:j")], ScriptedEngine(lambda req: ["ok"]))
+    requests = storage(str(tmp_path)).requests
+    requests.reset()
+    run(st, batch(2), batch(2), batch(2))
+    assert requests.calls["PUT"] == 3
+    assert stats_of(tmp_path)["work"]["judge:j"]["rows"] == 6 and stats_of(tmp_path)["batches"] == 3

@@ -7,9 +7,11 @@ import json
 
 import pyarrow.parquet as pq
 import pytest
+from support.flaky_storage import crash_after_first_shard_delete
 from support.output_rows import pair, reject
 
 import prefgen.commits
+import prefgen.output.storage
 import prefgen.runstate
 from prefgen.commits import COMMITS_DIR, FANOUT, CommitLog
 from prefgen.compaction import compact
@@ -80,21 +82,40 @@ def test_a_resume_over_10000_rows_in_batches_of_10_reads_at_most_100_commit_obje
     assert len(list((out / COMMITS_DIR).iterdir())) == reads
 
 
-def test_a_crash_between_a_segment_and_the_deletes_doubles_nothing(tmp_path, monkeypatch):
+def test_a_commit_is_one_put_and_covered_objects_go_in_one_bulk_delete(tmp_path):
+    out = tmp_path / "out"
+    state = opened(out)
+    requests = storage(str(out)).requests
+    requests.reset()
+    batches = FANOUT * (FANOUT + 1)  # a carry into level 2, then one into level 1
+    for b in range(batches):
+        commit_only(state, [f"b{b}-x", f"b{b}-y"])
+    assert requests.calls["PUT"] == batches  # rolling up costs no PUT of its own
+    assert requests.calls["GET"] == 1  # one lease read: it stands for LEASE_CHECK_S
+    assert requests.calls["LIST"] == requests.calls["HEAD"] == 0
+    assert sorted(p.name[:6] for p in (out / COMMITS_DIR).iterdir()) == ["seg-1-", "seg-2-"]
+    assert state.log.objects() == 2 and not state.log.redundant
+    assert requests.calls["DELETE"] == batches - 2  # local disk: one unlink each, once DELETE_BATCH waited
+
+
+def test_a_crash_before_the_bulk_delete_doubles_nothing_and_the_resume_skips_what_is_covered(tmp_path, monkeypatch):
     out = tmp_path / "out"
     state = opened(out)
 
-    def fails(fs, path):
-        raise OSError(f"injected: cannot delete {path}")
+    def fails(self, keys):
+        raise OSError(f"injected: cannot delete {len(keys)} objects")
 
-    monkeypatch.setattr(prefgen.commits, "delete_quietly", fails)
+    monkeypatch.setattr(prefgen.output.storage.Storage, "delete_many", fails)
     for b in range(FANOUT * FANOUT):  # two levels of segments, none of the covered objects deleted
         commit_only(state, [f"b{b}-x", f"b{b}-y"])
     names = [p.name for p in (out / COMMITS_DIR).iterdir()]
-    assert sum(n.startswith("seg-2-") for n in names) == 1 and len(names) == FANOUT * FANOUT + FANOUT + 1
+    assert sum(n.startswith("seg-2-") for n in names) == 1 and len(names) == FANOUT * FANOUT
     monkeypatch.undo()
     died(out)
+    requests = storage(str(out)).requests
+    requests.reset()
     resumed = opened(out)
+    assert requests.in_folder("GET", f"{out}/{COMMITS_DIR}") == FANOUT  # the segments only, no covered commit
     assert len(resumed.commits) == FANOUT * FANOUT and len({c["key"] for c in resumed.commits}) == FANOUT * FANOUT
     assert len(resumed.done_ids) == 2 * FANOUT * FANOUT
     assert [p.name[:6] for p in (out / COMMITS_DIR).iterdir()] == ["seg-2-"]  # the new owner deleted the rest
@@ -154,6 +175,8 @@ def test_a_crash_at_any_step_of_a_merge_leaves_every_row_once(tmp_path, monkeypa
             raise Crash(at)
 
     monkeypatch.setattr(prefgen.runstate, "compact", functools.partial(compact, after_step=crash))
+    if step == "deleted one":
+        crash_after_first_shard_delete(monkeypatch, Crash(step))
     with pytest.raises(Crash):
         state.finish({}, target_bytes=5 * shard_bytes)
     assert sorted(followed_ids(out)) == sorted(every)  # whoever follows the records: exactly once
@@ -183,13 +206,13 @@ def test_committed_shards_names_no_uncommitted_shard(tmp_path):
     assert len(CommitLog.read(str(out)).commits()) == 2
 
 
-def test_a_driver_that_lost_the_folder_does_not_roll_its_log(tmp_path):
+def test_a_driver_that_lost_the_folder_commits_nothing_once_its_lease_read_is_stale(tmp_path):
     out = tmp_path / "out"
     old = opened(out)
     died(out)
     opened(out)  # a new owner, a new lease token
-    for b in range(FANOUT - 1):
-        commit_only(old, [f"o{b}"])
+    prefgen.runstate._LEASE_READ.pop((str(out), old.token), None)  # its last read is older than LEASE_CHECK_S
+    before = sorted(p.name for p in (out / COMMITS_DIR).iterdir())
     with pytest.raises(StaleLease):
-        commit_only(old, [f"o{FANOUT}"])  # the roll checks the lease first
-    assert not list((out / COMMITS_DIR).glob("seg-*"))
+        commit_only(old, ["o1"])  # the commit reads the lease first
+    assert sorted(p.name for p in (out / COMMITS_DIR).iterdir()) == before

@@ -8,7 +8,9 @@ import pytest
 
 from prefgen.io import write_shard
 from prefgen.report import batch_counts
-from prefgen.runstate import LEASE_FILE, ResumeRefused, RunState, StaleLease, check_lease
+from prefgen.output.storage import WRITE_BOUND_S, storage
+from prefgen.runstate import (LEASE_CHECK_S, LEASE_FILE, TAKEOVER_WAIT_S, ResumeRefused, RunState, StaleLease,
+                              check_lease, committed_shards)
 from prefgen.schema import REJECT_ROW
 
 
@@ -33,14 +35,21 @@ def write_committed(state, out, ids, commit=True):
     return report
 
 
-def test_resume_sees_committed_ids_and_drops_uncommitted_shards(tmp_path):
+def test_resume_sees_committed_ids_and_leaves_uncommitted_shards_to_the_finish(tmp_path):
+    """A resume lists no shard folder (that listing grows with the batches): an uncommitted shard
+    does not count, and the finish sweeps it."""
     out = tmp_path / "out"
     first = open_state(out)
     write_committed(first, out, ["a", "b"])
     write_committed(first, out, ["c"], commit=False)  # killed before the commit
     (out / LEASE_FILE).unlink()  # as if the driver died without releasing
+    requests = storage(str(out)).requests
+    requests.reset()
     second = open_state(out)
     assert second.done_ids == {"a", "b"}
+    assert requests.in_folder("LIST", f"{out}/rejects") == 0
+    assert [p.rsplit("/", 1)[1] for p in committed_shards(str(out), "rejects")] == ["part-key-a-b.parquet"]
+    second.finish({"pairs": 0})
     assert sorted(p.name for p in (out / "rejects").iterdir()) == ["part-key-a-b.parquet"]
     manifest = json.loads((out / "manifest.json").read_text())
     assert [a["rows_skipped"] for a in manifest["attempts"]] == [0, 2]
@@ -91,28 +100,51 @@ def test_a_folder_owned_by_a_live_driver_is_refused(tmp_path):
     assert open_state(out).done_ids == set()  # its driver is gone: the folder may be resumed
 
 
-def test_the_new_lease_is_written_before_uncommitted_shards_are_swept(tmp_path, monkeypatch):
-    """An earlier owner's writer (e.g. on another host) checks the lease just before it moves a
-    shard into place: once the sweep has run, that check must already fail."""
+def test_a_takeover_from_another_host_waits_out_the_old_writers_before_reading_the_log(tmp_path, monkeypatch):
+    """An earlier owner's processes on another host may still write for LEASE_CHECK_S after the new
+    lease (their last lease read stands that long) plus one write's duration: the new owner writes
+    its lease, then waits that long, and only then reads the commits (so a late commit counts and
+    its rows are not redone, and no late shard lands after its sweep)."""
     out = tmp_path / "out"
     first = open_state(out)
-    write_committed(first, out, ["a"], commit=False)  # left by the killed run
-    seen = []
-    sweep = RunState.sweep
+    write_committed(first, out, ["a"])
+    lease = json.loads((out / LEASE_FILE).read_text())
+    (out / LEASE_FILE).write_text(json.dumps(lease | {"host": "elsewhere"}))
+    waited = []
 
-    def spy(self):
-        lease = json.loads((out / LEASE_FILE).read_text()) if (out / LEASE_FILE).exists() else {}
-        seen.append(lease.get("token") == self.token)
-        with pytest.raises(StaleLease):  # the old run's writers are fenced off while we sweep
-            check_lease(str(out), first.token)
-        return sweep(self)
+    def late_commit(seconds):  # the old driver's commit, its last lease read still standing, lands now
+        waited.append(seconds)
+        write_committed(first, out, ["b"])
+        with pytest.raises(StaleLease):
+            check_lease(str(out), first.token)  # the new lease is in place while we wait
 
-    monkeypatch.setattr(RunState, "sweep", spy)
-    (out / LEASE_FILE).write_text(json.dumps(json.loads((out / LEASE_FILE).read_text()) | {"host": "elsewhere"}))
-    second = RunState(str(out))
+    second = RunState(str(out), sleep=late_commit)
     second.open({"k": 1}, "cfg1", "in1", False, log=lambda msg: None)
-    assert seen and all(seen)
-    assert list((out / "rejects").iterdir()) == []
+    assert waited == [TAKEOVER_WAIT_S] and TAKEOVER_WAIT_S == LEASE_CHECK_S + WRITE_BOUND_S
+    assert second.done_ids == {"a", "b"}, "a commit that landed during the wait was missed: b would be done twice"
+    same_host = RunState(str(out), sleep=waited.append)
+    same_host.open({"k": 1}, "cfg1", "in1", False, log=lambda msg: None)  # our own host: its orphans are stopped
+    assert waited == [TAKEOVER_WAIT_S]
+
+
+def test_a_lease_read_stands_for_lease_check_s_then_is_read_again(tmp_path):
+    out = tmp_path / "out"
+    old = open_state(out)
+    now = [100.0]
+    requests = storage(str(out)).requests
+    requests.reset()
+    check_lease(str(out), old.token, LEASE_CHECK_S, clock=lambda: now[0])
+    now[0] += LEASE_CHECK_S - 0.1
+    check_lease(str(out), old.token, LEASE_CHECK_S, clock=lambda: now[0])  # stands: no read
+    assert requests.calls["GET"] == 1
+    (out / LEASE_FILE).unlink()
+    open_state(out)  # a new owner
+    check_lease(str(out), old.token, LEASE_CHECK_S, clock=lambda: now[0])  # still inside the window
+    now[0] += 0.2
+    with pytest.raises(StaleLease):
+        check_lease(str(out), old.token, LEASE_CHECK_S, clock=lambda: now[0])
+    with pytest.raises(StaleLease):
+        check_lease(str(out), old.token)  # a plain check always reads
 
 
 def test_finishing_sweeps_a_shard_whose_commit_never_came(tmp_path):

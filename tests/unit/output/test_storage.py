@@ -6,6 +6,7 @@ import pickle
 import threading
 
 import pytest
+from support.flaky_storage import crash_after_first_shard_delete
 from support.output_rows import pair, reject
 
 import prefgen.runstate
@@ -148,7 +149,7 @@ def test_a_committed_batch_on_s3_costs_three_puts_and_no_copy(s3):
     requests.reset()
     ids = write_batches(state, s3, 1)
     calls = requests.snapshot()["requests"]
-    assert calls == {"PUT": 3, "GET": 2, "LIST": 0, "DELETE": 0, "COPY": 0, "HEAD": 0}  # 2 GETs: lease checks
+    assert calls == {"PUT": 3, "GET": 1, "LIST": 0, "DELETE": 0, "COPY": 0, "HEAD": 0}  # 1 GET: the lease, read once
     keys = [e.key for e in storage(s3).list_all()]
     assert not [k for k in keys if k.endswith("/") or "tmp" in k]  # no marker, no temporary object
     batch = state.commits[0]["key"]
@@ -157,14 +158,23 @@ def test_a_committed_batch_on_s3_costs_three_puts_and_no_copy(s3):
     assert sorted(followed_ids(s3)) == sorted(ids)
 
 
-def test_commit_log_lease_and_compaction_run_on_s3(s3):
+def test_batches_on_s3_cost_three_puts_each_and_a_resume_reads_only_live_commit_objects(s3):
     state = opened(s3)
-    ids = write_batches(state, s3, FANOUT + 2)
+    requests = storage(s3).requests
+    requests.reset()
+    ids = write_batches(state, s3, FANOUT + 2)  # the 16th commit is written as a segment holding the first 16
+    assert requests.snapshot()["requests"] == {"PUT": 3 * (FANOUT + 2), "GET": 1, "LIST": 0, "DELETE": 0, "COPY": 0,
+                                               "HEAD": 0}
     names = [e.name for e in storage(s3).list(COMMITS_DIR)[0]]
-    assert sum(n.startswith("seg-1-") for n in names) == 1 and len(names) == 3  # 16 rolled into a segment
+    assert sum(n.startswith("seg-1-") for n in names) == 1 and len(names) == FANOUT + 2  # 15 covered, not deleted yet
     storage(s3).delete(LEASE_FILE)  # the driver died
+    requests.reset()
     resumed = opened(s3)
     assert resumed.done_ids == set(ids)
+    assert requests.in_folder("GET", f"{s3}/{COMMITS_DIR}") == 3  # the segment and the two commits after it
+    assert requests.calls["DELETE"] == 1  # the covered 15, in one bulk request
+    assert requests.in_folder("LIST", f"{s3}/pairs") == requests.in_folder("LIST", f"{s3}/rejects") == 0
+    assert len(storage(s3).list(COMMITS_DIR)[0]) == 3
     requests = storage(s3).requests
     requests.reset()
     resumed.finish({}, target_bytes=10**9)
@@ -193,6 +203,8 @@ def test_a_crash_in_a_merge_on_s3_leaves_every_row_once(s3, monkeypatch, step):
             raise Crash(at)
 
     monkeypatch.setattr(prefgen.runstate, "compact", lambda *a, **k: compact(*a, **k, after_step=crash))
+    if step == "deleted one":
+        crash_after_first_shard_delete(monkeypatch, Crash(step))
     with pytest.raises(Crash):
         state.finish({}, target_bytes=10**9)
     assert sorted(followed_ids(s3)) == sorted(ids)
