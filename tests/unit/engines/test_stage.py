@@ -224,6 +224,7 @@ def test_fast_batches_write_the_stats_file_once_each_not_once_per_role(tmp_path)
     st, _ = stage(tmp_path, [Echo("generate:a"), Echo("judge:j")], ScriptedEngine(lambda req: ["ok"]))
     requests = storage(str(tmp_path)).requests
     requests.reset()
-    run(st, batch(2), batch(2), batch(2))
+    for _ in range(3):
+        run(st, batch(2))  # one after the other
     assert requests.calls["PUT"] == 3
     assert stats_of(tmp_path)["work"]["judge:j"]["rows"] == 6 and stats_of(tmp_path)["batches"] == 3
