@@ -134,8 +134,10 @@ def _job_info(head: Head, submission_id: str) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def _submit(head: Head, submission_id: str, *pipeline_args: str) -> tuple[subprocess.CompletedProcess, float]:
-    """`ray job submit` as a user types it; blocks until the job ends (it streams the logs)."""
+def _submit(head: Head, submission_id: str, *pipeline_args: str,
+            entrypoint: str = "jobs/run_pipeline.py") -> tuple[subprocess.CompletedProcess, float]:
+    """`ray job submit` as a user types it; blocks until the job ends (it streams the logs).
+    `entrypoint`: the script the job runs, relative to the repository (the uploaded working dir)."""
     cmd = [
         RAY, "job", "submit",
         "--address", head.address,
@@ -144,7 +146,7 @@ def _submit(head: Head, submission_id: str, *pipeline_args: str) -> tuple[subpro
         "--working-dir", str(REPO),
         "--log-style", "record",
         "--",
-        PYTHON, "jobs/run_pipeline.py", *pipeline_args,
+        PYTHON, entrypoint, *pipeline_args,
     ]  # fmt: skip
     started = time.monotonic()
     try:
@@ -207,7 +209,6 @@ def start_head(root: Path, extra_env: dict | None = None, workers: tuple[str, ..
     start = subprocess.Popen(
         cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
     )
-    sid = start.pid
     try:
         out, _ = start.communicate(timeout=300)
         (root / "ray_start.txt").write_text(out)
@@ -226,11 +227,17 @@ def start_head(root: Path, extra_env: dict | None = None, workers: tuple[str, ..
             time.sleep(2)
         yield h
     finally:
-        if start.poll() is None:
-            start.kill()
-        _stop_head(sid, temp_dir)
-        leftover = _head_processes(sid, temp_dir)
-        shutil.rmtree(temp_dir, ignore_errors=True)
-    assert not leftover, f"head processes still alive: {[p.pid for p in leftover]}"
+        stop_cluster(start, temp_dir)
+
+
+def stop_cluster(start: subprocess.Popen, temp_dir: Path) -> None:
+    """Stop every process of the cluster `start` (a `ray start --head` in a session of its own)
+    began, remove its temp dir, and fail if any process is left."""
+    if start.poll() is None:
+        start.kill()
+    _stop_head(start.pid, temp_dir)
+    leftover = _head_processes(start.pid, temp_dir)
+    shutil.rmtree(temp_dir, ignore_errors=True)
+    assert not leftover, f"cluster processes still alive: {[p.pid for p in leftover]}"
 
 

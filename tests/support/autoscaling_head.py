@@ -1,0 +1,93 @@
+"""An autoscaling Ray cluster on one machine, as `cluster.yaml` users run one: a head with no
+CPU and no workers, under Ray's own autoscaler with its fake multi-node provider, which starts and
+stops worker "nodes" (each its own raylet on this machine) as the demand asks.
+
+The worker type advertises what `cluster.yaml`'s GPU workers do (`GPU: 1`,
+`accelerator_type:A10G`), as logical resources: no GPU is needed. Token authentication is on, as
+on every head `ray_head.py` starts; the GCS listens on a free port (the provider is told it,
+else its workers dial 6379), the dashboard too. The teardown stops exactly this cluster's
+processes: the fake workers are children of the head's autoscaler, so they share its session.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+from support.ports import free_ports
+from support.ray_head import PYTHON, Head, _head_env, _ray, stop_cluster
+
+IDLE_TIMEOUT_MIN = 0.25  # a worker with nothing to do goes away after 15 s
+WORKER = {"CPU": 2, "GPU": 1, "accelerator_type:A10G": 1}
+MAX_WORKERS = 2
+
+
+def autoscaling_config(gcs: str) -> dict:
+    """A cluster-launcher config for the fake provider: the launcher's keys present, empty."""
+    return {
+        "cluster_name": "prefgen-test",
+        "max_workers": MAX_WORKERS,
+        "idle_timeout_minutes": IDLE_TIMEOUT_MIN,
+        "upscaling_speed": 1.0,
+        "provider": {"type": "fake_multinode", "use_node_id_as_ip": True, "disable_node_updaters": True,
+                     "disable_launch_config_check": True, "gcs_address": gcs},
+        "auth": {"ssh_user": "ubuntu"},
+        "docker": {}, "file_mounts": {}, "cluster_synced_files": [], "file_mounts_sync_continuously": False,
+        "rsync_exclude": [], "rsync_filter": [], "initialization_commands": [], "setup_commands": [],
+        "head_setup_commands": [], "worker_setup_commands": [], "head_start_ray_commands": [],
+        "worker_start_ray_commands": [],
+        "head_node_type": "ray.head.default",
+        "available_node_types": {
+            "ray.head.default": {"resources": {"CPU": 0}, "max_workers": 0, "node_config": {}},
+            "gpu_worker": {"resources": WORKER, "min_workers": 0, "max_workers": MAX_WORKERS, "node_config": {}},
+        },
+    }
+
+
+def alive_nodes(head: Head) -> list[dict]:
+    """The alive nodes: [{"id", "resources"}], the head's first."""
+    script = ("import json, sys, ray\nray.init(address=sys.argv[1], logging_level='ERROR')\n"
+              "print(json.dumps([{'id': n['NodeID'], 'resources': n['Resources']} for n in ray.nodes() if n['Alive']]))\n")
+    proc = subprocess.run([PYTHON, "-c", script, head.gcs], env=head.env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    nodes = json.loads(proc.stdout.strip().splitlines()[-1])
+    return sorted(nodes, key=lambda n: "node:__internal_head__" not in n["resources"])
+
+
+def start_autoscaling_head(root: Path, extra_env: dict | None = None):
+    """The cluster for one test module (a generator: yields the Head, then stops its processes)."""
+    home = root / "home"
+    home.mkdir()
+    env = dict(_head_env(home), **(extra_env or {}))
+    gen = _ray(env, "get-auth-token", "--generate")
+    assert gen.returncode == 0, gen.stderr
+    temp_dir = Path(tempfile.mkdtemp(prefix="prefgen-as-"))  # short: Ray's unix sockets live under it
+    gcs, dash, client = free_ports(3)
+    config = root / "autoscaling.yaml"
+    config.write_text(yaml.safe_dump(autoscaling_config(f"127.0.0.1:{gcs}")))
+    cmd = [
+        str(Path(PYTHON).parent / "ray"), "start", "--head", f"--autoscaling-config={config}",
+        "--node-ip-address=127.0.0.1", f"--port={gcs}", "--num-cpus=0", "--num-gpus=0",
+        "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}", f"--ray-client-server-port={client}",
+        f"--object-store-memory={512 << 20}", f"--temp-dir={temp_dir}", "--disable-usage-stats",
+    ]  # fmt: skip
+    start = subprocess.Popen(cmd, env=dict(env, RAY_FAKE_CLUSTER="1"), stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        out, _ = start.communicate(timeout=300)
+        (root / "ray_start.txt").write_text(out)
+        assert start.returncode == 0, out[-5000:]
+        head = Head(address=f"http://127.0.0.1:{dash}", env=env, root=root, temp_dir=temp_dir,
+                    gcs=f"127.0.0.1:{gcs}")
+        deadline = time.monotonic() + 180
+        while (probe := _ray(env, "job", "list", "--address", head.address)).returncode != 0:
+            assert time.monotonic() < deadline, probe.stdout[-2000:] + probe.stderr[-3000:]
+            time.sleep(2)
+        yield head
+    finally:
+        stop_cluster(start, temp_dir)
