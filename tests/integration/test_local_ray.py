@@ -16,7 +16,7 @@ DRIVER = """
 import json, sys
 import ray
 from prefgen.config import parse_config
-from prefgen.pipeline import _init_ray
+from prefgen.run.pipeline import _init_ray
 
 _, session_dir = _init_ray(parse_config({"ray": {"num_cpus": 1}}), [])
 

@@ -21,7 +21,7 @@ import pytest
 import yaml
 
 from prefgen.config import InputConfig
-from prefgen.io import read_instructions
+from prefgen.input.read import read_instructions
 from support.paths import DATA, REPO
 
 pytestmark = pytest.mark.integration
@@ -328,7 +328,7 @@ def test_readme_loads_the_output_and_trains_one_dpo_step_on_it(run, tmp_path):
     import torch
     from transformers import AutoModelForCausalLM
 
-    from prefgen.embedded import resolve_model
+    from prefgen.config.embedded import resolve_model
 
     code = readme_trl_block()
     swaps = {

@@ -7,7 +7,7 @@ import sys
 import threading
 import time
 
-from prefgen.engine_exit import cancel_output_handler, child_pids, own_resource_tracker, started_since, stop_engine
+from prefgen.engines.exit import cancel_output_handler, child_pids, own_resource_tracker, started_since, stop_engine
 
 
 class FakeEngine:

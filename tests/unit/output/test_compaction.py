@@ -9,14 +9,14 @@ import pyarrow.parquet as pq
 import pytest
 from support.output_rows import pair, reject
 
-import prefgen.commits
-import prefgen.runstate
-from prefgen.commits import COMMITS_DIR, FANOUT, CommitLog
-from prefgen.compaction import compact
+import prefgen.output.commits
+import prefgen.output.runstate
+from prefgen.output.commits import COMMITS_DIR, FANOUT, CommitLog
+from prefgen.output.compaction import compact
 from prefgen.output.storage import storage
-from prefgen.report import batch_counts
-from prefgen.runstate import LEASE_FILE, RunState, StaleLease, committed_shards
-from prefgen.writer import write_rows
+from prefgen.report.summary import batch_counts
+from prefgen.output.runstate import LEASE_FILE, RunState, StaleLease, committed_shards
+from prefgen.output.writer import write_rows
 
 
 class Crash(Exception):
@@ -87,7 +87,7 @@ def test_a_crash_between_a_segment_and_the_deletes_doubles_nothing(tmp_path, mon
     def fails(fs, path):
         raise OSError(f"injected: cannot delete {path}")
 
-    monkeypatch.setattr(prefgen.commits, "delete_quietly", fails)
+    monkeypatch.setattr(prefgen.output.commits, "delete_quietly", fails)
     for b in range(FANOUT * FANOUT):  # two levels of segments, none of the covered objects deleted
         commit_only(state, [f"b{b}-x", f"b{b}-y"])
     names = [p.name for p in (out / COMMITS_DIR).iterdir()]
@@ -103,7 +103,7 @@ def test_a_crash_between_a_segment_and_the_deletes_doubles_nothing(tmp_path, mon
 def test_a_segment_write_that_fails_is_retried_without_doubling_a_commit(tmp_path, monkeypatch):
     out = tmp_path / "out"
     state = opened(out)
-    real, failures = prefgen.commits.write_compact_json, []
+    real, failures = prefgen.output.commits.write_compact_json, []
 
     def flaky(uri, name, data):
         if "seg-" in name and not failures:
@@ -111,7 +111,7 @@ def test_a_segment_write_that_fails_is_retried_without_doubling_a_commit(tmp_pat
             raise OSError("injected")
         real(uri, name, data)
 
-    monkeypatch.setattr(prefgen.commits, "write_compact_json", flaky)
+    monkeypatch.setattr(prefgen.output.commits, "write_compact_json", flaky)
     for b in range(FANOUT):
         rows = [reject(f"x{b}")]
         report = batch_counts(f"k{b}", rows, [], rows)
@@ -153,7 +153,7 @@ def test_a_crash_at_any_step_of_a_merge_leaves_every_row_once(tmp_path, monkeypa
         if at == step:
             raise Crash(at)
 
-    monkeypatch.setattr(prefgen.runstate, "compact", functools.partial(compact, after_step=crash))
+    monkeypatch.setattr(prefgen.output.runstate, "compact", functools.partial(compact, after_step=crash))
     with pytest.raises(Crash):
         state.finish({}, target_bytes=5 * shard_bytes)
     assert sorted(followed_ids(out)) == sorted(every)  # whoever follows the records: exactly once

@@ -8,9 +8,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from prefgen.phases import PhaseStore, keep_ids, reuse_refusal
-from prefgen.runstate import batch_key
-from prefgen.runstate import RunState
+from prefgen.output.phases import PhaseStore, keep_ids, reuse_refusal
+from prefgen.output.runstate import batch_key
+from prefgen.output.runstate import RunState
 
 STAGES = ["g", "h"]  # the phases written to disk (a third stage, the judge, streams into the writer)
 
@@ -190,8 +190,8 @@ def phased_run(monkeypatch, out, token, rows, kill_in=None):
     returns the stages it ran and the rows that reached the writer."""
     from types import SimpleNamespace
 
-    from prefgen import pipeline
-    from prefgen.io import write_json
+    from prefgen.run import pipeline
+    from prefgen.input.read import write_json
 
     ran = []
     tokens = {"g": 1, "h": 10, "j": 100}

@@ -6,9 +6,9 @@ import sys
 
 import pytest
 
-from prefgen.io import write_shard
-from prefgen.report import batch_counts
-from prefgen.runstate import LEASE_FILE, ResumeRefused, RunState, StaleLease, check_lease
+from prefgen.input.read import write_shard
+from prefgen.report.summary import batch_counts
+from prefgen.output.runstate import LEASE_FILE, ResumeRefused, RunState, StaleLease, check_lease
 from prefgen.schema import REJECT_ROW
 
 
