@@ -46,6 +46,8 @@ from prefgen.config.roles import (  # noqa: F401
     VerificationConfig,
 )
 from prefgen.config.input import InputConfig  # noqa: F401 - importable from here
+from prefgen.config.checks import few_candidates, never_output
+from prefgen.config.digest import config_digest, digest_parts
 from prefgen.config.family import self_preference_warnings
 
 class ConfigError(ValueError):
@@ -224,8 +226,6 @@ class PipelineConfig(Strict):
 
     @model_validator(mode="after")
     def _can_produce_output(self) -> PipelineConfig:
-        from prefgen.config.checks import never_output  # it needs the reward and prompt modules
-
         problems = never_output(self)
         if problems:
             raise ValueError("\n  ".join(problems))
@@ -238,8 +238,6 @@ class PipelineConfig(Strict):
     def warnings(self, provided_models: list[str] = ()) -> list[str]:
         """Legal but risky settings, said once at the start of a run. `provided_models`: the models the
         input's provided responses name, writers of candidates like the generators."""
-        from prefgen.config.checks import few_candidates
-
         writers = [*self.generators, *([self.evolution] if self.evolution.enabled else [])]
         found = self_preference_warnings([(j.name, self.model_of(j).source) for j in self.judges],
                                          [self.model_of(r).source for r in writers] + list(provided_models))
@@ -251,15 +249,11 @@ class PipelineConfig(Strict):
         return found
 
     def digest(self) -> str:
-        """A short hash of everything that shapes the output, placement excluded (see `digest.py`)."""
-        from prefgen.config.digest import config_digest
-
+        """A short hash of everything that shapes the output, placement excluded (see `config/digest.py`)."""
         return config_digest(self)
 
     def digest_parts(self) -> dict[str, str]:
         """Per dotted key a short hash of what the digest covers: a refused resume names the keys that differ."""
-        from prefgen.config.digest import digest_parts
-
         return digest_parts(self)
 
 

@@ -8,9 +8,8 @@ starts instead of rejecting every row. Pure functions: no engine, no files.
 
 from __future__ import annotations
 
-from prefgen.config.models import EndpointModel, RewardModel
+from prefgen.config.models import JURY_SCALE, EndpointModel, RewardModel
 from prefgen.prompts import rubric_for
-from prefgen.roles.reward import JURY_SCALE
 
 
 def originals_per_row(cfg, provided: int | None = None) -> int:

@@ -26,7 +26,8 @@ import hashlib
 import json
 
 from prefgen.config.models import ENGINE_OUTPUT_KEYS, EndpointModel, RewardModel
-from prefgen.prompts import joint_judge_prompt, joint_schema, judge_prompt, judgment_schema, rubric_for
+from prefgen.config.checks import verifies
+from prefgen.prompts import joint_judge_prompt, joint_schema, judge_prompt, judgment_schema, rubric_for, verify_prompt
 
 ROLE_SECTIONS = ("generators", "evolution", "judge", "jury", "pairing", "seed")
 
@@ -79,9 +80,6 @@ def shaping_content(cfg) -> dict:
             node["rubrics"] = {a: r for a, r in node["rubrics"].items() if a in role.aspects}
             if not isinstance(model, RewardModel):
                 content["prompts"][key] = judge_prompts(role)
-    from prefgen.config.checks import verifies
-    from prefgen.prompts import verify_prompt
-
     if verifies(cfg):  # the pair check's prompt, rendered like the judges'
         content["prompts"]["pairing.verification"] = verify_prompt("{instruction}", "{first}", "{second}", "{nonce}")
     return content

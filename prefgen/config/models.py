@@ -165,11 +165,14 @@ class VllmModel(Strict):
         return json.dumps(self.model_dump(mode="json"), sort_keys=True)
 
 
+JURY_SCALE = (1.0, 5.0)  # a reward score beside other judges is mapped onto this range, per row
+
+
 class RewardModel(Strict):
     """A sequence-classification reward model (one output label) served by vLLM's pooling runner.
 
     Only judges may use it: it scores each (instruction, response) with one number in its own
-    units, which become the judgment's rating (see `prefgen/reward.py` for how scores combine)."""
+    units, which become the judgment's rating (see `prefgen/roles/reward.py` for how scores combine)."""
 
     kind: Literal["reward_model"] = Field(description="reward_model: a scoring head, run by vLLM's pooling runner.")
     source: str = Field(description="Local folder or Hugging Face hub id of a *ForSequenceClassification model.")

@@ -26,11 +26,11 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from prefgen.config import EngineConfig
+from prefgen.config.models import JURY_SCALE
 from prefgen.roles.judge.task import combine_candidate
 from prefgen.prompts import Message
 
 REWARD_ASPECT = "reward"
-JURY_SCALE = (1.0, 5.0)  # a reward score beside other judges is mapped onto this range, per row
 
 
 @dataclass
