@@ -79,14 +79,14 @@ def make_items(path: Path, count: int, seed: int = 1) -> None:
 def dedup_and_decontaminate(inputs, source: Path, items: Path) -> tuple[int, str]:
     """Near-duplicate removal and decontamination against the items, in place: (rows rejected, note).
 
-    HOOK: runs `prefgen.input.screen` (the `dedup` branch: near_duplicates.py, decontaminate.py) in
+    HOOK: runs `prefgen.input.screen` (the `dedup` branch: input/near_duplicates.py, input/decontaminate.py) in
     process, if this tree has it; otherwise a no-op that says so in the note."""
     try:
         from prefgen.input.screen import prepare, screen_input
     except ModuleNotFoundError as exc:
         if exc.name != "prefgen.input.screen":
             raise  # the module is there but broken: say so, do not pass for "not run"
-        return 0, "NOT RUN: prefgen.input.screen (near_duplicates.py, decontaminate.py) is not in this tree"
+        return 0, "NOT RUN: prefgen.input.screen (input/near_duplicates.py, input/decontaminate.py) is not in this tree"
     cfg = InputConfig(path=str(source), decontaminate=[{"path": str(items)}])
     counts = screen_input(inputs, cfg, prepare(cfg))
     return sum(counts.values()), f"prefgen.input.screen in process, defaults: {counts}"

@@ -20,7 +20,7 @@ from prefgen.engines.engine import ChatEngine, engine_dead
 from prefgen.engines.placement import actor_options
 from prefgen.roles.plan import plan_stages
 from prefgen.schema import REJECT_STAGE_ERROR, WORK_ROW, to_table
-from prefgen.engines.stage import CountingEngine, check_chat_templates, new_role_stats
+from prefgen.engines.calls import CountingEngine, check_chat_templates, new_role_stats
 
 EngineFactory = Callable[[str, EngineConfig, str], ChatEngine]
 

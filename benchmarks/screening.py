@@ -71,7 +71,7 @@ def measure(input_path: str, bench_path: str, use_ray: bool) -> dict:
     if use_ray:
         import ray
 
-        from prefgen.run.pipeline import keep_local_workers_on_this_interpreter
+        from prefgen.run.ray_start import keep_local_workers_on_this_interpreter
 
         keep_local_workers_on_this_interpreter()
         ray.init(address="local", include_dashboard=False)

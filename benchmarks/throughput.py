@@ -2,7 +2,7 @@
 
 First the real CLI runs the config over the input (Ray, its engine stages, pairing, Parquet),
 then the floor runs the same plan in this process: one bare vLLM engine per stage, started,
-given each role's whole input in one call, and freed before the next (see `prefgen/floor.py`).
+given each role's whole input in one call, and freed before the next (see `benchmarks/floor.py`).
 Prints and writes benchmarks/results/throughput-<name>.json: the machine, both runs' wall time,
 engine starts, per-role busy time, tokens and tokens/s, rows/hour, and prefgen/floor ratios.
 

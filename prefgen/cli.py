@@ -131,7 +131,7 @@ def _overrides(args: argparse.Namespace) -> dict:
 def _plan(args: argparse.Namespace) -> int:
     import os
 
-    from prefgen.run.pipeline import plan_run
+    from prefgen.run.ray_start import plan_run
     from prefgen.roles.plan import plan_lines, plan_stages
 
     cfg = load_config(args.config, {"ray.mode": args.mode} if args.mode else None)
@@ -168,9 +168,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(cfg: PipelineConfig, verbose: bool) -> int:
     """`prefgen run`: the pipeline behind the console (a progress display and a log file, or
-    everything on the console with --verbose, see `console.py`)."""
+    everything on the console with --verbose, see `run/console.py`)."""
     from prefgen.run.console import RunConsole, ray_logs_dir
-    from prefgen.input.read import absolute_uri
+    from prefgen.output.files import absolute_uri
 
     console = RunConsole(verbose)
     console.capture(absolute_uri(cfg.output.path))

@@ -1,8 +1,9 @@
 """The run configuration: pydantic models loaded from one YAML file and validated up front.
 
 This module holds the whole (`PipelineConfig`: models by name, roles, pairing, input, output,
-Ray), resolves the roles' model names, and loads YAML; model declarations live in
-`config_models.py` and roles in `config_roles.py`.
+Ray) and resolves the roles' model names; model declarations live in `models.py`, roles in
+`roles.py`, the input section in `input.py`, reading the YAML file and naming bad keys in
+`load.py`, the checks across keys in `checks.py`, and the digest in `digest.py`.
 
 Every model forbids unknown keys, so a typo fails before any engine starts, with the dotted
 path of the bad key in the message (`generators.1.sampling.temprature: Extra inputs are not
@@ -16,7 +17,6 @@ import re
 from pathlib import Path
 from typing import Literal
 
-import yaml
 from pydantic import (
     Field,
     ValidationError,
@@ -46,12 +46,10 @@ from prefgen.config.roles import (  # noqa: F401
     VerificationConfig,
 )
 from prefgen.config.input import InputConfig  # noqa: F401 - importable from here
+from prefgen.config.load import ConfigError, apply_overrides, format_errors, read_yaml
 from prefgen.config.checks import few_candidates, never_output
 from prefgen.config.digest import config_digest, digest_parts
 from prefgen.config.family import self_preference_warnings
-
-class ConfigError(ValueError):
-    """A configuration that cannot run; the message names the file and the key."""
 
 
 class PairingConfig(Strict):
@@ -257,53 +255,15 @@ class PipelineConfig(Strict):
         return digest_parts(self)
 
 
-def _format_errors(source: str, err: ValidationError) -> str:
-    lines = [f"invalid configuration in {source}:"]
-    for e in err.errors():
-        loc, msg = list(e["loc"]), e["msg"].removeprefix("Value error, ")
-        if loc[:1] == ["models"] and len(loc) >= 3 and loc[2] in MODEL_KINDS:
-            del loc[2]  # the union's tag: `models.a.source`, not `models.a.vllm.source`
-        if loc[:1] == ["models"] and e["type"] == "union_tag_invalid":
-            loc.append("kind")
-            msg = f"unknown model kind {e['ctx']['tag']!r}; known: {', '.join(MODEL_KINDS)}"
-        key = ".".join(str(p) for p in loc)
-        lines.append(f"  {key}: {msg}" if key else f"  {msg}")  # checks across keys name their key
-    return "\n".join(lines)
-
-
 def parse_config(data: dict | None, source: str = "<dict>") -> PipelineConfig:
     try:
         return PipelineConfig.model_validate(data or {})
     except ValidationError as err:
-        raise ConfigError(_format_errors(source, err)) from None
+        raise ConfigError(format_errors(source, err)) from None
 
 
 def load_config(path: str | Path | None = None, overrides: dict | None = None) -> PipelineConfig:
     """Read a YAML file (none: the defaults), apply dotted-key overrides, and validate."""
-    data: dict = {}
-    source = "defaults"
-    if path is not None:
-        source = str(path)
-        try:
-            text = Path(path).read_text()
-        except OSError as exc:
-            raise ConfigError(f"cannot read config {path}: {exc.strerror}") from None
-        try:
-            data = yaml.safe_load(text) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path} is not valid YAML: {exc}") from None
-        if not isinstance(data, dict):
-            raise ConfigError(f"{path}: the top level must be a mapping of keys, got {type(data).__name__}")
-    for dotted, value in (overrides or {}).items():
-        node = data
-        *parents, leaf = dotted.split(".")
-        for depth, key in enumerate(parents):
-            if node.get(key) is None:  # absent, or a section left empty (`ray:` alone reads as null)
-                node[key] = {}
-            node = node[key]
-            if not isinstance(node, dict):
-                where = ".".join(parents[:depth + 1])
-                raise ConfigError(f"{source}: {where}: expected a mapping of keys, got {type(node).__name__}; "
-                                  f"it cannot take {dotted} (given on the command line)")
-        node[leaf] = value
+    data, source = read_yaml(path) if path is not None else ({}, "defaults")
+    apply_overrides(data, overrides or {}, source)
     return parse_config(data, source)

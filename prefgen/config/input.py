@@ -1,5 +1,5 @@
 """The `input` section of the config: where the rows are, and what of each row is the prompt and
-what its provided responses (see `input_rows.py` for how a row's values are read)."""
+what its provided responses (see `input/rows.py` for how a row's values are read)."""
 
 from __future__ import annotations
 

@@ -3,7 +3,7 @@ the settings of its engine (placement included), and the sampling settings a rol
 
 A kind is one class in the `ModelSpec` union, told apart by `kind`: `vllm` (a chat model in a
 vLLM engine inside the job), `reward_model` (a sequence-classification model scoring
-responses) and `endpoint` (a chat model behind an OpenAI-compatible HTTP API, `endpoint.py`). Roles (`config_roles.py`) refer to these declarations by name.
+responses) and `endpoint` (a chat model behind an OpenAI-compatible HTTP API, `engines/endpoint.py`). Roles (`roles.py`) refer to these declarations by name.
 """
 
 from __future__ import annotations
@@ -193,7 +193,7 @@ class EndpointModel(Strict):
     """A chat model behind an OpenAI-compatible API (a hosted API, a gateway, a vLLM server you run).
 
     Its stage is one CPU actor (no GPU) that holds at most `max_in_flight` requests open: the
-    limit is the endpoint's as a whole (see `endpoint.py`). The key is never part of the config:
+    limit is the endpoint's as a whole (see `engines/endpoint.py`). The key is never part of the config:
     only the name of the environment variable, or the path of the file, the worker reads it from."""
 
     kind: Literal["endpoint"] = Field(description="endpoint: an OpenAI-compatible chat API, called over HTTP.")

@@ -1,6 +1,6 @@
 """The roles a run's models play: generators, the evolver, judges and jurors. Each names a model
 declared under `models:` (or gives a source as shorthand) and carries its own sampling, prompts
-and rules; `config.py` resolves the names.
+and rules; `config/__init__.py` resolves the names.
 """
 
 from __future__ import annotations
@@ -164,7 +164,7 @@ class JudgeConfig(RoleConfig):
 
 
 class VerificationConfig(Strict):
-    """The pair check (`pairing.verification`, see `verify.py`): the judge under `judge:` sees each pair's
+    """The pair check (`pairing.verification`, see `roles/verify.py`): the judge under `judge:` sees each pair's
     chosen and rejected side by side, in both orders, and names the better one."""
 
     enabled: bool | Literal["auto"] = Field(

@@ -9,7 +9,7 @@
   then the dataset card (written for the Hub's layout) and the plots in one `huggingface_hub`
   commit. Needs a token (`HF_TOKEN` or `huggingface-cli login`) and the network.
 Both can keep only the pairs of the largest rating margin (`--top-margin`, `--min-margin`, see
-`margins.py`); what was cut is said, written beside the JSONL and put in the pushed card.
+`report/margins.py`); what was cut is said, written beside the JSONL and put in the pushed card.
 Only committed shards are read (`dataset_report.read_output`). Paths may be URIs.
 """
 
@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 
 from prefgen.dataset.report import CARD_FILE, PLOTS_DIR, build_report, read_manifest, read_output
-from prefgen.input.read import PAIRS_DIR, REJECTS_DIR, write_file
+from prefgen.output.files import PAIRS_DIR, REJECTS_DIR, write_file
 from prefgen.report.margins import MarginError, select_by_margin  # noqa: F401 - the export's selection
 
 FORMATS = ("jsonl", "trl-strings")

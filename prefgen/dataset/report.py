@@ -13,7 +13,9 @@ from dataclasses import dataclass, field
 
 import pyarrow as pa
 
-from prefgen.input.read import PAIRS_DIR, REJECTS_DIR, read_json, read_parquet
+from prefgen.input.read import read_parquet
+
+from prefgen.output.files import PAIRS_DIR, REJECTS_DIR, read_json
 from prefgen.output.storage import storage, storage_of_file
 from prefgen.output.runstate import MANIFEST_FILE, committed_shards
 from prefgen.schema import PAIR_ROW, REJECT_ROW

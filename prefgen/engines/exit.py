@@ -1,7 +1,7 @@
 """An engine actor's exit: its engine stopped in order and its processes waited for.
 
 Two tracebacks came from every vLLM engine actor of a successful run (in the workers' logs; the
-console no longer shows workers' output, see `console.py`):
+console no longer shows workers' output, see `run/console.py`):
 
 - `AsyncLLM output_handler failed ... EngineDeadError`: vLLM's `AsyncLLM.shutdown` stops the
   engine core first and cancels the task reading its outputs after, so that task sees a dead

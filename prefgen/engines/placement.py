@@ -1,7 +1,7 @@
 """Placement: which device an engine runs on, what Ray resources its actors ask for, and whether
 a plan fits the cluster (streaming, phased, or refused before any engine starts).
 
-Pure functions over the config and a dict of cluster resources; `pipeline.py` applies them.
+Pure functions over the config and a dict of cluster resources; `run/pipeline.py` applies them.
 """
 
 from __future__ import annotations

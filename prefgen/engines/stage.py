@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import atexit
 import copy
-import inspect
 import json
 import os
 import threading
@@ -22,79 +21,20 @@ import uuid
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Protocol
 
 import pyarrow as pa
 
 from prefgen.engines.engine import (
     AsyncChatEngine,
     ChatEngine,
-    Request,
-    Result,
     TemplateRefused,
     engine_dead,
-    template_refusal,
 )
+from prefgen.engines.calls import (CountingEngine, LoopEngine, SerialEngine, Task, check_chat_templates, is_async,
+                                   new_role_stats)
 from prefgen.engines.exit import child_pids, own_resource_tracker, started_since, stop_at_exit
 from prefgen.engines.starts import EngineStartFailed, failed_starts_in_a_row
 from prefgen.schema import REJECT_STAGE_ERROR, STOPPED, WORK_ROW, to_table
-
-
-class Task(Protocol):
-    """What a role does with an engine: fills in the live rows of a batch in place."""
-
-    role: str  # "generate:<name>", "evolve", "judge:<name>"
-    dropped: Counter  # outputs that became no candidate, by reason (the stage runs a copy per batch and sums them)
-
-    def run(self, rows: list[dict], engine: ChatEngine) -> None: ...
-
-
-class CountingEngine:
-    """Passes requests through to the engine and counts them (requests, output tokens)."""
-
-    def __init__(self, engine: ChatEngine):
-        self.engine, self.requests, self.tokens = engine, 0, 0
-
-    def chat(self, requests: list[Request]) -> list[Result]:
-        results = self.engine.chat(requests)
-        self.requests += len(requests)
-        self.tokens += sum(r.tokens for r in results)
-        return results
-
-
-class SerialEngine:
-    """A blocking engine shared by the batches in flight: its calls (`chat`, or a reward model's
-    `score`) run one at a time, each in the calling batch's worker thread."""
-
-    def __init__(self, engine):
-        self.engine, self.lock = engine, threading.Lock()
-
-    def __getattr__(self, name: str):
-        attr = getattr(self.engine, name)
-        if not callable(attr):
-            return attr
-
-        def serial(*args, **kwargs):
-            with self.lock:
-                return attr(*args, **kwargs)
-
-        return serial
-
-
-def is_async(engine) -> bool:
-    return inspect.iscoroutinefunction(getattr(engine, "chat", None))
-
-
-class LoopEngine:
-    """The blocking `chat` the tasks call from a worker thread, served by the actor's event loop.
-
-    The requests join the async engine's queue next to those of the other batches in flight."""
-
-    def __init__(self, engine: AsyncChatEngine, loop: asyncio.AbstractEventLoop):
-        self.engine, self.loop = engine, loop
-
-    def chat(self, requests: list[Request]) -> list[Result]:
-        return asyncio.run_coroutine_threadsafe(self.engine.chat(requests), self.loop).result()
 
 
 def _runtime_id(getter: str) -> str | None:
@@ -115,25 +55,6 @@ def current_actor_id() -> str | None:
 def current_node_id() -> str | None:
     """Ray's id of the node this runs on (the stats say where an engine ran); None outside Ray."""
     return _runtime_id("get_node_id")
-
-
-def check_chat_templates(engine, tasks: list[Task]) -> None:
-    """Each role renders a conversation of its own shape through the engine's chat template once,
-    so a template that refuses it (a system message to a model without that role) raises
-    `TemplateRefused` naming the role at engine start, instead of rejecting every row. An engine
-    without a tokenizer (a scripted one) is not checked; a task without the check sends nothing
-    prefgen wrote (a reward model scores a plain user/assistant exchange)."""
-    tokenizer = getattr(engine, "tokenizer", None)
-    if tokenizer is None:
-        return
-    for task in tasks:
-        check = getattr(task, "check_chat_template", None)
-        if check is not None:
-            check(lambda messages: template_refusal(tokenizer, messages))
-
-
-def new_role_stats() -> dict:
-    return {"rows": 0, "requests": 0, "output_tokens": 0, "busy_s": 0.0, "dropped": {}}
 
 
 class ModelStage:
@@ -163,7 +84,7 @@ class ModelStage:
 
     def __init__(self, engine_factory: Callable[[], ChatEngine | AsyncChatEngine], tasks: list[Task], name: str,
                  output: str, batches_in_flight: int = 1, attempt: str = "local", max_failed_starts: int = 3):
-        from prefgen.input.read import STATS_DIR, read_jsons
+        from prefgen.output.files import STATS_DIR, read_jsons
         from prefgen.output.storage import storage
 
         self.name, self.tasks, self.output = name, tasks, output
@@ -184,7 +105,7 @@ class ModelStage:
             error = f"ray.max_failed_starts={max_failed_starts} reached"
             self._write_stats(dict(self.stats, error=error, gave_up=died), force=True)
             raise EngineStartFailed(f"{name}: the engine died {died} time(s) in a row while starting; {error}")
-        own_resource_tracker()  # the engine's processes share it; it outlives them (engine_exit.py)
+        own_resource_tracker()  # the engine's processes share it; it outlives them (exit.py)
         started, before = time.monotonic(), child_pids()
         try:
             engine = engine_factory()
@@ -209,7 +130,7 @@ class ModelStage:
         print(f"[prefgen] {name}: engine ready in {self.stats['engine_start_s']:.1f} s", flush=True)
 
     def __del__(self):
-        """The actor exits: stop the engine and wait for its processes (see `engine_exit.py`).
+        """The actor exits: stop the engine and wait for its processes (see `exit.py`).
         Also registered with atexit, as the actor may exit without collecting this object."""
         engine, self.engine = getattr(self, "engine", None), None
         if engine is not None:
@@ -290,7 +211,7 @@ class ModelStage:
             return json.loads(json.dumps(self.stats))
 
     def _write_stats(self, snapshot: dict, force: bool = False) -> None:
-        from prefgen.input.read import write_json
+        from prefgen.output.files import write_json
 
         with self.write_lock:  # in order: a later snapshot is never overwritten by an earlier one
             if force or snapshot["seq"] > self.stats_written:

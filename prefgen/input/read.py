@@ -1,12 +1,10 @@
-"""Input and output: instructions in (JSONL, Parquet, CSV, datasets folder), Parquet shards out.
+"""Reading the input: instructions in (JSONL, Parquet, CSV, datasets folder), validated row by row.
 
 Reading validates every row and gives it a stable id; a row that cannot be used becomes a
 reject with its reason, file and line, never a silent drop. Paths may be local or a URI
-(s3://, gs://, file://): every read and write goes through `prefgen.output.storage`. An output
-shard is written whole under its final name (a rename on local disk, one PUT on an object
-store), so a reader never sees half a shard. A UTF-8
+(s3://, gs://, file://): every read goes through `prefgen.output.storage`. A UTF-8
 byte-order mark at the start of a JSONL or CSV file (Excel and Windows tools write one) is
-skipped.
+skipped. The output's files are written by `prefgen/output/files.py`.
 """
 
 from __future__ import annotations
@@ -23,7 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from prefgen.config import InputConfig
-from prefgen.output.storage import storage, storage_of_file
+from prefgen.output.storage import storage
 from prefgen.input.rows import (  # noqa: F401 - prompt_text: a row's prompt as one text, for screening
     Rejected,
     content_key,
@@ -40,7 +38,6 @@ from prefgen.schema import (
     REJECT_TOO_FEW_CANDIDATES,
     candidate,
     reject_row,
-    to_table,
 )
 
 SAMPLE_INSTRUCTIONS = Path(__file__).parents[1] / "data" / "sample_instructions.jsonl"
@@ -49,11 +46,6 @@ UTF8_BOM = b"\xef\xbb\xbf"
 
 class InputError(ValueError):
     """The input as a whole cannot be used (missing file, missing column, unknown format)."""
-
-
-def absolute_uri(uri: str) -> str:
-    """A local path made absolute (workers do not share the driver's working directory)."""
-    return uri if "://" in uri else str(Path(uri).expanduser().resolve())
 
 
 def row_id(source: str, line: int, text: str) -> str:
@@ -215,12 +207,6 @@ def read_parquet(store, key: str = "", columns: list[str] | None = None, what: s
         raise InputError(f"{what}: cannot be read as a Parquet file: {exc}") from None
 
 
-def parquet_bytes(table: pa.Table) -> bytes:
-    sink = pa.BufferOutputStream()
-    pq.write_table(table, sink)
-    return sink.getvalue().to_pybytes()
-
-
 def datasets_folder_table(uri: str, key: str) -> pa.Table:
     """The table of a folder `datasets.save_to_disk` wrote, of its one split; `key`: the config key
     that named the folder, for the error when it holds several splits."""
@@ -270,46 +256,3 @@ def reject_short_rows(out: InputRows, candidates_for) -> None:
         else:
             kept.append(row)
     out.rows = kept
-
-
-# --- output -------------------------------------------------------------------------------------
-
-PAIRS_DIR, REJECTS_DIR, STATS_DIR, PHASES_DIR = "pairs", "rejects", "_stats", "_phases"
-
-
-def write_shard(uri: str, kind: str, key: str, rows: list[dict], schema: pa.Schema, before_visible=None) -> str:
-    """Write rows as uri/kind/part-<key>.parquet, whole: nothing is visible until it all is.
-
-    `before_visible` runs just before (the run's lease check), so a writer that lost the folder
-    writes nothing. On local disk the file is renamed into place; on an object store it is one
-    PUT under its final name, never a copy."""
-    data = parquet_bytes(to_table(rows, schema))
-    if before_visible:
-        before_visible()
-    name = f"{kind}/part-{key}.parquet"
-    storage(uri).put(name, data)
-    return f"{uri.rstrip('/')}/{name}"
-
-
-def read_json(uri: str, name: str) -> dict | None:
-    """The JSON file `name` under `uri`, or None when it does not exist."""
-    return storage(uri).read_json(name)
-
-
-def read_jsons(uri: str, folder: str) -> list[dict]:
-    """Every `*.json` directly under `uri/folder`, by name (one listing, one read each)."""
-    store = storage(uri)
-    objects, _ = store.list(folder)
-    return [json.loads(store.read(e.key)) for e in objects if e.name.endswith(".json")]
-
-
-def write_json(uri: str, name: str, data: dict) -> str:
-    """Write `uri/name` whole (readers see the old or the new one), as indented JSON."""
-    storage(uri).put(name, json.dumps(data, indent=2, sort_keys=True).encode())
-    return f"{uri.rstrip('/')}/{name}"
-
-
-def write_file(uri: str, data: bytes) -> None:
-    """Write one file given by its URI (an export, a log)."""
-    store, name = storage_of_file(uri)
-    store.put(name, data)

@@ -12,7 +12,7 @@ assistant's, as in a preference dataset's `chosen`/`rejected`) or a list of resp
 `generator` and the model as given (else none).
 
 Everything here is pure: a bad value gives a (reason, detail) naming the key or turn, e.g.
-`messages[2].role`; `io.py` turns that into a reject.
+`messages[2].role`; `read.py` turns that into a reject.
 """
 
 from __future__ import annotations

@@ -32,7 +32,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from prefgen.output.commits import COMMITS_DIR, MERGE_PREFIX, delete_quietly, write_compact_json
-from prefgen.input.read import PAIRS_DIR, REJECTS_DIR, read_parquet
+from prefgen.input.read import read_parquet
+from prefgen.output.files import PAIRS_DIR, REJECTS_DIR
 from prefgen.output.storage import Storage, storage
 
 SHARD_TARGET_BYTES = 128 * 2**20  # merged files grow to about this size

@@ -28,7 +28,9 @@ from dataclasses import dataclass
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from prefgen.input.read import PHASES_DIR, read_parquet, write_json
+from prefgen.input.read import read_parquet
+
+from prefgen.output.files import PHASES_DIR, write_json
 from prefgen.output.storage import storage
 from prefgen.output.runstate import batch_key
 

@@ -42,7 +42,7 @@ from prefgen.output.commits import COMMITS_DIR, CommitLog
 from prefgen.output.compaction import SHARD_KINDS, SHARD_TARGET_BYTES, compact, merged_name, roll_forward, shard_names
 from prefgen.output.compaction import temporary_name
 from prefgen.config.digest import describe_keys, differing_keys
-from prefgen.input.read import PAIRS_DIR, PHASES_DIR, REJECTS_DIR, STATS_DIR, read_json, write_json
+from prefgen.output.files import PAIRS_DIR, PHASES_DIR, REJECTS_DIR, STATS_DIR, read_json, write_json
 from prefgen.engines.orphans import stop_orphans
 from prefgen.output.storage import Conflict, storage
 from prefgen.schema import OUTPUT_SCHEMA_VERSION

@@ -9,7 +9,7 @@ Ray Data skipping the task and the rows passing for an engine fault. A shard the
 may already have put in place has no commit, and the run sweeps it before it ends.
 
 A batch an endpoint stopped (its rows marked STOPPED: an error that would fail every row, see
-`endpoint.py`) is neither written nor committed: its report says why and the driver stops the
+`engines/endpoint.py`) is neither written nor committed: its report says why and the driver stops the
 run with `RunStopped`, the folder resumable.
 
 Likewise a batch whose pairing raised is reported, its rows `stage_error`. Rows missing from
@@ -31,7 +31,7 @@ from collections.abc import Callable, Iterable
 
 import pyarrow as pa
 
-from prefgen.input.read import PAIRS_DIR, REJECTS_DIR, write_shard
+from prefgen.output.files import PAIRS_DIR, REJECTS_DIR, write_shard
 from prefgen.output.storage import WRITE_ATTEMPTS, WRITE_PAUSE_S
 from prefgen.output.storage import with_retries as retrying
 from prefgen.roles.pair import split_rows

@@ -1,6 +1,6 @@
 """The judge-health figures in plain words: the summary's "judge health:" block and the card's.
 
-The figures are computed in `health.py` (ratings) and `verdicts.py` (the pair check); this
+The figures are computed in `health.py` (ratings) and `roles/verdicts.py` (the pair check); this
 module only renders them.
 """
 

@@ -3,7 +3,7 @@
 Every figure comes from what the driver already receives: the input counts when the run opens,
 then one writer report per committed batch (`report.batch_counts`). `RunProgress` sums them
 once; the console renders it (a live bar in a terminal, a line at a steady interval in a job
-log, see `console.py`). Pure: time is passed in, nothing here touches Ray or a terminal.
+log, see `run/console.py`). Pure: time is passed in, nothing here touches Ray or a terminal.
 
 Committed batches alone would leave a small run (its rows in one batch) at "waiting for the
 first batch" until its end. So the work inside the engine stages counts too, as it happens:

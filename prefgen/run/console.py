@@ -147,7 +147,7 @@ class RunConsole:
         """Copy a URI output's log file to `<output>/_logs/` (what was logged up to now)."""
         if not self.upload_to:
             return
-        from prefgen.input.read import write_file
+        from prefgen.output.files import write_file
 
         sys.stdout.flush()
         sys.stderr.flush()

@@ -17,6 +17,7 @@ pytestmark = pytest.mark.integration
 DRIVER = """
 import json, os, sys
 from functools import partial
+import prefgen.run.datasets
 import prefgen.run.pipeline
 from prefgen.config import parse_config
 from prefgen.engines.starts import EngineStartFailed
@@ -24,7 +25,7 @@ from prefgen.engines.starts import EngineStartFailed
 def dying_engine(model, device, *args):
     return partial(os._exit, 1)  # the process dies while the engine starts, as an OOM kill does
 
-prefgen.run.pipeline.engine_factory = dying_engine
+prefgen.run.datasets.engine_factory = dying_engine
 cfg = parse_config({"input": {"path": sys.argv[1]}, "output": {"path": sys.argv[2]},
                     "ray": {"num_cpus": 2, "max_failed_starts": 1}})
 try:

@@ -284,7 +284,7 @@ def test_run_prints_progress_and_summary(run):
     workers = Path(logs_line.split("engine workers included) ")[1])
     assert workers.name == "logs" and workers.is_dir()
     # the engine actor's own log is where the summary says (its exit's resource-tracker traceback
-    # is still there: see engine_exit.py)
+    # is still there: see engines/exit.py)
     out = [f.read_text() for f in workers.glob("worker-*.out")]
     assert any("engine ready" in text for text in out)
     assert any("engine stopped" in text for text in out)

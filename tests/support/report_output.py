@@ -9,7 +9,7 @@ worked out by hand in test_report_card.py.
 from __future__ import annotations
 
 from prefgen.report.health import batch_health, health_figures, health_warnings
-from prefgen.input.read import write_json, write_shard
+from prefgen.output.files import write_json, write_shard
 from prefgen.output.storage import storage
 from prefgen.report.summary import batch_counts
 from prefgen.roles.pair import pair_row

@@ -15,7 +15,7 @@ import re
 import sys
 import time
 
-import prefgen.run.pipeline
+import prefgen.run.datasets
 from prefgen.cli import main
 from prefgen.engines.engine import Result
 
@@ -53,5 +53,5 @@ def scripted_factory(seconds: float):
 
 
 if __name__ == "__main__":
-    prefgen.run.pipeline.engine_factory = scripted_factory(float(sys.argv[1]))
+    prefgen.run.datasets.engine_factory = scripted_factory(float(sys.argv[1]))
     sys.exit(main(["run", *sys.argv[2:]]))

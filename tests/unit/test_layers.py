@@ -10,7 +10,8 @@ PACKAGE = REPO / "prefgen"
 
 # Bottom first. A module may import its own part and the parts of lower layers, nothing else.
 LAYERS = (
-    ("schema", "storage", "prompts"),  # rows' columns; the storage object and files on it; prompt texts
+    ("schema", "prompts"),  # rows' columns and reject reasons; prompt texts
+    ("storage",),  # the storage object and the files written whole on it
     ("config",),
     ("input",),
     ("engines",),

@@ -6,7 +6,7 @@ string or a message list (read by `input_rows`, as a run reads `input.preference
 exactly as in a run (same prompts, orders, retries), then the figures say how often it agrees with
 the labels, with and without ties, and how often its verdict survives a change of order. With the
 pair check on (`pairing.verification`, a generative judge), the judge also compares each labelled
-chosen with its rejected in both orders, as a run checks its pairs (`verify.py`), and the same
+chosen with its rejected in both orders, as a run checks its pairs (`roles/verify.py`), and the same
 figures are given for those verdicts (`verdicts.calibration_verdict_figures`). A judge is chosen on
 that evidence, before it labels a whole dataset.
 

@@ -12,7 +12,7 @@ from support.scripted_engine import ScriptedEngine
 
 from prefgen.engines.engine import Request
 from prefgen.engines.starts import EngineStartFailed, failed_starts_in_a_row, start_failure
-from prefgen.input.read import STATS_DIR, read_jsons
+from prefgen.output.files import STATS_DIR, read_jsons
 from prefgen.report.summary import RunSummary
 from prefgen.engines.stage import ModelStage
 from support.stages import batch, run

@@ -143,7 +143,7 @@ def test_summary_sums_endpoint_counts_and_prices_them():
 def test_the_hosted_judge_config_plans_its_judge_as_a_cpu_stage():
 
     from prefgen.config import load_config
-    from prefgen.run.pipeline import plan_run
+    from prefgen.run.ray_start import plan_run
 
     cfg = load_config(REPO / "configs" / "hosted-judge.yaml")
     stages = plan_stages(cfg)

@@ -1,4 +1,4 @@
-"""An engine actor's exit (`engine_exit.py`): the engine's processes are waited for, and vLLM's
+"""An engine actor's exit (`engines/exit.py`): the engine's processes are waited for, and vLLM's
 output task is cancelled before its engine core stops. Fake engines, real processes and loops."""
 
 import asyncio

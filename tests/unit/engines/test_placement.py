@@ -7,7 +7,7 @@ That Ray grants what prefgen asks for is checked on a real Ray with logical GPUs
 import pytest
 
 from prefgen.config import ConfigError, PipelineConfig, parse_config
-from prefgen.run.pipeline import plan_run
+from prefgen.run.ray_start import plan_run
 from prefgen.engines.placement import PlanError, actor_options, planning_resources, resolve_device
 from prefgen.roles.plan import plan_stages
 

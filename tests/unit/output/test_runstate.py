@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from prefgen.input.read import write_shard
+from prefgen.output.files import write_shard
 from prefgen.report.summary import batch_counts
 from prefgen.output.runstate import LEASE_FILE, ResumeRefused, RunState, StaleLease, check_lease
 from prefgen.schema import REJECT_ROW

@@ -273,7 +273,8 @@ def test_input_files_are_read_from_s3(s3):
     import pyarrow as pa
 
     from prefgen.config import InputConfig
-    from prefgen.input.read import InputError, parquet_bytes, read_instructions
+    from prefgen.input.read import InputError, read_instructions
+    from prefgen.output.files import parquet_bytes
 
     store = storage(s3)
     store.put("in.jsonl", b'{"instruction": "one"}\n{"instruction": ""}\n')

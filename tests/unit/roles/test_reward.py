@@ -19,7 +19,7 @@ from prefgen.roles.reward import (
     to_jury_scale,
 )
 from prefgen.schema import REJECT_MARGIN, WORK_ROW, candidate, to_table
-from prefgen.engines.stage import CountingEngine
+from prefgen.engines.calls import CountingEngine
 
 # --- config -------------------------------------------------------------------------------------
 

@@ -1,4 +1,4 @@
-"""The pair check (verify.py): each pair shown to the judge in both orders; only pairs that hold stay."""
+"""The pair check (roles/verify.py): each pair shown to the judge in both orders; only pairs that hold stay."""
 
 import json
 
