@@ -91,7 +91,7 @@ VERDICT = pa.struct(
 )
 
 # `instruction`: the prompt as the evolver and judge see it (a conversation as a transcript, see
-# input_rows.conversation_text); `messages`: the prompt as a message list (one user turn for a plain
+# input/rows.py, conversation_text); `messages`: the prompt as a message list (one user turn for a plain
 # instruction, null for an input row that could not be read).
 SOURCE_FIELDS = [("id", pa.string()), ("instruction", pa.string()), ("messages", pa.list_(MESSAGE)),
                  ("source", pa.string()), ("line", pa.int64())]

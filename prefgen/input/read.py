@@ -245,7 +245,7 @@ def _reject_duplicates(out: InputRows) -> None:
 
 def reject_short_rows(out: InputRows, candidates_for) -> None:
     """Reject the rows that would get fewer than two candidates: `candidates_for(provided)` is the
-    number a row with that many provided responses gets (see config_checks.candidates_per_row)."""
+    number a row with that many provided responses gets (see config/checks.py, candidates_per_row)."""
     kept = []
     for row in out.rows:
         provided = len(row["candidates"])

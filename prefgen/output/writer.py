@@ -79,7 +79,7 @@ def write_batch(batch: pa.Table, output: str, token: str, pairing: dict, seed: i
     """Last stage: pair the batch, write its shards, return its report as one row.
 
     `pairing`: the config's `pairing` as a dict, plus `verifies`: whether the pair check ran (its
-    `auto` resolved, `config_checks.verifies`), so that its verdicts decide which pairs stay.
+    `auto` resolved, `config/checks.py` verifies), so that its verdicts decide which pairs stay.
 
     A batch an endpoint stopped is reported as `stop`, unwritten. A batch this stage cannot
     finish is reported instead, its ids under `failed` with the

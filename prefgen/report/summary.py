@@ -66,7 +66,7 @@ def judge_counts(candidates: list[dict]) -> dict[str, int]:
         "truncated_answers": sum(j.get("truncated_answers") or 0 for j in calls.values()),
         "retries": sum(j["attempts"] - 1 for j in calls.values()),
         "calls_given_up": sum(1 for j in calls.values() if j["error"]),
-        # rated, but not in every order: position is not cancelled for them (see judge_combine.combine_candidate)
+        # rated, but not in every order: position is not cancelled for them (see roles/judge/combine.py, combine_candidate)
         "candidates_missing_orders": sum(1 for c in candidates if c.get("failed_orders")),
         # answers that rated all alike with rationales that say nothing; calls that kept one after a retry
         "uninformative_answers": sum(j.get("uninformative_answers") or 0 for j in calls.values()),

@@ -2,7 +2,7 @@
 
 `prefgen calibrate CONFIG --pairs FILE` reads pairs a person (or a trusted source) labelled, in
 TRL's preference shape: one JSON object per line with `prompt`, `chosen` and `rejected`, each a
-string or a message list (read by `input_rows`, as a run reads `input.preference` rows). The judge (the config's `judge`, or a juror by name) rates both answers
+string or a message list (read by `input/rows.py`, as a run reads `input.preference` rows). The judge (the config's `judge`, or a juror by name) rates both answers
 exactly as in a run (same prompts, orders, retries), then the figures say how often it agrees with
 the labels, with and without ties, and how often its verdict survives a change of order. With the
 pair check on (`pairing.verification`, a generative judge), the judge also compares each labelled
@@ -30,7 +30,7 @@ class PairsError(ValueError):
 
 def _read_pair(data: dict, where: str) -> dict:
     """prompt (as the judge sees it), messages, chosen, rejected of one labelled pair, read as a run
-    reads a preference row (`input_rows`): the prompt a string or a conversation, each answer a
+    reads a preference row (`input/rows.py`): the prompt a string or a conversation, each answer a
     string or a message list whose last turn is the assistant's."""
     try:
         messages = read_prompt(data, "prompt")
