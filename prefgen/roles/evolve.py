@@ -20,7 +20,7 @@ import hashlib
 from collections import Counter
 from dataclasses import dataclass, field
 
-from prefgen.config import SamplingConfig
+from prefgen.config import EvolutionConfig, SamplingConfig
 from prefgen.engines.engine import ChatEngine, Request, TemplateRefused
 from prefgen.roles.generate import cut_off
 from prefgen.prompts import EVOL_CRITERIA, clean_evolved, evolve_prompt
@@ -50,8 +50,8 @@ class EvolveTask:
     model: str
     criteria: list[str] | dict[str, str]  # built-in names, or name -> text (a config's `evolution.criteria`)
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
-    num_evolutions: int = 1
-    keep_original: bool = True
+    num_evolutions: int = EvolutionConfig.model_fields["num_evolutions"].default  # the config's, set once
+    keep_original: bool = EvolutionConfig.model_fields["keep_original"].default
     seed: int = 0
     dropped: Counter = field(default_factory=Counter)  # rewrites that became no candidate, by reason
     template: str | None = None  # the rewrite template's text; none: EvolQuality's

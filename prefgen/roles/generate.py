@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
-from prefgen.config import SamplingConfig
+from prefgen.config import GeneratorConfig, SamplingConfig
 from prefgen.engines.engine import ChatEngine, Request, Result, TemplateRefused
 from prefgen.prompts import continue_prompt, generation_prompt
 from prefgen.schema import REJECT_REQUEST_FAILED, REJECT_TOO_LONG, candidate
@@ -31,7 +31,7 @@ class GenerateTask:
     model: str
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
     system_prompt: str | None = None
-    num_completions: int = 1
+    num_completions: int = GeneratorConfig.model_fields["num_completions"].default  # the config's, set once
     dropped: Counter = field(default_factory=Counter)  # completions that became no candidate, by reason
     template: str | None = None  # the user message's template, holding {instruction}; none: the instruction
 

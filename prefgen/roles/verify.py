@@ -30,7 +30,7 @@ import re
 from collections import Counter
 from dataclasses import dataclass, field
 
-from prefgen.config import SamplingConfig
+from prefgen.config import JudgeConfig, SamplingConfig
 from prefgen.engines.engine import ChatEngine, Request, Result, TemplateRefused
 from prefgen.roles.generate import cut_off
 from prefgen.roles.pair import row_rng, select_pairs
@@ -105,9 +105,10 @@ class VerifyTask:
     model: str
     pairing: dict  # PairingConfig as a dict: strategy, min_margin, length_matched, allow_truncated_chosen
     seed: int = 0
-    sampling: SamplingConfig = field(default_factory=lambda: SamplingConfig(temperature=0.0, max_tokens=512))
-    guided: bool = True
-    max_retries: int = 2
+    # the judge's, as `JudgeConfig` sets them once
+    sampling: SamplingConfig = field(default_factory=JudgeConfig.model_fields["sampling"].default_factory)
+    guided: bool = JudgeConfig.model_fields["guided"].default
+    max_retries: int = JudgeConfig.model_fields["max_retries"].default
     dropped: Counter = field(default_factory=Counter)  # drops no output; kept for the Task shape
 
     @property

@@ -115,19 +115,23 @@ class Call:
         return labels_for(len(self.shown))
 
 
+JUDGE_KEYS = JudgeConfig.model_fields
+
+
 @dataclass
 class JudgeTask:
     name: str
     model: str
-    sampling: SamplingConfig = field(default_factory=lambda: SamplingConfig(temperature=0.0, max_tokens=512))
-    aspects: list[str] = field(default_factory=lambda: ["overall"])
-    mode: str = "joint"
+    # the defaults are the config's (`JudgeConfig`), each set in one place
+    sampling: SamplingConfig = field(default_factory=JUDGE_KEYS["sampling"].default_factory)
+    aspects: list[str] = field(default_factory=JUDGE_KEYS["aspects"].default_factory)
+    mode: str = JUDGE_KEYS["mode"].default
     # k orders, or "balanced": every rotation (see shown_orders); the default is the config's, set in one place
     permutations: int | str = JudgeConfig.model_fields["permutations"].default
-    rationales: bool = True
-    guided: bool = True
-    max_retries: int = 2
-    combine: str = "mean"
+    rationales: bool = JUDGE_KEYS["rationales"].default
+    guided: bool = JUDGE_KEYS["guided"].default
+    max_retries: int = JUDGE_KEYS["max_retries"].default
+    combine: str = JUDGE_KEYS["combine"].default
     seed: int = 0
     dropped: Counter = field(default_factory=Counter)  # the judge drops no output; kept for the Task shape
     combine_rules: dict[str, str] = field(default_factory=dict)  # every judge's combine rule, by judge name
