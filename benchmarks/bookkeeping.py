@@ -39,12 +39,12 @@ from pathlib import Path
 from common import save
 
 from prefgen.config import InputConfig
-from prefgen.io import read_instructions
+from prefgen.input.read import read_instructions
 from prefgen.output.storage import Requests, storage
-from prefgen.report import RunSummary, batch_counts
-from prefgen.runstate import COMMITS_DIR, RunState, batch_key, input_digest
+from prefgen.report.summary import RunSummary, batch_counts
+from prefgen.output.runstate import COMMITS_DIR, RunState, batch_key, input_digest
 from prefgen.schema import REJECT_MARGIN, reject_row
-from prefgen.writer import commit_reports, write_rows
+from prefgen.output.writer import commit_reports, write_rows
 
 WORDS = ("explain write list compare describe summarise translate why how what the a of python river "
          "history energy proof poem recipe budget graph network planet market theorem").split()
@@ -79,17 +79,17 @@ def make_items(path: Path, count: int, seed: int = 1) -> None:
 def dedup_and_decontaminate(inputs, source: Path, items: Path) -> tuple[int, str]:
     """Near-duplicate removal and decontamination against the items, in place: (rows rejected, note).
 
-    HOOK: runs `prefgen.screen` (the `dedup` branch: near_duplicates.py, decontaminate.py) in
+    HOOK: runs `prefgen.input.screen` (the `dedup` branch: input/near_duplicates.py, input/decontaminate.py) in
     process, if this tree has it; otherwise a no-op that says so in the note."""
     try:
-        from prefgen.screen import prepare, screen_input
+        from prefgen.input.screen import prepare, screen_input
     except ModuleNotFoundError as exc:
-        if exc.name != "prefgen.screen":
+        if exc.name != "prefgen.input.screen":
             raise  # the module is there but broken: say so, do not pass for "not run"
-        return 0, "NOT RUN: prefgen.screen (near_duplicates.py, decontaminate.py) is not in this tree"
+        return 0, "NOT RUN: prefgen.input.screen (input/near_duplicates.py, input/decontaminate.py) is not in this tree"
     cfg = InputConfig(path=str(source), decontaminate=[{"path": str(items)}])
     counts = screen_input(inputs, cfg, prepare(cfg))
-    return sum(counts.values()), f"prefgen.screen in process, defaults: {counts}"
+    return sum(counts.values()), f"prefgen.input.screen in process, defaults: {counts}"
 
 
 def pass_through(rows: list[dict]) -> tuple[list[dict], list[dict]]:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from common import INSTRUCTIONS, cli, config_with_batch_size, run_cli, save
 
-from prefgen.commits import CommitLog
+from prefgen.output.commits import CommitLog
 
 
 def committed(out: Path) -> list[dict]:

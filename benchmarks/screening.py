@@ -55,8 +55,8 @@ def peak_mib() -> float:
 
 def measure(input_path: str, bench_path: str, use_ray: bool) -> dict:
     from prefgen.config import InputConfig
-    from prefgen.io import read_instructions
-    from prefgen.screen import prepare, screen_input
+    from prefgen.input.read import read_instructions
+    from prefgen.input.screen import prepare, screen_input
 
     cfg = InputConfig.model_validate({"path": input_path, "decontaminate": [bench_path],
                                       "near_duplicates": {"distributed_above": 1 if use_ray else 10**9}})
@@ -71,7 +71,7 @@ def measure(input_path: str, bench_path: str, use_ray: bool) -> dict:
     if use_ray:
         import ray
 
-        from prefgen.pipeline import keep_local_workers_on_this_interpreter
+        from prefgen.run.ray_start import keep_local_workers_on_this_interpreter
 
         keep_local_workers_on_this_interpreter()
         ray.init(address="local", include_dashboard=False)

@@ -2,7 +2,7 @@
 
 First the real CLI runs the config over the input (Ray, its engine stages, pairing, Parquet),
 then the floor runs the same plan in this process: one bare vLLM engine per stage, started,
-given each role's whole input in one call, and freed before the next (see `prefgen/floor.py`).
+given each role's whole input in one call, and freed before the next (see `benchmarks/floor.py`).
 Prints and writes benchmarks/results/throughput-<name>.json: the machine, both runs' wall time,
 engine starts, per-role busy time, tokens and tokens/s, rows/hour, and prefgen/floor ratios.
 
@@ -94,9 +94,9 @@ def run_prefgen(config: str | None, input_path: str, limit: int | None, work: Pa
 def run_floor_on(cfg) -> dict:
     import torch
 
-    from prefgen.engine import VllmEngine
-    from prefgen.floor import run_floor
-    from prefgen.io import read_instructions
+    from prefgen.engines.engine import VllmEngine
+    from floor import run_floor
+    from prefgen.input.read import read_instructions
 
     rows = read_instructions(cfg.input).rows
     print(f"[bench] floor over {len(rows)} rows", flush=True)
@@ -116,9 +116,9 @@ def main() -> None:
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
 
     from prefgen.config import load_config
-    from prefgen.embedded import resolve_model
-    from prefgen.floor import throughput_report
-    from prefgen.plan import plan_stages
+    from prefgen.config.embedded import resolve_model
+    from floor import throughput_report
+    from prefgen.roles.plan import plan_stages
 
     config = None if args.config == "default" else args.config
     name = args.out or (Path(config).stem if config else "default")

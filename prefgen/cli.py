@@ -9,18 +9,18 @@ from __future__ import annotations
 import argparse
 import sys
 
-from prefgen.calibrate import PairsError
-from prefgen.cluster import PlacementTimeout
+from prefgen.roles.judge.calibrate import PairsError
+from prefgen.engines.cluster import PlacementTimeout
 from prefgen.config import ConfigError, PipelineConfig, load_config
-from prefgen.dataset_report import ReportError
-from prefgen.export import ExportError
-from prefgen.engine_starts import EngineStartFailed
-from prefgen.io import InputError
-from prefgen.endpoint import EndpointStopped
-from prefgen.pipeline import run
-from prefgen.writer import RunStopped
-from prefgen.placement import PlanError
-from prefgen.runstate import ResumeRefused
+from prefgen.dataset.report import ReportError
+from prefgen.dataset.export import ExportError
+from prefgen.engines.starts import EngineStartFailed
+from prefgen.input.read import InputError
+from prefgen.engines.endpoint import EndpointStopped
+from prefgen.run.pipeline import run
+from prefgen.output.writer import RunStopped
+from prefgen.engines.placement import PlanError
+from prefgen.output.runstate import ResumeRefused
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -72,7 +72,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from prefgen.dataset_report import write_report
+    from prefgen.dataset.report import write_report
 
     report = write_report(args.output)
     for failure in report.failed_plots:
@@ -82,8 +82,8 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from prefgen.export import export, push_to_hub
-    from prefgen.margins import selection_line
+    from prefgen.dataset.export import export, push_to_hub
+    from prefgen.report.margins import selection_line
 
     margins = {"top_margin": args.top_margin, "min_margin": args.min_margin}
     if args.push_to_hub:
@@ -102,7 +102,7 @@ def _export(args: argparse.Namespace) -> int:
 def _calibrate(args: argparse.Namespace) -> int:
     import json
 
-    from prefgen.calibrate import calibrate, figure_lines
+    from prefgen.roles.judge.calibrate import calibrate, figure_lines
 
     figures = calibrate(load_config(args.config), args.pairs, args.judge, args.limit)
     print("[prefgen] calibration")
@@ -131,8 +131,8 @@ def _overrides(args: argparse.Namespace) -> dict:
 def _plan(args: argparse.Namespace) -> int:
     import os
 
-    from prefgen.pipeline import plan_run
-    from prefgen.plan import plan_lines, plan_stages
+    from prefgen.run.ray_start import plan_run
+    from prefgen.roles.plan import plan_lines, plan_stages
 
     cfg = load_config(args.config, {"ray.mode": args.mode} if args.mode else None)
     stages = plan_stages(cfg)
@@ -168,9 +168,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(cfg: PipelineConfig, verbose: bool) -> int:
     """`prefgen run`: the pipeline behind the console (a progress display and a log file, or
-    everything on the console with --verbose, see `console.py`)."""
-    from prefgen.console import RunConsole, ray_logs_dir
-    from prefgen.io import absolute_uri
+    everything on the console with --verbose, see `run/console.py`)."""
+    from prefgen.run.console import RunConsole, ray_logs_dir
+    from prefgen.output.files import absolute_uri
 
     console = RunConsole(verbose)
     console.capture(absolute_uri(cfg.output.path))

@@ -11,9 +11,9 @@ from __future__ import annotations
 import pyarrow as pa
 
 # The version of what an output folder holds (the columns below, commits, manifest). Bump it when
-# they change: a run written under another version is not resumed (see `runstate.py`).
+# they change: a run written under another version is not resumed (see `output/runstate.py`).
 # 2: provided candidates and conversations (`messages`); commits rolled into segments, shards merged
-# at the end of a run (commits.py, compaction.py).
+# at the end of a run (output/commits.py, output/compaction.py).
 # 3: a candidate's `failed_orders`; a judgment's `nonce`, `uninformative`, `uninformative_answers`.
 # 4: pair verification: a work row's and a reject row's `verdicts`, a pair's `verified` and `verdicts`.
 OUTPUT_SCHEMA_VERSION = 4
@@ -70,7 +70,7 @@ CANDIDATE = pa.struct(
 )
 CANDIDATE_FIELDS = [f.name for f in CANDIDATE]
 
-# One verdict of the pair check (verify.py): the judge shown a pair's chosen and rejected side by side
+# One verdict of the pair check (roles/verify.py): the judge shown a pair's chosen and rejected side by side
 # in one order, naming the better one.
 VERDICT = pa.struct(
     [
@@ -91,7 +91,7 @@ VERDICT = pa.struct(
 )
 
 # `instruction`: the prompt as the evolver and judge see it (a conversation as a transcript, see
-# input_rows.conversation_text); `messages`: the prompt as a message list (one user turn for a plain
+# input/rows.py, conversation_text); `messages`: the prompt as a message list (one user turn for a plain
 # instruction, null for an input row that could not be read).
 SOURCE_FIELDS = [("id", pa.string()), ("instruction", pa.string()), ("messages", pa.list_(MESSAGE)),
                  ("source", pa.string()), ("line", pa.int64())]
@@ -172,10 +172,10 @@ REJECT_WORKER_FAILED = "worker_failed"  # an engine fault: the batch failed on e
 REJECT_WRITE_FAILED = "write_failed"  # storage: the batch's shards could not be written after retries
 REJECT_REQUEST_FAILED = "request_failed"  # an endpoint request failed after its retries (detail: HTTP status)
 # Rejects for a fault rather than for the row: a rerun of the same command redoes their rows (their
-# commits are marked `fault` and retired when a run resumes, see commits.py).
+# commits are marked `fault` and retired when a run resumes, see output/commits.py).
 FAULT_REASONS = (REJECT_WORKER_FAILED, REJECT_WRITE_FAILED, REJECT_REQUEST_FAILED)
 # Not an output reason: marks the rows of a batch an endpoint stopped; such a batch is not written
-# or committed, and the run stops (see endpoint.py).
+# or committed, and the run stops (see engines/endpoint.py).
 STOPPED = "_stopped"
 
 

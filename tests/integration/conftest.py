@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 from support.ray_cluster import ray_cluster  # noqa: F401 - fixture: a multi-node Ray on this machine
 
-from prefgen.pipeline import keep_local_workers_on_this_interpreter
+from prefgen.run.ray_start import keep_local_workers_on_this_interpreter
 
 MARKER = "PREFGEN_TEST_SESSION"
 os.environ.setdefault(MARKER, uuid.uuid4().hex)  # inherited by every process the tests start

@@ -22,7 +22,7 @@ import yaml
 from support.autoscaling_head import MAX_WORKERS, alive_nodes, start_autoscaling_head
 from support.ray_head import _job_info, _ray, _submit
 
-from prefgen.dataset_report import read_output
+from prefgen.dataset.report import read_output
 from prefgen.output.storage import storage
 
 ROWS = 8

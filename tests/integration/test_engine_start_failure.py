@@ -9,26 +9,27 @@ import sys
 
 import pytest
 
-from prefgen.commits import CommitLog
-from prefgen.runstate import RunState
+from prefgen.output.commits import CommitLog
+from prefgen.output.runstate import RunState
 
 pytestmark = pytest.mark.integration
 
 DRIVER = """
 import json, os, sys
 from functools import partial
-import prefgen.pipeline
+import prefgen.run.datasets
+import prefgen.run.pipeline
 from prefgen.config import parse_config
-from prefgen.engine_starts import EngineStartFailed
+from prefgen.engines.starts import EngineStartFailed
 
 def dying_engine(model, device, *args):
     return partial(os._exit, 1)  # the process dies while the engine starts, as an OOM kill does
 
-prefgen.pipeline.engine_factory = dying_engine
+prefgen.run.datasets.engine_factory = dying_engine
 cfg = parse_config({"input": {"path": sys.argv[1]}, "output": {"path": sys.argv[2]},
                     "ray": {"num_cpus": 2, "max_failed_starts": 1}})
 try:
-    prefgen.pipeline.run(cfg)
+    prefgen.run.pipeline.run(cfg)
 except EngineStartFailed as exc:
     print(json.dumps({"error": str(exc)}))
     sys.exit(3)

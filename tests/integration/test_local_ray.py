@@ -16,9 +16,9 @@ DRIVER = """
 import json, sys
 import ray
 from prefgen.config import parse_config
-from prefgen.pipeline import _init_ray
+from prefgen.run.ray_start import init_ray
 
-_, session_dir = _init_ray(parse_config({"ray": {"num_cpus": 1}}), [])
+_, session_dir = init_ray(parse_config({"ray": {"num_cpus": 1}}), [])
 
 @ray.remote
 def where():

@@ -25,7 +25,7 @@ import yaml
 from support.paths import REPO
 from support.waiting import wait_for
 
-from prefgen.commits import CommitLog
+from prefgen.output.commits import CommitLog
 
 pytestmark = pytest.mark.integration
 

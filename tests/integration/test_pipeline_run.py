@@ -21,7 +21,7 @@ import pytest
 import yaml
 
 from prefgen.config import InputConfig
-from prefgen.io import read_instructions
+from prefgen.input.read import read_instructions
 from support.paths import DATA, REPO
 
 pytestmark = pytest.mark.integration
@@ -284,7 +284,7 @@ def test_run_prints_progress_and_summary(run):
     workers = Path(logs_line.split("engine workers included) ")[1])
     assert workers.name == "logs" and workers.is_dir()
     # the engine actor's own log is where the summary says (its exit's resource-tracker traceback
-    # is still there: see engine_exit.py)
+    # is still there: see engines/exit.py)
     out = [f.read_text() for f in workers.glob("worker-*.out")]
     assert any("engine ready" in text for text in out)
     assert any("engine stopped" in text for text in out)
@@ -328,7 +328,7 @@ def test_readme_loads_the_output_and_trains_one_dpo_step_on_it(run, tmp_path):
     import torch
     from transformers import AutoModelForCausalLM
 
-    from prefgen.embedded import resolve_model
+    from prefgen.config.embedded import resolve_model
 
     code = readme_trl_block()
     swaps = {

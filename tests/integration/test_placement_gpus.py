@@ -1,7 +1,7 @@
 """The resources prefgen asks for are the ones Ray grants: real actors on a local Ray with logical
 GPUs and an accelerator type (no GPU needed)."""
 
-from prefgen.placement import actor_options
+from prefgen.engines.placement import actor_options
 
 from support.placement import gpu_config
 

@@ -32,10 +32,10 @@ from support.random_reward_model import random_reward_model
 from support.ray_head import _job_info, _ray, _submit, start_head
 
 from prefgen.config import InputConfig
-from prefgen.dataset_report import read_output
-from prefgen.io import SAMPLE_INSTRUCTIONS, read_instructions
+from prefgen.dataset.report import read_output
+from prefgen.input.read import SAMPLE_INSTRUCTIONS, read_instructions
 from prefgen.output.storage import storage
-from prefgen.reward import to_jury_scale
+from prefgen.roles.reward import to_jury_scale
 
 INPUT = SAMPLE_INSTRUCTIONS.parent / "sample_preferences.jsonl"
 INPUT_IN_UPLOAD = "prefgen/data/sample_preferences.jsonl"  # relative: read from the uploaded working dir

@@ -18,10 +18,10 @@ import pytest
 import yaml
 from support.waiting import wait_for
 
-from prefgen.commits import CommitLog
+from prefgen.output.commits import CommitLog
 from prefgen.config import InputConfig
-from prefgen.io import read_instructions
-from prefgen.report import RunSummary
+from prefgen.input.read import read_instructions
+from prefgen.report.summary import RunSummary
 
 pytestmark = pytest.mark.integration
 

@@ -3,8 +3,8 @@
 import json
 
 from prefgen.config import InputConfig
-from prefgen.io import InputRows
-from prefgen.screen import prepare, screen_input
+from prefgen.input.read import InputRows
+from prefgen.input.screen import prepare, screen_input
 
 TOPICS = ["rivers", "volcanoes", "bees", "glaciers", "comets", "coral reefs", "deserts", "owls", "tides", "moss"]
 
@@ -28,7 +28,7 @@ def test_ray_path_gives_the_same_decisions_as_in_process(tmp_path, monkeypatch, 
     local = synthetic_rows()
     local_counts = screen_input(local, cfg, index)
     assert local_counts["near_duplicate"] > 10 and local_counts["contaminated"] >= 1
-    import prefgen.screen as screen
+    import prefgen.input.screen as screen
 
     monkeypatch.setattr(screen, "RAY_BLOCK_ROWS", 25)  # several blocks: results are put back in order
     calls = []

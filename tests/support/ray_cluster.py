@@ -28,7 +28,7 @@ from pathlib import Path
 
 import pytest
 
-from prefgen.orphans import stop_orphans
+from prefgen.engines.orphans import stop_orphans
 
 WORKER_CPUS = 2
 OBJECT_STORE = 128 << 20

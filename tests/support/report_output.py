@@ -8,11 +8,11 @@ worked out by hand in test_report_card.py.
 
 from __future__ import annotations
 
-from prefgen.health import batch_health, health_figures, health_warnings
-from prefgen.io import write_json, write_shard
+from prefgen.report.health import batch_health, health_figures, health_warnings
+from prefgen.output.files import write_json, write_shard
 from prefgen.output.storage import storage
-from prefgen.report import batch_counts
-from prefgen.pair import pair_row
+from prefgen.report.summary import batch_counts
+from prefgen.roles.pair import pair_row
 from prefgen.schema import PAIR_ROW, REJECT_ROW, candidate, reject_row
 
 CONFIG = {

@@ -3,7 +3,7 @@
 It is never evidence that a stage works on a model: the integration tests are.
 """
 
-from prefgen.engine import Request, Result
+from prefgen.engines.engine import Request, Result
 
 
 class ScriptedEngine:

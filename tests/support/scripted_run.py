@@ -15,9 +15,9 @@ import re
 import sys
 import time
 
-import prefgen.pipeline
+import prefgen.run.datasets
 from prefgen.cli import main
-from prefgen.engine import Result
+from prefgen.engines.engine import Result
 
 LABEL = re.compile(r"<response ([A-Z]{1,2}) [0-9a-f]+>")
 
@@ -53,5 +53,5 @@ def scripted_factory(seconds: float):
 
 
 if __name__ == "__main__":
-    prefgen.pipeline.engine_factory = scripted_factory(float(sys.argv[1]))
+    prefgen.run.datasets.engine_factory = scripted_factory(float(sys.argv[1]))
     sys.exit(main(["run", *sys.argv[2:]]))

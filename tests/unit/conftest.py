@@ -19,10 +19,10 @@ def _refuse(what):
 def no_ray_and_no_engine(monkeypatch):
     import ray
 
-    import prefgen.engine
-    import prefgen.reward
+    import prefgen.engines.engine
+    import prefgen.roles.reward
 
     monkeypatch.setattr(ray, "init", _refuse("Ray (ray.init)"))
-    for module, name in ((prefgen.engine, "VllmEngine"), (prefgen.engine, "AsyncVllmEngine"),
-                         (prefgen.reward, "RewardEngine")):
+    for module, name in ((prefgen.engines.engine, "VllmEngine"), (prefgen.engines.engine, "AsyncVllmEngine"),
+                         (prefgen.roles.reward, "RewardEngine")):
         monkeypatch.setattr(getattr(module, name), "__init__", _refuse(f"a vLLM engine ({name})"))

@@ -9,7 +9,7 @@ import pytest
 from support.scripted_engine import ScriptedEngine
 
 from prefgen.config import EngineConfig, PipelineConfig, parse_config
-from prefgen.floor import child_pids, floor_device, free_engine, prefgen_engine_start, run_floor, throughput_report
+from benchmarks.floor import child_pids, floor_device, free_engine, prefgen_engine_start, run_floor, throughput_report
 
 
 def work_rows(n):
@@ -77,7 +77,7 @@ def test_every_role_of_the_default_runs_once_over_all_rows_on_one_engine():
 
 
 def test_a_failing_role_rejects_its_rows_and_later_roles_skip_them(monkeypatch):
-    monkeypatch.setattr("prefgen.floor.engine_dead", lambda exc: False)  # (the real check imports vLLM)
+    monkeypatch.setattr("benchmarks.floor.engine_dead", lambda exc: False)  # (the real check imports vLLM)
     rec = Recorder()
 
     def failing(source, engine_cfg, device):

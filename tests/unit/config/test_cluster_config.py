@@ -184,7 +184,7 @@ def test_accelerator_types_the_mission_asks_for_are_offered(rayjob):
     """A stage pinned to a GPU model can only scale up if some worker type advertises that model
     before its nodes exist: in cluster.yaml's resources and in the RayJob's rayStartParams."""
     from prefgen.config import load_config
-    from prefgen.plan import plan_stages
+    from prefgen.roles.plan import plan_stages
 
     mission = load_config(REPO / "configs" / "mission.yaml")
     wanted = {s.model.engine.accelerator_type for s in plan_stages(mission)}

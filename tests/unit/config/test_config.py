@@ -168,7 +168,7 @@ def test_the_judge_orders_have_one_default_that_cancels_position():
     import yaml
 
     from prefgen.config import JudgeConfig
-    from prefgen.judge import JudgeTask
+    from prefgen.roles.judge.task import JudgeTask
 
     laptop = yaml.safe_load((REPO / "configs" / "laptop.yaml").read_text())
     defaults = {"embedded default": PipelineConfig().judge.permutations, "JudgeConfig": JudgeConfig().permutations,

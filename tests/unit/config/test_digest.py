@@ -6,7 +6,7 @@ import json
 import pytest
 
 from prefgen.config import EngineConfig, parse_config
-from prefgen.runstate import MANIFEST_FILE, ResumeRefused, RunState
+from prefgen.output.runstate import MANIFEST_FILE, ResumeRefused, RunState
 
 BASE = {
     "models": {"m": {}},
@@ -48,7 +48,7 @@ def changed(dotted: str, value, base: dict = BASE) -> dict:
 
 
 def test_every_engine_key_is_tested_and_sorted_in_the_code():
-    from prefgen.config_models import ENGINE_OUTPUT_KEYS, ENGINE_PLACEMENT_KEYS
+    from prefgen.config.models import ENGINE_OUTPUT_KEYS, ENGINE_PLACEMENT_KEYS
 
     assert set(ENGINE_CHANGES) == set(EngineConfig.model_fields)
     assert ENGINE_OUTPUT_KEYS == {k for k, (_, shapes) in ENGINE_CHANGES.items() if shapes}
@@ -101,7 +101,7 @@ def test_engine_key_changes_the_digest_only_if_it_shapes_the_output(key):
 def test_output_shaping_key_changes_the_digest_and_is_named(dotted, value):
     before, after = parse_config(BASE), parse_config(changed(dotted, value))
     assert after.digest() != before.digest()
-    from prefgen.digest import differing_keys
+    from prefgen.config.digest import differing_keys
 
     named = differing_keys(before.digest_parts(), after.digest_parts())
     assert any(k == dotted or k.startswith(dotted + ".") for k in named), named

@@ -10,11 +10,11 @@ from collections import Counter
 import pytest
 from support.scripted_engine import ScriptedEngine
 
-from prefgen.engine import Request
-from prefgen.engine_starts import EngineStartFailed, failed_starts_in_a_row, start_failure
-from prefgen.io import STATS_DIR, read_jsons
-from prefgen.report import RunSummary
-from prefgen.stage import ModelStage
+from prefgen.engines.engine import Request
+from prefgen.engines.starts import EngineStartFailed, failed_starts_in_a_row, start_failure
+from prefgen.output.files import STATS_DIR, read_jsons
+from prefgen.report.summary import RunSummary
+from prefgen.engines.stage import ModelStage
 from support.stages import batch, run
 
 
@@ -46,14 +46,14 @@ def test_an_earlier_attempts_stats_do_not_count_again(tmp_path):
 
 
 def test_a_restarted_actor_is_one_replica_and_an_unfinished_start_adds_nothing(tmp_path, monkeypatch):
-    import prefgen.stage
+    import prefgen.engines.stage
 
-    monkeypatch.setattr(prefgen.stage, "current_actor_id", lambda: "actor-1")
+    monkeypatch.setattr(prefgen.engines.stage, "current_actor_id", lambda: "actor-1")
     first = ModelStage(lambda: ScriptedEngine(lambda r: ["x"]), [Echo()], "m", str(tmp_path), attempt="a")
     run(first, batch(2))
     again = ModelStage(lambda: ScriptedEngine(lambda r: ["x"]), [Echo()], "m", str(tmp_path), attempt="a")  # restart
     run(again, batch(1))
-    monkeypatch.setattr(prefgen.stage, "current_actor_id", lambda: "actor-2")
+    monkeypatch.setattr(prefgen.engines.stage, "current_actor_id", lambda: "actor-2")
     with pytest.raises(MemoryError):
         ModelStage(lambda: (_ for _ in ()).throw(MemoryError("cannot allocate")), [Echo()], "m", str(tmp_path),
                    attempt="a")
@@ -97,9 +97,9 @@ def test_failed_starts_are_counted_in_a_row_per_actor():
 def test_an_actor_whose_starts_keep_dying_gives_up_instead_of_restarting_forever(tmp_path, monkeypatch):
     """As Ray restarts an actor killed while loading its engine: each start finds the earlier ones
     on record; past the bound it raises (which Ray does not retry) without loading the engine."""
-    import prefgen.stage
+    import prefgen.engines.stage
 
-    monkeypatch.setattr(prefgen.stage, "current_actor_id", lambda: "actor-1")
+    monkeypatch.setattr(prefgen.engines.stage, "current_actor_id", lambda: "actor-1")
     for _ in range(2):  # two starts killed mid-load: their records stay `ready: false`
         with pytest.raises(MemoryError):
             ModelStage(lambda: (_ for _ in ()).throw(MemoryError()), [Echo()], "m", str(tmp_path), attempt="a",

@@ -3,9 +3,9 @@ node's resources (not the cluster's totals), and the placement watch's timeout."
 
 import pytest
 
-from prefgen.cluster import PlacementTimeout, PlacementWatch, output_refusal, watched
+from prefgen.engines.cluster import PlacementTimeout, PlacementWatch, output_refusal, watched
 from prefgen.config import EngineConfig
-from prefgen.placement import PlanError, choose_mode, replica_needs
+from prefgen.engines.placement import PlanError, choose_mode, replica_needs
 
 TWO_NODES = [{"CPU": 0.0}, {"CPU": 2.0, "GPU": 1.0, "accelerator_type:A10G": 1.0}, {"CPU": 2.0, "GPU": 1.0}]
 

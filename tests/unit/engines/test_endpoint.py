@@ -10,9 +10,9 @@ import pytest
 from support.endpoint_server import Cue, FakeEndpoint, error
 
 from prefgen.config import EndpointModel, SamplingConfig, parse_config, ConfigError
-from prefgen.endpoint import EndpointEngine, EndpointStopped
-from prefgen.endpoint_rules import backoff_s, classify, redact, retry_after_s
-from prefgen.engine import Request
+from prefgen.engines.endpoint import EndpointEngine, EndpointStopped
+from prefgen.engines.endpoint_rules import backoff_s, classify, redact, retry_after_s
+from prefgen.engines.engine import Request
 from support.paths import DATA, REPO
 
 KEY = "sk-planted-0123456789abcdef"
@@ -210,7 +210,7 @@ def test_choices_are_read_in_index_order_with_their_own_finish_reasons():
 
 def test_calibrate_runs_a_judge_on_an_endpoint(tmp_path):
 
-    from prefgen.calibrate import calibrate
+    from prefgen.roles.judge.calibrate import calibrate
 
     first_wins = '{"A": {"rationale": "fine", "rating": 5}, "B": {"rationale": "poor", "rating": 1}}'
     body = {"choices": [{"index": 0, "message": {"content": first_wins}, "finish_reason": "stop"}],
@@ -234,9 +234,9 @@ def test_a_stage_runs_tasks_on_the_endpoint_with_batches_in_flight(tmp_path):
     import json
     from functools import partial
 
-    from prefgen.generate import GenerateTask
+    from prefgen.roles.generate import GenerateTask
     from prefgen.schema import WORK_ROW, to_table
-    from prefgen.stage import ModelStage
+    from prefgen.engines.stage import ModelStage
 
     def batch(tag):
         return to_table([{"id": f"{tag}{i}", "instruction": "q", "source": "s", "line": i, "candidates": [],
@@ -276,7 +276,7 @@ def test_a_400_about_max_tokens_alone_is_not_a_long_prompt(message, action):
 
 def test_every_retried_status_is_in_the_readme():
 
-    from prefgen.endpoint_rules import RETRY_STATUSES
+    from prefgen.engines.endpoint_rules import RETRY_STATUSES
 
     readme = REPO.joinpath("README.md").read_text()
     rule = next(bullet for bullet in readme.split("\n  - ") if "are retried up to `retries` times" in bullet)

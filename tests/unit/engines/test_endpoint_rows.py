@@ -11,17 +11,17 @@ import pytest
 from support.scripted_engine import ScriptedEngine
 
 from prefgen.config import parse_config
-from prefgen.endpoint import EndpointStopped
-from prefgen.engine import Request, Result
-from prefgen.evolve import EvolveTask
-from prefgen.generate import GenerateTask
-from prefgen.judge import JudgeTask
-from prefgen.writer import write_batch
-from prefgen.placement import PlanError, endpoint_actor_options
-from prefgen.plan import plan_stages
-from prefgen.report import RunSummary
+from prefgen.engines.endpoint import EndpointStopped
+from prefgen.engines.engine import Request, Result
+from prefgen.roles.evolve import EvolveTask
+from prefgen.roles.generate import GenerateTask
+from prefgen.roles.judge.task import JudgeTask
+from prefgen.output.writer import write_batch
+from prefgen.engines.placement import PlanError, endpoint_actor_options
+from prefgen.roles.plan import plan_stages
+from prefgen.report.summary import RunSummary
 from prefgen.schema import STOPPED, WORK_ROW, candidate, to_table
-from prefgen.stage import ModelStage
+from prefgen.engines.stage import ModelStage
 from support.paths import REPO
 
 FAILED = "endpoint api: HTTP 503 after 6 attempts: overloaded"
@@ -143,7 +143,7 @@ def test_summary_sums_endpoint_counts_and_prices_them():
 def test_the_hosted_judge_config_plans_its_judge_as_a_cpu_stage():
 
     from prefgen.config import load_config
-    from prefgen.pipeline import plan_run
+    from prefgen.run.ray_start import plan_run
 
     cfg = load_config(REPO / "configs" / "hosted-judge.yaml")
     stages = plan_stages(cfg)

@@ -12,9 +12,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from prefgen import engine as engine_module
+from prefgen.engines import engine as engine_module
 from prefgen.config import EngineConfig, SamplingConfig
-from prefgen.engine import AsyncVllmEngine, Request, VllmEngine, length_error
+from prefgen.engines.engine import AsyncVllmEngine, Request, VllmEngine, length_error
 
 
 class CountingTokenizer:
@@ -127,7 +127,7 @@ def test_blocking_engine_sends_the_ids_it_checked(no_vllm):
 
 
 def test_auto_dtype_follows_what_the_cpu_computes_natively():
-    from prefgen.engine import resolve_dtype
+    from prefgen.engines.engine import resolve_dtype
 
     assert resolve_dtype("auto", "cpu", "flags : fpu avx2 avx512f avx512_bf16") == "bfloat16"
     assert resolve_dtype("auto", "cpu", "flags : fpu avx2 amx_bf16") == "bfloat16"
@@ -138,7 +138,7 @@ def test_auto_dtype_follows_what_the_cpu_computes_natively():
 
 def test_a_cpu_engine_gets_a_fixed_kv_cache_and_a_gpu_engine_its_memory_share():
     from prefgen.config import EngineConfig
-    from prefgen.engine import device_kwargs
+    from prefgen.engines.engine import device_kwargs
 
     eng = EngineConfig(cpu_kv_cache_gib=1.5, gpu_memory_utilization=0.8)
     assert device_kwargs(eng, "cpu") == {"kv_cache_memory_bytes": 3 * 2**29}  # no RAM share reserved

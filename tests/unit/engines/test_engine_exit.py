@@ -1,4 +1,4 @@
-"""An engine actor's exit (`engine_exit.py`): the engine's processes are waited for, and vLLM's
+"""An engine actor's exit (`engines/exit.py`): the engine's processes are waited for, and vLLM's
 output task is cancelled before its engine core stops. Fake engines, real processes and loops."""
 
 import asyncio
@@ -7,7 +7,7 @@ import sys
 import threading
 import time
 
-from prefgen.engine_exit import cancel_output_handler, child_pids, own_resource_tracker, started_since, stop_engine
+from prefgen.engines.exit import cancel_output_handler, child_pids, own_resource_tracker, started_since, stop_engine
 
 
 class FakeEngine:

@@ -7,9 +7,9 @@ That Ray grants what prefgen asks for is checked on a real Ray with logical GPUs
 import pytest
 
 from prefgen.config import ConfigError, PipelineConfig, parse_config
-from prefgen.pipeline import plan_run
-from prefgen.placement import PlanError, actor_options, planning_resources, resolve_device
-from prefgen.plan import plan_stages
+from prefgen.run.ray_start import plan_run
+from prefgen.engines.placement import PlanError, actor_options, planning_resources, resolve_device
+from prefgen.roles.plan import plan_stages
 
 from support.placement import gpu_config
 

@@ -2,7 +2,7 @@
 
 from prefgen.cli import main
 from prefgen.config import PipelineConfig, parse_config
-from prefgen.plan import expected_calls, plan_stages
+from prefgen.roles.plan import expected_calls, plan_stages
 
 
 def stage_roles(cfg):

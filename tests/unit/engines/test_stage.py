@@ -17,9 +17,9 @@ import pytest
 from support.scripted_engine import ScriptedEngine
 from support.stages import batch, run
 
-from prefgen.engine import Request, Result
+from prefgen.engines.engine import Request, Result
 from prefgen.schema import WORK_ROW, to_table
-from prefgen.stage import ModelStage
+from prefgen.engines.stage import ModelStage
 
 
 class Echo:
@@ -70,7 +70,7 @@ def test_a_dead_engine_restarts_the_actor(tmp_path, monkeypatch):
     class EngineDeadError(RuntimeError):
         pass
 
-    monkeypatch.setattr("prefgen.stage.engine_dead", lambda exc: isinstance(exc, EngineDeadError))
+    monkeypatch.setattr("prefgen.engines.stage.engine_dead", lambda exc: isinstance(exc, EngineDeadError))
     st, _ = stage(tmp_path, [Echo("generate:a", fail=EngineDeadError("gone"))])
     exits = []
     monkeypatch.setattr(st, "restart_actor", lambda exc: exits.append(exc))
@@ -179,7 +179,7 @@ def test_a_task_failing_in_one_batch_leaves_the_other_batches_in_flight_alone(tm
 
 def test_a_dead_async_engine_restarts_the_actor_with_batches_in_flight(tmp_path, monkeypatch):
     engine = GatedEngine(width=2, dead_on="br0")
-    monkeypatch.setattr("prefgen.stage.engine_dead", lambda exc: isinstance(exc, GatedEngine.dead_error))
+    monkeypatch.setattr("prefgen.engines.stage.engine_dead", lambda exc: isinstance(exc, GatedEngine.dead_error))
     st, _ = stage(tmp_path, [Echo("generate:a")], engine, batches_in_flight=2)
     exits = []
     monkeypatch.setattr(st, "restart_actor", lambda exc: exits.append(exc))
@@ -192,7 +192,7 @@ def test_each_roles_work_is_on_file_as_soon_as_its_task_ends_inside_the_batch(tm
     """Progress need not wait for a batch: when the second role asks its first request, the first
     role's rows are already counted in the stats file (`work`), the batch not yet booked (once the
     file is older than WORK_SNAPSHOT_EVERY_S; 0 here)."""
-    monkeypatch.setattr("prefgen.stage.WORK_SNAPSHOT_EVERY_S", 0.0)
+    monkeypatch.setattr("prefgen.engines.stage.WORK_SNAPSHOT_EVERY_S", 0.0)
     seen = []
 
     def reply(req):

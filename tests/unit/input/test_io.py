@@ -7,7 +7,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from prefgen.config import InputConfig
-from prefgen.io import InputError, read_instructions, write_shard
+from prefgen.input.read import InputError, read_instructions
+from prefgen.output.files import write_shard
 from prefgen.schema import REJECT_ROW
 
 

@@ -10,9 +10,9 @@ import pytest
 from datasketch import LeanMinHash, MinHashLSH
 
 from prefgen.config import ConfigError, InputConfig, parse_config
-from prefgen.io import InputError, InputRows
-from prefgen.near_duplicates import band_groups, band_layout, candidates, signatures
-from prefgen.screen import digest_ids, prepare, screen_input
+from prefgen.input.read import InputError, InputRows
+from prefgen.input.near_duplicates import band_groups, band_layout, candidates, signatures
+from prefgen.input.screen import digest_ids, prepare, screen_input
 
 PHOTO = "Explain how photosynthesis converts sunlight, water and carbon dioxide into glucose and oxygen in plants."
 PHOTO_EDITED = "Explain how photosynthesis converts sunlight, water and carbon dioxide into sugar and oxygen in plants."
@@ -221,7 +221,7 @@ def test_rows_sharing_a_prompt_with_other_responses_are_not_near_duplicates():
 
 
 def test_the_ray_stage_reads_the_responses_too():
-    from prefgen.screen import _ray_batch, per_row
+    from prefgen.input.screen import _ray_batch, per_row
 
     cfg = InputConfig.model_validate({"preference": True})
     texts, answers = [PHOTO, PHOTO], ["\n\n".join(ANSWERS[0]), "\n\n".join(ANSWERS[1])]

@@ -6,8 +6,8 @@ import json
 import pytest
 
 from prefgen.config import parse_config
-from prefgen.pipeline import run
-from prefgen.runstate import ResumeRefused
+from prefgen.run.pipeline import run
+from prefgen.output.runstate import ResumeRefused
 
 GSM = ("Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May. "
        "How many clips did Natalia sell altogether in April and May?")

@@ -10,15 +10,15 @@ import pytest
 from support.flaky_storage import crash_after_first_shard_delete
 from support.output_rows import pair, reject
 
-import prefgen.commits
+import prefgen.output.commits
+import prefgen.output.runstate
 import prefgen.output.storage
-import prefgen.runstate
-from prefgen.commits import COMMITS_DIR, FANOUT, CommitLog
-from prefgen.compaction import compact
+from prefgen.output.commits import COMMITS_DIR, FANOUT, CommitLog
+from prefgen.output.compaction import compact
 from prefgen.output.storage import storage
-from prefgen.report import batch_counts
-from prefgen.runstate import LEASE_FILE, RunState, StaleLease, committed_shards
-from prefgen.writer import write_rows
+from prefgen.report.summary import batch_counts
+from prefgen.output.runstate import LEASE_FILE, RunState, StaleLease, committed_shards
+from prefgen.output.writer import write_rows
 
 
 class Crash(Exception):
@@ -124,7 +124,7 @@ def test_a_crash_before_the_bulk_delete_doubles_nothing_and_the_resume_skips_wha
 def test_a_segment_write_that_fails_is_retried_without_doubling_a_commit(tmp_path, monkeypatch):
     out = tmp_path / "out"
     state = opened(out)
-    real, failures = prefgen.commits.write_compact_json, []
+    real, failures = prefgen.output.commits.write_compact_json, []
 
     def flaky(uri, name, data):
         if "seg-" in name and not failures:
@@ -132,7 +132,7 @@ def test_a_segment_write_that_fails_is_retried_without_doubling_a_commit(tmp_pat
             raise OSError("injected")
         real(uri, name, data)
 
-    monkeypatch.setattr(prefgen.commits, "write_compact_json", flaky)
+    monkeypatch.setattr(prefgen.output.commits, "write_compact_json", flaky)
     for b in range(FANOUT):
         rows = [reject(f"x{b}")]
         report = batch_counts(f"k{b}", rows, [], rows)
@@ -174,7 +174,7 @@ def test_a_crash_at_any_step_of_a_merge_leaves_every_row_once(tmp_path, monkeypa
         if at == step:
             raise Crash(at)
 
-    monkeypatch.setattr(prefgen.runstate, "compact", functools.partial(compact, after_step=crash))
+    monkeypatch.setattr(prefgen.output.runstate, "compact", functools.partial(compact, after_step=crash))
     if step == "deleted one":
         crash_after_first_shard_delete(monkeypatch, Crash(step))
     with pytest.raises(Crash):
@@ -211,7 +211,7 @@ def test_a_driver_that_lost_the_folder_commits_nothing_once_its_lease_read_is_st
     old = opened(out)
     died(out)
     opened(out)  # a new owner, a new lease token
-    prefgen.runstate._LEASE_READ.pop((str(out), old.token), None)  # its last read is older than LEASE_CHECK_S
+    prefgen.output.runstate._LEASE_READ.pop((str(out), old.token), None)  # its last read is older than LEASE_CHECK_S
     before = sorted(p.name for p in (out / COMMITS_DIR).iterdir())
     with pytest.raises(StaleLease):
         commit_only(old, ["o1"])  # the commit reads the lease first

@@ -8,7 +8,7 @@ import subprocess
 import sys
 import time
 
-from prefgen.orphans import session_processes, stop_orphans
+from prefgen.engines.orphans import session_processes, stop_orphans
 
 # A parent that names the session on its command line (as Ray's processes do) and starts a
 # child that does not (as vLLM's renamed processes do); both sleep until killed.

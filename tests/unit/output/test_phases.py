@@ -8,9 +8,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from prefgen.phases import PhaseStore, keep_ids, reuse_refusal
-from prefgen.runstate import batch_key
-from prefgen.runstate import RunState
+from prefgen.output.phases import PhaseStore, keep_ids, reuse_refusal
+from prefgen.output.runstate import batch_key
+from prefgen.output.runstate import RunState
 
 STAGES = ["g", "h"]  # the phases written to disk (a third stage, the judge, streams into the writer)
 
@@ -159,7 +159,7 @@ def test_keep_ids_filters_a_batch():
 
 
 class FakeDataset:
-    """The few Ray Data calls `_phased_dataset` makes, eagerly, on a list of Arrow tables."""
+    """The few Ray Data calls `phased_dataset` makes, eagerly, on a list of Arrow tables."""
 
     def __init__(self, tables):
         self.tables = list(tables)
@@ -186,12 +186,12 @@ class FakeRay:
 
 
 def phased_run(monkeypatch, out, token, rows, kill_in=None):
-    """One attempt of `_phased_dataset` over stages g, h, j that add 1, 10, 100 tokens to each row;
+    """One attempt of `phased_dataset` over stages g, h, j that add 1, 10, 100 tokens to each row;
     returns the stages it ran and the rows that reached the writer."""
     from types import SimpleNamespace
 
-    from prefgen import pipeline
-    from prefgen.io import write_json
+    from prefgen.run import datasets
+    from prefgen.output.files import write_json
 
     ran = []
     tokens = {"g": 1, "h": 10, "j": 100}
@@ -206,8 +206,8 @@ def phased_run(monkeypatch, out, token, rows, kill_in=None):
         ran.append(s.name)
         return ds.map_batches(stage, fn_kwargs={"name": s.name})
 
-    monkeypatch.setattr(pipeline, "_with_stage", with_stage)
-    monkeypatch.setattr(pipeline, "_with_writer", lambda ds, cfg, token: ds)
+    monkeypatch.setattr(datasets, "_with_stage", with_stage)
+    monkeypatch.setattr(datasets, "_with_writer", lambda ds, cfg, token: ds)
     out.mkdir(exist_ok=True)
     write_json(str(out), "_lease.json", {"token": token})
     cfg = SimpleNamespace(output=SimpleNamespace(path=str(out)), digest=lambda: "cfg1")
@@ -216,7 +216,7 @@ def phased_run(monkeypatch, out, token, rows, kill_in=None):
     work = [{"id": i, "instruction": "q", "source": "s", "line": n, "candidates": [], "output_tokens": 0,
              "reject_reason": None, "reject_detail": None} for n, i in enumerate(rows)]
     logs = []
-    ds = pipeline._phased_dataset(FakeRay, cfg, work, stages, {n: "cpu" for n in tokens}, token, logs.append)
+    ds = datasets.phased_dataset(FakeRay, cfg, work, stages, {n: "cpu" for n in tokens}, token, logs.append)
     return ran, ds.rows(), logs
 
 

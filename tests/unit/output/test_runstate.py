@@ -6,11 +6,11 @@ import sys
 
 import pytest
 
-from prefgen.io import write_shard
-from prefgen.report import batch_counts
+from prefgen.output.files import write_shard
+from prefgen.report.summary import batch_counts
 from prefgen.output.storage import WRITE_BOUND_S, storage
-from prefgen.runstate import (LEASE_CHECK_S, LEASE_FILE, TAKEOVER_WAIT_S, ResumeRefused, RunState, StaleLease,
-                              check_lease, committed_shards)
+from prefgen.output.runstate import (LEASE_CHECK_S, LEASE_FILE, TAKEOVER_WAIT_S, ResumeRefused, RunState, StaleLease,
+                                     check_lease, committed_shards)
 from prefgen.schema import REJECT_ROW
 
 

@@ -9,14 +9,14 @@ import pytest
 from support.flaky_storage import crash_after_first_shard_delete
 from support.output_rows import pair, reject
 
-import prefgen.runstate
-from prefgen.commits import COMMITS_DIR, FANOUT, CommitLog
-from prefgen.compaction import compact
-from prefgen.io import read_parquet
+import prefgen.output.runstate
+from prefgen.output.commits import COMMITS_DIR, FANOUT, CommitLog
+from prefgen.output.compaction import compact
+from prefgen.input.read import read_parquet
 from prefgen.output.storage import Conflict, storage, storage_of_file
-from prefgen.report import batch_counts
-from prefgen.runstate import LEASE_FILE, ResumeRefused, RunState, StaleLease, committed_shards
-from prefgen.writer import write_rows
+from prefgen.report.summary import batch_counts
+from prefgen.output.runstate import LEASE_FILE, ResumeRefused, RunState, StaleLease, committed_shards
+from prefgen.output.writer import write_rows
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -202,7 +202,7 @@ def test_a_crash_in_a_merge_on_s3_leaves_every_row_once(s3, monkeypatch, step):
         if at == step:
             raise Crash(at)
 
-    monkeypatch.setattr(prefgen.runstate, "compact", lambda *a, **k: compact(*a, **k, after_step=crash))
+    monkeypatch.setattr(prefgen.output.runstate, "compact", lambda *a, **k: compact(*a, **k, after_step=crash))
     if step == "deleted one":
         crash_after_first_shard_delete(monkeypatch, Crash(step))
     with pytest.raises(Crash):
@@ -235,8 +235,8 @@ def test_report_and_export_read_and_write_on_s3(s3):
 
     from support.report_output import write_output
 
-    from prefgen.dataset_report import write_report
-    from prefgen.export import export
+    from prefgen.dataset.report import write_report
+    from prefgen.dataset.export import export
 
     output = write_output(s3)
     report = write_report(s3)
@@ -285,7 +285,8 @@ def test_input_files_are_read_from_s3(s3):
     import pyarrow as pa
 
     from prefgen.config import InputConfig
-    from prefgen.io import InputError, parquet_bytes, read_instructions
+    from prefgen.input.read import InputError, read_instructions
+    from prefgen.output.files import parquet_bytes
 
     store = storage(s3)
     store.put("in.jsonl", b'{"instruction": "one"}\n{"instruction": ""}\n')

@@ -15,11 +15,11 @@ import pyarrow.parquet as pq
 import pytest
 from support.flaky_storage import FlakyStorage, use_flaky_storage
 
-from prefgen.commits import COMMITS_DIR, FANOUT, CommitLog
-from prefgen.runstate import RunState, StaleLease, committed_shards
+from prefgen.output.commits import COMMITS_DIR, FANOUT, CommitLog
+from prefgen.output.runstate import RunState, StaleLease, committed_shards
 from prefgen.schema import REJECT_ROW, WORK_ROW, candidate, reject_row, to_table
-from prefgen.report import RunSummary
-from prefgen.writer import (WRITE_ATTEMPTS, commit_reports, commit_rounds, failed_warning, with_retries, write_batch,
+from prefgen.report.summary import RunSummary
+from prefgen.output.writer import (WRITE_ATTEMPTS, commit_reports, commit_rounds, failed_warning, with_retries, write_batch,
                             write_rows)
 
 PAIRING = {"strategy": "best_vs_worst", "min_margin": 1, "length_matched": False, "allow_truncated_chosen": False}

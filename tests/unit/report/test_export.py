@@ -6,7 +6,7 @@ import pytest
 import yaml
 from support.report_output import write_output
 
-from prefgen import export as ex
+from prefgen.dataset import export as ex
 from prefgen.cli import main
 
 
@@ -107,7 +107,7 @@ def test_export_with_a_margin_selection_writes_the_kept_pairs_and_reports_the_cu
 
 
 def test_the_card_names_the_margin_selection_next_to_the_margin_plot(output):
-    from prefgen.dataset_report import build_report
+    from prefgen.dataset.report import build_report
 
     plain = build_report(output["uri"]).card
     assert "--top-margin" in plain  # the card says how to select by margin, under the histogram

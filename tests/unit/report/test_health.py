@@ -8,10 +8,10 @@ import pytest
 from support.scripted_engine import ScriptedEngine
 from support.judges import position_judge, row, truthful_judge
 
-from prefgen.health import add_health, batch_health, health_figures, health_warnings
-from prefgen.judge import JudgeTask, combine_candidate
-from prefgen.pair import split_rows
-from prefgen.report import RunSummary, batch_counts
+from prefgen.report.health import add_health, batch_health, health_figures, health_warnings
+from prefgen.roles.judge.task import JudgeTask, combine_candidate
+from prefgen.roles.pair import split_rows
+from prefgen.report.summary import RunSummary, batch_counts
 from prefgen.schema import candidate
 
 

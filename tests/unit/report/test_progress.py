@@ -6,8 +6,8 @@ import subprocess
 import sys
 import textwrap
 
-from prefgen.console import RunConsole, log_file_for
-from prefgen.progress import RunProgress, due, duration
+from prefgen.run.console import RunConsole, log_file_for
+from prefgen.report.progress import RunProgress, due, duration
 
 
 def report(n, pairs=0, rejects=None, tokens=0):
@@ -72,7 +72,7 @@ def test_job_log_console_prints_a_line_per_interval_not_per_batch():
 
 CAPTURED = textwrap.dedent("""
     import os, sys
-    from prefgen.console import RunConsole
+    from prefgen.run.console import RunConsole
     console = RunConsole(verbose=False)
     console.capture(sys.argv[1])
     print("a library's chatter")
@@ -140,7 +140,7 @@ def test_work_inside_the_stages_moves_the_progress_before_any_batch_is_committed
 
 
 def test_stage_watcher_reads_the_stats_and_calls_the_display_only_when_work_moved():
-    from prefgen.progress import StageWatcher
+    from prefgen.report.progress import StageWatcher
 
     p = RunProgress(total_rows=4, started=0.0, roles=ROLES, rows_todo=4)
     reads = iter([[actor({"generate:a": (4, 10)})], [actor({"generate:a": (4, 10)})], OSError("replaced"),
@@ -161,7 +161,7 @@ def test_stage_watcher_reads_the_stats_and_calls_the_display_only_when_work_move
 def test_the_live_display_shows_the_stages_work():
     from rich.console import Console
 
-    from prefgen.console import display
+    from prefgen.run.console import display
 
     p = RunProgress(total_rows=12, started=0.0, roles=ROLES, rows_todo=12, phase="waiting for the first batch")
     p.set_stage_work([actor({"generate:a": (12, 600)})])

@@ -7,11 +7,11 @@ import pytest
 import yaml
 from support.report_output import rows, split, write_output
 
-from prefgen import dataset_figures as figs
-from prefgen import plots
-from prefgen.card import TRAINING_SNIPPET, size_category, training_snippet
+from prefgen.report import figures as figs
+from prefgen.report import plots
+from prefgen.report.card import TRAINING_SNIPPET, size_category, training_snippet
 from prefgen.cli import main
-from prefgen.dataset_report import build_report, read_output, write_report, write_report_safely
+from prefgen.dataset.report import build_report, read_output, write_report, write_report_safely
 from support.paths import REPO
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -80,7 +80,7 @@ def test_evolved_vs_parent_per_criterion_adds_up_to_the_health_figure(output):
     ev = figs.evolved_vs_parent(figs.row_candidates(output["pairs"], output["rejects"]))
     assert ev["by_criterion"] == {"creativity": {"wins": 1, "ties": 0, "losses": 0},
                                   "details": {"wins": 0, "ties": 0, "losses": 1}}
-    health = output["manifest"]["health"]["evolved_beat_parent"]  # computed once, in prefgen.health
+    health = output["manifest"]["health"]["evolved_beat_parent"]  # computed once, in prefgen.report.health
     assert ev["n"] == health["n"] and ev["total"]["wins"] / ev["n"] == health["win_share"]
 
 
@@ -114,7 +114,7 @@ def test_card_metadata_parses_with_the_data_files(written):
 
 
 def test_data_files_are_a_glob_once_every_shard_is_committed(output):
-    from prefgen.dataset_report import data_files
+    from prefgen.dataset.report import data_files
 
     assert data_files(output["uri"], "pairs") == ["pairs/part-k1.parquet"]
     os.remove(f"{output['uri']}/pairs/part-uncommitted.parquet")  # what a finished run's sweep does
@@ -169,7 +169,7 @@ def test_report_command(written, capsys):
 
 
 def test_figures_need_none_of_the_long_texts_left_out(output):
-    from prefgen.dataset_report import slim
+    from prefgen.dataset.report import slim
 
     full = read_output(output["uri"], "pairs")
     slimmed = slim(full)
@@ -188,9 +188,9 @@ def test_the_cards_training_block_is_the_one_readme_shows_and_the_dpo_test_runs(
 def test_card_shows_the_pair_checks_verified_share_and_flip_rate():
     from support.report_output import CONFIG
 
-    from prefgen.card import counts_section, health_section, what_made_it
-    from prefgen.health import empty_health, health_figures
-    from prefgen.verdicts import verification_figures
+    from prefgen.report.card import counts_section, health_section, what_made_it
+    from prefgen.report.health import empty_health, health_figures
+    from prefgen.roles.verdicts import verification_figures
 
     counts = {"pairs_checked": 10, "verified": 6, "flipped": 3, "contradicted": 1, "failed": 0, "flagged": 0,
               "verify_calls": 20, "verify_retries": 0, "verdicts_decided": 20, "first_shown_wins": 13}

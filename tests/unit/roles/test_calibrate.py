@@ -6,8 +6,8 @@ import pytest
 from support.scripted_engine import ScriptedEngine
 from support.judges import position_judge, responses_by_label
 
-from prefgen.calibrate import PairsError, calibration_figures, calibration_rows, read_labelled_pairs
-from prefgen.judge import JudgeTask
+from prefgen.roles.judge.calibrate import PairsError, calibration_figures, calibration_rows, read_labelled_pairs
+from prefgen.roles.judge.task import JudgeTask
 
 PAIRS = "tests/data/labelled_pairs.jsonl"
 
@@ -64,7 +64,7 @@ class LengthScorer:
         self.source = source
 
     def score(self, conversations):
-        from prefgen.reward import Score
+        from prefgen.roles.reward import Score
 
         return [Score(float(len(c[-1]["content"]))) for c in conversations]
 
@@ -77,12 +77,12 @@ class NoChatEngine:
 def test_a_reward_model_judge_calibrates(tmp_path, monkeypatch):
     import os
 
-    from prefgen.calibrate import calibrate
+    from prefgen.roles.judge.calibrate import calibrate
     from prefgen.config import parse_config
 
     monkeypatch.setattr(os, "environ", dict(os.environ))  # the engine's environment stays in this test
-    monkeypatch.setattr("prefgen.reward.RewardEngine", LengthScorer)
-    monkeypatch.setattr("prefgen.engine.VllmEngine", NoChatEngine)
+    monkeypatch.setattr("prefgen.roles.reward.RewardEngine", LengthScorer)
+    monkeypatch.setattr("prefgen.engines.engine.VllmEngine", NoChatEngine)
     cfg = parse_config({"models": {"rm": {"kind": "reward_model", "source": str(tmp_path),
                                           "engine": {"device": "cpu"}}, "chat": {}},
                         "generators": [{"model": "chat", "num_completions": 2}], "evolution": {"enabled": False},
@@ -118,14 +118,14 @@ def test_calibrate_reports_the_pair_checks_order_consistency_and_first_shown_win
                                                                                     consistency, first):
     import os
 
-    from prefgen.calibrate import calibrate, figure_lines
+    from prefgen.roles.judge.calibrate import calibrate, figure_lines
     from prefgen.config import parse_config
 
     chosen = {p["chosen"] for p in read_labelled_pairs(PAIRS)}
     picks = {"first": lambda shown: "A",
              "truth": lambda shown: next(label for label, text in shown.items() if text in chosen)}
     monkeypatch.setattr(os, "environ", dict(os.environ))
-    monkeypatch.setattr("prefgen.engine.VllmEngine", scripted_chat_engine(picks[pick]))
+    monkeypatch.setattr("prefgen.engines.engine.VllmEngine", scripted_chat_engine(picks[pick]))
     fig = calibrate(parse_config({"judge": {"engine": {"device": "cpu"}}}), PAIRS, log=lambda *_: None)
     assert fig["ties"] == 1.0  # the ratings cannot tell them apart; the labelled pair is checked all the same
     assert fig["verified_pairs"] == 4

@@ -11,18 +11,18 @@ import pytest
 from support.scripted_engine import ScriptedEngine
 
 from prefgen.config import DEFAULT_MODEL
-from prefgen.engine import TemplateRefused
-from prefgen.evolve import EvolveTask
-from prefgen.generate import GenerateTask
-from prefgen.judge import JudgeTask
-from prefgen.stage import ModelStage
+from prefgen.engines.engine import TemplateRefused
+from prefgen.roles.evolve import EvolveTask
+from prefgen.roles.generate import GenerateTask
+from prefgen.roles.judge.task import JudgeTask
+from prefgen.engines.stage import ModelStage
 
 # Gemma's template opens with this check (it has no system role)
 NO_SYSTEM = "{% if messages[0]['role'] == 'system' %}{{ raise_exception('System role not supported') }}{% endif %}"
 
 
 def tokenizer_folder(target, template_prefix: str = ""):
-    from prefgen.embedded import resolve_model
+    from prefgen.config.embedded import resolve_model
 
     source = resolve_model(DEFAULT_MODEL)
     target.mkdir()

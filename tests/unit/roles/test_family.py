@@ -5,7 +5,7 @@ import json
 import pytest
 
 from prefgen.config import parse_config
-from prefgen.family import family_of_name, model_family, self_preference_warnings
+from prefgen.config.family import family_of_name, model_family, self_preference_warnings
 
 
 @pytest.mark.parametrize(
@@ -86,7 +86,7 @@ def test_config_warns_on_a_judge_of_a_generators_family():
 
 
 def test_models_named_by_provided_responses_count_as_writers(tmp_path):
-    from prefgen.io import read_instructions
+    from prefgen.input.read import read_instructions
 
     path = tmp_path / "prefs.jsonl"
     path.write_text(json.dumps({"prompt": "Name a colour.", "chosen": {"text": "Blue.", "model": "Qwen/Qwen2.5-72B-Instruct"},

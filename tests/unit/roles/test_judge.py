@@ -15,9 +15,9 @@ from support.scripted_engine import ScriptedEngine
 from support.judges import position_judge, responses_by_label, row, truthful_judge
 
 from prefgen.config import SamplingConfig
-from prefgen.engine import Result
-from prefgen.judge import JudgeTask, JudgmentError, combine_candidate, labels_for, parse_joint, parse_judgment
-from prefgen.pair import split_rows
+from prefgen.engines.engine import Result
+from prefgen.roles.judge.task import JudgeTask, JudgmentError, combine_candidate, labels_for, parse_joint, parse_judgment
+from prefgen.roles.pair import split_rows
 from prefgen.prompts import joint_judge_prompt, joint_schema, judge_prompt, judgment_schema
 from prefgen.schema import REJECT_ALL_TIED, candidate
 
@@ -359,7 +359,7 @@ def limits(engine):
 
 
 def test_truncated_answer_is_retried_with_doubled_room_up_to_the_ceiling():
-    from prefgen.report import judge_counts
+    from prefgen.report.summary import judge_counts
 
     rows = [row("r1", ["a"])]
     engine = ScriptedEngine(lambda req: cut(CUT_JSON))
@@ -385,7 +385,7 @@ def test_growth_of_one_never_grows_and_parse_failures_keep_the_limit():
 
 
 def test_truncated_then_complete_answer_is_kept_and_counted_apart_from_parse_failures():
-    from prefgen.report import judge_counts
+    from prefgen.report.summary import judge_counts
 
     answers = iter([whole("garbage"), cut(CUT_JSON), whole(GOOD_JSON)])
     rows = [row("r1", ["a"])]
@@ -403,7 +403,7 @@ def test_truncated_then_complete_answer_is_kept_and_counted_apart_from_parse_fai
 
 
 def test_truncated_answer_that_still_validates_is_accepted_and_flagged():
-    from prefgen.report import judge_counts
+    from prefgen.report.summary import judge_counts
 
     rows = [row("r1", ["a", "b"])]
     answer = 'A: 5 - clear and complete\nB: 2 - it stops befo'  # every rating there, the last rationale cut
@@ -418,7 +418,7 @@ def test_truncated_answer_that_still_validates_is_accepted_and_flagged():
 
 
 def test_grown_retry_the_prompt_leaves_no_room_for_falls_back_to_the_limit_that_fit():
-    from prefgen.report import judge_counts
+    from prefgen.report.summary import judge_counts
 
     def reply(req):  # the engine's check: this prompt leaves room for 150 answer tokens
         limit = req.sampling.max_tokens
@@ -447,7 +447,7 @@ def test_grown_retry_the_prompt_leaves_no_room_for_falls_back_to_the_limit_that_
 
 
 def test_a_candidate_rated_in_one_order_of_two_is_marked_and_counted():
-    from prefgen.report import judge_counts
+    from prefgen.report.summary import judge_counts
 
     def reply(req):  # the order that shows "alpha" first never validates; its reverse does
         shown = responses_by_label(req.messages[-1]["content"])
@@ -477,7 +477,7 @@ def placeholder_judge(req):
 
 
 def test_an_uninformative_answer_is_asked_again_then_flagged_and_the_row_says_so():
-    from prefgen.report import judge_counts
+    from prefgen.report.summary import judge_counts
 
     rows = [row("r1", [f"answer {k}" for k in range(6)])]
     engine = ScriptedEngine(placeholder_judge)

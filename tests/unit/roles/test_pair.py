@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from prefgen.pair import row_rng, select_pairs, split_rows
+from prefgen.roles.pair import row_rng, select_pairs, split_rows
 from prefgen.schema import (
     REJECT_ALL_TIED,
     REJECT_CHOSEN_TRUNCATED,
@@ -176,7 +176,7 @@ def test_earlier_reasons_come_before_chosen_truncated():
 
 
 def test_split_rows_passes_the_option_and_counts_the_reason():
-    from prefgen.report import batch_counts
+    from prefgen.report.summary import batch_counts
 
     rows = [
         work_row("cut", [cand("a", 5.0, truncated=True), cand("b", 1.0)]),
@@ -208,6 +208,6 @@ def test_the_config_offers_exactly_the_strategies_pairing_knows():
     from typing import get_args
 
     from prefgen.config import PairingConfig
-    from prefgen.pair import STRATEGIES
+    from prefgen.roles.pair import STRATEGIES
 
     assert set(get_args(PairingConfig.model_fields["strategy"].annotation)) == set(STRATEGIES)

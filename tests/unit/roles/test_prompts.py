@@ -8,9 +8,9 @@ import pytest
 from support.scripted_engine import ScriptedEngine
 
 from prefgen.config import ConfigError, parse_config
-from prefgen.evolve import EvolveTask
-from prefgen.generate import GenerateTask
-from prefgen.judge import JudgeTask, JudgmentError, parse_joint, parse_judgment
+from prefgen.roles.evolve import EvolveTask
+from prefgen.roles.generate import GenerateTask
+from prefgen.roles.judge.task import JudgeTask, JudgmentError, parse_joint, parse_judgment
 from prefgen.prompts import (
     BUILTIN_ASPECTS,
     BUILTIN_RUBRICS,

@@ -5,11 +5,11 @@ import math
 import pytest
 
 from prefgen.config import ConfigError, RewardModel, VllmModel, parse_config
-from prefgen.engine import AsyncVllmEngine
-from prefgen.health import batch_health
-from prefgen.pair import split_rows
-from prefgen.plan import engine_factory, expected_calls, plan_stages
-from prefgen.reward import (
+from prefgen.engines.engine import AsyncVllmEngine
+from prefgen.report.health import batch_health
+from prefgen.roles.pair import split_rows
+from prefgen.roles.plan import engine_factory, expected_calls, plan_stages
+from prefgen.roles.reward import (
     REWARD_ASPECT,
     RewardEngine,
     RewardTask,
@@ -19,7 +19,7 @@ from prefgen.reward import (
     to_jury_scale,
 )
 from prefgen.schema import REJECT_MARGIN, WORK_ROW, candidate, to_table
-from prefgen.stage import CountingEngine
+from prefgen.engines.calls import CountingEngine
 
 # --- config -------------------------------------------------------------------------------------
 
@@ -243,7 +243,7 @@ def test_the_stage_serves_a_reward_scorer_to_its_task(tmp_path):
     import asyncio
 
     from prefgen.schema import WORK_ROW, to_table
-    from prefgen.stage import ModelStage
+    from prefgen.engines.stage import ModelStage
 
     scorer = ScriptedScorer(lambda text: float(len(text)))
     (tmp_path / "_stats").mkdir()

@@ -6,9 +6,9 @@ test's job.
 
 from support.scripted_engine import ScriptedEngine
 
-from prefgen.engine import Result
-from prefgen.evolve import EvolveTask, pick_criterion
-from prefgen.generate import GenerateTask
+from prefgen.engines.engine import Result
+from prefgen.roles.evolve import EvolveTask, pick_criterion
+from prefgen.roles.generate import GenerateTask
 from prefgen.schema import candidate
 
 
@@ -60,7 +60,7 @@ def test_evolve_drops_empty_rewrites_and_can_drop_originals():
 
 
 def test_generated_answers_are_counted_when_only_their_rewrites_are_kept():
-    from prefgen.report import batch_counts
+    from prefgen.report.summary import batch_counts
 
     counter = iter(range(100))
     engine = ScriptedEngine(lambda req: [f"rewrite {next(counter)}"])
@@ -100,7 +100,7 @@ def test_outputs_that_add_no_candidate_are_counted_by_reason():
 def test_summary_sums_per_role_figures_over_actors():
     from dataclasses import asdict
 
-    from prefgen.report import RunSummary
+    from prefgen.report.summary import RunSummary
 
     def actor(dropped, tokens=40):
         return {"stage": "m", "engine_start_s": 3.0, "busy_s": 2.0, "roles": {  # as written: keys sorted
@@ -149,7 +149,7 @@ def test_evolve_keeps_a_cut_off_rewrite_flagged_and_rewrites_it_next_round():
 
 
 def test_batch_counts_and_summary_count_truncated_candidates():
-    from prefgen.report import RunSummary, batch_counts
+    from prefgen.report.summary import RunSummary, batch_counts
 
     cands = [gen("r1", 0, "a"), gen("r1", 1, "b"), gen("r1", 2, "c")]
     cands[1]["truncated"], cands[2]["truncated"] = True, False

@@ -1,4 +1,4 @@
-"""The pair check (verify.py): each pair shown to the judge in both orders; only pairs that hold stay."""
+"""The pair check (roles/verify.py): each pair shown to the judge in both orders; only pairs that hold stay."""
 
 import json
 
@@ -8,15 +8,15 @@ from support.judges import checking_judge, is_pair_check, row, truthful_judge
 from support.scripted_engine import ScriptedEngine
 
 from prefgen.config import PipelineConfig
-from prefgen.engine import Result
-from prefgen.judge import JudgeTask
-from prefgen.pair import split_rows
-from prefgen.report import RunSummary
-from prefgen.runstate import RunState
+from prefgen.engines.engine import Result
+from prefgen.roles.judge.task import JudgeTask
+from prefgen.roles.pair import split_rows
+from prefgen.report.summary import RunSummary
+from prefgen.output.runstate import RunState
 from prefgen.schema import PAIR_ROW, REJECT_ROW, REJECT_UNVERIFIED, WORK_ROW, to_table
-from prefgen.verdicts import verification_counts
-from prefgen.verify import VerdictError, VerifyTask, parse_verdict
-from prefgen.writer import write_batch
+from prefgen.roles.verdicts import verification_counts
+from prefgen.roles.verify import VerdictError, VerifyTask, parse_verdict
+from prefgen.output.writer import write_batch
 
 PAIRING = {"strategy": "best_vs_worst", "min_margin": 1.0, "length_matched": False, "allow_truncated_chosen": False}
 
@@ -166,7 +166,7 @@ def test_counts_add_up_through_the_writer_every_row_in_pairs_or_rejects(tmp_path
 
 
 def test_the_default_plan_checks_pairs_with_the_judges_sampling():
-    from prefgen.plan import plan_stages
+    from prefgen.roles.plan import plan_stages
 
     (stage,) = plan_stages(PipelineConfig())
     task = stage.tasks[-1]
@@ -175,7 +175,7 @@ def test_the_default_plan_checks_pairs_with_the_judges_sampling():
 
 
 def test_judge_health_warns_when_verdicts_follow_the_order():
-    from prefgen.verdicts import verification_figures, verification_warnings
+    from prefgen.roles.verdicts import verification_figures, verification_warnings
 
     base = {"pairs_checked": 10, "contradicted": 0, "failed": 0, "verdicts_decided": 20}
     flips = verification_figures(base | {"verified": 6, "flipped": 4, "first_shown_wins": 14})

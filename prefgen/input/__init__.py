@@ -1,0 +1,1 @@
+"""The input: reading and validating rows, screening (decontamination, near-duplicates)."""

@@ -1,0 +1,1 @@
+"""The roles a row goes through (generate, evolve, judge, reward, verify), pairing, and the plan."""

@@ -1,0 +1,1 @@
+"""The judge role: its task, reading its answers, combining ratings, calibration."""
