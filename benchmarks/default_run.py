@@ -48,9 +48,9 @@ def summary(wall: float, manifest: dict) -> dict:
 
 
 def length_settings(config: dict) -> dict:
-    """What shapes the answers' lengths: each generator's system prompt and max_tokens, the evolver's."""
-    gens = {g["name"]: {"system_prompt": g["system_prompt"], "max_tokens": g["sampling"]["max_tokens"]}
-            for g in config.get("generators") or []}
+    """What shapes the answers' lengths: each generator's system prompt, template and max_tokens, the evolver's."""
+    gens = {g["name"]: {"system_prompt": g["system_prompt"], "template": g.get("template"),
+                        "max_tokens": g["sampling"]["max_tokens"]} for g in config.get("generators") or []}
     evolution = config.get("evolution") or {}
     return {"generators": gens, "evolution_max_tokens": (evolution.get("sampling") or {}).get("max_tokens")}
 
