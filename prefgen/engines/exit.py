@@ -19,6 +19,12 @@ console no longer shows workers' output, see `run/console.py`):
   first needed in the engine core would be the engine core's, and die with it).
   NOT FIXED YET: in the integration run one vLLM process was still running after the wait, and
   the KeyError was still in that actor's log; what that process waits on is the next thing to find.
+  Seen again in a default run (2026-12-06): `AsyncLLM.shutdown` SIGTERMs the engine core, which
+  exits at once without waiting for its worker; the worker logs "Parent process exited, terminating
+  worker queues" in the same second and is still alive 8 s later ("1 of its 2 process(es) exited").
+  A SIGTERM from here would not help: vLLM's worker raises SystemExit on SIGTERM only while no
+  shutdown was requested, and its death-pipe monitor has already requested one. Killing it (SIGKILL)
+  would silence the KeyError but leave its shared memory for a tracker that may die with the actor.
 
 `ModelStage` registers its `__del__` with atexit (an actor's exit need not collect the stage
 object), which calls `stop_at_exit` once.

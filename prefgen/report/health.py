@@ -18,6 +18,8 @@ import math
 from collections import Counter
 from itertools import combinations
 
+from prefgen.report.length_control import length_controlled_gap, pair_gap_stats
+
 Z_SIGNIFICANT = 3.0
 
 
@@ -130,6 +132,7 @@ def empty_health() -> dict:
         "jurors": {"pairs": 0, "within_1": 0, "abs_diff_sum": 0.0},
         "length": {"n": 0, "groups": 0, "sxx": 0.0, "syy": 0.0, "sxy": 0.0},
         "chosen_longer": {"pairs": 0, "longer": 0, "shorter": 0},
+        "pair_gaps": {"pairs": 0, "gap_sum": 0.0, "length_diff_sum": 0.0},  # length_control.pair_gap_stats
         "evolved": {"comparisons": 0, "wins": 0, "ties": 0},
         "ratings": {str(r): 0 for r in range(1, 6)},
     }
@@ -145,6 +148,7 @@ def batch_health(rows: list[dict], pairs: list[dict]) -> dict:
         stats["chosen_longer"]["pairs"] += 1
         stats["chosen_longer"]["longer"] += chosen > rejected
         stats["chosen_longer"]["shorter"] += chosen < rejected
+    stats["pair_gaps"] = pair_gap_stats(pairs)
     return stats
 
 
@@ -216,6 +220,7 @@ def health_figures(stats: dict) -> dict:
             "share": _share(longer["longer"], decided),
             "z": _z(longer["longer"], decided / 2, decided / 4),
         },
+        "length_controlled": length_controlled_gap(length, s["pair_gaps"]),
         "evolved_beat_parent": {
             "n": evolved["comparisons"],
             "win_share": _share(evolved["wins"], evolved["comparisons"]),

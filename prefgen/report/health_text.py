@@ -6,6 +6,7 @@ module only renders them.
 
 from __future__ import annotations
 
+from prefgen.report.length_control import length_controlled_line
 from prefgen.roles.verdicts import verification_lines
 
 
@@ -51,6 +52,9 @@ def health_lines(figures: dict, warnings: list[str]) -> list[str]:
     longer, evolved = f["chosen_longer"], f["evolved_beat_parent"]
     if longer["n"]:
         lines.append(f"  chosen is the longer response: {_pct(longer['share'])} of {longer['n']} pairs")
+    matched = length_controlled_line(f.get("length_controlled"))
+    if matched:
+        lines.append(matched)
     if evolved["n"]:
         lines.append(
             f"  rewrite beat its original: {_pct(evolved['win_share'])} of {evolved['n']} "

@@ -245,6 +245,7 @@ def test_the_pair_checks_counts_add_up_in_the_manifest(run):
     assert "pair check:     pairs_checked=" in run["stdout"] and "pair check (both orders):" in run["stdout"]
     card = (run["out"] / "README.md").read_text()
     assert f"- pair check: {len(pairs)} pairs checked in both orders" in card and "was flagged" in card
+    assert m["health"]["length_controlled"]["n"] == len(pairs) and "- rating gap at matched length: " in card
 
 
 def test_one_engine_served_several_batches_at_once_and_cut_answers_off(run):

@@ -6,6 +6,7 @@ They drive `JudgeTask` through a `ScriptedEngine`; they are never evidence that 
 import json
 import re
 
+from prefgen.roles.judge.task import combine_candidate
 from prefgen.schema import candidate
 
 
@@ -16,6 +17,23 @@ def row(rid, texts):
     ]
     return {"id": rid, "instruction": "Q?", "source": "s", "line": 1, "candidates": cands, "output_tokens": 0,
             "reject_reason": None, "reject_detail": None}
+
+
+def judged_row(rid, shown_orders, judge="j", aspect="overall", texts=None):
+    """A row whose candidates were shown in the given orders; order k: [(candidate index, rating), ...]."""
+    n = len(shown_orders[0])
+    texts = texts or [f"text {i}" for i in range(n)]
+    r = row(rid, texts)
+    for perm, order in enumerate(shown_orders):
+        for pos, (idx, rating) in enumerate(order):
+            r["candidates"][idx]["judgments"] = (r["candidates"][idx]["judgments"] or []) + [
+                {"judge": judge, "aspect": aspect, "permutation": perm, "position": pos, "label": "ABCDEFGH"[pos],
+                 "order_seed": 1000 + perm, "rating": float(rating), "not_applicable": False, "rationale": None,
+                 "raw": "{}", "error": None, "attempts": 1, "retried_because": None}
+            ]
+    for c in r["candidates"]:
+        combine_candidate(c, {judge: "mean"})
+    return r
 
 
 def responses_by_label(prompt: str) -> dict[str, str]:

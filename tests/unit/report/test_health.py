@@ -6,30 +6,13 @@ from itertools import permutations
 
 import pytest
 from support.scripted_engine import ScriptedEngine
-from support.judges import position_judge, row, truthful_judge
+from support.judges import judged_row, position_judge, row, truthful_judge
 
 from prefgen.report.health import add_health, batch_health, health_figures, health_warnings
-from prefgen.roles.judge.task import JudgeTask, combine_candidate
+from prefgen.roles.judge.task import JudgeTask
 from prefgen.roles.pair import split_rows
 from prefgen.report.summary import RunSummary, batch_counts
 from prefgen.schema import candidate
-
-
-def judged_row(rid, shown_orders, judge="j", aspect="overall", texts=None):
-    """A row whose candidates were shown in the given orders; order k: [(candidate index, rating), ...]."""
-    n = len(shown_orders[0])
-    texts = texts or [f"text {i}" for i in range(n)]
-    r = row(rid, texts)
-    for perm, order in enumerate(shown_orders):
-        for pos, (idx, rating) in enumerate(order):
-            r["candidates"][idx]["judgments"] = (r["candidates"][idx]["judgments"] or []) + [
-                {"judge": judge, "aspect": aspect, "permutation": perm, "position": pos, "label": "ABCDEFGH"[pos],
-                 "order_seed": 1000 + perm, "rating": float(rating), "not_applicable": False, "rationale": None,
-                 "raw": "{}", "error": None, "attempts": 1, "retried_because": None}
-            ]
-    for c in r["candidates"]:
-        combine_candidate(c, {judge: "mean"})
-    return r
 
 
 def flat(d, prefix=""):
