@@ -26,10 +26,15 @@ from support.paths import DATA, REPO
 
 pytestmark = pytest.mark.integration
 
-INPUT = DATA / "instructions.jsonl"
-ENGINE = {"max_model_len": 2048, "batch_size": 2, "cpu_kv_cache_gib": 1}  # 3 batches, in flight at once
+# The shared sample input without two of its four good instructions: two rows to judge are
+# enough for every assertion here, and the judge's calls (joint, with rationales) are most of the run
+DROPPED = ("Give two tips for sleeping better.", "Name three uses of a paperclip.")
+INPUT_LINES = [line for line in (DATA / "instructions.jsonl").read_text().splitlines()
+               if not any(d in line for d in DROPPED)]
+GOOD = 2  # rows that reach the judge
+ENGINE = {"max_model_len": 2048, "batch_size": 1, "cpu_kv_cache_gib": 1}  # 3 batches, in flight at once
 CONFIG = {
-    "input": {"path": str(INPUT)},
+    "input": {"path": "set by the fixture"},
     "generators": [
         {"name": "focused", "engine": ENGINE, "sampling": {"temperature": 0.2, "max_tokens": 48}},
         {
@@ -54,8 +59,9 @@ CONFIG = {
 @pytest.fixture(scope="session")
 def run(tmp_path_factory):
     work = tmp_path_factory.mktemp("run")
+    (work / "in.jsonl").write_text("\n".join(INPUT_LINES) + "\n")
     config = work / "config.yaml"
-    config.write_text(yaml.safe_dump(CONFIG))
+    config.write_text(yaml.safe_dump(CONFIG | {"input": {"path": str(work / "in.jsonl")}}))
     out = work / "out"
     proc = subprocess.run(
         [sys.executable, "-m", "prefgen.cli", "run", str(config), "--output", str(out)],
@@ -68,12 +74,12 @@ def run(tmp_path_factory):
     pairs = [row for f in sorted(glob.glob(f"{out}/pairs/*.parquet")) for row in pq.read_table(f).to_pylist()]
     rejects = [row for f in sorted(glob.glob(f"{out}/rejects/*.parquet")) for row in pq.read_table(f).to_pylist()]
     summary = json.loads((out / "manifest.json").read_text())
-    return {"out": out, "stdout": proc.stdout, "stderr": proc.stderr, "pairs": pairs, "rejects": rejects,
+    return {"out": out, "input": work / "in.jsonl", "stdout": proc.stdout, "stderr": proc.stderr, "pairs": pairs, "rejects": rejects,
             "summary": summary}
 
 
 def test_every_input_row_lands_exactly_once(run):
-    expected = read_instructions(InputConfig(path=str(INPUT)))
+    expected = read_instructions(InputConfig(path=str(run["input"])))
     paired_ids = {p["id"] for p in run["pairs"]}
     reject_ids = [r["id"] for r in run["rejects"]]
     assert len(reject_ids) == len(set(reject_ids))
@@ -81,28 +87,28 @@ def test_every_input_row_lands_exactly_once(run):
     all_ids = {r["id"] for r in expected.rows} | {r["id"] for r in expected.rejects}
     assert paired_ids | set(reject_ids) == all_ids
     s = run["summary"]
-    assert s["input_rows"] == 10 == len(all_ids)
+    assert s["input_rows"] == len(INPUT_LINES) == 8 == len(all_ids)
     assert s["paired_rows"] + sum(s["rejects"].values()) == s["input_rows"]
     assert s["paired_rows"] == len(paired_ids) and s["pairs"] == len(run["pairs"])
 
 
 def test_bad_input_rows_are_rejected_with_reasons(run):
-    by_line = {r["line"]: r["reason"] for r in run["rejects"] if r["line"] in (4, 6, 7, 8, 9, 10)}
+    by_line = {r["line"]: r["reason"] for r in run["rejects"] if r["line"] in range(3, 9)}
     assert by_line == {
-        4: "empty_instruction",
-        6: "duplicate_instruction",
-        7: "malformed_json",
-        8: "missing_field",
-        9: "prompt_too_long",  # caught before the engine: longer than max_model_len
-        10: "instruction_not_string",
+        3: "empty_instruction",
+        4: "duplicate_instruction",
+        5: "malformed_json",
+        6: "missing_field",
+        7: "prompt_too_long",  # caught before the engine: longer than max_model_len
+        8: "instruction_not_string",
     }
-    too_long = next(r for r in run["rejects"] if r["line"] == 9)
+    too_long = next(r for r in run["rejects"] if r["line"] == 7)
     assert "max_model_len 2048" in too_long["detail"] and too_long["candidates"] == []
 
 
 def test_candidates_come_from_both_generators_and_the_evolver(run):
     rows = run["pairs"] + [r for r in run["rejects"] if r["candidates"]]
-    assert len(rows) == 4
+    assert len(rows) == GOOD
     for row in rows:
         cands = row["candidates"]
         by_gen = {}
@@ -140,7 +146,7 @@ def test_judge_rated_every_candidate_under_guided_decoding(run):
     assert judging["parse_failures"] <= judging["retries"] <= (judging["parse_failures"] + judging["truncated_answers"]
                                                                  + judging["uninformative_answers"])
     assert judging["judgments"] == len(cands) * len(aspects) * permutations
-    assert judging["judge_calls"] == 4 * len(aspects) * permutations  # joint: one call per row, aspect, order
+    assert judging["judge_calls"] == GOOD * len(aspects) * permutations  # joint: one call per row, aspect, order
 
 
 def test_shown_orders_are_permutations_with_recorded_seeds(run):
@@ -190,8 +196,8 @@ def test_manifest_records_the_run(run):
     assert engine["engine_start_s"] > 0 and engine["replicas"] == 1
     assert engine["output_tokens"] == sum(r["output_tokens"] for r in roles.values()) == m["output_tokens"]
     assert all(r["requests"] > 0 and r["output_tokens"] > 0 for r in roles.values())
-    assert roles["generate:focused"]["rows"] == 5  # the too-long row reaches the stage and is refused there
-    assert roles["generate:playful"]["requests"] == 4  # one request per row, n=2
+    assert roles["generate:focused"]["rows"] == GOOD + 1  # the too-long row reaches the stage and is refused there
+    assert roles["generate:playful"]["requests"] == GOOD  # one request per row, n=2
     # every call once, every retry once more, and a grown retry the context cannot hold is asked
     # again at the limit that fits (one request more)
     calls, retries = m["judging"]["judge_calls"], m["judging"]["retries"]
@@ -199,7 +205,7 @@ def test_manifest_records_the_run(run):
     # every completion and every rewrite is either a candidate or counted as dropped, with a reason
     generated = m["candidates"]["generated"] + sum(sum(roles[g]["dropped"].values()) for g in
                                                    ("generate:focused", "generate:playful"))
-    assert generated == 4 * 3  # four rows reach the generators whole; 1 + 2 completions each
+    assert generated == GOOD * 3  # two rows reach the generators whole; 1 + 2 completions each
     assert m["candidates"]["evolved"] + sum(roles["evolve"]["dropped"].values()) == m["candidates"]["generated"]
     assert not (run["out"] / "_lease.json").exists()
     cands = [c for row in run["pairs"] + run["rejects"] for c in row["candidates"]]
@@ -238,7 +244,7 @@ def test_the_pair_checks_counts_add_up_in_the_manifest(run):
     assert v["first_shown_wins"] == sum(x["better"] == x["first_shown"] for p in pairs for x in p["verdicts"])
     # every verdict once, every retry once more
     assert v["verify_calls"] + v["verify_retries"] == m["roles"]["verify:judge"]["requests"]
-    assert m["roles"]["verify:judge"]["rows"] == 4  # the rows that reach the judge
+    assert m["roles"]["verify:judge"]["rows"] == GOOD  # the rows that reach the judge
     fig = m["health"]["pair_verification"]
     assert fig["n"] == len(pairs) and fig["verified_share"] == v["verified"] / len(pairs)
     assert fig["flip_rate"] == v["flipped"] / len(pairs)
@@ -273,8 +279,8 @@ def test_run_prints_progress_and_summary(run):
     assert "Traceback" not in console and "logging_progress" not in console and "INFO" not in console
     assert "[prefgen] progress:" in run["stdout"] and "rows done" in run["stdout"]
     # the work inside the stages shows while rows are in them, read from the actors' stats files
-    # (progress.StageWatcher): the 5 rows that reach the stages, per role
-    assert re.search(r"\[prefgen\] progress: \d/10 rows done .*; stages \d+% \([a-z:]+ \d/5 rows\)\)$", run["stdout"],
+    # (progress.StageWatcher): the 3 rows that reach the stages, per role
+    assert re.search(r"\[prefgen\] progress: \d/8 rows done .*; stages \d+% \([a-z:]+ \d/3 rows\)\)$", run["stdout"],
                      flags=re.M), run["stdout"]
     (log,) = (run["out"] / "_logs").glob("driver-*.log")
     assert run["stdout"].splitlines()[0] == f"[prefgen] full log: {log}"
@@ -291,7 +297,7 @@ def test_run_prints_progress_and_summary(run):
     assert any("engine stopped" in text for text in out)
     assert "judging:        judgments=" in run["stdout"] and "calls_given_up=0" in run["stdout"]
     assert "self-preference" in run["stdout"]  # the judge is also the generators' model
-    assert "rows in:        10" in run["stdout"]
+    assert "rows in:        8" in run["stdout"]
     assert f"output:         {run['out']}" in run["stdout"]
 
 

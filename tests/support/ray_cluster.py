@@ -33,6 +33,11 @@ from prefgen.engines.orphans import stop_orphans
 WORKER_CPUS = 2
 OBJECT_STORE = 128 << 20
 STARTUP_SLOWDOWN = 4  # Ray's 30 s for a raylet to register becomes 2 minutes
+# How soon the head finds a killed node dead: Ray's default checks every 3 s and needs 5 failed
+# checks (15 s, measured: a lost node's rows waited 14 s for it); every second and 3 failures
+# here. A check that gets no answer still waits its 10 s (Ray's default), so a node only busy on
+# a loaded machine is not taken for dead.
+HEALTH_CHECKS = {"health_check_period_ms": 1000, "health_check_failure_threshold": 3}
 
 
 class _SlowClock:
@@ -121,7 +126,8 @@ def ray_cluster(tmp_path_factory):
     started = time.monotonic()
     with patient_startup():
         cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False,
-                                                               "object_store_memory": OBJECT_STORE})
+                                                               "object_store_memory": OBJECT_STORE,
+                                                               "_system_config": HEALTH_CHECKS})
     # A driver joins with the venv it runs on; the nodes are this machine, with the same venv, so
     # Ray's `uv run` integration (a fresh virtualenv synced per worker) is turned off for it.
     rig = RayRig(cluster, dict(env, RAY_ADDRESS=cluster.address, RAY_ENABLE_UV_RUN_RUNTIME_ENV="0"))
