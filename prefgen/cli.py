@@ -21,6 +21,7 @@ from prefgen.run.pipeline import run
 from prefgen.output.writer import RunStopped
 from prefgen.engines.placement import PlanError
 from prefgen.output.runstate import ResumeRefused
+from prefgen.run.stopping import EXIT_STOPPED, StopRequested
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -168,7 +169,11 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(cfg: PipelineConfig, verbose: bool) -> int:
     """`prefgen run`: the pipeline behind the console (a progress display and a log file, or
-    everything on the console with --verbose, see `run/console.py`)."""
+    everything on the console with --verbose, see `run/console.py`).
+
+    Exit codes: 0 done; 2 bad config or input (or a refused resume or plan); 3 stopped by a fault
+    (an engine that cannot start, an endpoint, placement), resumable; 4 (`EXIT_STOPPED`) stopped on
+    request by SIGTERM or SIGINT (`run/stopping.py`), resumable."""
     from prefgen.run.console import RunConsole, ray_logs_dir
     from prefgen.output.files import absolute_uri
 
@@ -181,6 +186,8 @@ def _run(cfg: PipelineConfig, verbose: bool) -> int:
         code, message = 2, f"prefgen: {exc}"
     except (EngineStartFailed, RunStopped, EndpointStopped, PlacementTimeout) as exc:  # the folder resumes when rerun
         code, message = 3, f"prefgen: run stopped: {exc}"
+    except StopRequested as exc:  # SIGTERM / Ctrl-C: what was done is committed, the folder resumes
+        code, message = EXIT_STOPPED, f"prefgen: run {exc} (exit code {EXIT_STOPPED})"
     except BaseException:
         console.finish()
         if console.log_path:

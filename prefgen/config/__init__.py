@@ -98,6 +98,11 @@ class RayConfig(Strict):
         600.0, gt=0, description="Seconds an engine stage may wait with no node able to hold one of its replicas "
         "(its node lost, or an autoscaler that never adds one); then the run stops (exit 3) naming what is missing.",
     )
+    stop_grace_s: float = Field(
+        30.0, ge=0, description="After SIGTERM or Ctrl-C (SIGINT): seconds the run keeps committing the batches "
+        "in flight (starting none) before it stops (exit 4, resumable); a second signal stops at once. Inside a "
+        "Ray job it is cut to end 1.5 s before ray job stop's SIGKILL (RAY_JOB_STOP_WAIT_TIME_S, default 3).",
+    )
     max_failed_starts: int = Field(
         3, ge=1, description="Starts in a row an engine actor may die in before its engine is ready (e.g. "
         "out of memory while loading its model); past that the run stops with an error naming the stage, "

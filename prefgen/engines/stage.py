@@ -34,6 +34,7 @@ from prefgen.engines.calls import (CountingEngine, LoopEngine, SerialEngine, Tas
                                    new_role_stats)
 from prefgen.engines.exit import child_pids, own_resource_tracker, started_since, stop_at_exit
 from prefgen.engines.starts import EngineStartFailed, failed_starts_in_a_row
+from prefgen.engines.stop_flag import STOP_REQUESTED, workers_asked_to_stop
 from prefgen.schema import REJECT_STAGE_ERROR, STOPPED, WORK_ROW, to_table
 
 WORK_SNAPSHOT_EVERY_S = 5.0  # a role's work inside a batch is written at most this often (per actor)
@@ -84,14 +85,19 @@ class ModelStage:
     rewritten then too if it was last written `WORK_SNAPSHOT_EVERY_S` or more ago, for the driver's
     progress (`progress.StageWatcher`): on an object store every write is a PUT, so fast batches cost
     one write each, not one per role; `seq` orders snapshots.
+
+    `entrance`: this is the dataset's first stage, so once the driver asks the attempt to stop
+    (`run/stopping.py`) it takes no new batch: it passes each through untouched, its rows marked
+    STOPPED (`STOP_REQUESTED`), and the driver commits nothing of it. Batches already past it finish.
     """
 
     def __init__(self, engine_factory: Callable[[], ChatEngine | AsyncChatEngine], tasks: list[Task], name: str,
-                 output: str, batches_in_flight: int = 1, attempt: str = "local", max_failed_starts: int = 3):
+                 output: str, batches_in_flight: int = 1, attempt: str = "local", max_failed_starts: int = 3,
+                 entrance: bool = False):
         from prefgen.output.files import STATS_DIR, read_jsons
         from prefgen.output.storage import storage
 
-        self.name, self.tasks, self.output = name, tasks, output
+        self.name, self.tasks, self.output, self.attempt, self.entrance = name, tasks, output, attempt, entrance
         storage(output).make_folder(f"{STATS_DIR}/{attempt}")
         self.stats_file = f"{STATS_DIR}/{attempt}/{name.replace(':', '-').replace('#', '-')}-{uuid.uuid4().hex[:8]}.json"
         self.lock, self.write_lock = threading.Lock(), threading.Lock()
@@ -229,6 +235,10 @@ class ModelStage:
     def _process(self, batch: pa.Table, engine: ChatEngine) -> pa.Table:
         """One batch, in a worker thread: every role's task in order, then stats."""
         rows = batch.to_pylist()
+        if self.entrance and workers_asked_to_stop(self.attempt):  # the run is stopping
+            for row in rows:
+                row["reject_reason"], row["reject_detail"] = STOPPED, STOP_REQUESTED
+            return to_table(rows, WORK_ROW)
         started = time.monotonic()
         self._enter()
         tokens, booked = 0, {}

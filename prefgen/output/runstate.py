@@ -294,10 +294,10 @@ class RunState:
             self.done_ids.update(stored["ids"])
         self.log.delete_redundant(at_least=DELETE_BATCH)  # one bulk DELETE per DELETE_BATCH covered objects
 
-    def fail(self, error: str) -> None:
-        """Record a failed attempt; the folder stays resumable."""
-        self.attempt.update(ended=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), status="failed", error=error)
-        self.manifest["status"] = "failed"
+    def fail(self, error: str, status: str = "failed") -> None:
+        """Record a failed attempt (or, `status="stopped"`, one stopped on request); the folder stays resumable."""
+        self.attempt.update(ended=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), status=status, error=error)
+        self.manifest["status"] = status
         write_json(self.uri, MANIFEST_FILE, self.manifest)
 
     def finish(self, summary: dict, status: str = "complete", target_bytes: int = SHARD_TARGET_BYTES) -> None:

@@ -27,7 +27,8 @@ def _source(ray, rows: list[dict], stages: list[StagePlan]):
     return ray.data.from_arrow([table.slice(i, block) for i in range(0, table.num_rows, block)])
 
 
-def _with_stage(ray, ds, cfg: PipelineConfig, s: StagePlan, device: str, token: str):
+def _with_stage(ray, ds, cfg: PipelineConfig, s: StagePlan, device: str, token: str, entrance: bool = False):
+    """`entrance`: the dataset's first stage, the one that takes no new batch once a stop is asked for."""
     eng = s.model.engine
     low, high = eng.replica_range
     return ds.map_batches(
@@ -35,7 +36,7 @@ def _with_stage(ray, ds, cfg: PipelineConfig, s: StagePlan, device: str, token: 
         fn_constructor_kwargs={"engine_factory": engine_factory(s.model, device, s.model_name, s.max_in_flight),
                                "tasks": s.tasks, "name": s.name, "output": cfg.output.path,
                                "batches_in_flight": eng.batches_in_flight, "attempt": token,
-                               "max_failed_starts": cfg.ray.max_failed_starts},
+                               "max_failed_starts": cfg.ray.max_failed_starts, "entrance": entrance},
         batch_size=eng.batch_size,
         batch_format="pyarrow",
         # ModelStage.__call__ is a coroutine: each actor runs `batches_in_flight` batches at once in
@@ -61,15 +62,15 @@ def _with_writer(ds, cfg: PipelineConfig, token: str):
     )
 
 
-def streaming_dataset(ray, cfg, rows, stages, devices, token, log, placement=None):
+def streaming_dataset(ray, cfg, rows, stages, devices, token, log, placement=None, stop=None):
     """Every stage's engines live at once; rows flow through all of them block by block."""
     ds = _source(ray, rows, stages)
     for s in stages:
-        ds = _with_stage(ray, ds, cfg, s, devices[s.name], token)
+        ds = _with_stage(ray, ds, cfg, s, devices[s.name], token, entrance=s is stages[0])
     return _with_writer(ds, cfg, token)
 
 
-def phased_dataset(ray, cfg, rows, stages, devices, token, log, placement=None):
+def phased_dataset(ray, cfg, rows, stages, devices, token, log, placement=None, stop=None):
     """One stage at a time: each stage but the last writes its output under `_phases/`, its
     engines are released, and the next stage reads it back; the last stage streams into the
     writer, so its batches are committed as they finish. Holds one model's engines at a time
@@ -93,7 +94,9 @@ def phased_dataset(ray, cfg, rows, stages, devices, token, log, placement=None):
         s, started = stages[i], time.monotonic()
         if placement:  # only the running phase's engines are asked for (an autoscaler adds nodes on demand)
             placement.watch_only(s.label)
-        _with_stage(ray, ds, cfg, s, devices[s.name], token).write_parquet(store.folder(i, s.name))
+        _with_stage(ray, ds, cfg, s, devices[s.name], token, entrance=True).write_parquet(store.folder(i, s.name))
+        if stop and stop.requested:  # the phase holds rows passed through untouched: never mark it done
+            raise stop.stopped()
         phase = store.mark_done(i, s.name, fed, before=lambda: check_lease(out, token))
         lost = f", {len(phase.failed)} rows lost with their batches" if phase.failed else ""
         log(f"[prefgen] phase {i + 1}/{count} {s.label} done in {time.monotonic() - started:.0f} s: "
@@ -106,4 +109,4 @@ def phased_dataset(ray, cfg, rows, stages, devices, token, log, placement=None):
     if placement:
         placement.watch_only(last.label)
     log(f"[prefgen] phase {count}/{count} {last.label}: {len(fed)} rows, streamed into the writer")
-    return _with_writer(_with_stage(ray, ds, cfg, last, devices[last.name], token), cfg, token)
+    return _with_writer(_with_stage(ray, ds, cfg, last, devices[last.name], token, entrance=True), cfg, token)

@@ -17,12 +17,14 @@ output once. An engine no node can hold stops the run after `ray.placement_timeo
 local output path on a cluster is refused (`engines/cluster.py`). A writer whose storage fails past its
 retries reports its rows, which become `write_failed` (see `output/writer.py`). An engine stage that
 never starts stops the run with an error naming it (`engines/starts.py`); what was committed
-stays, and a rerun resumes.
+stays, and a rerun resumes. SIGTERM or Ctrl-C stops it gracefully (`run/stopping.py`): the first
+stage takes no new batch, what finishes within the grace is committed, the manifest says `stopped`.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import time
 from dataclasses import asdict
 from functools import partial
@@ -43,13 +45,25 @@ from prefgen.report.summary import RunSummary
 from prefgen.roles.plan import StagePlan, plan_lines, plan_stages
 from prefgen.run.datasets import phased_dataset, streaming_dataset
 from prefgen.run.ray_start import init_ray, plan_run
+from prefgen.run.stopping import StopRequested, StopSignals, grace_for, until_stopped
+from prefgen.engines.stop_flag import ask_workers_to_stop
 
 
 def run(cfg: PipelineConfig, log=print, watch=None, worker_logs: bool = True) -> RunSummary:
     """Run the pipeline over `cfg`; returns the summary (also written to the manifest).
 
     `watch`, if given, is called with the run's `RunProgress` when the rows are known and after
-    every committed batch (the console's display); without it a progress line is logged per batch."""
+    every committed batch (the console's display); without it a progress line is logged per batch.
+    SIGINT and SIGTERM stop the run gracefully while it runs (`StopRequested`, see `run/stopping.py`)."""
+    stop = StopSignals(grace_for(cfg.ray.stop_grace_s, os.environ), log=log)
+    stop.install()
+    try:
+        return _run(cfg, log, watch, worker_logs, stop)
+    finally:
+        stop.restore()
+
+
+def _run(cfg: PipelineConfig, log, watch, worker_logs: bool, stop: StopSignals) -> RunSummary:
     started = time.monotonic()
     cfg = cfg.model_copy(deep=True)
     cfg.output.path = out = absolute_uri(cfg.output.path)
@@ -60,9 +74,11 @@ def run(cfg: PipelineConfig, log=print, watch=None, worker_logs: bool = True) ->
     screened = screen.screen_input(inputs, cfg.input, benchmarks, started_ray[0] if started_ray else None)
     if any(screened.values()):
         log(f"[prefgen] screening: {', '.join(f'{n} {reason}' for reason, n in screened.items())}")
+    stop.stop_if_requested("before the output was opened")
     state, digest = RunState(out), cfg.digest()
     state.open(cfg.model_dump(mode="json"), digest, input_digest(screen.digest_ids(inputs)), cfg.output.overwrite,
                log, digest_parts=cfg.digest_parts())
+    stop.rows_done = lambda: len(state.done_ids)
     todo = [r for r in inputs.rows if r["id"] not in state.done_ids]
     bad_input = [r for r in inputs.rejects if r["id"] not in state.done_ids]
     log(f"[prefgen] {inputs.total} rows read from {inputs.source}: {len(inputs.rows)} usable, "
@@ -83,13 +99,16 @@ def run(cfg: PipelineConfig, log=print, watch=None, worker_logs: bool = True) ->
 
     try:
         attempt_commits = _process(cfg, stages, state, todo, bad_input, summary, progress, watch, worker_logs, log,
-                                   started_ray)
+                                   stop, started_ray)
     except BaseException as exc:
-        if isinstance(exc, RunStopped):  # what the endpoints served before the stop
+        if isinstance(exc, (RunStopped, StopRequested)):  # what the endpoints served before the stop
             summary.add_stage_stats(read_jsons(out, f"{STATS_DIR}/{state.token}"),
                                     [(s.name, s.roles) for s in stages])
             state.manifest["endpoints"] = state.attempt["endpoints"] = summary.endpoints
-        state.fail(repr(exc))
+        if isinstance(exc, StopRequested):
+            state.fail(str(exc), status="stopped")
+        else:
+            state.fail(repr(exc))
         raise
     for commit in state.commits:
         summary.add(commit)
@@ -109,11 +128,14 @@ def run(cfg: PipelineConfig, log=print, watch=None, worker_logs: bool = True) ->
 
 
 def _process(cfg, stages: list[StagePlan], state: RunState, todo, bad_input, summary: RunSummary,
-             progress: RunProgress, watch, worker_logs: bool, log, started_ray=None) -> list[dict]:
+             progress: RunProgress, watch, worker_logs: bool, log, stop: StopSignals, started_ray=None) -> list[dict]:
     """Write the bad input's rejects, stream the rest through the stages; return this attempt's commits.
     `started_ray`: (ray, session dir) when screening a large input already started Ray."""
     out = cfg.output.path
     ray, session_dir = started_ray or (init_ray(cfg, stages, worker_logs) if todo else (None, None))
+    if ray:
+        stop.install()  # ray.init sets a SIGTERM handler of its own (exit at once)
+        stop.on_request = lambda: ask_workers_to_stop(state.token)
     nodes = alive_nodes(ray) if ray else []
     grows = bool(cfg.ray.expected_resources) and session_dir is None  # a cluster joined, not a local Ray
     refusal = ray and output_refusal(out, cfg.output.shared_mount, len(nodes), grows)
@@ -127,6 +149,7 @@ def _process(cfg, stages: list[StagePlan], state: RunState, todo, bad_input, sum
         progress.add_batch(attempt_commits[-1], time.monotonic())
         watch(progress)
     if todo:
+        stop.stop_if_requested("before any batch started")
         devices, mode, resources = plan_run(cfg, stages, ray.cluster_resources(), nodes)
         summary.mode = mode
         for line in plan_lines(cfg, stages, devices, mode, resources):
@@ -144,11 +167,15 @@ def _process(cfg, stages: list[StagePlan], state: RunState, todo, bad_input, sum
         watcher = StageWatcher(lambda: read_jsons(out, f"{STATS_DIR}/{state.token}"), progress, watch).start()
 
         def dataset_reports(rows):  # runs in `watched`'s thread: a phased build runs its phases here
-            for row in build(ray, cfg, rows, stages, devices, state.token, log, placement).iter_rows():
+            for row in build(ray, cfg, rows, stages, devices, state.token, log, placement, stop).iter_rows():
                 yield json.loads(row["report"])
 
+        def checks():
+            placement.check()
+            stop.check()
+
         def reports(rows):
-            for report in watched(dataset_reports(rows), placement.check):
+            for report in until_stopped(watched(dataset_reports(rows), checks, poll_s=0.2), stop):
                 yield report
                 if "ids" in report:  # committed by now
                     progress.add_batch(report, time.monotonic())

@@ -7,8 +7,15 @@ of their own: the job submission, the judge-only run and the reward-model run). 
 loopback holding no CPU and two worker nodes, each its own raylet (token authentication on, as
 users run it; `support/ray_head.py`), so the engines run on the workers; an S3 API server on
 loopback (`support/s3_server.py`) holds the output, which the test then reports, exports and
-loads with `datasets` straight from S3, and a second submission of the same command resumes it.
-The head receives
+loads with `datasets` straight from S3. The first submission is stopped with `ray job stop` as
+soon as the judge's first batch is done (its stats on S3 say so): a graceful stop, in which the
+judge takes no new batch, the batches past it are committed, the manifest says `stopped` and
+the engines exit. A second submission of the same command resumes it and does the rest, and
+every assertion below is on that final output. (Waiting for the first *commit* instead left
+nothing to resume: the judge runs ahead while the reward model's engine loads, so when the
+first commit is on S3 every row has passed the judge and all three are committed within the
+grace.) The head's `RAY_JOB_STOP_WAIT_TIME_S` gives the job supervisor's SIGKILL room for
+`ray.stop_grace_s`, as README's "Stopping a run" says. The head receives
 `jobs/run_pipeline.py` with `--working-dir <repo>`, so the code reaches the job zipped and
 uploaded, as on a cluster, and the input path in the config is relative: it resolves inside the
 uploaded copy. The job rates the bundled TRL preference sample (3 rows, one of them a
@@ -24,13 +31,17 @@ import json
 import math
 import subprocess
 import sys
+import time
 import uuid
 
 import pytest
 import yaml
+from support.job_stop import ReadyJobStop, vllm_processes
 from support.random_reward_model import random_reward_model
-from support.ray_head import _job_info, _ray, _submit, start_head
+from support.ray_head import JOB_TIMEOUT, _job_info, _ray, _submit, start_head, submit_command
+from support.waiting import wait_for
 
+from prefgen.output.commits import CommitLog
 from prefgen.config import InputConfig
 from prefgen.dataset.report import read_output
 from prefgen.input.read import SAMPLE_INSTRUCTIONS, read_instructions
@@ -40,7 +51,9 @@ from prefgen.roles.reward import to_jury_scale
 INPUT = SAMPLE_INSTRUCTIONS.parent / "sample_preferences.jsonl"
 INPUT_IN_UPLOAD = "prefgen/data/sample_preferences.jsonl"  # relative: read from the uploaded working dir
 ROWS = 3
-ENGINE = {"max_model_len": 1024, "batch_size": 4, "cpu_kv_cache_gib": 1}
+# A batch per row, one at a time: when the judge has done its first, the others wait for it.
+ENGINE = {"max_model_len": 1024, "batch_size": 1, "batches_in_flight": 1, "cpu_kv_cache_gib": 1}
+GRACE_S = 90  # ray.stop_grace_s: room for the reward model's engine to start and take what the judge did
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +68,9 @@ def s3_env(s3_server):
 
 @pytest.fixture(scope="module")
 def head(tmp_path_factory, s3_env):
-    yield from start_head(tmp_path_factory.mktemp("job_submit"), extra_env=s3_env, workers=("a", "b"))
+    # ray job stop's SIGKILL comes RAY_JOB_STOP_WAIT_TIME_S after its SIGTERM (default 3 s)
+    yield from start_head(tmp_path_factory.mktemp("job_submit"), extra_env=s3_env | {"RAY_JOB_STOP_WAIT_TIME_S": "120"},
+                          workers=("a", "b"))
 
 
 def submit(head, config, out):
@@ -63,6 +78,45 @@ def submit(head, config, out):
     proc, wall = _submit(head, sid, "run", str(config), "--output", out)
     (head.root / f"{sid}.txt").write_text(f"wall {wall:.1f} s\n{proc.stdout}\n--- stderr ---\n{proc.stderr}")
     return proc, _job_info(head, sid), _ray(head.env, "job", "logs", "--address", head.address, sid)
+
+
+def batch_commits(out) -> list[str]:
+    """The batch commits on S3 (not segments, merges or retire records)."""
+    names = [e.key.rsplit("/", 1)[-1] for e in storage(out).list_all("_commits")]
+    return [n for n in names if n.endswith(".json") and not n.startswith(("seg-", "merge-", "retire-"))]
+
+
+def judged_rows(out) -> int:
+    """The rows the judge's engine stage has finished, by its stats files on S3."""
+    store = storage(out)
+    stats = [json.loads(store.read(e.key)) for e in store.list_all("_stats") if e.key.endswith(".json")]
+    return sum(s["work"]["judge:judge"]["rows"] for s in stats if s["stage"] == "smol")
+
+
+def submit_and_stop(head, config, out) -> dict:
+    """Submit the job and stop it with `ray job stop` once the judge has finished its first batch."""
+    sid = f"prefgen-stopped-{uuid.uuid4().hex[:8]}"
+    log = head.root / f"{sid}.txt"
+    stopper = ReadyJobStop(head, sid)
+    with open(log, "w") as f:
+        proc = subprocess.Popen(submit_command(head, sid, "run", str(config), "--output", out), env=head.env,
+                                stdout=f, stderr=subprocess.STDOUT, text=True)
+        try:
+            wait_for(lambda: judged_rows(out), proc, JOB_TIMEOUT, "the judge's first batch", log)
+            engines = vllm_processes(head.temp_dir)  # the judge's engine, alive
+            stop = stopper.stop()
+            proc.wait(timeout=120)
+        finally:
+            stopper.close()
+            if proc.poll() is None:
+                proc.kill()
+    deadline = time.monotonic() + 60
+    while vllm_processes(head.temp_dir) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    return {"engines": engines, "engines_after": vllm_processes(head.temp_dir), "stop": stop,
+            "info": _job_info(head, sid), "logs": _ray(head.env, "job", "logs", "--address", head.address, sid),
+            "manifest": storage(out).read_json("manifest.json"), "commits": batch_commits(out),
+            "done": {i for c in CommitLog.read(out).commits() for i in c["ids"]}}
 
 
 @pytest.fixture(scope="module")
@@ -79,13 +133,16 @@ def job(head, s3_server):
         # the pair check would need a third engine here (a second of smol, after the reward model's
         # stage: test_plan covers that plan); it runs in test_pipeline_run. Off, pairs say "not checked"
         "pairing": {"min_margin": 0.5, "verification": {"enabled": False}},
+        "ray": {"stop_grace_s": GRACE_S},
     }
     path = head.root / "rejudge.yaml"
     path.write_text(yaml.safe_dump(config))
     out = f"s3://{s3_server.bucket}/rejudge-job-{uuid.uuid4().hex[:8]}"
-    proc, info, logs = submit(head, path, out)
+    stopped = submit_and_stop(head, path, out)
+    proc, info, logs = submit(head, path, out)  # the same command: resumes
     manifest = storage(out).read_json("manifest.json")
-    job = {"proc": proc, "info": info, "logs": logs, "out": out, "manifest": manifest, "config": path}
+    job = {"proc": proc, "info": info, "logs": logs, "out": out, "manifest": manifest, "config": path,
+           "stopped": stopped}
     if manifest:
         job |= {"pairs": read_output(out, "pairs").to_pylist(), "rejects": read_output(out, "rejects").to_pylist()}
     return job
@@ -176,8 +233,9 @@ def test_each_engine_reports_its_start_and_its_work(job):
         stage = m["stages"][name]
         assert stage["roles"] == [role] and stage["replicas"] == 1
         assert 0 < stage["engine_start_s"] < m["wall_seconds"] and stage["busy_s"] > 0
-        assert m["roles"][role]["rows"] == ROWS and m["roles"][role]["busy_s"] > 0
-    assert m["roles"]["judge:rm"]["requests"] == 2 * ROWS  # one score per candidate
+        # the engine figures are this (resumed) attempt's: the rows the stopped one left
+        assert m["roles"][role]["rows"] == ROWS - m["rows_skipped"] and m["roles"][role]["busy_s"] > 0
+    assert m["roles"]["judge:rm"]["requests"] == 2 * (ROWS - m["rows_skipped"])  # one score per candidate
     assert m["stages"]["smol"]["output_tokens"] > 0
 
 
@@ -221,10 +279,29 @@ def test_the_output_on_s3_is_reported_exported_and_loaded_by_datasets(job, tmp_p
     assert sorted(loaded["pair_id"]) == sorted(p["pair_id"] for p in job["pairs"])
 
 
-def test_the_same_command_again_resumes_the_output_on_s3_with_nothing_left_to_do(head, job):
-    proc, info, logs = submit(head, job["config"], job["out"])
-    assert proc.returncode == 0 and info["status"] == "SUCCEEDED", proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert f"{ROWS} rows already done" in logs.stdout, logs.stdout[-3000:]
-    m = storage(job["out"]).read_json("manifest.json")
-    assert m["status"] == "complete" and len(m["attempts"]) == 2 and m["attempts"][1]["rows_skipped"] == ROWS
-    assert read_output(job["out"], "pairs").num_rows == len(job["pairs"])  # nothing doubled
+def test_ray_job_stop_stops_the_first_submission_gracefully_and_keeps_its_committed_batches(job):
+    st = job["stopped"]
+    assert st["stop"][0] == 0, st["stop"][1][-3000:]
+    assert st["info"]["status"] == "STOPPED", st["info"]
+    log = st["logs"].stdout
+    # the head's RAY_JOB_STOP_WAIT_TIME_S reached the driver: the whole grace, not 1.5 s
+    assert f"SIGTERM received: stopping. No new batch is started; the batches that finish within {GRACE_S} s" in log
+    assert "run stopped on request (SIGTERM): the batches in flight were committed" in log, log[-3000:]
+    assert "(exit code 4)" in log, log[-3000:]
+    m = st["manifest"]
+    assert m["status"] == "stopped" and [a["status"] for a in m["attempts"]] == ["stopped"], m["attempts"]
+    assert "stopped on request (SIGTERM)" in m["attempts"][0]["error"]
+    # what the judge had done before the stop was committed, a batch a row; the rows it refused are left
+    assert 1 <= len(st["done"]) < ROWS and len(st["commits"]) == len(st["done"]), st
+    assert st["engines"] and st["engines_after"] == [], st  # vLLM's processes ran, and none outlived the job
+
+
+def test_the_same_command_again_resumes_the_stopped_output_on_s3_and_does_the_rest(job):
+    st, logs, m = job["stopped"], job["logs"].stdout, job["manifest"]
+    assert f"{len(st['done'])} rows already done" in logs, logs[-3000:]
+    assert m["status"] == "complete" and [a["status"] for a in m["attempts"]] == ["stopped", "complete"]
+    assert m["attempts"][1]["rows_skipped"] == m["rows_skipped"] == len(st["done"])
+    ids = sorted([p["id"] for p in job["pairs"]] + [r["id"] for r in job["rejects"]])
+    expected = read_instructions(InputConfig(path=str(INPUT), preference=True))
+    assert ids == sorted(r["id"] for r in expected.rows)  # every input row exactly once: nothing doubled or lost
+    assert st["done"] <= set(ids)

@@ -138,7 +138,20 @@ def _submit(head: Head, submission_id: str, *pipeline_args: str,
             entrypoint: str = "jobs/run_pipeline.py") -> tuple[subprocess.CompletedProcess, float]:
     """`ray job submit` as a user types it; blocks until the job ends (it streams the logs).
     `entrypoint`: the script the job runs, relative to the repository (the uploaded working dir)."""
-    cmd = [
+    cmd = submit_command(head, submission_id, *pipeline_args, entrypoint=entrypoint)
+    started = time.monotonic()
+    try:
+        proc = subprocess.run(cmd, env=head.env, capture_output=True, text=True, timeout=JOB_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        _ray(head.env, "job", "stop", "--address", head.address, submission_id)
+        raise
+    return proc, time.monotonic() - started
+
+
+def submit_command(head: Head, submission_id: str, *pipeline_args: str,
+                   entrypoint: str = "jobs/run_pipeline.py") -> list[str]:
+    """The `ray job submit` command line that runs `entrypoint` with these arguments."""
+    return [
         RAY, "job", "submit",
         "--address", head.address,
         "--submission-id", submission_id,
@@ -148,13 +161,6 @@ def _submit(head: Head, submission_id: str, *pipeline_args: str,
         "--",
         PYTHON, entrypoint, *pipeline_args,
     ]  # fmt: skip
-    started = time.monotonic()
-    try:
-        proc = subprocess.run(cmd, env=head.env, capture_output=True, text=True, timeout=JOB_TIMEOUT)
-    except subprocess.TimeoutExpired:
-        _ray(head.env, "job", "stop", "--address", head.address, submission_id)
-        raise
-    return proc, time.monotonic() - started
 
 
 def _start_worker(env: dict, gcs: str, name: str, temp_dir: Path) -> None:

@@ -185,7 +185,7 @@ class FakeRay:
             return FakeDataset(pq.read_table(f"{path}/{f}") for f in sorted(os.listdir(path)))
 
 
-def phased_run(monkeypatch, out, token, rows, kill_in=None):
+def phased_run(monkeypatch, out, token, rows, kill_in=None, stop=None):
     """One attempt of `phased_dataset` over stages g, h, j that add 1, 10, 100 tokens to each row;
     returns the stages it ran and the rows that reached the writer."""
     from types import SimpleNamespace
@@ -202,7 +202,7 @@ def phased_run(monkeypatch, out, token, rows, kill_in=None):
         return batch.set_column(batch.schema.get_field_index("output_tokens"), "output_tokens",
                                 pa.array([t + tokens[name] for t in batch["output_tokens"].to_pylist()], pa.int64()))
 
-    def with_stage(ray, ds, cfg, s, device, token):
+    def with_stage(ray, ds, cfg, s, device, token, entrance=False):
         ran.append(s.name)
         return ds.map_batches(stage, fn_kwargs={"name": s.name})
 
@@ -216,7 +216,8 @@ def phased_run(monkeypatch, out, token, rows, kill_in=None):
     work = [{"id": i, "instruction": "q", "source": "s", "line": n, "candidates": [], "output_tokens": 0,
              "reject_reason": None, "reject_detail": None} for n, i in enumerate(rows)]
     logs = []
-    ds = datasets.phased_dataset(FakeRay, cfg, work, stages, {n: "cpu" for n in tokens}, token, logs.append)
+    ds = datasets.phased_dataset(FakeRay, cfg, work, stages, {n: "cpu" for n in tokens}, token, logs.append,
+                                 stop=stop)
     return ran, ds.rows(), logs
 
 
@@ -227,6 +228,22 @@ def test_a_phased_run_killed_in_phase_2_resumes_without_running_phase_1_again(tm
     ran, rows, logs = phased_run(monkeypatch, out, "b" * 32, ["r1", "r2", "r3"])
     assert ran == ["h", "j"]
     assert "[prefgen] phase 1/3 g (generate:g): reused from an earlier attempt, 3 rows (3 still to do)" in logs
+    assert sorted((r["id"], r["output_tokens"]) for r in rows) == [("r1", 111), ("r2", 111), ("r3", 111)]
+
+
+def test_a_phase_that_ran_while_the_run_was_asked_to_stop_is_not_marked_done(tmp_path, monkeypatch):
+    """Its first stage passed the batches through untouched (run/stopping.py): reused, the phase would
+    hand rows that were never generated to the next phase."""
+    import signal
+
+    from prefgen.run.stopping import StopRequested, StopSignals
+
+    out, stop = tmp_path / "out", StopSignals(30, log=lambda m: None)
+    stop.handle(signal.SIGTERM)
+    with pytest.raises(StopRequested):
+        phased_run(monkeypatch, out, "a" * 32, ["r1", "r2", "r3"], stop=stop)
+    ran, rows, _ = phased_run(monkeypatch, out, "b" * 32, ["r1", "r2", "r3"])
+    assert ran == ["g", "h", "j"]  # phase 1 again
     assert sorted((r["id"], r["output_tokens"]) for r in rows) == [("r1", 111), ("r2", 111), ("r3", 111)]
 
 
