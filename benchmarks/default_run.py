@@ -48,11 +48,15 @@ def summary(wall: float, manifest: dict) -> dict:
 
 
 def length_settings(config: dict) -> dict:
-    """What shapes the answers' lengths: each generator's system prompt, template and max_tokens, the evolver's."""
+    """What shapes the answers' lengths: each generator's system prompt, template, max_tokens and repetition
+    penalty, the evolver's."""
     gens = {g["name"]: {"system_prompt": g["system_prompt"], "template": g.get("template"),
-                        "max_tokens": g["sampling"]["max_tokens"]} for g in config.get("generators") or []}
-    evolution = config.get("evolution") or {}
-    return {"generators": gens, "evolution_max_tokens": (evolution.get("sampling") or {}).get("max_tokens")}
+                        "max_tokens": g["sampling"]["max_tokens"],
+                        "repetition_penalty": g["sampling"].get("repetition_penalty", 1.0)}
+            for g in config.get("generators") or []}
+    evolution = (config.get("evolution") or {}).get("sampling") or {}
+    return {"generators": gens, "evolution_max_tokens": evolution.get("max_tokens"),
+            "evolution_repetition_penalty": evolution.get("repetition_penalty", 1.0)}
 
 
 def truncation_by_origin(out: Path) -> dict:

@@ -128,6 +128,14 @@ class SamplingConfig(Strict):
     temperature: float = Field(0.7, ge=0)
     top_p: float = Field(0.95, gt=0, le=1)
     max_tokens: int = Field(256, gt=0)
+    repetition_penalty: float = Field(
+        1.0,
+        gt=0,
+        description="vLLM's repetition penalty: above 1 makes tokens already in the prompt or the answer less "
+        "likely, which stops a small model looping on a phrase until max_tokens; 1.0 is off. Endpoint "
+        "models send it as the extra body field `repetition_penalty` (vLLM's OpenAI server takes it), "
+        "only when it is not 1.0.",
+    )
 
 
 def check_source(value: str) -> str:

@@ -42,6 +42,9 @@ def request_body(model: str, messages: list[dict], sampling, n: int, json_schema
     """The JSON body of one chat completion request; `level` is how much structured output to ask for."""
     body = {"model": model, "messages": messages, "n": n, "temperature": sampling.temperature,
             "top_p": sampling.top_p, "max_tokens": sampling.max_tokens}
+    if sampling.repetition_penalty != 1.0:
+        # Not in OpenAI's API: vLLM's server (and others built on it) take it as an extra body field.
+        body["repetition_penalty"] = sampling.repetition_penalty
     if json_schema is not None and level == "json_schema":
         body["response_format"] = {"type": "json_schema",
                                    "json_schema": {"name": "answer", "schema": json_schema, "strict": True}}

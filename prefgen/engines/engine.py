@@ -146,6 +146,7 @@ def sampling_params(request: Request):
         temperature=s.temperature,
         top_p=s.top_p,
         max_tokens=s.max_tokens,
+        repetition_penalty=s.repetition_penalty,
         structured_outputs=structured,
         output_kind=RequestOutputKind.FINAL_ONLY,
     )

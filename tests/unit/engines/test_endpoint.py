@@ -281,3 +281,14 @@ def test_every_retried_status_is_in_the_readme():
     readme = REPO.joinpath("README.md").read_text()
     rule = next(bullet for bullet in readme.split("\n  - ") if "are retried up to `retries` times" in bullet)
     assert all(str(status) in rule for status in sorted(RETRY_STATUSES)), rule
+
+
+def test_request_body_sends_a_repetition_penalty_only_when_one_is_set():
+    from prefgen.engines.endpoint_rules import request_body
+
+    messages = [{"role": "user", "content": "hi"}]
+    plain = request_body("m", messages, SamplingConfig(), 1, None, "none")
+    assert "repetition_penalty" not in plain  # 1.0 is off: servers without the field get what they know
+    penalised = request_body("m", messages, SamplingConfig(repetition_penalty=1.15), 2, None, "none")
+    assert penalised["repetition_penalty"] == 1.15
+    assert penalised["max_tokens"] == 256 and penalised["n"] == 2

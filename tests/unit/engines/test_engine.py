@@ -143,3 +143,32 @@ def test_a_cpu_engine_gets_a_fixed_kv_cache_and_a_gpu_engine_its_memory_share():
     eng = EngineConfig(cpu_kv_cache_gib=1.5, gpu_memory_utilization=0.8)
     assert device_kwargs(eng, "cpu") == {"kv_cache_memory_bytes": 3 * 2**29}  # no RAM share reserved
     assert device_kwargs(eng, "gpu") == {"gpu_memory_utilization": 0.8}
+
+
+def fake_vllm_sampling(monkeypatch):
+    """vLLM's sampling modules as stand-ins that keep their keyword arguments (importing vLLM takes ~20 s)."""
+    import sys
+    from types import ModuleType
+
+    vllm = ModuleType("vllm")
+    vllm.SamplingParams = lambda **kw: SimpleNamespace(**kw)
+    params = ModuleType("vllm.sampling_params")
+    params.RequestOutputKind = SimpleNamespace(FINAL_ONLY="final_only")
+    params.StructuredOutputsParams = lambda **kw: SimpleNamespace(**kw)
+    monkeypatch.setitem(sys.modules, "vllm", vllm)
+    monkeypatch.setitem(sys.modules, "vllm.sampling_params", params)
+
+
+def test_sampling_params_carry_the_repetition_penalty(monkeypatch):
+    fake_vllm_sampling(monkeypatch)
+    params = engine_module.sampling_params(Request([{"role": "user", "content": "hi"}],
+                                                   SamplingConfig(max_tokens=32, repetition_penalty=1.2), 3))
+    assert params.repetition_penalty == pytest.approx(1.2)
+    assert params.n == 3 and params.max_tokens == 32
+    default = engine_module.sampling_params(Request([{"role": "user", "content": "hi"}], SamplingConfig()))
+    assert default.repetition_penalty == 1.0
+
+
+def test_a_repetition_penalty_must_be_positive():
+    with pytest.raises(ValueError, match="repetition_penalty"):
+        SamplingConfig(repetition_penalty=0)
