@@ -10,7 +10,7 @@ Fixtures for every tier: `s3_server` and `s3`, an S3 API server on loopback (`su
 from pathlib import Path
 
 import pytest
-from support.s3_server import s3, s3_server  # noqa: F401 - fixtures
+from support.s3_server import s3, s3_env, s3_server  # noqa: F401 - fixtures
 
 INTEGRATION = Path(__file__).parent / "integration"
 

@@ -19,7 +19,7 @@ import uuid
 
 import pytest
 import yaml
-from support.autoscaling_head import MAX_WORKERS, alive_nodes, start_autoscaling_head
+from support.autoscaling_head import MAX_WORKERS, start_autoscaling_head
 from support.ray_head import _job_info, _ray, _submit
 
 from prefgen.dataset.report import read_output
@@ -33,63 +33,61 @@ EXPECTED = {"GPU": MAX_WORKERS, "CPU": 2 * MAX_WORKERS, "accelerator_type:A10G":
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory, s3_server):
-    yield from start_autoscaling_head(tmp_path_factory.mktemp("autoscaling"), extra_env=s3_server.env)
+def cluster(tmp_path_factory, s3_env):
+    yield from start_autoscaling_head(tmp_path_factory.mktemp("autoscaling"), extra_env=s3_env)
 
 
-def scaled_down(cluster, timeout: float = 180) -> list[dict]:
+def scaled_down(cluster, timeout: float = 180) -> dict[str, dict]:
     """The alive nodes once only the head is left (idle workers go after IDLE_TIMEOUT_MIN), or
     whatever is alive when the time runs out."""
     deadline = time.monotonic() + timeout
-    while len(nodes := alive_nodes(cluster)) > 1 and time.monotonic() < deadline:
+    while len(nodes := cluster.alive_resources()) > 1 and time.monotonic() < deadline:
         time.sleep(5)
     return nodes
 
 
 @pytest.fixture(scope="module")
 def job(cluster, s3_server):
-    with pytest.MonkeyPatch.context() as mp:  # this process reads the S3 output too
-        for key, value in s3_server.env.items():
-            mp.setenv(key, value)
-        before = alive_nodes(cluster)
-        folder = f"s3://{s3_server.bucket}/autoscaling-{uuid.uuid4().hex[:8]}"
-        words = ["rain", "sleep", "volcano", "spider", "noun", "prime", "colour", "tide"]
-        storage(folder).put("in.jsonl", "".join(json.dumps({"instruction": f"Explain {w} to a child."}) + "\n"
-                                                for w in words[:ROWS]).encode())
-        config = {
-            "input": {"path": f"{folder}/in.jsonl", "near_duplicates": {"enabled": False}},
-            "models": {"m": {"source": "scripted/engine", "engine": ENGINE}},
-            "generators": [{"name": "g", "model": "m", "num_completions": 2, "sampling": {"max_tokens": 16}}],
-            "evolution": {"enabled": False},
-            "judge": {"model": "m", "permutations": 1, "rationales": False, "sampling": {"max_tokens": 32}},
-            # the pair check asks for verdicts the scripted engine does not give (test_pipeline_run checks it)
-            "pairing": {"verification": {"enabled": False}},
-            "ray": {"expected_resources": EXPECTED},
-        }
-        path = cluster.root / "autoscaling.yaml.run"
-        path.write_text(yaml.safe_dump(config))
-        out = f"{folder}/out"
-        sid = f"prefgen-as-{uuid.uuid4().hex[:8]}"
-        proc, wall = _submit(cluster, sid, "0.3", str(path), "--output", out, "--verbose",
-                             entrypoint="tests/support/scripted_run.py")
-        logs = _ray(cluster.env, "job", "logs", "--address", cluster.address, sid)
-        (cluster.root / f"{sid}.txt").write_text(f"wall {wall:.1f} s\n{proc.stdout}\n--- stderr ---\n{proc.stderr}")
-        after = scaled_down(cluster)
-        store = storage(out)
-        stats = [json.loads(store.read(e.key)) for e in store.list_all("_stats") if e.key.endswith(".json")]
-        yield {"before": before, "proc": proc, "info": _job_info(cluster, sid), "logs": logs.stdout, "out": out,
-               "manifest": store.read_json("manifest.json"), "stats": stats, "after": after,
-               "pairs": read_output(out, "pairs").to_pylist(), "rejects": read_output(out, "rejects").to_pylist()}
+    before = cluster.alive_resources()
+    folder = f"s3://{s3_server.bucket}/autoscaling-{uuid.uuid4().hex[:8]}"
+    words = ["rain", "sleep", "volcano", "spider", "noun", "prime", "colour", "tide"]
+    storage(folder).put("in.jsonl", "".join(json.dumps({"instruction": f"Explain {w} to a child."}) + "\n"
+                                            for w in words[:ROWS]).encode())
+    config = {
+        "input": {"path": f"{folder}/in.jsonl", "near_duplicates": {"enabled": False}},
+        "models": {"m": {"source": "scripted/engine", "engine": ENGINE}},
+        "generators": [{"name": "g", "model": "m", "num_completions": 2, "sampling": {"max_tokens": 16}}],
+        "evolution": {"enabled": False},
+        "judge": {"model": "m", "permutations": 1, "rationales": False, "sampling": {"max_tokens": 32}},
+        # the pair check asks for verdicts the scripted engine does not give (test_pipeline_run checks it)
+        "pairing": {"verification": {"enabled": False}},
+        "ray": {"expected_resources": EXPECTED},
+    }
+    path = cluster.root / "autoscaling.yaml.run"
+    path.write_text(yaml.safe_dump(config))
+    out = f"{folder}/out"
+    sid = f"prefgen-as-{uuid.uuid4().hex[:8]}"
+    proc, wall = _submit(cluster, sid, "0.3", str(path), "--output", out, "--verbose",
+                         entrypoint="tests/support/scripted_run.py")
+    logs = _ray(cluster.env, "job", "logs", "--address", cluster.address, sid)
+    (cluster.root / f"{sid}.txt").write_text(f"wall {wall:.1f} s\n{proc.stdout}\n--- stderr ---\n{proc.stderr}")
+    after = scaled_down(cluster)
+    store = storage(out)
+    stats = [json.loads(store.read(e.key)) for e in store.list_all("_stats") if e.key.endswith(".json")]
+    yield {"before": before, "proc": proc, "info": _job_info(cluster, sid), "logs": logs.stdout, "out": out,
+           "manifest": store.read_json("manifest.json"), "stats": stats, "after": after,
+           "pairs": read_output(out, "pairs").to_pylist(), "rejects": read_output(out, "rejects").to_pylist()}
 
 
 def test_the_job_starts_with_no_worker_and_succeeds(job):
-    assert len(job["before"]) == 1 and job["before"][0]["resources"].get("CPU", 0) == 0, job["before"]
+    (head,) = job["before"].values()
+    assert head.get("CPU", 0) == 0, job["before"]
     assert job["proc"].returncode == 0, job["proc"].stdout[-4000:] + job["proc"].stderr[-4000:]
     assert job["info"]["status"] == "SUCCEEDED" and job["info"]["driver_exit_code"] == 0, job["info"]
 
 
 def test_the_engines_ran_on_workers_the_autoscaler_added_for_them(job):
-    head = job["before"][0]["id"]
+    (head,) = job["before"]
     engines = [s for s in job["stats"] if s["stage"] == "m"]
     assert engines and all(s["node"] and s["node"] != head for s in engines), engines
     # two replicas of one GPU each, a worker holding one GPU: two workers, one engine on each
@@ -106,4 +104,4 @@ def test_input_and_output_on_s3_hold_every_row_exactly_once(job):
 
 
 def test_the_workers_scale_back_to_zero_once_idle(job):
-    assert [n["id"] for n in job["after"]] == [job["before"][0]["id"]]
+    assert list(job["after"]) == list(job["before"])

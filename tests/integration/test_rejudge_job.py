@@ -57,16 +57,6 @@ GRACE_S = 90  # ray.stop_grace_s: room for the reward model's engine to start an
 
 
 @pytest.fixture(scope="module")
-def s3_env(s3_server):
-    """The S3 server's endpoint and keys in this process's environment for the module (the readers
-    here), and handed to every node of the cluster (the job's workers)."""
-    with pytest.MonkeyPatch.context() as mp:
-        for key, value in s3_server.env.items():
-            mp.setenv(key, value)
-        yield s3_server.env
-
-
-@pytest.fixture(scope="module")
 def head(tmp_path_factory, s3_env):
     # ray job stop's SIGKILL comes RAY_JOB_STOP_WAIT_TIME_S after its SIGTERM (default 3 s)
     yield from start_head(tmp_path_factory.mktemp("job_submit"), extra_env=s3_env | {"RAY_JOB_STOP_WAIT_TIME_S": "120"},

@@ -11,7 +11,6 @@ processes: the fake workers are children of the head's autoscaler, so they share
 
 from __future__ import annotations
 
-import json
 import subprocess
 import tempfile
 import time
@@ -47,16 +46,6 @@ def autoscaling_config(gcs: str) -> dict:
             "gpu_worker": {"resources": WORKER, "min_workers": 0, "max_workers": MAX_WORKERS, "node_config": {}},
         },
     }
-
-
-def alive_nodes(head: Head) -> list[dict]:
-    """The alive nodes: [{"id", "resources"}], the head's first."""
-    script = ("import json, sys, ray\nray.init(address=sys.argv[1], logging_level='ERROR')\n"
-              "print(json.dumps([{'id': n['NodeID'], 'resources': n['Resources']} for n in ray.nodes() if n['Alive']]))\n")
-    proc = subprocess.run([PYTHON, "-c", script, head.gcs], env=head.env, capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    nodes = json.loads(proc.stdout.strip().splitlines()[-1])
-    return sorted(nodes, key=lambda n: "node:__internal_head__" not in n["resources"])
 
 
 def start_autoscaling_head(root: Path, extra_env: dict | None = None):

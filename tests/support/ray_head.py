@@ -46,16 +46,20 @@ class Head:
     gcs: str = ""  # the GCS address a worker node or a driver joins
     workers: tuple[str, ...] = ()  # the worker nodes' names (resource `node:<name>`)
 
-    def nodes(self) -> dict[str, str]:
-        """Ray node id -> the worker's name, or "head"."""
+    def alive_resources(self) -> dict[str, dict]:
+        """Each alive node's id -> its resources, the head's first."""
         script = ("import json, sys, ray\nray.init(address=sys.argv[1], logging_level='ERROR')\n"
                   "print(json.dumps({n['NodeID']: n['Resources'] for n in ray.nodes() if n['Alive']}))\n")
         proc = subprocess.run([PYTHON, "-c", script, self.gcs], env=self.env, capture_output=True, text=True,
                               timeout=120)
         assert proc.returncode == 0, proc.stderr[-3000:]
         found = json.loads(proc.stdout.strip().splitlines()[-1])
+        return dict(sorted(found.items(), key=lambda item: "node:__internal_head__" not in item[1]))
+
+    def nodes(self) -> dict[str, str]:
+        """Ray node id -> the worker's name, or "head"."""
         return {node: next((k.removeprefix("node:") for k in res if k.startswith("node:") and k[5:] in self.workers),
-                           "head") for node, res in found.items()}
+                           "head") for node, res in self.alive_resources().items()}
 
 
 

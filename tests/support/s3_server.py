@@ -4,7 +4,8 @@
 `prefs-bucket` and stops the server when the session ends. `s3` points a test at it: the
 standard `AWS_ENDPOINT_URL` and dummy `AWS_*` credentials are set in the environment (so
 subprocesses and Ray workers started by the test inherit them) and it yields a fresh
-`s3://prefs-bucket/<test>-<id>` folder. No request leaves this machine.
+`s3://prefs-bucket/<test>-<id>` folder; `s3_env` does the same for a whole module (a cluster a
+module fixture starts). No request leaves this machine.
 """
 
 from __future__ import annotations
@@ -46,12 +47,26 @@ def s3_server():
         server.stop()
 
 
+def point_at(server: S3Server, patch: pytest.MonkeyPatch) -> None:
+    """This process's environment (and so its subprocesses') pointed at the server."""
+    for name, value in server.env.items():
+        patch.setenv(name, value)
+    patch.delenv("AWS_ENDPOINT_URL_S3", raising=False)
+    patch.delenv("AWS_PROFILE", raising=False)
+
+
+@pytest.fixture(scope="module")
+def s3_env(s3_server):
+    """The server's endpoint and keys in the environment for a whole module (a cluster started by a
+    module fixture reads and writes S3, and so do the module's tests); yields them, for the nodes."""
+    with pytest.MonkeyPatch.context() as patch:
+        point_at(s3_server, patch)
+        yield s3_server.env
+
+
 @pytest.fixture
 def s3(s3_server, monkeypatch, request) -> str:
     """A fresh folder URI on the loopback S3 server, with the environment pointing at it."""
-    for name, value in s3_server.env.items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.delenv("AWS_ENDPOINT_URL_S3", raising=False)
-    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    point_at(s3_server, monkeypatch)
     test = "".join(c if c.isalnum() else "-" for c in request.node.name)[:40]
     return f"s3://{s3_server.bucket}/{test}-{uuid.uuid4().hex[:8]}"
