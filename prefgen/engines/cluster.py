@@ -25,6 +25,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 
 from prefgen.engines.placement import describe, fits, missing_on_any_node
+from prefgen.output.storage import scheme_of
 
 
 class PlacementTimeout(RuntimeError):
@@ -38,8 +39,7 @@ def alive_nodes(ray) -> list[dict[str, float]]:
 
 def output_refusal(path: str, shared_mount: bool, nodes: int, autoscaling: bool) -> str | None:
     """Why a run may not write to `path` on this cluster, or None when it may."""
-    local = "://" not in path or path.startswith("file://")
-    if not local or shared_mount or (nodes <= 1 and not autoscaling):
+    if scheme_of(path) != "file" or shared_mount or (nodes <= 1 and not autoscaling):
         return None
     where = f"a cluster of {nodes} nodes" if nodes > 1 else "an autoscaling cluster (ray.expected_resources is set)"
     return (f"output.path {path} is a local path and the run is on {where}: each node would write its shards and "

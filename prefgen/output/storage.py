@@ -105,6 +105,11 @@ class Requests:
                 "listed": self.listed}
 
 
+def scheme_of(uri: str) -> str:
+    """A URI's scheme: `file` for a local path or a file:// URI, else `s3`, `gs`, `az`, ..."""
+    return uri.partition("://")[0] if "://" in uri else "file"
+
+
 def _path_of(uri: str) -> str:
     """The backend's path for a URI: an absolute local path, or `bucket/key` for an object store."""
     scheme, sep, rest = uri.partition("://")
@@ -216,7 +221,7 @@ _LOCK = threading.Lock()
 
 def backend_for(uri: str):
     """The backend serving `uri`: one per process for local disk, one per bucket for object stores."""
-    scheme = uri.partition("://")[0] if "://" in uri else "file"
+    scheme = scheme_of(uri)
     name = "local" if scheme == "file" else f"{scheme}://{_path_of(uri).split('/', 1)[0]}"
     with _LOCK:
         if name not in _BACKENDS:
