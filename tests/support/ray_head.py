@@ -49,11 +49,12 @@ class Head:
     def alive_resources(self) -> dict[str, dict]:
         """Each alive node's id -> its resources, the head's first."""
         script = ("import json, sys, ray\nray.init(address=sys.argv[1], logging_level='ERROR')\n"
-                  "print(json.dumps({n['NodeID']: n['Resources'] for n in ray.nodes() if n['Alive']}))\n")
+                  "print('NODES', json.dumps({n['NodeID']: n['Resources'] for n in ray.nodes() if n['Alive']}))\n")
         proc = subprocess.run([PYTHON, "-c", script, self.gcs], env=self.env, capture_output=True, text=True,
                               timeout=120)
         assert proc.returncode == 0, proc.stderr[-3000:]
-        found = json.loads(proc.stdout.strip().splitlines()[-1])
+        # the line of its own: Ray's driver may print autoscaler events around it
+        found = json.loads(next(line for line in proc.stdout.splitlines() if line.startswith("NODES "))[6:])
         return dict(sorted(found.items(), key=lambda item: "node:__internal_head__" not in item[1]))
 
     def nodes(self) -> dict[str, str]:
