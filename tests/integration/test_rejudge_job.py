@@ -117,8 +117,11 @@ def job(head, s3_server):
                    "rm": {"kind": "reward_model", "source": random_reward_model(seed=0), "engine": ENGINE}},
         "generators": [],
         "evolution": {"enabled": False},
-        "judge": {"model": "smol", "aspects": ["overall"], "permutations": 1, "rationales": False,
-                  "sampling": {"temperature": 0.0, "max_tokens": 48}},
+        # rationales make each judge row take seconds, longer than the stop takes to reach the stage
+        # (stats on S3, `ray job stop`, SIGTERM, the flag): without them the judge could take the last
+        # row before the flag and leave the resumption nothing to do
+        "judge": {"model": "smol", "aspects": ["overall"], "permutations": 1, "rationales": True,
+                  "sampling": {"temperature": 0.0, "max_tokens": 256}},
         "jury": [{"model": "rm", "name": "rm"}],
         # the pair check would need a third engine here (a second of smol, after the reward model's
         # stage: test_plan covers that plan); it runs in test_pipeline_run. Off, pairs say "not checked"
