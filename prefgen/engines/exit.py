@@ -48,7 +48,7 @@ def own_resource_tracker() -> None:
 
 def stop_engine(engine, processes: list, wait_s: float = EXIT_WAIT_S) -> list[int]:
     """Shut the engine down and wait for `processes` (what `started_since` found when it was made);
-    returns the pids still alive after `wait_s`."""
+    returns the pids still alive after `wait_s`, which are then killed."""
     shutdown = getattr(engine, "shutdown", None)
     if shutdown is None:
         return []
@@ -68,7 +68,8 @@ def stop_at_exit(name: str, engine, processes: list) -> None:
         print(f"[prefgen] {name}: engine shutdown failed: {exc!r}", flush=True)
         return
     print(f"[prefgen] {name}: engine stopped in {time.monotonic() - started:.1f} s, {len(processes) - len(left)} of "
-          f"its {len(processes)} process(es) exited" + (f"; still running: {left}" if left else ""), flush=True)
+          f"its {len(processes)} process(es) exited" + (f"; killed after {EXIT_WAIT_S:.0f} s: {left}" if left else ""),
+          flush=True)
 
 
 def engine_actor_processes(session_dir: str, processes: dict | None = None) -> list[int]:
@@ -114,11 +115,18 @@ def started_since(before: set[int]) -> list:
 
 
 def wait_for_exit(processes: list, wait_s: float) -> list[int]:
+    """Wait for `processes`; those still alive after `wait_s` are killed (Ray no longer kills an
+    engine actor's children, and the resource tracker, still alive, unlinks what they held)."""
     if not processes:
         return []
     import psutil
 
     _, alive = psutil.wait_procs(processes, timeout=wait_s)
+    for proc in alive:
+        try:
+            proc.kill()
+        except psutil.Error:
+            pass
     return [p.pid for p in alive]
 
 

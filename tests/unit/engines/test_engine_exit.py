@@ -71,12 +71,13 @@ def test_stop_engine_waits_for_the_processes_the_engine_started():
     assert time.monotonic() - t0 >= 0.5
 
 
-def test_stop_engine_gives_up_after_its_wait_and_names_the_processes_left():
+def test_stop_engine_kills_what_outlives_its_wait_and_names_it():
     before = child_pids()
     engine = FakeEngine(linger=30)
     try:
         procs = started_since(before)
         assert stop_engine(engine, procs, wait_s=0.3) == [engine.proc.pid]
+        assert engine.proc.wait(timeout=10) == -9  # not left running on a long-lived cluster
     finally:
         engine.proc.kill()
         engine.proc.wait()
