@@ -17,7 +17,8 @@ know the names: the KeyError. `AsyncLLM.shutdown`, run at atexit, then met a dea
 Now:
 - the engine actors run with that switch off (`placement.actor_options`), so the actor's own
   exit stops its engine: `AsyncLLM.shutdown` SIGTERMs the engine core, which shuts its executor
-  down (closing the worker's death pipe and waiting for it) and exits; `stop_engine` then waits
+  down (closing the worker's death pipe and waiting for it) and exits (vLLM kills it after the
+  timeout `AsyncVllmEngine.shutdown` gives, longer than vLLM's 5 s); `stop_engine` then waits
   for every process the engine started (`started_since`), so the tracker, still alive, outlives
   them. `cancel_output_handler` cancels vLLM's output task before the engine core stops (else it
   logs the EngineDeadError above). `own_resource_tracker` starts the tracker in the actor before

@@ -298,7 +298,7 @@ def test_run_prints_progress_and_summary(run):
         text = actor.with_suffix(".out").read_text() + actor.with_suffix(".err").read_text()
         stopped = re.findall(r"engine stopped in [\d.]+ s, (\d+) of its (\d+) process\(es\) exited$", text, flags=re.M)
         assert len(stopped) == 1 and stopped[0][0] == stopped[0][1] != "0", text[-3000:]
-        for sign in ("Traceback", "KeyError", "resource_tracker", "EngineDeadError", "killed after"):
+        for sign in ("Traceback", "KeyError", "resource_tracker", "EngineDeadError", "killed after", "force killing"):
             assert sign not in text, text[-3000:]
     assert "judging:        judgments=" in run["stdout"] and "calls_given_up=0" in run["stdout"]
     assert "self-preference" in run["stdout"]  # the judge is also the generators' model
