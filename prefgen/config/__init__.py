@@ -131,11 +131,14 @@ class PipelineConfig(Strict):
     # ignored "at most 80 words" in the system prompt (21 of 48 candidates cut off), and "two or three
     # short sentences" there too (12 of 48: benchmarks/results/default_run-*.json); so the length is
     # asked for last in the user's turn (`template`), and the rewriter, which adds to an answer, gets
-    # more room (README, Benchmarks: the default run).
+    # more room and the same request closing its prompt (`evol-quality-short`). At temperature 0.3 the
+    # focused one loops on the same instructions run after run: a repetition penalty ends that (on the
+    # creative one, at 1.0, it makes answers drift; README, Benchmarks: the default run).
     generators: list[GeneratorConfig] = Field(
         default_factory=lambda: [
             GeneratorConfig(name="smol-focused", system_prompt="Answer accurately and briefly.",
-                            template=SHORT_ANSWER_TEMPLATE, sampling=SamplingConfig(temperature=0.3, max_tokens=256)),
+                            template=SHORT_ANSWER_TEMPLATE,
+                            sampling=SamplingConfig(temperature=0.3, max_tokens=256, repetition_penalty=1.1)),
             GeneratorConfig(
                 name="smol-creative",
                 system_prompt="You are a creative assistant. Answer with one vivid, concrete example.",
@@ -145,7 +148,9 @@ class PipelineConfig(Strict):
         description="Models that answer each prompt; none ([]): only the input's responses (input.responses) "
         "are rated.",
     )
-    evolution: EvolutionConfig = Field(default_factory=lambda: EvolutionConfig(sampling=SamplingConfig(max_tokens=320)))
+    evolution: EvolutionConfig = Field(
+        default_factory=lambda: EvolutionConfig(template="evol-quality-short", sampling=SamplingConfig(max_tokens=320))
+    )
     # JudgeConfig's defaults, the orders included (a shuffle and its reverse: position cancelled).
     judge: JudgeConfig = Field(default_factory=JudgeConfig)
     jury: list[JudgeConfig] = Field(
