@@ -31,18 +31,17 @@ def gpus_per_replica(engine: EngineConfig, device: str) -> float:
 def actor_options(engine: EngineConfig, device: str) -> dict:
     """Ray resources and environment of one engine actor."""
     options: dict = {"num_cpus": engine.cpus_per_replica}
-    env = {}
+    # (the KV cache size goes to the engine as an argument: see engine.device_kwargs)
+    # vLLM's CPU build binds every engine of a machine to the same cores; several engines on one
+    # host must float instead. Set for a GPU actor too: the CUDA build never reads it, and the CPU
+    # build may run there (an actor on a logical GPU: see engine.vllm_device).
+    env = {"VLLM_CPU_OMP_THREADS_BIND": os.environ.get("VLLM_CPU_OMP_THREADS_BIND", "nobind")}
     if device == "gpu":
         options["num_gpus"] = gpus_per_replica(engine, device)
         if engine.accelerator_type:
             options["accelerator_type"] = engine.accelerator_type
         if engine.tensor_parallel_size > 1:
             env["VLLM_WORKER_MULTIPROC_METHOD"] = "spawn"
-    else:
-        # (the KV cache size goes to the engine as an argument: see engine.device_kwargs)
-        # vLLM's automatic thread binding pins every engine of a machine to the same cores;
-        # several engines on one host must float instead.
-        env["VLLM_CPU_OMP_THREADS_BIND"] = os.environ.get("VLLM_CPU_OMP_THREADS_BIND", "nobind")
     options["runtime_env"] = {"env_vars": env}
     return options
 
