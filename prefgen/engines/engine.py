@@ -73,10 +73,25 @@ def resolve_dtype(dtype: str, device: str, cpuinfo: str | None = None) -> str:
     return "bfloat16" if cpu_has_native_bf16(cpuinfo) else "float32"
 
 
-def engine_kwargs(source: str, eng: EngineConfig, device: str) -> dict:
-    """vLLM engine arguments of one model's engine (the same for `LLM` and `AsyncLLM`)."""
+def vllm_device(device: str, cpu_build: bool | None = None) -> str:
+    """The device vLLM computes on in this process: the placement's, except on vLLM's CPU build,
+    which runs on the CPU whatever its actor holds (an actor on a logical GPU: a worker that
+    advertises GPUs it lacks, as the autoscaling test cluster's do). `cpu_build`: None asks vLLM."""
+    if cpu_build is None:
+        from vllm.platforms import current_platform
+
+        cpu_build = current_platform.is_cpu()
+    return "cpu" if cpu_build else device
+
+
+def engine_kwargs(source: str, eng: EngineConfig, device: str, cpu_build: bool | None = None) -> dict:
+    """vLLM engine arguments of one model's engine (the same for `LLM`, `AsyncLLM` and the reward
+    model's pooling `LLM`). `device` is the placement's; the memory arguments and the dtype
+    follow the device vLLM computes on (`vllm_device`): a GPU's memory share given to the CPU
+    build would reserve that share of the host's RAM, and fail when other processes hold more."""
     from prefgen.config.embedded import resolve_model
 
+    device = vllm_device(device, cpu_build)
     kwargs = dict(
         model=resolve_model(source),
         dtype=resolve_dtype(eng.dtype, device),

@@ -34,18 +34,18 @@ def actor_options(engine: EngineConfig, device: str) -> dict:
     # Ray kills a worker's child processes (SIGKILL) as its exit begins, before the actor stops
     # anything: vLLM's engine core and the resource tracker among them. The actor stops its engine
     # itself, in order (exit.py); this is Ray's documented switch, read by the worker it starts.
-    env = {"RAY_kill_child_processes_on_worker_exit": "0"}
+    # (the KV cache size goes to the engine as an argument: see engine.device_kwargs)
+    # vLLM's CPU build binds every engine of a machine to the same cores; several engines on one
+    # host must float instead. Set for a GPU actor too: the CUDA build never reads it, and the CPU
+    # build may run there (an actor on a logical GPU: see engine.vllm_device).
+    env = {"RAY_kill_child_processes_on_worker_exit": "0",
+           "VLLM_CPU_OMP_THREADS_BIND": os.environ.get("VLLM_CPU_OMP_THREADS_BIND", "nobind")}
     if device == "gpu":
         options["num_gpus"] = gpus_per_replica(engine, device)
         if engine.accelerator_type:
             options["accelerator_type"] = engine.accelerator_type
         if engine.tensor_parallel_size > 1:
             env["VLLM_WORKER_MULTIPROC_METHOD"] = "spawn"
-    else:
-        # (the KV cache size goes to the engine as an argument: see engine.device_kwargs)
-        # vLLM's automatic thread binding pins every engine of a machine to the same cores;
-        # several engines on one host must float instead.
-        env["VLLM_CPU_OMP_THREADS_BIND"] = os.environ.get("VLLM_CPU_OMP_THREADS_BIND", "nobind")
     options["runtime_env"] = {"env_vars": env}
     return options
 

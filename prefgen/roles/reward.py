@@ -51,15 +51,9 @@ class RewardEngine:
     def __init__(self, source: str, eng: EngineConfig, device: str):
         from vllm import LLM
 
-        from prefgen.config.embedded import resolve_model
-        from prefgen.engines.engine import device_kwargs, resolve_dtype
+        from prefgen.engines.engine import engine_kwargs
 
-        kwargs = dict(model=resolve_model(source), runner="pooling", dtype=resolve_dtype(eng.dtype, device),
-                      max_model_len=eng.max_model_len, enforce_eager=eng.enforce_eager, tensor_parallel_size=eng.tensor_parallel_size)
-        kwargs.update(device_kwargs(eng, device))
-        if eng.seed is not None:
-            kwargs["seed"] = eng.seed
-        kwargs.update(eng.extra)
+        kwargs = {"runner": "pooling", **engine_kwargs(source, eng, device)}
         self.max_model_len = eng.max_model_len
         self.llm = LLM(**kwargs)
         self.tokenizer = self.llm.get_tokenizer()

@@ -1,28 +1,40 @@
-"""Re-judging a preference dataset as a Ray job: `ray job submit` onto a real three-node Ray
-cluster, output on S3, real vLLM (CPU build), a jury of the embedded model and a reward model, no
-generation.
+"""Re-judging a preference dataset as a Ray job on an autoscaling cluster, as `cluster.yaml`
+users run prefgen: `ray job submit` onto a head that holds no CPU and has no worker when the job
+starts, real vLLM (CPU build), a jury of the embedded model and a reward model, no generation,
+input and output on S3.
 
-One scenario, asserted on by every test here (it merges three that each started Ray and engines
-of their own: the job submission, the judge-only run and the reward-model run). A head on
-loopback holding no CPU and two worker nodes, each its own raylet (token authentication on, as
-users run it; `support/ray_head.py`), so the engines run on the workers; an S3 API server on
-loopback (`support/s3_server.py`) holds the output, which the test then reports, exports and
-loads with `datasets` straight from S3. The first submission is stopped with `ray job stop` as
-soon as the judge's first batch is done (its stats on S3 say so): a graceful stop, in which the
-judge takes no new batch, the batches past it are committed, the manifest says `stopped` and
-the engines exit. A second submission of the same command resumes it and does the rest, and
-every assertion below is on that final output. (Waiting for the first *commit* instead left
-nothing to resume: the judge runs ahead while the reward model's engine loads, so when the
-first commit is on S3 every row has passed the judge and all three are committed within the
-grace.) The head's `RAY_JOB_STOP_WAIT_TIME_S` gives the job supervisor's SIGKILL room for
-`ray.stop_grace_s`, as README's "Stopping a run" says. The head receives
-`jobs/run_pipeline.py` with `--working-dir <repo>`, so the code reaches the job zipped and
-uploaded, as on a cluster, and the input path in the config is relative: it resolves inside the
-uploaded copy. The job rates the bundled TRL preference sample (3 rows, one of them a
-conversation, 2 provided responses each) with `generators: []`, so the plan starts two engines
-and nothing generates: the judge (generative, under guided decoding) and the juror `rm`, the
-test-only reward model (`support/random_reward_model.py`: an untrained head, so its scores are
-noise; it tests the path, never the judgement).
+One scenario, asserted on by every test here (it merges the job submission, the judge-only run,
+the reward-model run and the autoscaling job, which each started a cluster or engines of their
+own). The cluster is Ray's own autoscaler with its fake multi-node provider
+(`support/autoscaling_head.py`: real raylets started and stopped by the real autoscaler, worker
+type CPU 2, GPU 1, accelerator_type:A10G, all logical; token authentication on, as users run it).
+The plan is made through `ray.expected_resources` (as `configs/mission.yaml` does), both engines
+ask for `device: gpu` on an A10G, so the autoscaler must add a worker for each; vLLM itself runs
+on the CPU in those actors (`engines/engine.vllm_device`). An S3 API server on loopback
+(`support/s3_server.py`) holds the input and the output, which the test then reports, exports and
+loads with `datasets` straight from S3.
+
+The first submission is stopped with `ray job stop` as soon as the judge's first batch is done
+(its stats on S3 say so): a graceful stop, in which the judge takes no new batch, the batches past
+it are committed, the manifest says `stopped` and the engines exit. (Waiting for the first
+*commit* instead left nothing to resume: the judge runs ahead while the reward model's engine
+loads, so when the first commit is on S3 every row has passed the judge and all three are
+committed within the grace.) The head's `RAY_JOB_STOP_WAIT_TIME_S` gives the job supervisor's
+SIGKILL room for `ray.stop_grace_s`, as README's "Stopping a run" says. The second submission
+resumes it and does the rest, and the assertions on rows are on that final output. It is the
+same job with its input moved: the config names the input by a relative path
+(`prefgen/data/...`), read from the copy of the repository that `--working-dir` zipped and
+uploaded, as on a cluster; a resume follows the rows (the input digest of their ids: the file's
+name, the line, the content), not the folder they are read from. Between the two submissions
+the test waits for the idle workers to go (after 15 s), so that the second submission's engines
+too run on workers the autoscaler adds (the fixture `job` says why a mix of old and new workers
+is avoided on this rig). At the end the workers scale back to zero again.
+
+The job rates the bundled TRL preference sample (3 rows, one of them a conversation, 2 provided
+responses each) with `generators: []`, so the plan starts two engines and nothing generates: the
+judge (generative, under guided decoding) and the juror `rm`, the test-only reward model
+(`support/random_reward_model.py`: an untrained head, so its scores are noise; it tests the path,
+never the judgement).
 """
 
 from __future__ import annotations
@@ -36,9 +48,10 @@ import uuid
 
 import pytest
 import yaml
+from support.autoscaling_head import MAX_WORKERS, start_autoscaling_head
 from support.job_stop import ReadyJobStop, vllm_processes
 from support.random_reward_model import random_reward_model
-from support.ray_head import JOB_TIMEOUT, _job_info, _ray, _submit, start_head, submit_command
+from support.ray_head import JOB_TIMEOUT, _job_info, _ray, _submit, submit_command
 from support.waiting import wait_for
 
 from prefgen.output.commits import CommitLog
@@ -52,15 +65,18 @@ INPUT = SAMPLE_INSTRUCTIONS.parent / "sample_preferences.jsonl"
 INPUT_IN_UPLOAD = "prefgen/data/sample_preferences.jsonl"  # relative: read from the uploaded working dir
 ROWS = 3
 # A batch per row, one at a time: when the judge has done its first, the others wait for it.
-ENGINE = {"max_model_len": 1024, "batch_size": 1, "batches_in_flight": 1, "cpu_kv_cache_gib": 1}
+# One logical A10G each: no worker holds both engines, so the autoscaler adds one for each.
+ENGINE = {"max_model_len": 1024, "batch_size": 1, "batches_in_flight": 1, "cpu_kv_cache_gib": 1,
+          "device": "gpu", "accelerator_type": "A10G", "cpus_per_replica": 1}
+EXPECTED = {"GPU": MAX_WORKERS, "CPU": 2 * MAX_WORKERS, "accelerator_type:A10G": MAX_WORKERS}  # ray.expected_resources
 GRACE_S = 90  # ray.stop_grace_s: room for the reward model's engine to start and take what the judge did
 
 
 @pytest.fixture(scope="module")
 def head(tmp_path_factory, s3_env):
     # ray job stop's SIGKILL comes RAY_JOB_STOP_WAIT_TIME_S after its SIGTERM (default 3 s)
-    yield from start_head(tmp_path_factory.mktemp("job_submit"), extra_env=s3_env | {"RAY_JOB_STOP_WAIT_TIME_S": "120"},
-                          workers=("a", "b"))
+    yield from start_autoscaling_head(tmp_path_factory.mktemp("job_submit"),
+                                      extra_env=s3_env | {"RAY_JOB_STOP_WAIT_TIME_S": "120"})
 
 
 def submit(head, config, out):
@@ -109,10 +125,9 @@ def submit_and_stop(head, config, out) -> dict:
             "done": {i for c in CommitLog.read(out).commits() for i in c["ids"]}}
 
 
-@pytest.fixture(scope="module")
-def job(head, s3_server):
-    config = {
-        "input": {"path": INPUT_IN_UPLOAD, "preference": True},
+def rejudge_config(input_path: str) -> dict:
+    return {
+        "input": {"path": input_path, "preference": True},
         "models": {"smol": {"engine": ENGINE},
                    "rm": {"kind": "reward_model", "source": random_reward_model(seed=0), "engine": ENGINE}},
         "generators": [],
@@ -126,16 +141,40 @@ def job(head, s3_server):
         # the pair check would need a third engine here (a second of smol, after the reward model's
         # stage: test_plan covers that plan); it runs in test_pipeline_run. Off, pairs say "not checked"
         "pairing": {"min_margin": 0.5, "verification": {"enabled": False}},
-        "ray": {"stop_grace_s": GRACE_S},
+        "ray": {"stop_grace_s": GRACE_S, "expected_resources": EXPECTED},
     }
-    path = head.root / "rejudge.yaml"
-    path.write_text(yaml.safe_dump(config))
-    out = f"s3://{s3_server.bucket}/rejudge-job-{uuid.uuid4().hex[:8]}"
-    stopped = submit_and_stop(head, path, out)
-    proc, info, logs = submit(head, path, out)  # the same command: resumes
-    manifest = storage(out).read_json("manifest.json")
-    job = {"proc": proc, "info": info, "logs": logs, "out": out, "manifest": manifest, "config": path,
-           "stopped": stopped}
+
+
+def scaled_down(head, timeout: float = 180) -> dict[str, dict]:
+    """The alive nodes once only the head is left (idle workers go after IDLE_TIMEOUT_MIN), or
+    whatever is alive when the time runs out."""
+    deadline = time.monotonic() + timeout
+    while len(nodes := head.alive_resources()) > 1 and time.monotonic() < deadline:
+        time.sleep(5)
+    return nodes
+
+
+@pytest.fixture(scope="module")
+def job(head, s3_server):
+    before = head.alive_resources()
+    folder = f"s3://{s3_server.bucket}/rejudge-job-{uuid.uuid4().hex[:8]}"
+    storage(folder).put(INPUT.name, INPUT.read_bytes())  # the same name: a row's id holds it
+    on_s3, in_upload = head.root / "rejudge.yaml", head.root / "rejudge-input-in-upload.yaml"
+    on_s3.write_text(yaml.safe_dump(rejudge_config(f"{folder}/{INPUT.name}")))
+    in_upload.write_text(yaml.safe_dump(rejudge_config(INPUT_IN_UPLOAD)))
+    out = f"{folder}/out"
+    stopped = submit_and_stop(head, on_s3, out)
+    # Back to the head alone before the resubmission, so that its workers start fresh, as the first
+    # submission's did. (All fake nodes share the head's temp dir, so a node that joins while another
+    # still holds the job's unpacked working dir unpacks it again over the other's processes: an engine
+    # actor there lost its current directory and died. On a real cluster each node has its own disk.)
+    between = scaled_down(head)
+    proc, info, logs = submit(head, in_upload, out)  # the same job, its input moved: resumes
+    store = storage(out)
+    manifest = store.read_json("manifest.json")
+    stats = [json.loads(store.read(e.key)) for e in store.list_all("_stats") if e.key.endswith(".json")]
+    job = {"before": before, "between": between, "proc": proc, "info": info, "logs": logs, "out": out, "manifest": manifest,
+           "stopped": stopped, "stats": stats}
     if manifest:
         job |= {"pairs": read_output(out, "pairs").to_pylist(), "rejects": read_output(out, "rejects").to_pylist()}
     return job
@@ -156,7 +195,22 @@ def test_token_auth_guards_the_head(head):
         assert "AuthenticationError" in proc.stderr, proc.stderr[-2000:]
 
 
-def test_the_job_succeeds_and_its_counts_add_up(job):
+def test_a_bad_config_job_fails_with_the_key_named(head):
+    bad = head.root / "bad.yaml"
+    bad.write_text(yaml.safe_dump({"judge": {"sampling": {"temprature": 0.0}}}))
+    sid = f"prefgen-bad-{uuid.uuid4().hex[:8]}"
+    proc, _ = _submit(head, sid, "run", str(bad), "--output", str(head.root / "bad-out"))
+    assert proc.returncode != 0
+    info = _job_info(head, sid)
+    assert info["status"] == "FAILED" and info["driver_exit_code"] == 2, info
+    logs = _ray(head.env, "job", "logs", "--address", head.address, sid)
+    assert "judge.sampling.temprature: Extra inputs are not permitted" in logs.stdout
+    assert not (head.root / "bad-out").exists()
+
+
+def test_the_job_starts_with_no_worker_succeeds_and_its_counts_add_up(job):
+    (head,) = job["before"].values()  # the head alone, holding no CPU
+    assert head.get("CPU", 0) == 0 and head.get("GPU", 0) == 0, job["before"]
     proc, info = job["proc"], job["info"]
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     assert info["status"] == "SUCCEEDED" and info["driver_exit_code"] == 0, info
@@ -169,9 +223,13 @@ def test_the_job_succeeds_and_its_counts_add_up(job):
     assert (len(job["pairs"]), len(job["rejects"])) == (m["pairs"], sum(m["rejects"].values())), m
 
 
-def test_the_plan_starts_the_judges_engines_and_nothing_generates(job):
+def test_the_plan_is_made_for_the_expected_resources_and_starts_the_judges_engines_on_gpus(job):
     plan = [line for line in job["logs"].stdout.splitlines() if "plan:" in line]
+    # planned for what the cluster is expected to grow to, not for the head alone
+    assert any(f"mode: streaming (planned for CPU={2 * MAX_WORKERS}, GPU={MAX_WORKERS}, "
+               f"accelerator_type:A10G={MAX_WORKERS})" in line for line in plan), plan
     assert any("engines: 2" in line for line in plan), plan
+    assert sum("on gpu, 1 replica(s) x 1 GPU of type A10G + 1 CPU" in line for line in plan) == 2, plan
     assert sorted(line.split("roles:")[1].strip() for line in plan if "roles:" in line) == ["judge:judge", "judge:rm"]
     m = job["manifest"]
     assert m["candidates"]["provided"] == 2 * ROWS
@@ -232,26 +290,18 @@ def test_each_engine_reports_its_start_and_its_work(job):
     assert m["stages"]["smol"]["output_tokens"] > 0
 
 
-def test_a_bad_config_job_fails_with_the_key_named(head):
-    bad = head.root / "bad.yaml"
-    bad.write_text(yaml.safe_dump({"judge": {"sampling": {"temprature": 0.0}}}))
-    sid = f"prefgen-bad-{uuid.uuid4().hex[:8]}"
-    proc, _ = _submit(head, sid, "run", str(bad), "--output", str(head.root / "bad-out"))
-    assert proc.returncode != 0
-    info = _job_info(head, sid)
-    assert info["status"] == "FAILED" and info["driver_exit_code"] == 2, info
-    logs = _ray(head.env, "job", "logs", "--address", head.address, sid)
-    assert "judge.sampling.temprature: Extra inputs are not permitted" in logs.stdout
-    assert not (head.root / "bad-out").exists()
-
-
-def test_the_engines_ran_on_the_worker_nodes(head, job):
-    nodes = head.nodes()
-    assert sorted(nodes.values()) == ["a", "b", "head"]
-    store = storage(job["out"])
-    stats = [json.loads(store.read(e.key)) for e in store.list_all("_stats") if e.key.endswith(".json")]
-    assert {s["stage"] for s in stats} == {"smol", "rm"}
-    assert {nodes.get(s["node"]) for s in stats} <= {"a", "b"}  # the head holds no CPU: no engine there
+def test_the_engines_ran_on_workers_the_autoscaler_added_for_them(job):
+    nodes: dict[str, dict[str, set]] = {}  # attempt -> stage -> the nodes its actors ran on
+    for st in job["stats"]:
+        nodes.setdefault(st["attempt"], {}).setdefault(st["stage"], set()).add(st["node"])
+    assert len(nodes) == 2, nodes  # the stopped submission's and the resumption's
+    for stages in nodes.values():
+        assert set(stages) <= {"smol", "rm"}, nodes
+        # not the head (it was the only node when the job started, and holds no CPU): added workers
+        assert all(n and n not in job["before"] for ns in stages.values() for n in ns), nodes
+        if len(stages) == 2:  # one logical GPU a worker, one an engine: each engine on a worker of its own
+            assert not stages["smol"] & stages["rm"], nodes
+    assert any(set(stages) == {"smol", "rm"} for stages in nodes.values()), nodes
 
 
 def test_the_output_on_s3_is_reported_exported_and_loaded_by_datasets(job, tmp_path):
@@ -283,13 +333,15 @@ def test_ray_job_stop_stops_the_first_submission_gracefully_and_keeps_its_commit
     assert "(exit code 4)" in log, log[-3000:]
     m = st["manifest"]
     assert m["status"] == "stopped" and [a["status"] for a in m["attempts"]] == ["stopped"], m["attempts"]
+    assert f"{ROWS} rows read from s3://" in log and f"{ROWS} usable" in log, log[:3000]  # its input on S3
     assert "stopped on request (SIGTERM)" in m["attempts"][0]["error"]
     # what the judge had done before the stop was committed, a batch a row; the rows it refused are left
     assert 1 <= len(st["done"]) < ROWS and len(st["commits"]) == len(st["done"]), st
     assert st["engines"] and st["engines_after"] == [], st  # vLLM's processes ran, and none outlived the job
 
 
-def test_the_same_command_again_resumes_the_stopped_output_on_s3_and_does_the_rest(job):
+def test_the_job_resubmitted_with_its_input_in_the_uploaded_working_dir_resumes_on_s3_and_does_the_rest(job):
+    # the input's relative path resolved inside the uploaded copy; its rows are the ones on S3
     st, logs, m = job["stopped"], job["logs"].stdout, job["manifest"]
     assert f"{len(st['done'])} rows already done" in logs, logs[-3000:]
     assert m["status"] == "complete" and [a["status"] for a in m["attempts"]] == ["stopped", "complete"]
@@ -298,3 +350,9 @@ def test_the_same_command_again_resumes_the_stopped_output_on_s3_and_does_the_re
     expected = read_instructions(InputConfig(path=str(INPUT), preference=True))
     assert ids == sorted(r["id"] for r in expected.rows)  # every input row exactly once: nothing doubled or lost
     assert st["done"] <= set(ids)
+
+
+def test_the_workers_scale_back_to_zero_once_idle(head, job):
+    assert list(job["between"]) == list(job["before"])  # after the stopped submission
+    # last in the module: the tests above ran while the workers idled
+    assert list(scaled_down(head)) == list(job["before"])

@@ -3,10 +3,13 @@ CPU and no workers, under Ray's own autoscaler with its fake multi-node provider
 stops worker "nodes" (each its own raylet on this machine) as the demand asks.
 
 The worker type advertises what `cluster.yaml`'s GPU workers do (`GPU: 1`,
-`accelerator_type:A10G`), as logical resources: no GPU is needed. Token authentication is on, as
-on every head `ray_head.py` starts; the GCS listens on a free port (the provider is told it,
-else its workers dial 6379), the dashboard too. The teardown stops exactly this cluster's
-processes: the fake workers are children of the head's autoscaler, so they share its session.
+`accelerator_type:A10G`), as logical resources: no GPU is needed (vLLM's CPU build runs in the
+actors that hold them). Token authentication is on, with a token generated under the head's own
+HOME (`ray_head._head_env`); the GCS listens on a free port (the provider is told it, else its
+workers dial 6379), the dashboard too. The workers use the head's temp dir and inherit its
+environment (an S3 endpoint, say). The teardown stops exactly this cluster's processes
+(`ray_head.stop_cluster`): the fake workers are children of the head's autoscaler, so they share
+its session.
 """
 
 from __future__ import annotations

@@ -1,9 +1,8 @@
-"""A real Ray cluster for job tests: a head started with the `ray` CLI on loopback (CPU only,
-token authentication on, free ports, its own --temp-dir and HOME) and, if asked, worker nodes
-joined to it with `ray start --address` (each its own raylet with a resource `node:<name>`, the
-head then holding no CPU, as `cluster.yaml`'s: the work lands on the workers). Jobs are
-submitted with `ray job submit` as a user types it; the teardown stops exactly this cluster's
-processes, never another Ray on the machine.
+"""A Ray head for job tests, and what tests do with it: the handle (`Head`: its job server's
+address, the environment every CLI call against it uses, its temp dir), the head's environment
+(token authentication on, its own HOME, no RAY_* of the caller's), `ray job submit` as a user
+types it, a job's status, and the teardown that stops exactly this cluster's processes, never
+another Ray on the machine. The cluster itself is `autoscaling_head.py`'s.
 """
 
 from __future__ import annotations
@@ -13,7 +12,6 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +19,6 @@ from pathlib import Path
 import psutil
 
 from support.paths import REPO
-from support.ports import free_ports
 
 # The interpreter running the tests is the one with prefgen's dependencies; the head's PATH
 # need not contain it, so the job names it by absolute path (not resolved: a venv's python is
@@ -29,8 +26,6 @@ from support.ports import free_ports
 PYTHON = sys.executable
 RAY = str(Path(sys.executable).parent / "ray")
 RUNTIME_ENV = REPO / "jobs" / "runtime_env.yaml"
-NUM_CPUS = 6  # a lone head's logical CPUs: two engine actors at 1 each, the data tasks
-WORKER_CPUS = 3  # a worker node's: an engine actor and the data tasks
 JOB_TIMEOUT = 900
 # The embedded model is converted once into the real cache; the head runs under a temporary
 # HOME, so point it there explicitly instead of converting again under the temporary HOME.
@@ -44,7 +39,6 @@ class Head:
     root: Path  # per-module scratch: HOME, job outputs
     temp_dir: Path  # the head's --temp-dir (sessions, logs, sockets, uploaded packages)
     gcs: str = ""  # the GCS address a worker node or a driver joins
-    workers: tuple[str, ...] = ()  # the worker nodes' names (resource `node:<name>`)
 
     def alive_resources(self) -> dict[str, dict]:
         """Each alive node's id -> its resources, the head's first."""
@@ -57,16 +51,10 @@ class Head:
         found = json.loads(next(line for line in proc.stdout.splitlines() if line.startswith("NODES "))[6:])
         return dict(sorted(found.items(), key=lambda item: "node:__internal_head__" not in item[1]))
 
-    def nodes(self) -> dict[str, str]:
-        """Ray node id -> the worker's name, or "head"."""
-        return {node: next((k.removeprefix("node:") for k in res if k.startswith("node:") and k[5:] in self.workers),
-                           "head") for node, res in self.alive_resources().items()}
-
-
 
 def _head_env(home: Path) -> dict:
     # No RAY_* from the caller's environment: no RAY_ADDRESS of another cluster, no token
-    # (RAY_AUTH_TOKEN / RAY_AUTH_TOKEN_PATH) other than the one generated below.
+    # (RAY_AUTH_TOKEN / RAY_AUTH_TOKEN_PATH) other than the one generated under this HOME.
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
     env.update(
         HOME=str(home),  # `ray get-auth-token --generate` always writes ~/.ray/auth_token
@@ -166,79 +154,6 @@ def submit_command(head: Head, submission_id: str, *pipeline_args: str,
         "--",
         PYTHON, entrypoint, *pipeline_args,
     ]  # fmt: skip
-
-
-def _start_worker(env: dict, gcs: str, name: str, temp_dir: Path) -> None:
-    node_mgr, obj_mgr, agent_http, agent_grpc, env_agent, metrics = free_ports(6)
-    cmd = [RAY, "start", f"--address={gcs}", "--node-ip-address=127.0.0.1", f"--num-cpus={WORKER_CPUS}",
-           "--num-gpus=0", f"--resources={json.dumps({f'node:{name}': 1})}", f"--object-store-memory={256 << 20}",
-           f"--node-manager-port={node_mgr}", f"--object-manager-port={obj_mgr}",
-           f"--dashboard-agent-listen-port={agent_http}", f"--dashboard-agent-grpc-port={agent_grpc}",
-           f"--runtime-env-agent-port={env_agent}", f"--metrics-export-port={metrics}", f"--temp-dir={temp_dir}",
-           "--disable-usage-stats"]
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-
-
-def start_head(root: Path, extra_env: dict | None = None, workers: tuple[str, ...] = ()):
-    """A head on loopback for one test module, with worker nodes if named (a generator: yields the
-    Head, then stops exactly its processes). `extra_env`: for every node, so for the jobs' workers
-    too (an object store's endpoint and keys, say)."""
-    assert Path(RAY).exists(), f"no ray CLI next to {PYTHON}"
-    home = root / "home"
-    home.mkdir()
-    env = dict(_head_env(home), **(extra_env or {}))
-
-    gen = _ray(env, "get-auth-token", "--generate")
-    assert gen.returncode == 0, gen.stderr
-    assert (home / ".ray" / "auth_token").read_text().strip() == gen.stdout.strip()
-
-    # Short path: Ray's unix sockets live under it (limit ~107 characters).
-    temp_dir = Path(tempfile.mkdtemp(prefix="prefgen-ray-"))
-    gcs, dash, node_mgr, obj_mgr, agent_http, agent_grpc, env_agent, metrics, client = free_ports(9)
-    cmd = [
-        RAY, "start", "--head",
-        "--node-ip-address=127.0.0.1",
-        f"--port={gcs}",
-        "--dashboard-host=127.0.0.1",
-        f"--dashboard-port={dash}",
-        f"--node-manager-port={node_mgr}",
-        f"--object-manager-port={obj_mgr}",
-        f"--dashboard-agent-listen-port={agent_http}",
-        f"--dashboard-agent-grpc-port={agent_grpc}",
-        f"--runtime-env-agent-port={env_agent}",
-        f"--metrics-export-port={metrics}",
-        f"--ray-client-server-port={client}",
-        f"--num-cpus={0 if workers else NUM_CPUS}",
-        "--num-gpus=0",
-        f"--object-store-memory={1024**3}",
-        f"--temp-dir={temp_dir}",
-        "--disable-usage-stats",
-    ]  # fmt: skip
-    # A new session: every process the head spawns (GCS, raylet, dashboard, workers, engines)
-    # carries this session id, which is how the teardown finds them.
-    start = subprocess.Popen(
-        cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
-    )
-    try:
-        out, _ = start.communicate(timeout=300)
-        (root / "ray_start.txt").write_text(out)
-        assert start.returncode == 0, out[-5000:]
-        h = Head(address=f"http://127.0.0.1:{dash}", env=env, root=root, temp_dir=temp_dir,
-                 gcs=f"127.0.0.1:{gcs}", workers=tuple(workers))
-        for name in workers:  # the same session: the teardown finds them by the temp dir
-            _start_worker(env, h.gcs, name, temp_dir)
-        # `ray start` returns before the job server answers; wait until `ray job list` works.
-        deadline = time.monotonic() + 180
-        while True:
-            probe = _ray(env, "job", "list", "--address", h.address)
-            if probe.returncode == 0:
-                break
-            assert time.monotonic() < deadline, probe.stdout[-2000:] + probe.stderr[-3000:]
-            time.sleep(2)
-        yield h
-    finally:
-        stop_cluster(start, temp_dir)
 
 
 def stop_cluster(start: subprocess.Popen, temp_dir: Path) -> None:

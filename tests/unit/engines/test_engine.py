@@ -145,6 +145,23 @@ def test_a_cpu_engine_gets_a_fixed_kv_cache_and_a_gpu_engine_its_memory_share():
     assert device_kwargs(eng, "gpu") == {"gpu_memory_utilization": 0.8}
 
 
+def test_an_engine_placed_on_a_gpu_gets_the_gpu_arguments_unless_vllm_is_the_cpu_build():
+    from prefgen.config import EngineConfig
+    from prefgen.engines.engine import engine_kwargs, vllm_device
+
+    eng = EngineConfig(device="gpu", cpu_kv_cache_gib=1, gpu_memory_utilization=0.8, extra={"swap_space": 0})
+    on_gpu = engine_kwargs("/models/m", eng, "gpu", cpu_build=False)
+    assert on_gpu["gpu_memory_utilization"] == 0.8 and "kv_cache_memory_bytes" not in on_gpu
+    assert on_gpu["dtype"] == "auto" and on_gpu["swap_space"] == 0  # the checkpoint's dtype; extra kept
+    # vLLM's CPU build in an actor holding a (logical) GPU: a fixed KV cache, not 0.8 of the host's RAM
+    on_cpu_build = engine_kwargs("/models/m", eng, "gpu", cpu_build=True)
+    assert on_cpu_build["kv_cache_memory_bytes"] == 2**30 and "gpu_memory_utilization" not in on_cpu_build
+    assert on_cpu_build["dtype"] in ("bfloat16", "float32") and on_cpu_build["swap_space"] == 0
+    assert engine_kwargs("/models/m", eng, "cpu", cpu_build=True) == on_cpu_build
+    assert (vllm_device("gpu", cpu_build=False), vllm_device("gpu", cpu_build=True)) == ("gpu", "cpu")
+    assert vllm_device("cpu", cpu_build=False) == "cpu"
+
+
 def fake_vllm_sampling(monkeypatch):
     """vLLM's sampling modules as stand-ins that keep their keyword arguments (importing vLLM takes ~20 s)."""
     import sys
