@@ -90,7 +90,7 @@ def engine_kwargs(source: str, eng: EngineConfig, device: str, adapters: dict | 
     kwargs.update(device_kwargs(eng, device))
     if eng.seed is not None:
         kwargs["seed"] = eng.seed
-    kwargs.update(engine_lora_kwargs(adapters or {}))
+    kwargs.update(engine_lora_kwargs(adapters or {}, device))
     kwargs.update(eng.extra)
     return kwargs
 
