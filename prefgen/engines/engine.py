@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from prefgen.config import EngineConfig, SamplingConfig
-from prefgen.engines.adapter_gate import AdapterGate
 from prefgen.prompts import Message
 
 
@@ -91,7 +90,7 @@ def engine_kwargs(source: str, eng: EngineConfig, device: str, adapters: dict | 
     kwargs.update(device_kwargs(eng, device))
     if eng.seed is not None:
         kwargs["seed"] = eng.seed
-    kwargs.update(engine_lora_kwargs(adapters or {}))
+    kwargs.update(engine_lora_kwargs(adapters or {}, device))
     kwargs.update(eng.extra)
     return kwargs
 
@@ -246,8 +245,6 @@ class AsyncVllmEngine:
         self.llm = AsyncLLM.from_engine_args(AsyncEngineArgs(**{"disable_log_stats": True,
                                                                 **engine_kwargs(source, eng, device, adapters)}))
         self.loras = lora_requests(adapters)
-        # the CPU build serves a step mixing adapters (the base included) wrongly: one at a time (adapter_gate.py)
-        self.gate = AdapterGate() if adapters and device != "gpu" else None
         self.tokenizer = self.llm.get_tokenizer()
         self._ids = itertools.count()
         self._tokenizer_lock = threading.Lock()
@@ -257,12 +254,6 @@ class AsyncVllmEngine:
             return tokenized(self.tokenizer, requests, self.engine_cfg.max_model_len)
 
     async def _complete(self, ids: list[int], request: Request) -> Result:
-        if self.gate is None:
-            return await self._generate(ids, request)
-        async with self.gate.admitted(request.adapter):
-            return await self._generate(ids, request)
-
-    async def _generate(self, ids: list[int], request: Request) -> Result:
         final = None
         async for out in self.llm.generate(token_prompt(ids), sampling_params(request), f"prefgen-{next(self._ids)}",
                                            lora_request=lora_of(self.loras, request)):

@@ -50,14 +50,12 @@ class FakeAsyncLLM:
     def __init__(self, failing=(), blocked=()):
         self.failing, self.blocked = failing, blocked
         self.seen, self.cancelled, self.most_open = [], [], 0
-        self.open, self.loras, self.open_loras, self.mixed = 0, {}, [], False
+        self.open, self.loras = 0, {}
 
     async def generate(self, prompt, params, request_id, lora_request=None):
         text = "".join(map(chr, prompt["ids"]))
         self.seen.append(text)
         self.loras[text] = lora_request
-        self.open_loras.append(lora_request)
-        self.mixed |= len(set(self.open_loras)) > 1
         self.open += 1
         self.most_open = max(self.most_open, self.open)
         try:
@@ -73,14 +71,13 @@ class FakeAsyncLLM:
             raise
         finally:
             self.open -= 1
-            self.open_loras.remove(lora_request)
 
 
 def async_engine(llm, max_model_len=16):
     eng = object.__new__(AsyncVllmEngine)
     eng.engine_cfg, eng.llm, eng.tokenizer = EngineConfig(max_model_len=max_model_len), llm, CountingTokenizer()
     eng._ids, eng._tokenizer_lock = iter(range(1000)), threading.Lock()
-    eng.loras, eng.gate = {}, None
+    eng.loras = {}
     return eng
 
 
@@ -203,29 +200,11 @@ def test_each_request_runs_on_its_adapter_and_an_unknown_adapter_is_refused(no_v
 def test_lora_engine_arguments_come_from_the_declared_adapters():
     from prefgen.config.adapters import engine_lora_kwargs
 
-    assert engine_lora_kwargs({}) == {}
+    assert engine_lora_kwargs({}, "cpu") == {}
     rank = lambda r: SimpleNamespace(adapter_rank=r)  # noqa: E731
-    assert engine_lora_kwargs({"a": rank(8), "b": rank(4)}) == {"enable_lora": True, "max_loras": 2, "max_lora_rank": 8}
-    assert engine_lora_kwargs({"a": rank(12)})["max_lora_rank"] == 16  # vLLM takes 1, 8, 16, 32, ...
+    two = {"a": rank(8), "b": rank(4)}
+    assert engine_lora_kwargs(two, "gpu") == {"enable_lora": True, "max_loras": 2, "max_lora_rank": 8}
+    assert engine_lora_kwargs(two, "cpu")["max_loras"] == 3  # a spare, zero slot for base requests (see the docstring)
+    assert engine_lora_kwargs({"a": rank(12)}, "gpu")["max_lora_rank"] == 16  # vLLM takes 1, 8, 16, 32, ...
     kwargs = engine_module.engine_kwargs("/models/m", EngineConfig(extra={"max_loras": 4}), "cpu", {"a": rank(8)})
     assert kwargs["enable_lora"] and kwargs["max_lora_rank"] == 8 and kwargs["max_loras"] == 4  # extra wins
-
-
-def test_on_the_cpu_an_engine_with_adapters_never_mixes_them_in_one_step(no_vllm):
-    from prefgen.engines.adapter_gate import AdapterGate
-
-    def on(adapter, content):
-        return Request([{"role": "user", "content": content}], SamplingConfig(max_tokens=4), adapter=adapter)
-
-    requests = [on(None, "b1"), on("a", "a1"), on(None, "b2"), on("a", "a2")]
-    llm = FakeAsyncLLM()
-    eng = async_engine(llm)
-    eng.loras = {"a": "lora-a"}
-    asyncio.run(eng.chat(requests))
-    assert llm.mixed  # without the gate the fake engine holds base and adapter requests at once
-    llm = FakeAsyncLLM()
-    eng = async_engine(llm)
-    eng.loras, eng.gate = {"a": "lora-a"}, AdapterGate()
-    results = asyncio.run(eng.chat(requests))
-    assert not llm.mixed and llm.most_open == 2  # the base's two together, then the adapter's two
-    assert [r.texts for r in results] == [["b1:0"], ["a1:0"], ["b2:0"], ["a2:0"]]  # in request order
