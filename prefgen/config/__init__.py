@@ -47,7 +47,7 @@ from prefgen.config.roles import (  # noqa: F401
 )
 from prefgen.config.input import InputConfig  # noqa: F401 - importable from here
 from prefgen.config.load import ConfigError, apply_overrides, format_errors, read_yaml
-from prefgen.config.checks import few_candidates, never_output
+from prefgen.config.checks import check_adapter_of, few_candidates, never_output
 from prefgen.config.digest import config_digest, digest_parts
 from prefgen.config.family import self_preference_warnings
 
@@ -173,9 +173,13 @@ class PipelineConfig(Strict):
         for key, role in self.roles_by_key():
             role.model = self._declare(key, role, declared)
             role.engine = None
+            check_adapter_of(key, role, role.model, self.models[role.model])
         return self
 
     def _declare(self, key: str, role: RoleConfig, declared: list[str]) -> str:
+        if role.adapter is not None and role.model not in self.models and not (role.model is None and declared):
+            raise ValueError(f"{key}.adapter: an adapter is one of a model's `adapters:`; declare the model under "
+                             f"`models:` with it and name that model here")
         if role.model in self.models:
             if role.engine is not None:
                 raise ValueError(f"{key}.engine: model {role.model!r} is declared under models; "

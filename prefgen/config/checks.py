@@ -102,3 +102,19 @@ def few_candidates(cfg) -> str | None:
         return None
     return (f"input.responses: rows get {count} candidate(s) when column {cfg.input.responses[0]!r} holds one "
             "response; a row needs a list of two or more there, or it is rejected as too_few_candidates")
+
+
+def check_adapter_of(key: str, role, model_name: str, model) -> None:
+    """ValueError when a role's `adapter` is not one of its model's declared adapters."""
+    if role.adapter is None:
+        return
+    adapters = getattr(model, "adapters", None)
+    if adapters is None:
+        why = ("vLLM's OpenAI server takes an adapter as a model name: declare an endpoint model whose `model` is "
+               "the adapter's name" if isinstance(model, EndpointModel) else "a reward model scores with its own head")
+        raise ValueError(f"{key}.adapter: model {model_name!r} is kind {model.kind}; adapters are served on kind "
+                         f"vllm models only ({why})")
+    if role.adapter not in adapters:
+        declared = ", ".join(adapters) or "none"
+        raise ValueError(f"{key}.adapter: {role.adapter!r} is not an adapter of model {model_name!r} "
+                         f"(models.{model_name}.adapters: {declared})")

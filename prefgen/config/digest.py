@@ -4,7 +4,8 @@ A killed run resumes when the new config gives the same digest; otherwise it is 
 `--overwrite` starts fresh). The digest therefore covers what shapes the output and nothing else:
 - the roles (generators, evolution, judge, jury) with their sampling, prompts and rules, each
   role's model by what it is (its kind, source and the engine keys that change outputs,
-  `models.ENGINE_OUTPUT_KEYS`), not by the name it is declared under;
+  `models.ENGINE_OUTPUT_KEYS`, and the content hash of the LoRA adapter it runs on), not by the
+  name it is declared under;
 - pairing and the run seed;
 - the text of every prompt sent: generator system prompts and templates, the evolution template
   and criteria (all loaded into the config from built-ins or files), and each LLM judge's prompt
@@ -36,13 +37,17 @@ def _hash(value) -> str:
     return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()
 
 
-def model_identity(model) -> dict:
-    """A model as the digest sees it: kind, source and the engine keys that change outputs; an
-    endpoint by what answers (URL and model), not by how it is called (key source, limits, prices)."""
+def model_identity(model, adapter: str | None = None) -> dict:
+    """A model as the digest sees it: kind, source and the engine keys that change outputs, and the
+    content hash of the LoRA `adapter` the role runs on (not its path); an endpoint by what answers
+    (URL and model), not by how it is called (key source, limits, prices)."""
     if isinstance(model, EndpointModel):
         return {"kind": model.kind, "base_url": model.base_url, "model": model.model}
     engine = model.engine.model_dump(mode="json", include=set(ENGINE_OUTPUT_KEYS))
-    return {"kind": model.kind, "source": model.source, "engine": engine}
+    identity = {"kind": model.kind, "source": model.source, "engine": engine}
+    if adapter is not None:
+        identity["adapter"] = model.adapters[adapter].content_hash
+    return identity
 
 
 def judge_prompts(judge) -> dict[str, str]:
@@ -74,7 +79,7 @@ def shaping_content(cfg) -> dict:
             node = node[int(part)] if part.isdigit() else node[part]
         model = cfg.model_of(role)
         node.pop("engine", None)  # shorthand only; resolved into the model
-        node["model"] = model_identity(model)
+        node["model"] = model_identity(model, role.adapter)
         if key == "judge" or key.startswith("jury."):
             # the rubrics in use are in the rendered prompts; unused ones change nothing
             node["rubrics"] = {a: r for a, r in node["rubrics"].items() if a in role.aspects}

@@ -15,6 +15,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator, model_validator
 
+from prefgen.config.adapters import AdapterSpec, check_adapters
 from prefgen.config.embedded import EMBEDDED_MODELS, EMBEDDED_SCHEME, is_embedded
 
 DEFAULT_MODEL = EMBEDDED_SCHEME + "SmolLM2-135M-Instruct"
@@ -162,11 +163,24 @@ class VllmModel(Strict):
     kind: Literal["vllm"] = Field("vllm", description="How the model is served: vllm (an engine in the job).")
     source: str = Field(DEFAULT_MODEL, description="Local folder, Hugging Face hub id, or embedded://NAME.")
     engine: EngineConfig = Field(default_factory=EngineConfig)
+    adapters: dict[str, AdapterSpec] = Field(
+        default_factory=dict,
+        description="LoRA adapters served on this model's engine, by name: a folder, or {path, rank}. A role "
+        "names one with `adapter:`; all share the one engine (config/adapters.py).",
+    )
 
     @field_validator("source")
     @classmethod
     def _source_exists(cls, value: str) -> str:
         return check_source(value)
+
+    @model_validator(mode="after")
+    def _adapters_fit(self) -> VllmModel:
+        for name in self.adapters:
+            check_name(name, "adapter")
+        if self.adapters:
+            check_adapters(self.source, self.adapters)
+        return self
 
     def engine_key(self) -> str:
         """What makes two declarations one engine: the source and every engine setting."""
@@ -185,6 +199,11 @@ class RewardModel(Strict):
     kind: Literal["reward_model"] = Field(description="reward_model: a scoring head, run by vLLM's pooling runner.")
     source: str = Field(description="Local folder or Hugging Face hub id of a *ForSequenceClassification model.")
     engine: EngineConfig = Field(default_factory=EngineConfig)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_adapters(cls, value):
+        return refuse_adapters("reward_model", value)
 
     @field_validator("source")
     @classmethod
@@ -223,6 +242,11 @@ class EndpointModel(Strict):
     batch_size: int = Field(16, ge=1, description="Instructions per batch sent to the endpoint's actor.")
     batches_in_flight: int = Field(8, ge=1, description="Batches the endpoint's actor works on at once.")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _no_adapters(cls, value):
+        return refuse_adapters("endpoint", value)
+
     @field_validator("base_url")
     @classmethod
     def _url(cls, value: str) -> str:
@@ -252,6 +276,16 @@ class EndpointModel(Strict):
 
     def engine_key(self) -> str:
         return json.dumps(self.model_dump(mode="json"), sort_keys=True)
+
+
+def refuse_adapters(kind: str, value):
+    """A clear refusal of `adapters:` on a model that is not `kind: vllm` (a before-validator)."""
+    if isinstance(value, dict) and "adapters" in value:
+        why = ("vLLM's OpenAI server takes adapters as model names (--lora-modules NAME=PATH): declare one "
+               "endpoint model per adapter, its `model` the adapter's name" if kind == "endpoint"
+               else "a reward model scores with its own head")
+        raise ValueError(f"adapters: LoRA adapters are served on kind vllm models only; {why}")
+    return value
 
 
 def _model_kind(value) -> str:

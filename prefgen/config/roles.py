@@ -39,6 +39,9 @@ class RoleConfig(Strict):
     engine: EngineConfig | None = Field(
         None, description="Shorthand only (model given as a source): the engine settings of that model."
     )
+    adapter: str | None = Field(
+        None, description="A LoRA adapter listed under the model's `adapters:`; this role's requests run on it "
+        "(on the model's one engine). None: the base model.")
     sampling: SamplingConfig = Field(default_factory=SamplingConfig)
 
 

@@ -34,6 +34,7 @@ class Request:
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
     n: int = 1
     json_schema: dict | None = None
+    adapter: str | None = None  # a LoRA adapter of the engine's model (its name under `adapters:`); none: the base
 
 
 @dataclass
@@ -84,11 +85,14 @@ def vllm_device(device: str, cpu_build: bool | None = None) -> str:
     return "cpu" if cpu_build else device
 
 
-def engine_kwargs(source: str, eng: EngineConfig, device: str, cpu_build: bool | None = None) -> dict:
+def engine_kwargs(source: str, eng: EngineConfig, device: str, adapters: dict | None = None,
+                  cpu_build: bool | None = None) -> dict:
     """vLLM engine arguments of one model's engine (the same for `LLM`, `AsyncLLM` and the reward
-    model's pooling `LLM`). `device` is the placement's; the memory arguments and the dtype
-    follow the device vLLM computes on (`vllm_device`): a GPU's memory share given to the CPU
-    build would reserve that share of the host's RAM, and fail when other processes hold more."""
+    model's pooling `LLM`). `device` is the placement's; the memory arguments, the dtype and the
+    LoRA slots follow the device vLLM computes on (`vllm_device`): a GPU's memory share given to
+    the CPU build would reserve that share of the host's RAM, and fail when other processes hold
+    more. `adapters`: the model's LoRA adapters by name (`AdapterSpec`), served on it."""
+    from prefgen.config.adapters import engine_lora_kwargs
     from prefgen.config.embedded import resolve_model
 
     device = vllm_device(device, cpu_build)
@@ -102,6 +106,7 @@ def engine_kwargs(source: str, eng: EngineConfig, device: str, cpu_build: bool |
     kwargs.update(device_kwargs(eng, device))
     if eng.seed is not None:
         kwargs["seed"] = eng.seed
+    kwargs.update(engine_lora_kwargs(adapters or {}, device))
     kwargs.update(eng.extra)
     return kwargs
 
@@ -176,6 +181,25 @@ def token_prompt(ids: list[int]):
     return tokens_input(ids)
 
 
+def lora_requests(adapters: dict | None) -> dict:
+    """vLLM's `LoRARequest` per adapter name (ids from 1, as vLLM wants), built once per engine."""
+    if not adapters:
+        return {}
+    from vllm.lora.request import LoRARequest
+
+    return {name: LoRARequest(name, i, spec.path) for i, (name, spec) in enumerate(sorted(adapters.items()), 1)}
+
+
+def lora_of(loras: dict, request: Request):
+    """The `LoRARequest` a request runs on (None: the base model)."""
+    if request.adapter is None:
+        return None
+    if request.adapter not in loras:
+        raise ValueError(f"adapter {request.adapter!r} is not served by this engine (it serves: "
+                         f"{', '.join(loras) or 'no adapter'})")
+    return loras[request.adapter]
+
+
 def result_of(output) -> Result:
     """A Result from vLLM's finished RequestOutput (its n completions)."""
     return Result(
@@ -200,11 +224,12 @@ def tokenized(tokenizer, requests: list[Request], max_model_len: int) -> tuple[l
 class VllmEngine:
     """A resident `vllm.LLM`, one `chat` call at a time; every request brings its own sampling, `n` and schema."""
 
-    def __init__(self, source: str, eng: EngineConfig, device: str):
+    def __init__(self, source: str, eng: EngineConfig, device: str, adapters: dict | None = None):
         from vllm import LLM
 
         self.engine_cfg = eng
-        self.llm = LLM(**engine_kwargs(source, eng, device))
+        self.llm = LLM(**engine_kwargs(source, eng, device, adapters))
+        self.loras = lora_requests(adapters)
         self.tokenizer = self.llm.get_tokenizer()
 
     def prompt_tokens(self, messages: list[Message]) -> int:
@@ -214,7 +239,8 @@ class VllmEngine:
         results, runnable = tokenized(self.tokenizer, requests, self.engine_cfg.max_model_len)
         if runnable:
             outputs = self.llm.generate([token_prompt(ids) for _, ids in runnable],
-                                        [sampling_params(requests[i]) for i, _ in runnable], use_tqdm=False)
+                                        [sampling_params(requests[i]) for i, _ in runnable], use_tqdm=False,
+                                        lora_request=[lora_of(self.loras, requests[i]) for i, _ in runnable])
             for (i, _), out in zip(runnable, outputs):
                 results[i] = result_of(out)
         return results
@@ -227,13 +253,14 @@ class AsyncVllmEngine:
     actor's event loop, so vLLM's continuous batching runs across their boundaries and the
     engine does not drain at the end of each call."""
 
-    def __init__(self, source: str, eng: EngineConfig, device: str):
+    def __init__(self, source: str, eng: EngineConfig, device: str, adapters: dict | None = None):
         from vllm import AsyncEngineArgs
         from vllm.v1.engine.async_llm import AsyncLLM
 
         self.engine_cfg = eng
         self.llm = AsyncLLM.from_engine_args(AsyncEngineArgs(**{"disable_log_stats": True,
-                                                                **engine_kwargs(source, eng, device)}))
+                                                                **engine_kwargs(source, eng, device, adapters)}))
+        self.loras = lora_requests(adapters)
         self.tokenizer = self.llm.get_tokenizer()
         self._ids = itertools.count()
         self._tokenizer_lock = threading.Lock()
@@ -244,7 +271,8 @@ class AsyncVllmEngine:
 
     async def _complete(self, ids: list[int], request: Request) -> Result:
         final = None
-        async for out in self.llm.generate(token_prompt(ids), sampling_params(request), f"prefgen-{next(self._ids)}"):
+        async for out in self.llm.generate(token_prompt(ids), sampling_params(request), f"prefgen-{next(self._ids)}",
+                                           lora_request=lora_of(self.loras, request)):
             final = out
         if final is None:
             raise RuntimeError("vLLM ended a request without output")

@@ -101,7 +101,8 @@ def _roles(cfg: dict) -> dict[str, list[str]]:
 def _source(spec: dict) -> str:
     if spec.get("kind") == "endpoint":
         return f"`{spec.get('model')}` at {spec.get('base_url')}"
-    return f"`{spec.get('source')}`"
+    adapters = ", ".join(f"`{name}`" for name in spec.get("adapters") or {})
+    return f"`{spec.get('source')}`" + (f" with LoRA adapters {adapters}" if adapters else "")
 
 
 def what_made_it(manifest: dict) -> list[str]:
@@ -117,7 +118,8 @@ def what_made_it(manifest: dict) -> list[str]:
         s = g.get("sampling") or {}
         prompt = f'system prompt "{_short(g.get("system_prompt"))}"' if g.get("system_prompt") else "no system prompt"
         template = "its own user template" if g.get("template") else "the instruction as the user message"
-        lines.append(f"- generator **{g.get('name')}** ({g.get('model')}): {g.get('num_completions', 1)} answer(s) per "
+        model = g.get("model") + (f", adapter {g['adapter']}" if g.get("adapter") else "")
+        lines.append(f"- generator **{g.get('name')}** ({model}): {g.get('num_completions', 1)} answer(s) per "
                      f"instruction, temperature {s.get('temperature')}, max_tokens {s.get('max_tokens')}; {prompt}; {template}")
     evo = cfg.get("evolution") or {}
     if evo.get("enabled"):

@@ -55,6 +55,7 @@ class EvolveTask:
     seed: int = 0
     dropped: Counter = field(default_factory=Counter)  # rewrites that became no candidate, by reason
     template: str | None = None  # the rewrite template's text; none: EvolQuality's
+    adapter: str | None = None  # the LoRA adapter (of the model) its requests run on; none: the base
 
     def criterion_text(self, name: str) -> str:
         return self.criteria[name] if isinstance(self.criteria, dict) else EVOL_CRITERIA[name]
@@ -79,7 +80,7 @@ class EvolveTask:
             criteria = [pick_criterion(names, self.seed, c["candidate_id"], round_no) for _, c in parents]
             requests = [
                 Request(evolve_prompt(row["instruction"], c["text"], self.criterion_text(crit), self.template),
-                        self.sampling)
+                        self.sampling, adapter=self.adapter)
                 for (row, c), crit in zip(parents, criteria)
             ]
             children = []

@@ -34,6 +34,7 @@ class GenerateTask:
     num_completions: int = GeneratorConfig.model_fields["num_completions"].default  # the config's, set once
     dropped: Counter = field(default_factory=Counter)  # completions that became no candidate, by reason
     template: str | None = None  # the user message's template, holding {instruction}; none: the instruction
+    adapter: str | None = None  # the LoRA adapter (of the model) its requests run on; none: the base
 
     @property
     def role(self) -> str:
@@ -55,7 +56,8 @@ class GenerateTask:
     def run(self, rows: list[dict], engine: ChatEngine) -> None:
         requests = [
             Request(continue_prompt(row.get("messages") or [{"role": "user", "content": row["instruction"]}],
-                                    self.system_prompt, self.template), self.sampling, n=self.num_completions)
+                                    self.system_prompt, self.template), self.sampling, n=self.num_completions,
+                    adapter=self.adapter)
             for row in rows
         ]
         for row, result in zip(rows, engine.chat(requests)):

@@ -60,8 +60,9 @@ def engine_factory(model: VllmModel | RewardModel | EndpointModel, device: str, 
         from prefgen.engines.endpoint import EndpointEngine
 
         return partial(EndpointEngine, model, name, max_in_flight)
-    engine = RewardEngine if isinstance(model, RewardModel) else AsyncVllmEngine
-    return partial(engine, model.source, model.engine, device)
+    if isinstance(model, RewardModel):
+        return partial(RewardEngine, model.source, model.engine, device)
+    return partial(AsyncVllmEngine, model.source, model.engine, device, model.adapters)
 
 
 def in_flight_shares(stages: list[StagePlan]) -> None:
@@ -83,26 +84,33 @@ def reward_judges(cfg: PipelineConfig) -> set[str]:
     return {j.name for j in cfg.judges if isinstance(cfg.model_of(j), RewardModel)}
 
 
+def model_label(source: str, adapter: str | None) -> str:
+    """What a role's outputs name as their model (candidates' `model`): the source, and its LoRA adapter if any."""
+    return source if adapter is None else f"{source}+lora:{adapter}"
+
+
 def task_for(cfg: PipelineConfig, key: str, role: RoleConfig):
     source = cfg.model_of(role).source
     if isinstance(cfg.model_of(role), RewardModel):  # config allows judges only on it
         return RewardTask(role.name, source, reward_judges(cfg), len(cfg.judges),
                           combine_rules={j.name: j.combine for j in cfg.judges})
+    label, adapter = model_label(source, role.adapter), role.adapter
     if key.startswith("generators."):
-        return GenerateTask(role.name, source, role.sampling, role.system_prompt, role.num_completions,
-                            template=role.template)
+        return GenerateTask(role.name, label, role.sampling, role.system_prompt, role.num_completions,
+                            template=role.template, adapter=adapter)
     if key == "evolution":
-        return EvolveTask(source, dict(role.criteria), role.sampling, role.num_evolutions, role.keep_original, cfg.seed,
-                          template=role.template)
-    return JudgeTask(role.name, source, role.sampling, list(role.aspects), role.mode, role.permutations,
+        return EvolveTask(label, dict(role.criteria), role.sampling, role.num_evolutions, role.keep_original, cfg.seed,
+                          template=role.template, adapter=adapter)
+    return JudgeTask(role.name, label, role.sampling, list(role.aspects), role.mode, role.permutations,
                      role.rationales, role.guided, role.max_retries, role.combine, cfg.seed,
-                     combine_rules={j.name: j.combine for j in cfg.judges}, rubrics=dict(role.rubrics))
+                     combine_rules={j.name: j.combine for j in cfg.judges}, rubrics=dict(role.rubrics), adapter=adapter)
 
 
 def verify_task(cfg: PipelineConfig, judge: RoleConfig) -> VerifyTask:
     """The pair check run by `judge` (the one under `judge:` in a run; `prefgen calibrate` may pick a juror)."""
-    return VerifyTask(judge.name, cfg.model_of(judge).source, cfg.pairing.model_dump(mode="json"), cfg.seed,
-                      judge.sampling, judge.guided, judge.max_retries)
+    return VerifyTask(judge.name, model_label(cfg.model_of(judge).source, judge.adapter),
+                      cfg.pairing.model_dump(mode="json"), cfg.seed, judge.sampling, judge.guided, judge.max_retries,
+                      adapter=judge.adapter)
 
 
 def ordered_roles(cfg: PipelineConfig) -> list[tuple[str, RoleConfig]]:
@@ -199,7 +207,12 @@ def plan_lines(cfg: PipelineConfig, stages: list[StagePlan], devices: dict[str, 
             where += f" of type {e.accelerator_type}"
         lines.append(f"  {s.name}: {s.model.source} on {device}, {replicas} replica(s) x {where} "
                      f"+ {e.cpus_per_replica:g} CPU, batch {e.batch_size}")
-        lines.append(f"    roles: {', '.join(s.roles)}")
+        adapters = getattr(s.model, "adapters", {})
+        if adapters:
+            lines.append("    LoRA adapters (one engine): " + ", ".join(
+                f"{name} (rank {a.adapter_rank}, {a.path})" for name, a in adapters.items()))
+        lines.append("    roles: " + ", ".join(t.role + (f" on adapter {t.adapter}" if getattr(t, "adapter", None) else "")
+                                          for t in s.tasks))
     held = [gpus_per_replica(s.model.engine, devices[s.name]) * s.model.engine.replica_range[0] for s in stages]
     lines.append(f"GPUs held at once: {(max(held) if mode == 'phased' else sum(held)):g}")
     lines.append("calls per input row (before retries):")

@@ -110,6 +110,7 @@ class VerifyTask:
     guided: bool = JudgeConfig.model_fields["guided"].default
     max_retries: int = JudgeConfig.model_fields["max_retries"].default
     dropped: Counter = field(default_factory=Counter)  # drops no output; kept for the Task shape
+    adapter: str | None = None  # the LoRA adapter (of the model) its requests run on; none: the base
 
     @property
     def role(self) -> str:
@@ -149,7 +150,8 @@ class VerifyTask:
         first, second = check.shown
         messages = verify_prompt(check.row["instruction"], first["text"], second["text"], check.nonce)
         update = {"max_tokens": check.max_tokens} | ({"temperature": RETRY_TEMPERATURE} if attempt else {})
-        return Request(messages, self.sampling.model_copy(update=update), 1, verdict_schema() if self.guided else None)
+        return Request(messages, self.sampling.model_copy(update=update), 1, verdict_schema() if self.guided else None,
+                       adapter=self.adapter)
 
     def _take(self, check: Check, result: Result, attempt: int) -> bool:
         """Record the check's verdict, or its failure; True if it is to be asked again."""

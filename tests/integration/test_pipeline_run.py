@@ -1,7 +1,8 @@
 """The whole pipeline on real Ray and real vLLM (CPU build) with the small embedded model.
 
-One run (a session fixture, so the engines start once) through the real CLI: two generator
-configurations, evolution on, the judge under guided decoding (joint mode, two aspects, two
+One run (a session fixture, so the engines start once) through the real CLI: three generator
+configurations on one engine (the third the second's twin on a seeded LoRA adapter of the model,
+served by the same engine), evolution on, the judge under guided decoding (joint mode, two aspects, two
 shuffled orders), the pair check (each pair shown to the judge in both orders, failures kept
 flagged), over a small input that also holds bad rows. The tests read what it wrote.
 It is also the test of prefgen's async engine on real vLLM: batches of two rows, several in
@@ -20,8 +21,10 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from prefgen.config import InputConfig
+from prefgen.config import DEFAULT_MODEL, InputConfig
+from prefgen.config.embedded import resolve_model
 from prefgen.input.read import read_instructions
+from support.lora_adapter import write_lora_adapter
 from support.paths import DATA, REPO
 
 pytestmark = pytest.mark.integration
@@ -33,21 +36,21 @@ INPUT_LINES = [line for line in (DATA / "instructions.jsonl").read_text().splitl
                if not any(d in line for d in DROPPED)]
 GOOD = 2  # rows that reach the judge
 ENGINE = {"max_model_len": 2048, "batch_size": 1, "cpu_kv_cache_gib": 1}  # 3 batches, in flight at once
+GREEDY = {"temperature": 0.0, "max_tokens": 48}
 CONFIG = {
     "input": {"path": "set by the fixture"},
+    # one model, one engine; `policy` a LoRA adapter of it (written by the fixture), served by that engine
+    "models": {"smol": {"source": DEFAULT_MODEL, "engine": ENGINE, "adapters": {"policy": "set by the fixture"}}},
     "generators": [
-        {"name": "focused", "engine": ENGINE, "sampling": {"temperature": 0.2, "max_tokens": 48}},
-        {
-            "name": "playful",
-            "system_prompt": "You are a playful assistant who answers with a short story.",
-            "num_completions": 2,
-            "engine": ENGINE,
-            "sampling": {"temperature": 1.0, "max_tokens": 48},
-        },
+        {"name": "focused", "model": "smol", "sampling": GREEDY},
+        {"name": "playful", "model": "smol",
+         "system_prompt": "You are a playful assistant who answers with a short story.",
+         "num_completions": 2, "sampling": {"temperature": 1.0, "max_tokens": 48}},
+        {"name": "focused-lora", "model": "smol", "adapter": "policy", "sampling": GREEDY},  # focused, on the adapter
     ],
-    "evolution": {"num_evolutions": 1, "criteria": ["details", "creativity"], "engine": ENGINE,
+    "evolution": {"model": "smol", "num_evolutions": 1, "criteria": ["details", "creativity"],
                   "sampling": {"max_tokens": 64}},
-    "judge": {"aspects": ["overall", "honesty"], "permutations": 2, "engine": ENGINE,
+    "judge": {"model": "smol", "aspects": ["overall", "honesty"], "permutations": 2,
               "sampling": {"temperature": 0.0, "max_tokens": 512}},
     # short answers keep the run small; most are cut off, so cut-off answers may be chosen here. The pair
     # check runs (on by default for a generative judge); a 135M judge's verdicts rarely hold in both orders,
@@ -60,8 +63,10 @@ CONFIG = {
 def run(tmp_path_factory):
     work = tmp_path_factory.mktemp("run")
     (work / "in.jsonl").write_text("\n".join(INPUT_LINES) + "\n")
+    adapter = write_lora_adapter(work / "adapter", Path(resolve_model(DEFAULT_MODEL)), rank=8, seed=0)
     config = work / "config.yaml"
-    config.write_text(yaml.safe_dump(CONFIG | {"input": {"path": str(work / "in.jsonl")}}))
+    models = {"smol": CONFIG["models"]["smol"] | {"adapters": {"policy": str(adapter)}}}
+    config.write_text(yaml.safe_dump(CONFIG | {"input": {"path": str(work / "in.jsonl")}, "models": models}))
     out = work / "out"
     proc = subprocess.run(
         [sys.executable, "-m", "prefgen.cli", "run", str(config), "--output", str(out)],
@@ -114,7 +119,7 @@ def test_candidates_come_from_both_generators_and_the_evolver(run):
         by_gen = {}
         for c in cands:
             by_gen.setdefault(c["generator"], []).append(c)
-        assert len(by_gen["focused"]) == 1 and len(by_gen["playful"]) == 2
+        assert len(by_gen["focused"]) == len(by_gen["focused-lora"]) == 1 and len(by_gen["playful"]) == 2
         evolved = by_gen.get("evolver", [])
         assert evolved, "evolution added no candidate"
         ids = {c["candidate_id"] for c in cands}
@@ -122,6 +127,23 @@ def test_candidates_come_from_both_generators_and_the_evolver(run):
             assert c["origin"] == "evolved" and c["parent_id"] in ids
             assert c["criterion"] in ("details", "creativity")
         assert all(c["candidate_id"].startswith(row["id"] + "/") for c in cands)
+
+
+def test_the_adapter_generator_ran_on_its_adapter_on_the_shared_engine(run):
+    """The same prompt at temperature 0 on one engine: only the adapter its requests carried differs,
+    so its answers differ from the base's; its candidates name base and adapter."""
+    rows = run["pairs"] + [r for r in run["rejects"] if r["candidates"]]
+    assert len(rows) == GOOD
+    for row in rows:
+        by_gen = {c["generator"]: c for c in row["candidates"] if c["origin"] == "generated"}
+        base, lora = by_gen["focused"], by_gen["focused-lora"]
+        assert base["model"] == DEFAULT_MODEL and lora["model"] == f"{DEFAULT_MODEL}+lora:policy"
+        assert lora["text"] != base["text"], row["instruction"]
+    (engine,) = run["summary"]["stages"].values()  # the base and the adapter on one engine
+    assert "generate:focused-lora" in engine["roles"]
+    (log,) = (run["out"] / "_logs").glob("driver-*.log")
+    plan = log.read_text()
+    assert "LoRA adapters (one engine): policy (rank 8, " in plan and "generate:focused-lora on adapter policy" in plan
 
 
 def test_judge_rated_every_candidate_under_guided_decoding(run):
@@ -191,7 +213,8 @@ def test_manifest_records_the_run(run):
     (engine,) = m["stages"].values()
     roles = m["roles"]
     # the engine lists its roles in the plan's order (the manifest's JSON sorts the roles' keys)
-    assert engine["roles"] == ["generate:focused", "generate:playful", "evolve", "judge:judge", "verify:judge"]
+    assert engine["roles"] == ["generate:focused", "generate:playful", "generate:focused-lora", "evolve", "judge:judge",
+                               "verify:judge"]
     assert set(roles) == set(engine["roles"])
     assert engine["engine_start_s"] > 0 and engine["replicas"] == 1
     assert engine["output_tokens"] == sum(r["output_tokens"] for r in roles.values()) == m["output_tokens"]
@@ -204,8 +227,8 @@ def test_manifest_records_the_run(run):
     assert calls + retries <= roles["judge:judge"]["requests"] <= calls + 2 * retries
     # every completion and every rewrite is either a candidate or counted as dropped, with a reason
     generated = m["candidates"]["generated"] + sum(sum(roles[g]["dropped"].values()) for g in
-                                                   ("generate:focused", "generate:playful"))
-    assert generated == GOOD * 3  # two rows reach the generators whole; 1 + 2 completions each
+                                                   ("generate:focused", "generate:playful", "generate:focused-lora"))
+    assert generated == GOOD * 4  # two rows reach the generators whole; 1 + 2 + 1 completions each
     assert m["candidates"]["evolved"] + sum(roles["evolve"]["dropped"].values()) == m["candidates"]["generated"]
     assert not (run["out"] / "_lease.json").exists()
     cands = [c for row in run["pairs"] + run["rejects"] for c in row["candidates"]]
@@ -258,7 +281,7 @@ def test_one_engine_served_several_batches_at_once_and_cut_answers_off(run):
     """The async engine on real vLLM: the actor's batches shared the engine's queue (it did not
     drain between batches), and an answer that hit `max_tokens` says so (finish reason length)."""
     actors = [json.loads(f.read_text()) for f in (run["out"] / "_stats").rglob("*.json")]
-    assert {a["stage"] for a in actors} == {"SmolLM2-135M-Instruct"} and max(a["max_in_flight"] for a in actors) >= 2
+    assert {a["stage"] for a in actors} == {"smol"} and max(a["max_in_flight"] for a in actors) >= 2
     cands = [c for row in run["pairs"] + run["rejects"] for c in row["candidates"]]
     cut = [c for c in cands if c["truncated"]]
     assert cut and all(c["origin"] in ("generated", "evolved") for c in cut)  # 48 and 64 tokens: most are cut
@@ -280,7 +303,7 @@ def test_run_prints_progress_and_summary(run):
     assert "[prefgen] progress:" in run["stdout"] and "rows done" in run["stdout"]
     # the work inside the stages shows while rows are in them, read from the actors' stats files
     # (progress.StageWatcher): the 3 rows that reach the stages, per role
-    assert re.search(r"\[prefgen\] progress: \d/8 rows done .*; stages \d+% \([a-z:]+ \d/3 rows\)\)$", run["stdout"],
+    assert re.search(r"\[prefgen\] progress: \d/8 rows done .*; stages \d+% \([a-z:-]+ \d/3 rows\)\)$", run["stdout"],
                      flags=re.M), run["stdout"]
     (log,) = (run["out"] / "_logs").glob("driver-*.log")
     assert run["stdout"].splitlines()[0] == f"[prefgen] full log: {log}"

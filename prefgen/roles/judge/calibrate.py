@@ -204,7 +204,8 @@ def calibrate(cfg: PipelineConfig, pairs_path: str, judge_name: str | None = Non
     scorer = isinstance(model, RewardModel)  # scores each answer once, through vLLM's pooling runner
     log(f"[prefgen] calibrating judge '{judge.name}' ({'reward model ' if scorer else ''}{model.source}) on "
         f"{len(rows)} labelled pairs, {device}")
-    engine = (RewardEngine if scorer else VllmEngine)(model.source, model.engine, device)
+    engine = RewardEngine(model.source, model.engine, device) if scorer else VllmEngine(
+        model.source, model.engine, device, model.adapters)
     task_for(cfg, key, judge).run(rows, engine)
     return calibration_figures(rows) | check_pairs(cfg, judge, rows, engine)
 

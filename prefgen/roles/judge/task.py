@@ -137,6 +137,7 @@ class JudgeTask:
     combine_rules: dict[str, str] = field(default_factory=dict)  # every judge's combine rule, by judge name
     max_tokens_growth: int = 4  # a retry's max_tokens is at most this multiple of the configured one
     rubrics: dict[str, Rubric] = field(default_factory=dict)  # a config's own rubrics; built-ins otherwise
+    adapter: str | None = None  # the LoRA adapter (of the model) its requests run on; none: the base
 
     def calls(self, rows: list[dict]) -> list[Call]:
         calls = []
@@ -175,7 +176,7 @@ class JudgeTask:
             schema = joint_schema(call.labels, self.rationales, rubric.allows_na, rubric.scale)
         update = {"max_tokens": call.max_tokens} | ({"temperature": RETRY_TEMPERATURE} if attempt else {})
         sampling = self.sampling.model_copy(update=update)
-        return Request(messages, sampling, 1, schema if self.guided else None)
+        return Request(messages, sampling, 1, schema if self.guided else None, adapter=self.adapter)
 
     def _parse(self, call: Call, text: str) -> dict[str, Judgment]:
         rubric = self._rubric(call.aspect)

@@ -50,11 +50,12 @@ class FakeAsyncLLM:
     def __init__(self, failing=(), blocked=()):
         self.failing, self.blocked = failing, blocked
         self.seen, self.cancelled, self.most_open = [], [], 0
-        self.open = 0
+        self.open, self.loras = 0, {}
 
-    async def generate(self, prompt, params, request_id):
+    async def generate(self, prompt, params, request_id, lora_request=None):
         text = "".join(map(chr, prompt["ids"]))
         self.seen.append(text)
+        self.loras[text] = lora_request
         self.open += 1
         self.most_open = max(self.most_open, self.open)
         try:
@@ -76,6 +77,7 @@ def async_engine(llm, max_model_len=16):
     eng = object.__new__(AsyncVllmEngine)
     eng.engine_cfg, eng.llm, eng.tokenizer = EngineConfig(max_model_len=max_model_len), llm, CountingTokenizer()
     eng._ids, eng._tokenizer_lock = iter(range(1000)), threading.Lock()
+    eng.loras = {}
     return eng
 
 
@@ -114,13 +116,14 @@ def test_a_failing_request_aborts_the_others_of_its_call(no_vllm):
 def test_blocking_engine_sends_the_ids_it_checked(no_vllm):
     sent = []
 
-    def generate(prompts, params, use_tqdm):
+    def generate(prompts, params, use_tqdm, lora_request):
+        assert lora_request == [None] * len(prompts)
         sent.extend(prompts)
         return [SimpleNamespace(outputs=[completion("".join(map(chr, p["ids"])))]) for p in prompts]
 
     eng = object.__new__(VllmEngine)
     eng.engine_cfg, eng.tokenizer = EngineConfig(max_model_len=16), CountingTokenizer()
-    eng.llm = SimpleNamespace(generate=generate)
+    eng.llm, eng.loras = SimpleNamespace(generate=generate), {}
     results = eng.chat([request("y" * 7), request("ok")])
     assert eng.tokenizer.calls == 2 and sent == [{"ids": [ord("o"), ord("k")]}]
     assert results[0].error and results[1].texts == ["ok"] and results[1].finish_reasons == ["stop"]
@@ -189,3 +192,36 @@ def test_sampling_params_carry_the_repetition_penalty(monkeypatch):
 def test_a_repetition_penalty_must_be_positive():
     with pytest.raises(ValueError, match="repetition_penalty"):
         SamplingConfig(repetition_penalty=0)
+
+
+def test_each_request_runs_on_its_adapter_and_an_unknown_adapter_is_refused(no_vllm, monkeypatch):
+    import sys
+    from types import ModuleType
+
+    request_module = ModuleType("vllm.lora.request")  # vLLM's LoRARequest, as a stand-in keeping its arguments
+    request_module.LoRARequest = lambda name, id_, path: (name, id_, path)
+    monkeypatch.setitem(sys.modules, "vllm.lora.request", request_module)
+    adapters = {"b": SimpleNamespace(path="/a/b"), "a": SimpleNamespace(path="/a/a")}
+    loras = engine_module.lora_requests(adapters)
+    assert loras == {"a": ("a", 1, "/a/a"), "b": ("b", 2, "/a/b")}  # ids from 1, stable by name
+    llm = FakeAsyncLLM()
+    eng = async_engine(llm)
+    eng.loras = loras
+    on_b = Request([{"role": "user", "content": "bb"}], SamplingConfig(max_tokens=4), adapter="b")
+    asyncio.run(eng.chat([request("base"), on_b]))
+    assert llm.loras == {"base": None, "bb": ("b", 2, "/a/b")}
+    with pytest.raises(ValueError, match="adapter 'c' is not served by this engine"):
+        asyncio.run(eng.chat([Request([{"role": "user", "content": "c"}], SamplingConfig(max_tokens=4), adapter="c")]))
+
+
+def test_lora_engine_arguments_come_from_the_declared_adapters():
+    from prefgen.config.adapters import engine_lora_kwargs
+
+    assert engine_lora_kwargs({}, "cpu") == {}
+    rank = lambda r: SimpleNamespace(adapter_rank=r)  # noqa: E731
+    two = {"a": rank(8), "b": rank(4)}
+    assert engine_lora_kwargs(two, "gpu") == {"enable_lora": True, "max_loras": 2, "max_lora_rank": 8}
+    assert engine_lora_kwargs(two, "cpu")["max_loras"] == 3  # a spare, zero slot for base requests (see the docstring)
+    assert engine_lora_kwargs({"a": rank(12)}, "gpu")["max_lora_rank"] == 16  # vLLM takes 1, 8, 16, 32, ...
+    kwargs = engine_module.engine_kwargs("/models/m", EngineConfig(extra={"max_loras": 4}), "cpu", {"a": rank(8)})
+    assert kwargs["enable_lora"] and kwargs["max_lora_rank"] == 8 and kwargs["max_loras"] == 4  # extra wins
