@@ -23,7 +23,7 @@ from pydantic import (
     model_validator,
 )
 
-from prefgen.config.models import (  # noqa: F401 - the config's classes, importable from here
+from prefgen.models.declarations import (  # noqa: F401 - the config's classes, importable from here
     DEFAULT_MODEL,
     MODEL_KINDS,
     EndpointModel,
@@ -36,7 +36,7 @@ from prefgen.config.models import (  # noqa: F401 - the config's classes, import
     check_name,
     check_source,
 )
-from prefgen.config.roles import (  # noqa: F401
+from prefgen.roles.judge.config import (  # noqa: F401
     ASPECTS,
     CRITERIA,
     EvolutionConfig,

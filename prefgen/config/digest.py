@@ -25,7 +25,7 @@ from __future__ import annotations
 import hashlib
 import json
 
-from prefgen.config.models import ENGINE_OUTPUT_KEYS, EndpointModel, RewardModel
+from prefgen.models.declarations import ENGINE_OUTPUT_KEYS, EndpointModel, RewardModel
 from prefgen.config.checks import verifies
 from prefgen.prompts import joint_judge_prompt, joint_schema, judge_prompt, judgment_schema, rubric_for, verify_prompt
 

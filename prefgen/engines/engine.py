@@ -75,7 +75,7 @@ def resolve_dtype(dtype: str, device: str, cpuinfo: str | None = None) -> str:
 
 def engine_kwargs(source: str, eng: EngineConfig, device: str) -> dict:
     """vLLM engine arguments of one model's engine (the same for `LLM` and `AsyncLLM`)."""
-    from prefgen.config.embedded import resolve_model
+    from prefgen.models.embedded import resolve_model
 
     kwargs = dict(
         model=resolve_model(source),

@@ -19,11 +19,11 @@ from functools import partial
 
 from prefgen.config import EndpointModel, PipelineConfig, RewardModel, RoleConfig, VllmModel
 from prefgen.config.checks import candidates_per_row, originals_per_row, verifies
-from prefgen.roles.evolve import EvolveTask
-from prefgen.roles.generate import GenerateTask
+from prefgen.roles.evolve.task import EvolveTask
+from prefgen.roles.generate.task import GenerateTask
 from prefgen.roles.judge.task import JudgeTask
-from prefgen.roles.reward import RewardTask
-from prefgen.roles.verify import VerifyTask
+from prefgen.roles.judge.reward import RewardTask
+from prefgen.roles.verify.task import VerifyTask
 
 
 @dataclass
@@ -54,7 +54,7 @@ def engine_factory(model: VllmModel | RewardModel | EndpointModel, device: str, 
     an HTTP client holding at most `max_in_flight` requests open (the stage's share of the
     endpoint's limit); `name` is the model's name under `models:`, for messages and counts."""
     from prefgen.engines.engine import AsyncVllmEngine
-    from prefgen.roles.reward import RewardEngine
+    from prefgen.roles.judge.reward import RewardEngine
 
     if isinstance(model, EndpointModel):
         from prefgen.engines.endpoint import EndpointEngine

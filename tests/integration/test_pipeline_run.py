@@ -335,7 +335,7 @@ def test_readme_loads_the_output_and_trains_one_dpo_step_on_it(run, tmp_path):
     import torch
     from transformers import AutoModelForCausalLM
 
-    from prefgen.config.embedded import resolve_model
+    from prefgen.models.embedded import resolve_model
 
     code = readme_trl_block()
     swaps = {

@@ -6,7 +6,7 @@ string or a message list (read by `input/rows.py`, as a run reads `input.prefere
 exactly as in a run (same prompts, orders, retries), then the figures say how often it agrees with
 the labels, with and without ties, and how often its verdict survives a change of order. With the
 pair check on (`pairing.verification`, a generative judge), the judge also compares each labelled
-chosen with its rejected in both orders, as a run checks its pairs (`roles/verify.py`), and the same
+chosen with its rejected in both orders, as a run checks its pairs (`roles/verify/task.py`), and the same
 figures are given for those verdicts (`verdicts.calibration_verdict_figures`). A judge is chosen on
 that evidence, before it labels a whole dataset.
 
@@ -21,7 +21,7 @@ from pathlib import Path
 from prefgen.config import JudgeConfig, PipelineConfig
 from prefgen.input.rows import Rejected, conversation_text, read_prompt, response_text
 from prefgen.schema import candidate
-from prefgen.roles.verdicts import calibration_verdict_figures
+from prefgen.roles.verify.verdicts import calibration_verdict_figures
 
 
 class PairsError(ValueError):
@@ -181,7 +181,7 @@ def calibrate(cfg: PipelineConfig, pairs_path: str, judge_name: str | None = Non
     from prefgen.engines.engine import VllmEngine
     from prefgen.engines.placement import actor_options
     from prefgen.roles.plan import task_for
-    from prefgen.roles.reward import RewardEngine
+    from prefgen.roles.judge.reward import RewardEngine
 
     judge = pick_judge(cfg, judge_name)
     rows = calibration_rows(read_labelled_pairs(pairs_path, limit), str(pairs_path))

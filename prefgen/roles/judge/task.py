@@ -35,7 +35,7 @@ from functools import partial
 
 from prefgen.config import JudgeConfig, SamplingConfig
 from prefgen.engines.engine import ChatEngine, Request, Result, TemplateRefused
-from prefgen.roles.generate import cut_off
+from prefgen.roles.generate.task import cut_off
 from prefgen.schema import REJECT_REQUEST_FAILED
 from prefgen.roles.judge.answers import Judgment, JudgmentError, parse_joint, parse_judgment  # noqa: F401 - re-exported
 from prefgen.roles.judge.combine import combine_candidate  # noqa: F401 - re-exported

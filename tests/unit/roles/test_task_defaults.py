@@ -6,10 +6,10 @@ import dataclasses
 import pytest
 
 from prefgen.config import EvolutionConfig, GeneratorConfig, JudgeConfig
-from prefgen.roles.evolve import EvolveTask
-from prefgen.roles.generate import GenerateTask
+from prefgen.roles.evolve.task import EvolveTask
+from prefgen.roles.generate.task import GenerateTask
 from prefgen.roles.judge.task import JudgeTask
-from prefgen.roles.verify import VerifyTask
+from prefgen.roles.verify.task import VerifyTask
 
 
 def defaults(task) -> dict:

@@ -9,7 +9,7 @@ from typing import Literal
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
-from prefgen.config.models import EngineConfig, SamplingConfig, Strict, check_name
+from prefgen.models.declarations import EngineConfig, SamplingConfig, Strict, check_name
 from prefgen.prompts import (
     ASPECT_ALIASES,
     BUILTIN_ASPECTS,
@@ -164,7 +164,7 @@ class JudgeConfig(RoleConfig):
 
 
 class VerificationConfig(Strict):
-    """The pair check (`pairing.verification`, see `roles/verify.py`): the judge under `judge:` sees each pair's
+    """The pair check (`pairing.verification`, see `roles/verify/task.py`): the judge under `judge:` sees each pair's
     chosen and rejected side by side, in both orders, and names the better one."""
 
     enabled: bool | Literal["auto"] = Field(

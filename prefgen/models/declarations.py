@@ -15,7 +15,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator, model_validator
 
-from prefgen.config.embedded import EMBEDDED_MODELS, EMBEDDED_SCHEME, is_embedded
+from prefgen.models.embedded import EMBEDDED_MODELS, EMBEDDED_SCHEME, is_embedded
 
 DEFAULT_MODEL = EMBEDDED_SCHEME + "SmolLM2-135M-Instruct"
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")
@@ -180,7 +180,7 @@ class RewardModel(Strict):
     """A sequence-classification reward model (one output label) served by vLLM's pooling runner.
 
     Only judges may use it: it scores each (instruction, response) with one number in its own
-    units, which become the judgment's rating (see `prefgen/roles/reward.py` for how scores combine)."""
+    units, which become the judgment's rating (see `prefgen/roles/judge/reward.py` for how scores combine)."""
 
     kind: Literal["reward_model"] = Field(description="reward_model: a scoring head, run by vLLM's pooling runner.")
     source: str = Field(description="Local folder or Hugging Face hub id of a *ForSequenceClassification model.")

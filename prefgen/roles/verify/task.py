@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 
 from prefgen.config import JudgeConfig, SamplingConfig
 from prefgen.engines.engine import ChatEngine, Request, Result, TemplateRefused
-from prefgen.roles.generate import cut_off
+from prefgen.roles.generate.task import cut_off
 from prefgen.roles.pair import row_rng, select_pairs
 from prefgen.prompts import VERDICT_LABELS, block_nonce, verdict_schema, verify_prompt
 from prefgen.schema import REJECT_REQUEST_FAILED

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 from prefgen.config import EvolutionConfig, SamplingConfig
 from prefgen.engines.engine import ChatEngine, Request, TemplateRefused
-from prefgen.roles.generate import cut_off
+from prefgen.roles.generate.task import cut_off
 from prefgen.prompts import EVOL_CRITERIA, clean_evolved, evolve_prompt
 from prefgen.schema import REJECT_REQUEST_FAILED, candidate
 

@@ -26,7 +26,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from prefgen.config import EngineConfig
-from prefgen.config.models import JURY_SCALE
+from prefgen.models.declarations import JURY_SCALE
 from prefgen.roles.judge.task import combine_candidate
 from prefgen.prompts import Message
 
@@ -51,7 +51,7 @@ class RewardEngine:
     def __init__(self, source: str, eng: EngineConfig, device: str):
         from vllm import LLM
 
-        from prefgen.config.embedded import resolve_model
+        from prefgen.models.embedded import resolve_model
         from prefgen.engines.engine import device_kwargs, resolve_dtype
 
         kwargs = dict(model=resolve_model(source), runner="pooling", dtype=resolve_dtype(eng.dtype, device),
