@@ -25,11 +25,9 @@ from __future__ import annotations
 import hashlib
 import json
 
-from prefgen.models.declarations import ENGINE_OUTPUT_KEYS, EndpointModel, RewardModel
+from prefgen.models.declarations import ENGINE_OUTPUT_KEYS, EndpointModel
 from prefgen.config.checks import verifies
-from prefgen.prompts import joint_judge_prompt, joint_schema, judge_prompt, judgment_schema, rubric_for, verify_prompt
-
-ROLE_SECTIONS = ("generators", "evolution", "judge", "jury", "pairing", "seed")
+from prefgen.roles.verify.config import VerificationConfig
 
 
 def _hash(value) -> str:
@@ -45,43 +43,24 @@ def model_identity(model) -> dict:
     return {"kind": model.kind, "source": model.source, "engine": engine}
 
 
-def judge_prompts(judge) -> dict[str, str]:
-    """Per aspect, the judge's prompt and answer schema as sent, around placeholder texts."""
-    rendered = {}
-    for aspect in judge.aspects:
-        rubric = rubric_for(aspect, judge.rubrics)
-        if judge.mode == "single":
-            messages = judge_prompt("{instruction}", "{response}", aspect, judge.rationales, "{nonce}", rubric)
-            schema = judgment_schema(judge.rationales, rubric.allows_na, rubric.scale)
-        else:
-            labelled = [("A", "{response A}"), ("B", "{response B}")]
-            messages = joint_judge_prompt("{instruction}", labelled, aspect, judge.rationales, "{nonce}", rubric)
-            schema = joint_schema(["A", "B"], judge.rationales, rubric.allows_na, rubric.scale)
-        rendered[aspect] = json.dumps({"messages": messages, "schema": schema if judge.guided else None},
-                                      sort_keys=True)
-    return rendered
-
-
 def shaping_content(cfg) -> dict:
-    """What of a `PipelineConfig` shapes its output (see the module docstring), as plain data."""
-    content = cfg.model_dump(mode="json", include=set(ROLE_SECTIONS))
-    if not cfg.evolution.enabled:
-        content["evolution"] = {"enabled": False}
-    content["prompts"] = {}
+    """What of a `PipelineConfig` shapes its output (see the module docstring), as plain data: each
+    role's part is the role's to say (`RoleConfig.shaping`, `prompts_sent`), its model is added here."""
+    content = cfg.model_dump(mode="json", include={"pairing", "seed"})
+    content |= {"generators": [], "evolution": {"enabled": False}, "jury": [], "prompts": {}}  # filled below
     for key, role in cfg.roles_by_key():
-        node = content
-        for part in key.split("."):
-            node = node[int(part)] if part.isdigit() else node[part]
         model = cfg.model_of(role)
-        node.pop("engine", None)  # shorthand only; resolved into the model
-        node["model"] = model_identity(model)
-        if key == "judge" or key.startswith("jury."):
-            # the rubrics in use are in the rendered prompts; unused ones change nothing
-            node["rubrics"] = {a: r for a, r in node["rubrics"].items() if a in role.aspects}
-            if not isinstance(model, RewardModel):
-                content["prompts"][key] = judge_prompts(role)
+        part = role.shaping(model) | {"model": model_identity(model)}
+        section, _, index = key.partition(".")
+        if index:  # generators.N, jury.N: in order
+            content[section].append(part)
+        else:
+            content[section] = part
+        prompts = role.prompts_sent(model)
+        if prompts is not None:
+            content["prompts"][key] = prompts
     if verifies(cfg):  # the pair check's prompt, rendered like the judges'
-        content["prompts"]["pairing.verification"] = verify_prompt("{instruction}", "{first}", "{second}", "{nonce}")
+        content["prompts"]["pairing.verification"] = VerificationConfig.prompt_sent()
     return content
 
 

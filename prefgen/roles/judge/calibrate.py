@@ -18,7 +18,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from prefgen.config import JudgeConfig, PipelineConfig
+from prefgen.config import PipelineConfig
+from prefgen.models.declarations import EndpointModel, RewardModel
+from prefgen.roles.judge.config import JudgeConfig
 from prefgen.input.rows import Rejected, conversation_text, read_prompt, response_text
 from prefgen.schema import candidate
 from prefgen.roles.verify.verdicts import calibration_verdict_figures
@@ -153,7 +155,6 @@ def figure_lines(fig: dict) -> list[str]:
 def check_pairs(cfg: PipelineConfig, judge: JudgeConfig, rows: list[dict], engine) -> dict:
     """The pair check on the labelled pairs (labelled chosen against labelled rejected, whatever the
     ratings), when a run would check pairs and the judge answers in words; {} otherwise."""
-    from prefgen.config import RewardModel
     from prefgen.config.checks import verifies
     from prefgen.roles.plan import verify_task
 
@@ -177,7 +178,6 @@ def calibrate(cfg: PipelineConfig, pairs_path: str, judge_name: str | None = Non
     """Run the judge on the labelled pairs with one engine in this process; return the figures."""
     import os
 
-    from prefgen.config import EndpointModel, RewardModel
     from prefgen.engines.engine import VllmEngine
     from prefgen.engines.placement import actor_options
     from prefgen.roles.plan import task_for
@@ -186,7 +186,6 @@ def calibrate(cfg: PipelineConfig, pairs_path: str, judge_name: str | None = Non
     judge = pick_judge(cfg, judge_name)
     rows = calibration_rows(read_labelled_pairs(pairs_path, limit), str(pairs_path))
     model = cfg.model_of(judge)
-    key = "judge" if judge is cfg.judge else f"jury.{cfg.jury.index(judge)}"
     if isinstance(model, EndpointModel):
         from prefgen.engines.endpoint import BlockingEndpoint
 
@@ -194,7 +193,7 @@ def calibrate(cfg: PipelineConfig, pairs_path: str, judge_name: str | None = Non
             f"on {len(rows)} labelled pairs")
         engine = BlockingEndpoint(model, judge.model)
         try:
-            task_for(cfg, key, judge).run(rows, engine)
+            task_for(cfg, judge).run(rows, engine)
             checked = check_pairs(cfg, judge, rows, engine)
         finally:
             engine.close()
@@ -205,7 +204,7 @@ def calibrate(cfg: PipelineConfig, pairs_path: str, judge_name: str | None = Non
     log(f"[prefgen] calibrating judge '{judge.name}' ({'reward model ' if scorer else ''}{model.source}) on "
         f"{len(rows)} labelled pairs, {device}")
     engine = (RewardEngine if scorer else VllmEngine)(model.source, model.engine, device)
-    task_for(cfg, key, judge).run(rows, engine)
+    task_for(cfg, judge).run(rows, engine)
     return calibration_figures(rows) | check_pairs(cfg, judge, rows, engine)
 
 

@@ -1,96 +1,28 @@
-"""The roles a run's models play: generators, the evolver, judges and jurors. Each names a model
-declared under `models:` (or gives a source as shorthand) and carries its own sampling, prompts
-and rules; `config/__init__.py` resolves the names.
-"""
+"""The judges' config: `judge:` and each entry under `jury:` is a `JudgeConfig` (aspects, rubrics,
+orders, retries, sampling), on an LLM or a reward model."""
 
 from __future__ import annotations
 
+import json
 from typing import Literal
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
-from prefgen.models.declarations import EngineConfig, SamplingConfig, Strict, check_name
+from prefgen.models.declarations import RewardModel, SamplingConfig, check_name
 from prefgen.prompts import (
     ASPECT_ALIASES,
     BUILTIN_ASPECTS,
-    DEFAULT_REWRITE,
-    EVOL_CRITERIA,
-    GENERATION_FIELDS,
-    REWRITE_FIELDS,
-    REWRITE_TEMPLATES,
     Rubric,
     aspect_name,
-    load_criteria,
-    resolve_template,
+    joint_judge_prompt,
+    joint_schema,
+    judge_prompt,
+    judgment_schema,
+    rubric_for,
 )
+from prefgen.roles.config import RoleConfig
 
-CRITERIA = tuple(EVOL_CRITERIA)
 ASPECTS = BUILTIN_ASPECTS
-
-
-class RoleConfig(Strict):
-    """What every role (generator, evolver, judge, juror) has: a model and its own sampling."""
-
-    model: str | None = Field(
-        None,
-        description="Name of a model under `models:`; or, as shorthand, a source (local folder, hub id, "
-        "embedded://NAME) with this role's `engine:`. None: the only declared model, else the embedded default.",
-    )
-    engine: EngineConfig | None = Field(
-        None, description="Shorthand only (model given as a source): the engine settings of that model."
-    )
-    sampling: SamplingConfig = Field(default_factory=SamplingConfig)
-
-
-class GeneratorConfig(RoleConfig):
-    name: str | None = Field(None, description="Label of this generator in the output; default gen<N>.")
-    system_prompt: str | None = None
-    num_completions: int = Field(1, ge=1, le=16, description="Completions per instruction.")
-    template: str | None = Field(
-        None,
-        description="The user message: text holding {instruction}, or the path of a file holding it (read "
-        "once, at load; relative to the working directory); none: the instruction as it is.",
-    )
-
-    @field_validator("template")
-    @classmethod
-    def _resolve_template(cls, value: str | None) -> str | None:
-        return None if value is None else resolve_template(value, GENERATION_FIELDS)
-
-    @field_validator("name")
-    @classmethod
-    def _usable_name(cls, value: str | None) -> str | None:
-        if value == "evolver":
-            raise ValueError("'evolver' is the generator name of evolved candidates; choose another")
-        return None if value is None else check_name(value, "generator")
-
-
-class EvolutionConfig(RoleConfig):
-    enabled: bool = True
-    num_evolutions: int = Field(1, ge=1, le=8, description="Rewrite rounds; each round rewrites the last.")
-    criteria: dict[str, str] = Field(
-        default_factory=lambda: ["helpfulness", "relevance", "deepening", "creativity", "details"],
-        description="Criteria a rewrite targets; each round draws one per candidate (seeded by its id). A list of "
-        f"built-in names ({', '.join(CRITERIA)}) and {{name: text}} entries of your own, or the path of a YAML "
-        "file holding such a list or a name: text mapping; loaded into name: text.",
-    )
-    keep_original: bool = Field(True, description="Keep the unevolved completions as candidates.")
-    template: str = Field(
-        DEFAULT_REWRITE,
-        description=f"The rewrite prompt: a built-in name ({', '.join(REWRITE_TEMPLATES)}; mission is the course's "
-        "simplified rewriter), text holding {instruction}, {response} and optionally {criterion} (the drawn "
-        "criterion's text), or the path of a file holding it; loaded into the template's text.",
-    )
-
-    @field_validator("criteria", mode="before")
-    @classmethod
-    def _load_criteria(cls, value):
-        return load_criteria(value)
-
-    @field_validator("template")
-    @classmethod
-    def _resolve_template(cls, value: str) -> str:
-        return resolve_template(value, REWRITE_FIELDS, REWRITE_TEMPLATES)
 
 
 class JudgeConfig(RoleConfig):
@@ -162,19 +94,42 @@ class JudgeConfig(RoleConfig):
             self.permutations = 1  # one candidate per call: there is no order to cancel
         return self
 
+    def shaping(self, model) -> dict:
+        node = super().shaping(model)
+        # the rubrics in use are in the rendered prompts; unused ones change nothing
+        node["rubrics"] = {a: r for a, r in node["rubrics"].items() if a in self.aspects}
+        return node
 
-class VerificationConfig(Strict):
-    """The pair check (`pairing.verification`, see `roles/verify/task.py`): the judge under `judge:` sees each pair's
-    chosen and rejected side by side, in both orders, and names the better one."""
+    def prompts_sent(self, model) -> dict[str, str] | None:
+        """Per aspect, the judge's prompt and answer schema as sent, around placeholder texts; none on a reward
+        model, which reads no prompt."""
+        if isinstance(model, RewardModel):
+            return None
+        rendered = {}
+        for aspect in self.aspects:
+            rubric = rubric_for(aspect, self.rubrics)
+            if self.mode == "single":
+                messages = judge_prompt("{instruction}", "{response}", aspect, self.rationales, "{nonce}", rubric)
+                schema = judgment_schema(self.rationales, rubric.allows_na, rubric.scale)
+            else:
+                labelled = [("A", "{response A}"), ("B", "{response B}")]
+                messages = joint_judge_prompt("{instruction}", labelled, aspect, self.rationales, "{nonce}", rubric)
+                schema = joint_schema(["A", "B"], self.rationales, rubric.allows_na, rubric.scale)
+            rendered[aspect] = json.dumps({"messages": messages, "schema": schema if self.guided else None},
+                                          sort_keys=True)
+        return rendered
 
-    enabled: bool | Literal["auto"] = Field(
-        "auto",
-        description="auto: on when the judge under `judge:` is a generative model (vllm or endpoint), off for a "
-        "reward-model judge, which has no verdict to give; true: on (refused for a reward-model judge); false: off.",
-    )
-    on_fail: Literal["reject", "flag"] = Field(
-        "reject",
-        description="A pair whose verdict flips with the order, names the rejected answer in both orders, or could "
-        "not be had: reject (its row goes to rejects as `unverified` when no pair of it holds) or flag (kept, "
-        "`verified: false`).",
-    )
+    def calls_per_row(self, model, candidates: int) -> dict[str, dict[str, float]]:
+        """What this judge adds to the plan per input row: a reward model scores each candidate once; an LLM
+        judge asks once per aspect and order (joint) or per aspect and candidate (single, balanced)."""
+        if isinstance(model, RewardModel):
+            n = candidates
+        else:
+            per_aspect = candidates if self.mode == "single" or self.permutations == "balanced" else self.permutations
+            n = per_aspect * len(self.aspects)
+        return {f"judge:{self.name}": {"requests": n, "outputs": n}}
+
+
+# Judge keys a reward model has no use for: it reads no prompt and writes no answer.
+REWARD_IGNORED_KEYS = ("rubrics", "aspects", "combine", "mode", "permutations", "rationales", "guided", "max_retries",
+                       "sampling")
