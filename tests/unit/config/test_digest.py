@@ -6,7 +6,8 @@ import json
 import pytest
 
 from prefgen.config import EngineConfig, parse_config
-from prefgen.output.runstate import MANIFEST_FILE, ResumeRefused, RunState
+from prefgen.output.manifest import MANIFEST_FILE, ResumeRefused
+from prefgen.output.runstate import RunState
 
 BASE = {
     "models": {"m": {}},
