@@ -3,7 +3,7 @@ the settings of its engine (placement included), and the sampling settings a rol
 
 A kind is one class in the `ModelSpec` union, told apart by `kind`: `vllm` (a chat model in a
 vLLM engine inside the job), `reward_model` (a sequence-classification model scoring
-responses) and `endpoint` (a chat model behind an OpenAI-compatible HTTP API, `engines/endpoint.py`). Roles (`roles.py`) refer to these declarations by name.
+responses) and `endpoint` (a chat model behind an OpenAI-compatible HTTP API, `engines/endpoint.py`). Roles (`roles/<kind>/config.py`) refer to these declarations by name.
 """
 
 from __future__ import annotations

@@ -7,8 +7,8 @@ share it go first. Adjacent roles of one model then become one stage: one engine
 running every role's task with that role's own sampling. A model whose roles cannot be made
 adjacent (e.g. it generates and judges, with another model evolving in between) gets a second
 stage, and so a second engine, named `<model>#2`. Judges on a reward model come after every
-other judge: their task sets the row's final combined ratings (see `reward.py`). The pair check
-(`verify.py`) comes after every judge, on the judge's model: in the last stage when that stage
+other judge: their task sets the row's final combined ratings (see `judge/reward.py`). The pair check
+(`verify/task.py`) comes after every judge, on the judge's model: in the last stage when that stage
 runs the judge's model, else in a stage of its own.
 """
 
