@@ -4,12 +4,14 @@ killed while batches are in flight, and the run finishes on the node left with e
 once; a local output path is refused on a cluster unless it is a shared mount; an engine no node
 can hold stops the run within `ray.placement_timeout_s`; rows lost past the retries are
 `worker_failed` and redone by the same command run again (SIGKILLed, then resumed on another
-node count).
+node count), with that output on the session's S3 server, as a cluster's users keep it.
 
 The nodes are one machine, so a local output folder is in fact shared by all of them: the
-config says so (`output.shared_mount: true`), as it would for NFS.
+config says so (`output.shared_mount: true`), as it would for NFS. The helpers below read an
+output folder through prefgen's storage object, so the same assertions hold on disk and on S3.
 """
 
+import io
 import json
 import os
 import signal
@@ -26,6 +28,7 @@ from support.paths import REPO
 from support.waiting import wait_for
 
 from prefgen.output.commits import CommitLog
+from prefgen.output.storage import storage
 
 pytestmark = pytest.mark.integration
 
@@ -34,7 +37,7 @@ ROWS = 12
 ENGINE = {"batch_size": 2, "batches_in_flight": 1, "device": "cpu", "cpus_per_replica": 1}
 
 
-def write_config(tmp: Path, out: Path, *, shared_mount: bool = True, engine: dict | None = None,
+def write_config(tmp: Path, out: Path | str, *, shared_mount: bool = True, engine: dict | None = None,
                  ray: dict | None = None) -> Path:
     data = tmp / "in.jsonl"
     words = ["rain", "sleep", "volcano", "spider", "noun", "prime", "colour", "thermometer", "tide", "moss",
@@ -60,22 +63,30 @@ def start(rig, cfg: Path, log: Path, seconds: float, *extra: str) -> subprocess.
                             env=dict(os.environ, PYTHONUNBUFFERED="1", **rig.env))
 
 
-def stats(out: Path) -> list[dict]:
-    return [json.loads(f.read_text()) for f in (out / "_stats").rglob("*.json")] if (out / "_stats").exists() else []
+def stats(out: Path | str) -> list[dict]:
+    store = storage(str(out))
+    return [json.loads(store.read(e.key)) for e in store.list_all("_stats") if e.key.endswith(".json")]
 
 
-def committed(out: Path) -> list[dict]:
-    return CommitLog.read(str(out)).commits() if (out / "_commits").exists() else []
+def committed(out: Path | str) -> list[dict]:
+    return CommitLog.read(str(out)).commits() if storage(str(out)).list_all("_commits") else []
 
 
-def done_ids(out: Path) -> set[str]:
+def done_ids(out: Path | str) -> set[str]:
     """The rows a rerun skips: committed, and not rejected for a fault."""
     return {i for c in committed(out) if not c.get("fault") for i in c["ids"]}
 
 
+def read_rows(out: Path | str, kind: str) -> list[dict]:
+    """Every row in the folder's Parquet files of `kind`, committed or not: a trainer loading
+    `pairs/*.parquet` sees them all, so a stray shard would count as a doubled row."""
+    store = storage(str(out))
+    files = [e.key for e in store.list_all(kind) if e.key.endswith(".parquet")]
+    return [r for key in files for r in pq.read_table(io.BytesIO(store.read(key))).to_pylist()]
 
-def read_rows(out: Path, kind: str) -> list[dict]:
-    return [r for f in sorted((out / kind).glob("*.parquet")) for r in pq.read_table(f).to_pylist()]
+
+def read_manifest(out: Path | str) -> dict:
+    return storage(str(out)).read_json("manifest.json")
 
 
 def test_the_engines_node_is_lost_mid_run_and_the_run_finishes_on_the_node_left(ray_cluster, tmp_path):
@@ -106,7 +117,7 @@ def test_the_engines_node_is_lost_mid_run_and_the_run_finishes_on_the_node_left(
     ids = [p["id"] for p in pairs] + [r["id"] for r in rejects]
     assert len(ids) == len(set(ids)) == ROWS, "a row is missing or doubled"
     assert "worker_failed" not in {r["reason"] for r in rejects}, [r["detail"] for r in rejects]
-    manifest = json.loads((out / "manifest.json").read_text())
+    manifest = read_manifest(out)
     assert manifest["status"] == "complete"
     assert manifest["input_rows"] == manifest["paired_rows"] + sum(manifest["rejects"].values()) == ROWS
 
@@ -153,17 +164,18 @@ def test_an_engine_no_node_can_hold_stops_the_run_within_the_placement_timeout(r
     assert "GPU: needs 1 on one node, the most any node has is 0" in stopped.stderr
     assert "rerun the same command to resume" in stopped.stderr
     assert not stats(out)
-    manifest = json.loads((out / "manifest.json").read_text())
+    manifest = read_manifest(out)
     assert manifest["status"] == "failed" and "PlacementTimeout" in manifest["attempts"][-1]["error"]
     print(f"\n[placement timeout] exit 3 after {took:.1f} s")
 
 
 def test_rows_lost_past_the_retries_are_worker_failed_and_a_rerun_of_the_same_command_redoes_them(
-        ray_cluster, tmp_path):
+        ray_cluster, tmp_path, s3):
     """With `ray.max_batch_retries: 0` the lost node's batches are `worker_failed`. The same command
     run again on the two nodes left redoes those rows, and is SIGKILLed once it committed some;
-    run once more on three nodes it finishes: every row once, no reject for a fault left."""
-    rig, out, log = ray_cluster, tmp_path / "out", tmp_path / "run.log"
+    run once more on three nodes it finishes: every row once, no reject for a fault left. The
+    output is on S3: what the killed driver committed is read back from there."""
+    rig, out, log = ray_cluster, s3, tmp_path / "run.log"
     rig.restore()
     cfg = write_config(tmp_path, out, ray={"max_batch_retries": 0})
     run = start(rig, cfg, log, 0.5)
@@ -198,6 +210,6 @@ def test_rows_lost_past_the_retries_are_worker_failed_and_a_rerun_of_the_same_co
     pairs, rejects = read_rows(out, "pairs"), read_rows(out, "rejects")
     ids = [p["id"] for p in pairs] + [r["id"] for r in rejects]
     assert len(ids) == len(set(ids)) == ROWS and not {r["reason"] for r in rejects} & {"worker_failed"}
-    manifest = json.loads((out / "manifest.json").read_text())
+    manifest = read_manifest(out)
     assert manifest["status"] == "complete" and len(manifest["attempts"]) == 3
     assert manifest["input_rows"] == manifest["paired_rows"] + sum(manifest["rejects"].values()) == ROWS

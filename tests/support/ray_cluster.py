@@ -6,7 +6,8 @@ own raylet with two logical CPUs and a custom resource naming it (`node:a`, `nod
 can pin work to a node or find out where something ran. Token authentication is on, as
 `cluster.yaml` runs it, with a token of the session's own (`RAY_AUTH_MODE=token` and
 `RAY_AUTH_TOKEN_PATH` in the environment, which the raylets and any driver a test starts
-inherit; `~/.ray` is left alone). Ports are picked free by Ray (no dashboard, so no 8265 clash),
+inherit; `~/.ray` is left alone). The session's S3 server (`support/s3_server.py`) is in that
+environment too, so every node's workers reach it, as a cluster's nodes reach their bucket. Ports are picked free by Ray (no dashboard, so no 8265 clash),
 on this machine's own address (`127.0.0.1` made the head hang here, see the shared notes).
 Torn down at the session's end, leaving no process; Ray's "current cluster" file, which the rig
 would otherwise point at itself (a bare `ray.init()` elsewhere on the machine would join it), is
@@ -110,14 +111,14 @@ def _put_back(address_before: str | None) -> None:
 
 
 @pytest.fixture(scope="session")
-def ray_cluster(tmp_path_factory):
+def ray_cluster(tmp_path_factory, s3_server):
     from ray._private.authentication_test_utils import reset_auth_token_state
     from ray.cluster_utils import Cluster
 
     token_file = tmp_path_factory.mktemp("ray-auth") / "auth_token"
     token_file.write_text(secrets.token_hex(32))
     token_file.chmod(0o600)
-    env = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token_file)}
+    env = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token_file), **s3_server.env}
     saved = {k: os.environ.get(k) for k in (*env, "RAY_AUTH_TOKEN")}
     address_before = _address_file().read_text() if _address_file().exists() else None
     os.environ.update(env)
