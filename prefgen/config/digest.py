@@ -4,7 +4,7 @@ A killed run resumes when the new config gives the same digest; otherwise it is 
 `--overwrite` starts fresh). The digest therefore covers what shapes the output and nothing else:
 - the roles (generators, evolution, judge, jury) with their sampling, prompts and rules, each
   role's model by what it is (its kind, source and the engine keys that change outputs,
-  `models.ENGINE_OUTPUT_KEYS`), not by the name it is declared under;
+  `models/declarations.py`, `ENGINE_OUTPUT_KEYS`), not by the name it is declared under;
 - pairing and the run seed;
 - the text of every prompt sent: generator system prompts and templates, the evolution template
   and criteria (all loaded into the config from built-ins or files), and each LLM judge's prompt
@@ -14,7 +14,10 @@ A killed run resumes when the new config gives the same digest; otherwise it is 
 Left out: `input.*` (the rows it yields are checked on their own, by the input digest of their
 ids; a row's id covers its prompt, conversation and provided responses with their columns, so
 `input.field`, `input.responses` and `input.preference` change it when they change what is judged), `output.*`, `ray.*`, models no role uses, evolution's settings while it is disabled, and
-the engine keys that only place an engine (`models.ENGINE_PLACEMENT_KEYS`).
+the engine keys that only place an engine (`ENGINE_PLACEMENT_KEYS`).
+
+Each role says its own part (`shaping`, and `prompts_sent` for the prompts it renders, in
+`roles/<kind>/config.py`); this module adds each role's model by what it is and joins the parts.
 
 Besides the digest, `digest_parts` maps each dotted key of that content to a short hash of its
 value; the manifest keeps it, so a refused resume names the keys that differ (`differing_keys`).
