@@ -249,8 +249,11 @@ class AsyncVllmEngine:
             results[i] = result
         return results
 
-    def shutdown(self) -> None:
-        self.llm.shutdown()
+    def shutdown(self, timeout_s: float = 15.0) -> None:
+        """Stop the engine core and its worker in order (`engines/exit.py`). vLLM kills the engine
+        core after `timeout_s`; its default, 5 s, killed one that had stopped its worker in 3 s and
+        was still exiting (2 cores, a run's last batch just done)."""
+        self.llm.shutdown(timeout=timeout_s)
 
 
 def engine_dead(exc: Exception) -> bool:

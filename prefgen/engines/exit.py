@@ -1,33 +1,37 @@
-"""An engine actor's exit: its engine stopped in order and its processes waited for.
+"""An engine actor's exit: its engine stopped in order and its processes waited for, before Ray
+ends the actor and before the driver's exit shuts a local Ray down.
 
-Two tracebacks came from every vLLM engine actor of a successful run (in the workers' logs; the
-console no longer shows workers' output, see `run/console.py`):
+What used to go wrong (every vLLM engine actor of a successful run; in the workers' logs, which
+the console no longer shows, see `run/console.py`): `AsyncLLM output_handler failed ...
+EngineDeadError`, then `resource_tracker: process died unexpectedly, relaunching` and `KeyError:
+'/psm_...'` (and `'/mp-...'`), and a `VLLM::Worker` left running, parented to init. The cause is
+Ray's, measured in the core worker's log: when Ray Data lets go of an actor, its exit begins by
+killing the actor's direct child processes (SIGKILL; Ray's `kill_child_processes_on_worker_exit`,
+on by default), before `__ray_shutdown__` and atexit run anything. Those children are vLLM's
+engine core and multiprocessing's resource tracker (the one process that unlinks the shared
+memory and semaphores a process and its children registered). So the engine core died without
+stopping its worker process; the worker (a grandchild, not killed) saw its parent gone, and when
+it unregistered its shared memory found the tracker dead, started a new one, and that one did not
+know the names: the KeyError. `AsyncLLM.shutdown`, run at atexit, then met a dead engine core.
 
-- `AsyncLLM output_handler failed ... EngineDeadError`: vLLM's `AsyncLLM.shutdown` stops the
-  engine core first and cancels the task reading its outputs after, so that task sees a dead
-  engine and logs it. `stop_engine` cancels the task first.
-- `resource_tracker ... KeyError: '/psm_...'` (and `'/mp-...'`), after "resource_tracker: process
-  died unexpectedly, relaunching": Python's multiprocessing resource tracker (one process, shared
-  by a process and the processes it spawns, that unlinks shared memory and semaphores left
-  behind) is the actor's child; vLLM's engine core and its worker process use it. The actor
-  exited once vLLM's engine core was gone, while the worker process was still exiting; Ray kills
-  an exited worker's leftover child processes, the tracker among them; the vLLM worker then
-  unregistered its shared memory and semaphore, found the tracker dead, started a new one, and
-  the new one did not know those names. `stop_engine` waits for every process the engine started
-  before the actor exits, so the tracker outlives them. `own_resource_tracker` makes sure the
-  tracker is the actor's before the engine starts (with vLLM's `fork` start method a tracker
-  first needed in the engine core would be the engine core's, and die with it).
-  NOT FIXED YET: in the integration run one vLLM process was still running after the wait, and
-  the KeyError was still in that actor's log; what that process waits on is the next thing to find.
-  Seen again in a default run (2026-12-06): `AsyncLLM.shutdown` SIGTERMs the engine core, which
-  exits at once without waiting for its worker; the worker logs "Parent process exited, terminating
-  worker queues" in the same second and is still alive 8 s later ("1 of its 2 process(es) exited").
-  A SIGTERM from here would not help: vLLM's worker raises SystemExit on SIGTERM only while no
-  shutdown was requested, and its death-pipe monitor has already requested one. Killing it (SIGKILL)
-  would silence the KeyError but leave its shared memory for a tracker that may die with the actor.
+Now:
+- the engine actors run with that switch off (`placement.actor_options`), so the actor's own
+  exit stops its engine: `AsyncLLM.shutdown` SIGTERMs the engine core, which shuts its executor
+  down (closing the worker's death pipe and waiting for it) and exits (vLLM kills it after the
+  timeout `AsyncVllmEngine.shutdown` gives, longer than vLLM's 5 s); `stop_engine` then waits
+  for every process the engine started (`started_since`), so the tracker, still alive, outlives
+  them. `cancel_output_handler` cancels vLLM's output task before the engine core stops (else it
+  logs the EngineDeadError above). `own_resource_tracker` starts the tracker in the actor before
+  the engine does, so that it is the actor's and not the engine core's.
+- the stop runs when the stage is let go of: Ray Data's actor drops its stage in
+  `__ray_shutdown__`, and `ModelStage` stops its engine from a `weakref.finalize` (which also runs
+  at the interpreter's exit if nothing let go of it), so nothing may hold the stage itself.
+- a local Ray that the driver started would be shut down by the driver's exit a few seconds after
+  the last batch, killing the actors mid-exit: `wait_for_engine_actors` waits for them first.
 
-`ModelStage` registers its `__del__` with atexit (an actor's exit need not collect the stage
-object), which calls `stop_at_exit` once.
+Seen on 2 cores (test_pipeline_run's run, 2026-12-07): the engine stopped in 4.9 s (its worker in
+about 3 s), the actor's log holds its one line and no traceback; the driver ended 10 s after the
+last batch instead of 3. `tests/integration/test_pipeline_run.py` checks the log.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ import asyncio
 import time
 
 EXIT_WAIT_S = 8.0  # vLLM gives its own processes 5 s after SIGTERM before it kills them
+ACTORS_EXIT_WAIT_S = 30.0  # Ray's own limit on an actor's graceful exit (the GCS's timeout_ms=30000)
 
 
 def own_resource_tracker() -> None:
@@ -48,7 +53,7 @@ def own_resource_tracker() -> None:
 
 def stop_engine(engine, processes: list, wait_s: float = EXIT_WAIT_S) -> list[int]:
     """Shut the engine down and wait for `processes` (what `started_since` found when it was made);
-    returns the pids still alive after `wait_s`."""
+    returns the pids still alive after `wait_s`, which are then killed."""
     shutdown = getattr(engine, "shutdown", None)
     if shutdown is None:
         return []
@@ -61,13 +66,36 @@ def stop_at_exit(name: str, engine, processes: list) -> None:
     """`stop_engine` at the actor's exit, saying in the actor's log how it went; never raises."""
     if getattr(engine, "shutdown", None) is None:
         return
+    started = time.monotonic()
     try:
         left = stop_engine(engine, processes)
     except Exception as exc:  # an exit must not fail; say why it was not clean
         print(f"[prefgen] {name}: engine shutdown failed: {exc!r}", flush=True)
         return
-    print(f"[prefgen] {name}: engine stopped, {len(processes) - len(left)} of its {len(processes)} process(es) "
-          "exited" + (f"; still running: {left}" if left else ""), flush=True)
+    print(f"[prefgen] {name}: engine stopped in {time.monotonic() - started:.1f} s, {len(processes) - len(left)} of "
+          f"its {len(processes)} process(es) exited" + (f"; killed after {EXIT_WAIT_S:.0f} s: {left}" if left else ""),
+          flush=True)
+
+
+def engine_actor_processes(session_dir: str, processes: dict | None = None) -> list[int]:
+    """The engine actors of a local Ray session and their vLLM processes still alive (by process
+    title: Ray titles an actor's worker `ray::<class>`, vLLM its processes `VLLM::<part>`)."""
+    from prefgen.engines.orphans import _processes, session_processes
+
+    procs = _processes() if processes is None else processes
+    return sorted(pid for pid in session_processes(session_dir, procs)
+                  if "ModelStage" in procs[pid][1].split("\0")[0] or procs[pid][1].startswith("VLLM::"))
+
+
+def wait_for_engine_actors(session_dir: str, wait_s: float = ACTORS_EXIT_WAIT_S, poll_s: float = 0.2) -> list[int]:
+    """Wait until a local Ray's engine actors have exited, before the driver's exit shuts that Ray
+    down (which kills what is left of them); returns the pids still alive after `wait_s`."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        left = engine_actor_processes(session_dir)
+        if not left or time.monotonic() >= deadline:
+            return left
+        time.sleep(poll_s)
 
 
 def child_pids() -> set[int]:
@@ -92,11 +120,18 @@ def started_since(before: set[int]) -> list:
 
 
 def wait_for_exit(processes: list, wait_s: float) -> list[int]:
+    """Wait for `processes`; those still alive after `wait_s` are killed (Ray no longer kills an
+    engine actor's children, and the resource tracker, still alive, unlinks what they held)."""
     if not processes:
         return []
     import psutil
 
     _, alive = psutil.wait_procs(processes, timeout=wait_s)
+    for proc in alive:
+        try:
+            proc.kill()
+        except psutil.Error:
+            pass
     return [p.pid for p in alive]
 
 

@@ -31,7 +31,10 @@ def gpus_per_replica(engine: EngineConfig, device: str) -> float:
 def actor_options(engine: EngineConfig, device: str) -> dict:
     """Ray resources and environment of one engine actor."""
     options: dict = {"num_cpus": engine.cpus_per_replica}
-    env = {}
+    # Ray kills a worker's child processes (SIGKILL) as its exit begins, before the actor stops
+    # anything: vLLM's engine core and the resource tracker among them. The actor stops its engine
+    # itself, in order (exit.py); this is Ray's documented switch, read by the worker it starts.
+    env = {"RAY_kill_child_processes_on_worker_exit": "0"}
     if device == "gpu":
         options["num_gpus"] = gpus_per_replica(engine, device)
         if engine.accelerator_type:

@@ -11,13 +11,13 @@ scripted one) also works: its calls then run one at a time.
 from __future__ import annotations
 
 import asyncio
-import atexit
 import copy
 import json
 import os
 import threading
 import time
 import uuid
+import weakref
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -130,8 +130,9 @@ class ModelStage:
             getattr(engine, "shutdown", lambda: None)()  # its engine core must not outlive the actor
             raise
         self.engine = engine if is_async(engine) else SerialEngine(engine)
-        self.engine_processes = started_since(before)  # waited for at the actor's exit
-        atexit.register(self.__del__)
+        # Stopped when this stage is let go of (Ray Data's `__ray_shutdown__`), before Ray kills the
+        # actor's child processes, or else at the interpreter's exit; nothing else may hold it (exit.py)
+        self.engine_stop = weakref.finalize(self, stop_at_exit, name, self.engine, started_since(before))
         # Ray Data may run a few batches per call on top of the actor's concurrency: threads are cheap.
         self.threads = ThreadPoolExecutor(max_workers=4 * max(1, batches_in_flight), thread_name_prefix="prefgen-batch")
         with self.lock:
@@ -139,13 +140,6 @@ class ModelStage:
             snapshot = json.loads(json.dumps(self.stats))
         self._write_stats(snapshot, force=True)
         print(f"[prefgen] {name}: engine ready in {self.stats['engine_start_s']:.1f} s", flush=True)
-
-    def __del__(self):
-        """The actor exits: stop the engine and wait for its processes (see `exit.py`).
-        Also registered with atexit, as the actor may exit without collecting this object."""
-        engine, self.engine = getattr(self, "engine", None), None
-        if engine is not None:
-            stop_at_exit(self.name, engine, self.engine_processes)
 
     def restart_actor(self, exc: Exception) -> None:
         """Exit the actor: Ray starts a new one and retries its batches there."""

@@ -33,6 +33,7 @@ from prefgen.config import PipelineConfig
 from prefgen.config.checks import candidates_per_row
 from prefgen.dataset.report import write_report_safely
 from prefgen.engines.cluster import PlacementWatch, alive_nodes, output_refusal, watched
+from prefgen.engines.exit import ACTORS_EXIT_WAIT_S, wait_for_engine_actors
 from prefgen.engines.placement import PlanError, replica_needs
 from prefgen.engines.starts import start_failure
 from prefgen.input import screen
@@ -196,6 +197,11 @@ def _process(cfg, stages: list[StagePlan], state: RunState, todo, bad_input, sum
         warning = failed_warning(failed)
         if warning:
             summary.warnings.append(warning)
+        if session_dir:  # the engine actors stop their engines as they exit: a Ray we started waits for them
+            left = wait_for_engine_actors(session_dir)
+            if left:
+                log(f"[prefgen] warning: engine processes still running {ACTORS_EXIT_WAIT_S:.0f} s after the "
+                    f"last batch (killed with this Ray): {left}")
     return attempt_commits
 
 

@@ -101,3 +101,5 @@ def test_actor_options_per_device():
     cpu = actor_options(default.model_of(default.judge).engine, "cpu")
     assert "num_gpus" not in cpu
     assert cpu["runtime_env"]["env_vars"]["VLLM_CPU_OMP_THREADS_BIND"] == "nobind"
+    for options in (gpu, cpu):  # the engine's processes are stopped by the actor, not killed by Ray (exit.py)
+        assert options["runtime_env"]["env_vars"]["RAY_kill_child_processes_on_worker_exit"] == "0"
