@@ -3,8 +3,9 @@
 Runs the real CLI once (the embedded default, or CONFIG for a variant of it) on the bundled sample
 instructions and writes the figures README quotes for it: wall time seen from outside and the
 run's own, engine start, output tokens and tok/s, candidates and how many were cut off at
-max_tokens, pairs, rejects by reason, the pair check's counts and the length figures of judge
-health. Output: benchmarks/results/default_run.json (or default_run-NAME.json with --name).
+max_tokens, pairs, rejects by reason, the pair check's counts, judge health's position and length
+figures, its warnings and its position findings (warned about or cancelled by the pair check).
+Output: benchmarks/results/default_run.json (or default_run-NAME.json with --name).
 
     uv run --extra cpu python benchmarks/default_run.py [CONFIG.yaml] [--name NAME]
 """
@@ -17,6 +18,7 @@ import tempfile
 from pathlib import Path
 
 from common import run_cli, save, stage_table
+from prefgen.report.position import position_cancelled, position_findings
 from throughput import machine
 
 
@@ -39,6 +41,12 @@ def summary(wall: float, manifest: dict) -> dict:
         "pairs": manifest["pairs"],
         "rejects": manifest["rejects"],
         "verification": manifest.get("verification"),
+        "position": {k: health.get(k) for k in ("mean_rating_by_position", "first_minus_last", "monotone_calls",
+                                                 "permutation_agreement")},
+        "health_warnings": manifest.get("health_warnings") or [],
+        # every position finding, warned about or not (cancelled for the pairs kept by the pair check)
+        "position_findings": [fact for fact, _ in position_findings(health)] if health else [],
+        "position_cancelled": position_cancelled(health) if health else False,
         "chosen_longer": health.get("chosen_longer"),
         "length_controlled": health.get("length_controlled"),
         "roles": {name: {k: r.get(k) for k in ("requests", "output_tokens", "busy_s")}
@@ -54,9 +62,14 @@ def length_settings(config: dict) -> dict:
                         "max_tokens": g["sampling"]["max_tokens"],
                         "repetition_penalty": g["sampling"].get("repetition_penalty", 1.0)}
             for g in config.get("generators") or []}
-    evolution = (config.get("evolution") or {}).get("sampling") or {}
-    return {"generators": gens, "evolution_max_tokens": evolution.get("max_tokens"),
-            "evolution_repetition_penalty": evolution.get("repetition_penalty", 1.0)}
+    evolution = config.get("evolution") or {}
+    sampling = evolution.get("sampling") or {}
+    judge = config.get("judge") or {}
+    return {"generators": gens, "evolution_max_tokens": sampling.get("max_tokens"),
+            "evolution_repetition_penalty": sampling.get("repetition_penalty", 1.0),
+            "evolution_template": evolution.get("template"),
+            "judge_permutations": judge.get("permutations"),
+            "verification": ((config.get("pairing") or {}).get("verification") or {}).get("enabled")}
 
 
 def truncation_by_origin(out: Path) -> dict:

@@ -38,7 +38,7 @@ from prefgen.models.declarations import (  # noqa: F401 - the config's classes, 
     check_source,
 )
 from prefgen.roles.config import RoleConfig
-from prefgen.roles.evolve.config import CRITERIA, EvolutionConfig  # noqa: F401
+from prefgen.roles.evolve.config import CRITERIA, EvolutionConfig, default_evolution  # noqa: F401
 from prefgen.roles.generate.config import GeneratorConfig, default_generators
 from prefgen.roles.judge.config import ASPECTS, REWARD_IGNORED_KEYS, JudgeConfig  # noqa: F401
 from prefgen.roles.verify.config import VerificationConfig
@@ -119,7 +119,7 @@ class PipelineConfig(Strict):
         description="Models that answer each prompt; none ([]): only the input's responses (input.responses) "
         "are rated.",
     )
-    evolution: EvolutionConfig = Field(default_factory=EvolutionConfig)
+    evolution: EvolutionConfig = Field(default_factory=default_evolution)
     judge: JudgeConfig = Field(default_factory=JudgeConfig)
     jury: list[JudgeConfig] = Field(
         default_factory=list, description="Further judges; their ratings are averaged with the judge's."

@@ -2,7 +2,9 @@
 
 The built-in `evol-quality` template keeps what makes EvolQuality's rewrites usable: a length
 budget (roughly 10 to 20 words added), non-text parts (code, tables) kept intact, and a
-rewrite that never mentions being one. `mission` is the course's simplified rewriter prompt.
+rewrite that never mentions being one. `evol-quality-short` is the same closed by a request for
+two or three sentences, last in the user's turn where a small model heeds it (the embedded
+default's). `mission` is the course's simplified rewriter prompt.
 Templates hold `{instruction}`, `{response}` and (usually) `{criterion}`, the criterion's text.
 """
 

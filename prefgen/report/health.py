@@ -6,7 +6,8 @@ Measured on every run, in three pure steps:
 - `health_figures(stats)`: the figures, each with its sample size and, where a figure can be
   compared with chance, the chance value and a z score against it;
 - `health_warnings(figures)`: plain-words warnings, raised only when a figure is both
-  significant (|z| >= 3, so a handful of calls never warns) and large enough to matter.
+  significant (|z| >= 3, so a handful of calls never warns) and large enough to matter; the
+  position findings (`position.py`) only when the pairs kept are not safe from them.
 Chance is exact where it can be: a joint call's ratings, shuffled at random over the shown
 positions, fall with position with probability prod(m_i!)/n! (m_i: how often each rating
 occurs), so two candidates "fall" half the time and that alone never warns.
@@ -19,8 +20,7 @@ from collections import Counter
 from itertools import combinations
 
 from prefgen.report.length_control import length_controlled_gap, pair_gap_stats
-
-Z_SIGNIFICANT = 3.0
+from prefgen.report.position import Z_SIGNIFICANT, pct as _pct, position_warnings
 
 
 def add_health(a: dict, b: dict) -> dict:
@@ -231,38 +231,10 @@ def health_figures(stats: dict) -> dict:
     }
 
 
-def _pct(x: float) -> str:
-    return f"{100 * x:.0f}%"
-
-
 def health_warnings(figures: dict) -> list[str]:
-    """Warnings for figures that are significant against chance and large enough to matter."""
-    out = []
-    fl, mono = figures["first_minus_last"], figures["monotone_calls"]
-    if fl["n"] >= 8 and abs(fl["z"]) >= Z_SIGNIFICANT and abs(fl["mean"]) >= 0.5:
-        side, other = ("first", "last") if fl["mean"] > 0 else ("last", "first")
-        out.append(
-            f"the judge rates by position: over {fl['n']} joint calls the {side} response shown got "
-            f"{abs(fl['mean']):.1f} points more than the {other} on average (z={fl['z']:.1f}); its ratings "
-            "follow the order, not the text. Use judge.permutations: balanced (ratings by position alone then "
-            "tie and the row is refused) or at least 2 (an order and its reverse), and a larger or different judge"
-        )
-    for kind, words in (("strict", "strictly"), ("weak", "steadily")):
-        share, chance = mono[f"{kind}_share"], mono[f"{kind}_chance"]
-        if mono["n"] >= 5 and mono[f"{kind}_z"] >= Z_SIGNIFICANT and share - chance >= 0.2:
-            out.append(
-                f"in {_pct(share)} of {mono['n']} joint calls of 3+ responses the ratings fell {words} with the "
-                f"position shown, where chance gives {_pct(chance)}: the judge is ranking the order it was shown. "
-                "Use judge.permutations: balanced, and a larger or different judge"
-            )
-            break
-    perm = figures["permutation_agreement"]
-    if perm["n"] >= 20 and perm["share"] <= 0.5 and perm["z"] < 2:
-        out.append(
-            f"the same response shown in another order got the same rating in only {_pct(perm['share'])} of "
-            f"{perm['n']} comparisons, no better than chance ({_pct(perm['chance'])}): the ratings are mostly "
-            "noise or position. Use a larger or different judge; keep several permutations and verify pairs"
-        )
+    """Warnings for figures that are significant against chance and large enough to matter; position
+    findings only where the pairs kept are not safe from them (`report/position.py`)."""
+    out = position_warnings(figures)
     jury = figures["juror_agreement"]
     if jury["n"] >= 20 and jury["mean_abs_diff"] >= 1.0 and jury["z"] > -2:
         out.append(

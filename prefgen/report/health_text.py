@@ -7,6 +7,7 @@ module only renders them.
 from __future__ import annotations
 
 from prefgen.report.length_control import length_controlled_line
+from prefgen.report.position import position_cancelled_line
 from prefgen.roles.verify.verdicts import verification_lines
 
 
@@ -63,5 +64,8 @@ def health_lines(figures: dict, warnings: list[str]) -> list[str]:
     dist = f["rating_distribution"]
     if dist["n"]:
         lines.append(f"  ratings: {', '.join(f'{k}={_pct(v)}' for k, v in dist['shares'].items())} ({dist['n']})")
+    cancelled = position_cancelled_line(f)
+    if cancelled:
+        lines.append(cancelled)
     lines += verification_lines(f.get("pair_verification"))
     return lines + [f"  warning: {w}" for w in warnings]

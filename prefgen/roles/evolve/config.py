@@ -50,3 +50,9 @@ class EvolutionConfig(RoleConfig):
             return {}
         n = originals * self.num_evolutions
         return {"evolve": {"requests": n, "outputs": n}}
+
+
+def default_evolution() -> EvolutionConfig:
+    """The embedded default's evolver: EvolQuality's prompt closed by the same request for two or
+    three sentences its generators get (`evol-quality-short`), with the room every rewrite gets."""
+    return EvolutionConfig(template="evol-quality-short")

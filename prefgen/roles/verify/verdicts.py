@@ -84,6 +84,7 @@ def verification_figures(counts: dict) -> dict:
         "flip_rate": _share(counts.get("flipped", 0), n),
         "contradicted_share": _share(counts.get("contradicted", 0), n),
         "failed_share": _share(counts.get("failed", 0), n),
+        "kept_unverified": counts.get("flagged", 0),  # pairs kept though not verified (on_fail: flag)
         "first_shown_wins": {"n": decided, "share": _share(first, decided), "z": z},
     }
 

@@ -9,6 +9,9 @@ from support.scripted_engine import ScriptedEngine
 from support.judges import judged_row, position_judge, row, truthful_judge
 
 from prefgen.report.health import add_health, batch_health, health_figures, health_warnings
+from prefgen.report.health_text import health_lines
+from prefgen.report.position import position_cancelled_line
+from prefgen.roles.verify.verdicts import verification_figures
 from prefgen.roles.judge.task import JudgeTask
 from prefgen.roles.pair import split_rows
 from prefgen.report.summary import RunSummary, batch_counts
@@ -195,3 +198,44 @@ def test_unrated_and_failed_calls_are_left_out():
     assert f["mean_rating_by_position"]["n"] == 2
     unjudged = batch_health([{"candidates": [candidate(candidate_id="r/g/0", text="t", origin="generated")]}], [])
     assert health_figures(unjudged)["rating_distribution"]["n"] == 0
+
+
+def _position_driven_rows():
+    """12 rows of 4 candidates, each judged in a shuffle and its reverse by a judge rating the shown position alone."""
+    rows = [row(f"r{i}", [f"answer {i}-{k}" for k in range(4)]) for i in range(12)]
+    JudgeTask("j", "m", seed=5, permutations=2).run(rows, ScriptedEngine(position_judge(lambda pos, _t: 5 - pos)))
+    return rows
+
+
+def _checked(figures, flagged):
+    counts = {"pairs_checked": 6, "verified": 1, "flipped": 5, "flagged": flagged, "verdicts_decided": 12,
+              "first_shown_wins": 1}
+    return figures | {"pair_verification": verification_figures(counts)}
+
+
+def test_position_the_pair_check_cancelled_is_a_figure_not_a_warning():
+    f = figures_of(_position_driven_rows())
+    assert any("rates by position" in w for w in health_warnings(f))  # ratings alone: the pairs are not safe
+    assert position_cancelled_line(f) is None
+    checked = _checked(f, flagged=0)  # every pair kept was named the better in both orders
+    assert not any("position" in w for w in health_warnings(checked))
+    line = position_cancelled_line(checked)
+    assert line.startswith("  position (cancelled for the pairs kept") and "83% of 6 checked flipped" in line
+    assert "the judge rates by position" in line and "Use judge.permutations" not in line
+    assert line in health_lines(checked, [])
+
+
+def test_position_stays_a_warning_when_a_pair_kept_was_not_verified():
+    flagged = _checked(figures_of(_position_driven_rows()), flagged=1)  # on_fail: flag kept an unverified pair
+    assert any("rates by position" in w for w in health_warnings(flagged))
+    assert position_cancelled_line(flagged) is None
+
+
+def test_agreement_at_chance_is_noise_and_stays_a_warning_under_the_pair_check():
+    # ratings alike in another order no more often than chance, but not less: noise, not position
+    noisy = {"n": 40, "cells": 20, "share": 0.3, "chance": 0.25, "z": 0.7, "mean_spread": 1.0}
+    f = _checked(figures_of([]) | {"permutation_agreement": noisy}, flagged=0)
+    assert any("another order" in w for w in health_warnings(f)) and position_cancelled_line(f) is None
+    below = _checked(figures_of([]) | {"permutation_agreement": noisy | {"share": 0.1, "z": -1.5}}, flagged=0)
+    assert not any("another order" in w for w in health_warnings(below))
+    assert "another order" in position_cancelled_line(below)

@@ -43,6 +43,18 @@ def test_rewrite_prompt_asks_for_restraint():
     assert text.rstrip().endswith("# New answer")
 
 
+def test_the_embedded_default_rewrites_in_two_or_three_sentences_asked_for_last():
+    short = REWRITE_TEMPLATES["evol-quality-short"]
+    assert parse_config({}).evolution.template == short  # the embedded default's rewriter
+    [msg] = evolve_prompt("What is synthetic data?", "Data made by a program.", EVOL_CRITERIA["details"], short)
+    text = msg["content"]
+    # EvolQuality's rules kept: a length budget, non-text parts intact, no talk of rewriting
+    assert "10 to 20 words" in text and "intact" in text and "Here is an improved version" in text
+    assert text.rstrip().endswith("Data made by a program.\n\nNow write only the new answer, in two or three sentences.")
+    assert short.replace("Now write only the new answer, in two or three sentences.", "# New answer") == \
+        REWRITE_TEMPLATES["evol-quality"]
+
+
 def test_builtin_criteria_and_mission_template_by_name():
     assert list(EVOL_CRITERIA) == ["helpfulness", "relevance", "deepening", "creativity", "details"]
     assert "more helpful" in EVOL_CRITERIA["helpfulness"] and "relevant" in EVOL_CRITERIA["relevance"]
@@ -50,7 +62,7 @@ def test_builtin_criteria_and_mission_template_by_name():
     assert "detail" in EVOL_CRITERIA["details"]
     [msg] = evolve_prompt("Q?", "R.", "be nicer", REWRITE_TEMPLATES["mission"])
     assert "response rewriter" in msg["content"] and msg["content"].rstrip().endswith("# Improved Response")
-    assert parse_config({}).evolution.template == REWRITE_TEMPLATES["evol-quality"]
+    assert parse_config({"evolution": {}}).evolution.template == REWRITE_TEMPLATES["evol-quality"]
     assert parse_config({"evolution": {"template": "mission"}}).evolution.template == REWRITE_TEMPLATES["mission"]
 
 
