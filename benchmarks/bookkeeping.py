@@ -42,7 +42,9 @@ from prefgen.config import InputConfig
 from prefgen.input.read import read_instructions
 from prefgen.output.storage import Requests, storage
 from prefgen.report.summary import RunSummary, batch_counts
-from prefgen.output.runstate import COMMITS_DIR, RunState, batch_key, input_digest
+from prefgen.output.commits import COMMITS_DIR
+from prefgen.output.manifest import input_digest
+from prefgen.output.runstate import RunState, batch_key
 from prefgen.schema import REJECT_MARGIN, reject_row
 from prefgen.output.writer import commit_reports, write_rows
 

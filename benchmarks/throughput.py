@@ -116,7 +116,7 @@ def main() -> None:
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
 
     from prefgen.config import load_config
-    from prefgen.config.embedded import resolve_model
+    from prefgen.models.embedded import resolve_model
     from floor import throughput_report
     from prefgen.roles.plan import plan_stages
 

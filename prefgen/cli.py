@@ -20,7 +20,7 @@ from prefgen.engines.endpoint import EndpointStopped
 from prefgen.run.pipeline import run
 from prefgen.output.writer import RunStopped
 from prefgen.engines.placement import PlanError
-from prefgen.output.runstate import ResumeRefused
+from prefgen.output.manifest import ResumeRefused
 from prefgen.run.stopping import EXIT_STOPPED, StopRequested
 
 

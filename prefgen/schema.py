@@ -70,7 +70,7 @@ CANDIDATE = pa.struct(
 )
 CANDIDATE_FIELDS = [f.name for f in CANDIDATE]
 
-# One verdict of the pair check (roles/verify.py): the judge shown a pair's chosen and rejected side by side
+# One verdict of the pair check (roles/verify/task.py): the judge shown a pair's chosen and rejected side by side
 # in one order, naming the better one.
 VERDICT = pa.struct(
     [

@@ -1,9 +1,10 @@
 """The run configuration: pydantic models loaded from one YAML file and validated up front.
 
 This module holds the whole (`PipelineConfig`: models by name, roles, pairing, input, output,
-Ray) and resolves the roles' model names; model declarations live in `models.py`, roles in
-`roles.py`, the input section in `input.py`, reading the YAML file and naming bad keys in
-`load.py`, the checks across keys in `checks.py`, and the digest in `digest.py`.
+Ray) and resolves the roles' model names; model declarations live in `prefgen/models/`, each
+role's config beside its task (`prefgen/roles/<kind>/config.py`), the input section in
+`input.py`, reading the YAML file and naming bad keys in `load.py`, the checks across keys in
+`checks.py`, and the digest in `digest.py`.
 
 Every model forbids unknown keys, so a typo fails before any engine starts, with the dotted
 path of the bad key in the message (`generators.1.sampling.temprature: Extra inputs are not
@@ -23,7 +24,7 @@ from pydantic import (
     model_validator,
 )
 
-from prefgen.config.models import (  # noqa: F401 - the config's classes, importable from here
+from prefgen.models.declarations import (  # noqa: F401 - the config's classes, importable from here
     DEFAULT_MODEL,
     MODEL_KINDS,
     EndpointModel,
@@ -36,15 +37,11 @@ from prefgen.config.models import (  # noqa: F401 - the config's classes, import
     check_name,
     check_source,
 )
-from prefgen.config.roles import (  # noqa: F401
-    ASPECTS,
-    CRITERIA,
-    EvolutionConfig,
-    GeneratorConfig,
-    JudgeConfig,
-    RoleConfig,
-    VerificationConfig,
-)
+from prefgen.roles.config import RoleConfig
+from prefgen.roles.evolve.config import CRITERIA, EvolutionConfig, default_evolution  # noqa: F401
+from prefgen.roles.generate.config import GeneratorConfig, default_generators
+from prefgen.roles.judge.config import ASPECTS, REWARD_IGNORED_KEYS, JudgeConfig  # noqa: F401
+from prefgen.roles.verify.config import VerificationConfig
 from prefgen.config.input import InputConfig  # noqa: F401 - importable from here
 from prefgen.config.load import ConfigError, apply_overrides, format_errors, read_yaml
 from prefgen.config.checks import check_adapter_of, few_candidates, never_output
@@ -110,15 +107,6 @@ class RayConfig(Strict):
     )
 
 
-# Judge keys a reward model has no use for: it reads no prompt and writes no answer.
-REWARD_IGNORED_KEYS = ("rubrics", "aspects", "combine", "mode", "permutations", "rationales", "guided", "max_retries",
-                       "sampling")
-
-
-# The embedded default's generators' user turn: the length asked for where a small model heeds it.
-SHORT_ANSWER_TEMPLATE = "{instruction}\n\nAnswer in two or three sentences."
-
-
 class PipelineConfig(Strict):
     input: InputConfig = Field(default_factory=InputConfig)
     models: dict[str, ModelSpec] = Field(
@@ -126,32 +114,12 @@ class PipelineConfig(Strict):
         description="Models declared once by name; roles refer to them by name. Roles that give a "
         "source instead are added here under a derived name.",
     )
-    # The laptop default: two generator settings of the embedded model that ask for short answers
-    # (a 135M model rambles past any limit otherwise, and a cut-off answer is never chosen). It
-    # ignored "at most 80 words" in the system prompt (21 of 48 candidates cut off), and "two or three
-    # short sentences" there too (12 of 48: benchmarks/results/default_run-*.json); so the length is
-    # asked for last in the user's turn (`template`), and the rewriter, which adds to an answer, gets
-    # more room and the same request closing its prompt (`evol-quality-short`). At temperature 0.3 the
-    # focused one loops on the same instructions run after run: a repetition penalty ends that (on the
-    # creative one, at 1.0, it makes answers drift; README, Benchmarks: the default run).
     generators: list[GeneratorConfig] = Field(
-        default_factory=lambda: [
-            GeneratorConfig(name="smol-focused", system_prompt="Answer accurately and briefly.",
-                            template=SHORT_ANSWER_TEMPLATE,
-                            sampling=SamplingConfig(temperature=0.3, max_tokens=256, repetition_penalty=1.1)),
-            GeneratorConfig(
-                name="smol-creative",
-                system_prompt="You are a creative assistant. Answer with one vivid, concrete example.",
-                template=SHORT_ANSWER_TEMPLATE, sampling=SamplingConfig(temperature=1.0, max_tokens=256),
-            ),
-        ],
+        default_factory=default_generators,
         description="Models that answer each prompt; none ([]): only the input's responses (input.responses) "
         "are rated.",
     )
-    evolution: EvolutionConfig = Field(
-        default_factory=lambda: EvolutionConfig(template="evol-quality-short", sampling=SamplingConfig(max_tokens=320))
-    )
-    # JudgeConfig's defaults, the orders included (a shuffle and its reverse: position cancelled).
+    evolution: EvolutionConfig = Field(default_factory=default_evolution)
     judge: JudgeConfig = Field(default_factory=JudgeConfig)
     jury: list[JudgeConfig] = Field(
         default_factory=list, description="Further judges; their ratings are averaged with the judge's."

@@ -8,7 +8,7 @@ starts instead of rejecting every row. Pure functions: no engine, no files.
 
 from __future__ import annotations
 
-from prefgen.config.models import JURY_SCALE, EndpointModel, RewardModel
+from prefgen.models.declarations import JURY_SCALE, EndpointModel, RewardModel
 from prefgen.prompts import rubric_for
 
 

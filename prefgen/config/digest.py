@@ -4,8 +4,8 @@ A killed run resumes when the new config gives the same digest; otherwise it is 
 `--overwrite` starts fresh). The digest therefore covers what shapes the output and nothing else:
 - the roles (generators, evolution, judge, jury) with their sampling, prompts and rules, each
   role's model by what it is (its kind, source and the engine keys that change outputs,
-  `models.ENGINE_OUTPUT_KEYS`, and the content hash of the LoRA adapter it runs on), not by the
-  name it is declared under;
+  `models/declarations.py`, `ENGINE_OUTPUT_KEYS`, and the content hash of the LoRA adapter it
+  runs on), not by the name it is declared under;
 - pairing and the run seed;
 - the text of every prompt sent: generator system prompts and templates, the evolution template
   and criteria (all loaded into the config from built-ins or files), and each LLM judge's prompt
@@ -15,7 +15,10 @@ A killed run resumes when the new config gives the same digest; otherwise it is 
 Left out: `input.*` (the rows it yields are checked on their own, by the input digest of their
 ids; a row's id covers its prompt, conversation and provided responses with their columns, so
 `input.field`, `input.responses` and `input.preference` change it when they change what is judged), `output.*`, `ray.*`, models no role uses, evolution's settings while it is disabled, and
-the engine keys that only place an engine (`models.ENGINE_PLACEMENT_KEYS`).
+the engine keys that only place an engine (`ENGINE_PLACEMENT_KEYS`).
+
+Each role says its own part (`shaping`, and `prompts_sent` for the prompts it renders, in
+`roles/<kind>/config.py`); this module adds each role's model by what it is and joins the parts.
 
 Besides the digest, `digest_parts` maps each dotted key of that content to a short hash of its
 value; the manifest keeps it, so a refused resume names the keys that differ (`differing_keys`).
@@ -26,11 +29,9 @@ from __future__ import annotations
 import hashlib
 import json
 
-from prefgen.config.models import ENGINE_OUTPUT_KEYS, EndpointModel, RewardModel
+from prefgen.models.declarations import ENGINE_OUTPUT_KEYS, EndpointModel
 from prefgen.config.checks import verifies
-from prefgen.prompts import joint_judge_prompt, joint_schema, judge_prompt, judgment_schema, rubric_for, verify_prompt
-
-ROLE_SECTIONS = ("generators", "evolution", "judge", "jury", "pairing", "seed")
+from prefgen.roles.verify.config import VerificationConfig
 
 
 def _hash(value) -> str:
@@ -50,43 +51,24 @@ def model_identity(model, adapter: str | None = None) -> dict:
     return identity
 
 
-def judge_prompts(judge) -> dict[str, str]:
-    """Per aspect, the judge's prompt and answer schema as sent, around placeholder texts."""
-    rendered = {}
-    for aspect in judge.aspects:
-        rubric = rubric_for(aspect, judge.rubrics)
-        if judge.mode == "single":
-            messages = judge_prompt("{instruction}", "{response}", aspect, judge.rationales, "{nonce}", rubric)
-            schema = judgment_schema(judge.rationales, rubric.allows_na, rubric.scale)
-        else:
-            labelled = [("A", "{response A}"), ("B", "{response B}")]
-            messages = joint_judge_prompt("{instruction}", labelled, aspect, judge.rationales, "{nonce}", rubric)
-            schema = joint_schema(["A", "B"], judge.rationales, rubric.allows_na, rubric.scale)
-        rendered[aspect] = json.dumps({"messages": messages, "schema": schema if judge.guided else None},
-                                      sort_keys=True)
-    return rendered
-
-
 def shaping_content(cfg) -> dict:
-    """What of a `PipelineConfig` shapes its output (see the module docstring), as plain data."""
-    content = cfg.model_dump(mode="json", include=set(ROLE_SECTIONS))
-    if not cfg.evolution.enabled:
-        content["evolution"] = {"enabled": False}
-    content["prompts"] = {}
+    """What of a `PipelineConfig` shapes its output (see the module docstring), as plain data: each
+    role's part is the role's to say (`RoleConfig.shaping`, `prompts_sent`), its model is added here."""
+    content = cfg.model_dump(mode="json", include={"pairing", "seed"})
+    content |= {"generators": [], "evolution": {"enabled": False}, "jury": [], "prompts": {}}  # filled below
     for key, role in cfg.roles_by_key():
-        node = content
-        for part in key.split("."):
-            node = node[int(part)] if part.isdigit() else node[part]
         model = cfg.model_of(role)
-        node.pop("engine", None)  # shorthand only; resolved into the model
-        node["model"] = model_identity(model, role.adapter)
-        if key == "judge" or key.startswith("jury."):
-            # the rubrics in use are in the rendered prompts; unused ones change nothing
-            node["rubrics"] = {a: r for a, r in node["rubrics"].items() if a in role.aspects}
-            if not isinstance(model, RewardModel):
-                content["prompts"][key] = judge_prompts(role)
+        part = role.shaping(model) | {"model": model_identity(model, role.adapter)}
+        section, _, index = key.partition(".")
+        if index:  # generators.N, jury.N: in order
+            content[section].append(part)
+        else:
+            content[section] = part
+        prompts = role.prompts_sent(model)
+        if prompts is not None:
+            content["prompts"][key] = prompts
     if verifies(cfg):  # the pair check's prompt, rendered like the judges'
-        content["prompts"]["pairing.verification"] = verify_prompt("{instruction}", "{first}", "{second}", "{nonce}")
+        content["prompts"]["pairing.verification"] = VerificationConfig.prompt_sent()
     return content
 
 

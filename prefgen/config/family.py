@@ -17,7 +17,7 @@ import json
 import re
 from pathlib import Path
 
-from prefgen.config.embedded import EMBEDDED_SCHEME
+from prefgen.models.embedded import EMBEDDED_SCHEME
 
 # A name part from which on the rest only says size, tuning or packaging.
 _SIZE = re.compile(r"^(\d+x)?\d+(\.\d+)?[bmk]$|^a\d+(\.\d+)?b$", re.I)

@@ -9,7 +9,7 @@ from pathlib import Path
 import yaml
 from pydantic import ValidationError
 
-from prefgen.config.models import MODEL_KINDS
+from prefgen.models.declarations import MODEL_KINDS
 
 
 class ConfigError(ValueError):

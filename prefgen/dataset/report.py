@@ -17,7 +17,8 @@ from prefgen.input.read import read_parquet
 
 from prefgen.output.files import PAIRS_DIR, REJECTS_DIR, read_json
 from prefgen.output.storage import storage, storage_of_file
-from prefgen.output.runstate import MANIFEST_FILE, committed_shards
+from prefgen.output.compaction import committed_shards
+from prefgen.output.manifest import MANIFEST_FILE
 from prefgen.schema import PAIR_ROW, REJECT_ROW
 
 CARD_FILE, PLOTS_DIR = "README.md", "plots"

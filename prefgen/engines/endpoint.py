@@ -37,7 +37,7 @@ import json
 import os
 from collections import Counter, deque
 
-from prefgen.config.models import EndpointModel
+from prefgen.models.declarations import EndpointModel
 from prefgen.engines.endpoint_rules import (
     FATAL_STATUSES,
     SCHEMA_LEVELS,

@@ -92,8 +92,8 @@ def engine_kwargs(source: str, eng: EngineConfig, device: str, adapters: dict | 
     LoRA slots follow the device vLLM computes on (`vllm_device`): a GPU's memory share given to
     the CPU build would reserve that share of the host's RAM, and fail when other processes hold
     more. `adapters`: the model's LoRA adapters by name (`AdapterSpec`), served on it."""
-    from prefgen.config.adapters import engine_lora_kwargs
-    from prefgen.config.embedded import resolve_model
+    from prefgen.models.adapters import engine_lora_kwargs
+    from prefgen.models.embedded import resolve_model
 
     device = vllm_device(device, cpu_build)
     kwargs = dict(

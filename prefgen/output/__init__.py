@@ -5,9 +5,9 @@ store. The story in the order a run lives it, each step in its module:
    prefgen reads, writes, lists and deletes, with retries and request counts; put-if-absent and
    put-if-match are the conditional writes everything below relies on. `files.py`: shards and
    JSON written whole under their final names (one PUT on an object store, a rename on disk).
-2. **Opening** (`runstate.py`): the run takes the folder's lease (`_lease.json`) with a
-   conditional write, so of two runs exactly one owns it; a run whose config or input differs
-   from the folder's is refused, naming the keys; on this host a killed owner's leftover
+2. **Opening** (`runstate.py`): a run whose config or input differs from the folder's
+   (`manifest.py`) is refused, naming the keys; the run takes the folder's lease (`_lease.json`,
+   `lease.py`) with a conditional write, so of two runs exactly one owns it; on this host a killed owner's leftover
    processes are stopped first (`engines/orphans.py`), from another host the new owner waits out
    the window in which the old one could still write. It then reads the commit log: the ids
    already done are skipped.

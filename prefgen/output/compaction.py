@@ -32,7 +32,7 @@ from collections.abc import Callable
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from prefgen.output.commits import COMMITS_DIR, MERGE_PREFIX, write_compact_json
+from prefgen.output.commits import COMMITS_DIR, MERGE_PREFIX, CommitLog, write_compact_json
 from prefgen.input.read import read_parquet
 from prefgen.output.files import PAIRS_DIR, REJECTS_DIR
 from prefgen.output.storage import Storage, storage
@@ -140,3 +140,20 @@ def compact(uri: str, kind: str, sizes: dict[str, int], before_commit: Callable[
         after_step("moved")
         records.append(record)
     return records
+
+
+def committed_shards(uri: str, kind: str = PAIRS_DIR) -> list[str]:
+    """The shard files of `kind` (pairs or rejects) that count, as paths under `uri`: every row once.
+
+    Follows the commit log, so it never returns an uncommitted shard nor a batch shard a merged
+    file replaced, and lists no data folder; during a finish's compaction it may name a merged
+    file still under its temporary name (if that file is gone when read, the merge has just moved
+    it: call again). Read these, not `uri/pairs/*.parquet`, while a run owns the folder."""
+    log = CommitLog.read(uri)
+    names = shard_names(log.commits(), log.merges, kind)
+    store = storage(uri)
+    pending = [m for m in log.merges if m["kind"] == kind] if store.renames else []  # nothing renamed elsewhere
+    for m in pending:
+        if not store.exists(f"{kind}/{merged_name(m['merge'])}"):
+            names[names.index(merged_name(m["merge"]))] = temporary_name(m["merge"])
+    return [f"{uri.rstrip('/')}/{kind}/{name}" for name in names]

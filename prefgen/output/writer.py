@@ -36,7 +36,8 @@ from prefgen.output.storage import WRITE_ATTEMPTS, WRITE_PAUSE_S
 from prefgen.output.storage import with_retries as retrying
 from prefgen.roles.pair import split_rows
 from prefgen.report.summary import batch_counts
-from prefgen.output.runstate import LEASE_CHECK_S, RunState, StaleLease, batch_key, check_lease
+from prefgen.output.lease import LEASE_CHECK_S, StaleLease, check_lease
+from prefgen.output.runstate import RunState, batch_key
 from prefgen.schema import (
     FAULT_REASONS,
     PAIR_ROW,

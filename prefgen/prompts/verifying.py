@@ -1,7 +1,7 @@
 """The pair check's prompt and answer schema: two answers side by side, which one is better.
 
 Once a row is paired, the judge sees its chosen and rejected answers under the labels A and B,
-once in each order, and names the better one (`roles/verify.py`). The blocks are tagged with a secret
+once in each order, and names the better one (`roles/verify/task.py`). The blocks are tagged with a secret
 nonce like the rating prompts' (`judging.block`), and the answer gives a short reason before its
 verdict, so the judge reasons before it decides.
 """

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import yaml
 
-from prefgen.config.embedded import EMBEDDED_SCHEME
+from prefgen.models.embedded import EMBEDDED_SCHEME
 from prefgen.report.plots import PLOTS
 from prefgen.report.margins import selection_line
 from prefgen.report.summary import format_counts, health_lines

@@ -1,6 +1,6 @@
 """The judge-health figures in plain words: the summary's "judge health:" block and the card's.
 
-The figures are computed in `health.py` (ratings) and `roles/verdicts.py` (the pair check); this
+The figures are computed in `health.py` (ratings) and `roles/verify/verdicts.py` (the pair check); this
 module only renders them.
 """
 
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from prefgen.report.length_control import length_controlled_line
 from prefgen.report.position import position_cancelled_line
-from prefgen.roles.verdicts import verification_lines
+from prefgen.roles.verify.verdicts import verification_lines
 
 
 def _ordinal(i: int) -> str:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from prefgen.engines.endpoint_rules import cost
 from prefgen.report.health import add_health, batch_health, health_figures, health_warnings
 from prefgen.report.health_text import health_lines  # noqa: F401 - re-exported (card.py)
-from prefgen.roles.verdicts import VERIFY_COUNTS, verification_counts, verification_figures, verification_warnings
+from prefgen.roles.verify.verdicts import VERIFY_COUNTS, verification_counts, verification_figures, verification_warnings
 
 CANDIDATE_COUNTS = ("generated", "provided", "evolved", "rated", "unrated", "truncated")
 ENDPOINT_COUNTS = ("requests", "retries", "failed", "schema_fallbacks", "top_ups", "prompt_tokens",

@@ -37,7 +37,7 @@ from prefgen.schema import (
     REJECT_UNVERIFIED,
     reject_row,
 )
-from prefgen.roles.verdicts import describe, outcome, pair_verdicts
+from prefgen.roles.verify.verdicts import describe, outcome, pair_verdicts
 
 
 def _same_text(a: dict, b: dict) -> bool:

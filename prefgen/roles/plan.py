@@ -7,8 +7,8 @@ share it go first. Adjacent roles of one model then become one stage: one engine
 running every role's task with that role's own sampling. A model whose roles cannot be made
 adjacent (e.g. it generates and judges, with another model evolving in between) gets a second
 stage, and so a second engine, named `<model>#2`. Judges on a reward model come after every
-other judge: their task sets the row's final combined ratings (see `reward.py`). The pair check
-(`verify.py`) comes after every judge, on the judge's model: in the last stage when that stage
+other judge: their task sets the row's final combined ratings (see `judge/reward.py`). The pair check
+(`verify/task.py`) comes after every judge, on the judge's model: in the last stage when that stage
 runs the judge's model, else in a stage of its own.
 """
 
@@ -17,13 +17,19 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from functools import partial
 
-from prefgen.config import EndpointModel, PipelineConfig, RewardModel, RoleConfig, VllmModel
+from prefgen.config import PipelineConfig
 from prefgen.config.checks import candidates_per_row, originals_per_row, verifies
-from prefgen.roles.evolve import EvolveTask
-from prefgen.roles.generate import GenerateTask
+from prefgen.models.declarations import EndpointModel, RewardModel, VllmModel
+from prefgen.roles.config import RoleConfig
+from prefgen.roles.evolve.config import EvolutionConfig
+from prefgen.roles.evolve.task import EvolveTask
+from prefgen.roles.generate.config import GeneratorConfig
+from prefgen.roles.generate.task import GenerateTask
+from prefgen.roles.judge.config import JudgeConfig
+from prefgen.roles.judge.reward import RewardTask
 from prefgen.roles.judge.task import JudgeTask
-from prefgen.roles.reward import RewardTask
-from prefgen.roles.verify import VerifyTask
+from prefgen.roles.verify.config import VerificationConfig
+from prefgen.roles.verify.task import VerifyTask
 
 
 @dataclass
@@ -54,7 +60,7 @@ def engine_factory(model: VllmModel | RewardModel | EndpointModel, device: str, 
     an HTTP client holding at most `max_in_flight` requests open (the stage's share of the
     endpoint's limit); `name` is the model's name under `models:`, for messages and counts."""
     from prefgen.engines.engine import AsyncVllmEngine
-    from prefgen.roles.reward import RewardEngine
+    from prefgen.roles.judge.reward import RewardEngine
 
     if isinstance(model, EndpointModel):
         from prefgen.engines.endpoint import EndpointEngine
@@ -89,28 +95,27 @@ def model_label(source: str, adapter: str | None) -> str:
     return source if adapter is None else f"{source}+lora:{adapter}"
 
 
-def task_for(cfg: PipelineConfig, key: str, role: RoleConfig):
-    source = cfg.model_of(role).source
-    if isinstance(cfg.model_of(role), RewardModel):  # config allows judges only on it
-        return RewardTask(role.name, source, reward_judges(cfg), len(cfg.judges),
-                          combine_rules={j.name: j.combine for j in cfg.judges})
-    label, adapter = model_label(source, role.adapter), role.adapter
-    if key.startswith("generators."):
-        return GenerateTask(role.name, label, role.sampling, role.system_prompt, role.num_completions,
-                            template=role.template, adapter=adapter)
-    if key == "evolution":
-        return EvolveTask(label, dict(role.criteria), role.sampling, role.num_evolutions, role.keep_original, cfg.seed,
-                          template=role.template, adapter=adapter)
-    return JudgeTask(role.name, label, role.sampling, list(role.aspects), role.mode, role.permutations,
-                     role.rationales, role.guided, role.max_retries, role.combine, cfg.seed,
-                     combine_rules={j.name: j.combine for j in cfg.judges}, rubrics=dict(role.rubrics), adapter=adapter)
+def task_for(cfg: PipelineConfig, role: RoleConfig):
+    """The registry of role kinds: each role's task, built from its own config and the few run-level
+    values it needs (the seed, every judge's combine rule), by the kind of its config."""
+    model = cfg.model_of(role)
+    label = model_label(model.source, role.adapter)
+    if isinstance(role, GeneratorConfig):
+        return GenerateTask.from_config(role, label)
+    if isinstance(role, EvolutionConfig):
+        return EvolveTask.from_config(role, label, cfg.seed)
+    if isinstance(role, JudgeConfig):
+        rules = {j.name: j.combine for j in cfg.judges}
+        if isinstance(model, RewardModel):  # the config allows judges only on it
+            return RewardTask.from_config(role, model.source, reward_judges(cfg), rules)
+        return JudgeTask.from_config(role, label, cfg.seed, rules)
+    raise TypeError(f"no task for a role configured by {type(role).__name__}: add it to plan.task_for")
 
 
-def verify_task(cfg: PipelineConfig, judge: RoleConfig) -> VerifyTask:
+def verify_task(cfg: PipelineConfig, judge: JudgeConfig) -> VerifyTask:
     """The pair check run by `judge` (the one under `judge:` in a run; `prefgen calibrate` may pick a juror)."""
-    return VerifyTask(judge.name, model_label(cfg.model_of(judge).source, judge.adapter),
-                      cfg.pairing.model_dump(mode="json"), cfg.seed, judge.sampling, judge.guided, judge.max_retries,
-                      adapter=judge.adapter)
+    return VerifyTask.from_config(judge, model_label(cfg.model_of(judge).source, judge.adapter),
+                                  cfg.pairing.model_dump(mode="json"), cfg.seed)
 
 
 def ordered_roles(cfg: PipelineConfig) -> list[tuple[str, RoleConfig]]:
@@ -142,13 +147,13 @@ def ordered_roles(cfg: PipelineConfig) -> list[tuple[str, RoleConfig]]:
 def plan_stages(cfg: PipelineConfig) -> list[StagePlan]:
     stages: list[StagePlan] = []
     uses: dict[str, int] = {}
-    for key, role in ordered_roles(cfg):
+    for _key, role in ordered_roles(cfg):
         model = cfg.model_of(role)
         if not stages or stages[-1].model.engine_key() != model.engine_key():
             uses[role.model] = uses.get(role.model, 0) + 1
             name = role.model if uses[role.model] == 1 else f"{role.model}#{uses[role.model]}"
             stages.append(StagePlan(name, role.model, model))
-        stages[-1].tasks.append(task_for(cfg, key, role))
+        stages[-1].tasks.append(task_for(cfg, role))
     if verifies(cfg):  # after every judge: the ratings are final, the pairs those the writer will form
         judge, model = cfg.judge, cfg.model_of(cfg.judge)
         if stages[-1].model.engine_key() != model.engine_key():
@@ -160,28 +165,17 @@ def plan_stages(cfg: PipelineConfig) -> list[StagePlan]:
 
 
 def expected_calls(cfg: PipelineConfig) -> dict[str, dict[str, float]]:
-    """Per role: engine requests and outputs per input row, before retries and drops."""
+    """Per role: engine requests and outputs per input row, before retries and drops (each role's
+    `calls_per_row` says its own)."""
     calls: dict[str, dict[str, float]] = {}
     for g in cfg.generators:
-        calls[f"generate:{g.name}"] = {"requests": 1, "outputs": g.num_completions}
-    originals, ev = originals_per_row(cfg), cfg.evolution
-    if ev.enabled:  # the generated and the provided candidates are rewritten
-        calls["evolve"] = {"requests": originals * ev.num_evolutions, "outputs": originals * ev.num_evolutions}
+        calls |= g.calls_per_row()
+    calls |= cfg.evolution.calls_per_row(originals_per_row(cfg))  # the generated and provided candidates
     candidates = candidates_per_row(cfg)
     for j in cfg.judges:
-        if isinstance(cfg.model_of(j), RewardModel):  # one score per candidate
-            calls[f"judge:{j.name}"] = {"requests": candidates, "outputs": candidates}
-            continue
-        if j.mode == "single":
-            per_aspect = candidates
-        else:
-            per_aspect = candidates if j.permutations == "balanced" else j.permutations
-        n = per_aspect * len(j.aspects)
-        calls[f"judge:{j.name}"] = {"requests": n, "outputs": n}
-    if verifies(cfg):  # two orders per pair: one pair per row, or up to every two candidates with all_pairs
-        pairs = candidates * (candidates - 1) // 2 if cfg.pairing.strategy == "all_pairs" else 1
-        calls[f"verify:{cfg.judge.name}"] = {"requests": 2 * pairs, "outputs": 2 * pairs,
-                                             "at_most": cfg.pairing.strategy == "all_pairs"}
+        calls |= j.calls_per_row(cfg.model_of(j), candidates)
+    if verifies(cfg):
+        calls[f"verify:{cfg.judge.name}"] = VerificationConfig.calls_per_row(candidates, cfg.pairing.strategy)
     return calls
 
 

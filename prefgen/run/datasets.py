@@ -14,7 +14,7 @@ from prefgen.config.checks import verifies
 from prefgen.engines.placement import actor_options, endpoint_actor_options
 from prefgen.engines.stage import ModelStage
 from prefgen.output.phases import PhaseStore, keep_ids
-from prefgen.output.runstate import check_lease
+from prefgen.output.lease import check_lease
 from prefgen.output.writer import write_batch
 from prefgen.roles.plan import StagePlan, engine_factory
 from prefgen.schema import WORK_ROW, to_table

@@ -39,7 +39,8 @@ from prefgen.engines.starts import start_failure
 from prefgen.input import screen
 from prefgen.input.read import read_instructions
 from prefgen.output.files import STATS_DIR, absolute_uri, read_jsons
-from prefgen.output.runstate import RunState, input_digest
+from prefgen.output.manifest import input_digest
+from prefgen.output.runstate import RunState
 from prefgen.output.writer import RunStopped, commit_rounds, failed_warning, write_rows
 from prefgen.report.progress import RunProgress, StageWatcher
 from prefgen.report.summary import RunSummary

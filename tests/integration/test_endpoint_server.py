@@ -32,7 +32,7 @@ INSTRUCTIONS = ["What is synthetic data?", "Name a use of a hash function.", "Wh
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     """vLLM's OpenAI-compatible server with the embedded model, started the way prefgen starts an engine."""
-    from prefgen.config.embedded import resolve_model
+    from prefgen.models.embedded import resolve_model
     from prefgen.engines.engine import resolve_dtype
 
     log = tmp_path_factory.mktemp("server") / "server.log"

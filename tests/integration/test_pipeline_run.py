@@ -22,7 +22,7 @@ import pytest
 import yaml
 
 from prefgen.config import DEFAULT_MODEL, InputConfig
-from prefgen.config.embedded import resolve_model
+from prefgen.models.embedded import resolve_model
 from prefgen.input.read import read_instructions
 from support.lora_adapter import write_lora_adapter
 from support.paths import DATA, REPO
@@ -363,7 +363,7 @@ def test_readme_loads_the_output_and_trains_one_dpo_step_on_it(run, tmp_path):
     import torch
     from transformers import AutoModelForCausalLM
 
-    from prefgen.config.embedded import resolve_model
+    from prefgen.models.embedded import resolve_model
 
     code = readme_trl_block()
     swaps = {

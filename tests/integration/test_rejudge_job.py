@@ -59,7 +59,7 @@ from prefgen.config import InputConfig
 from prefgen.dataset.report import read_output
 from prefgen.input.read import SAMPLE_INSTRUCTIONS, read_instructions
 from prefgen.output.storage import storage
-from prefgen.roles.reward import to_jury_scale
+from prefgen.roles.judge.reward import to_jury_scale
 
 INPUT = SAMPLE_INSTRUCTIONS.parent / "sample_preferences.jsonl"
 INPUT_IN_UPLOAD = "prefgen/data/sample_preferences.jsonl"  # relative: read from the uploaded working dir

@@ -65,7 +65,7 @@ def position_judge(rating_at):
 
 
 def is_pair_check(req) -> bool:
-    """A request of the pair check (roles/verify.py), not a rating call."""
+    """A request of the pair check (roles/verify/task.py), not a rating call."""
     return '"better"' in req.messages[-1]["content"]
 
 

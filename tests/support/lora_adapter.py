@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from prefgen.config.adapters import CONFIG_FILE, WEIGHTS_FILE, base_shapes
+from prefgen.models.adapters import CONFIG_FILE, WEIGHTS_FILE, base_shapes
 
 
 def write_lora_adapter(folder: Path, base: Path, rank: int = 8, modules: tuple[str, ...] = ("q_proj", "v_proj"),

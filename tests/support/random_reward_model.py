@@ -12,7 +12,7 @@ from __future__ import annotations
 import fcntl
 from pathlib import Path
 
-from prefgen.config.embedded import cache_dir, resolve_model, save_model_folder
+from prefgen.models.embedded import cache_dir, resolve_model, save_model_folder
 
 BASE = "embedded://SmolLM2-135M-Instruct"
 

@@ -20,9 +20,9 @@ def no_ray_and_no_engine(monkeypatch):
     import ray
 
     import prefgen.engines.engine
-    import prefgen.roles.reward
+    import prefgen.roles.judge.reward
 
     monkeypatch.setattr(ray, "init", _refuse("Ray (ray.init)"))
     for module, name in ((prefgen.engines.engine, "VllmEngine"), (prefgen.engines.engine, "AsyncVllmEngine"),
-                         (prefgen.roles.reward, "RewardEngine")):
+                         (prefgen.roles.judge.reward, "RewardEngine")):
         monkeypatch.setattr(getattr(module, name), "__init__", _refuse(f"a vLLM engine ({name})"))

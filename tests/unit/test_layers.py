@@ -12,7 +12,9 @@ PACKAGE = REPO / "prefgen"
 LAYERS = (
     ("schema", "prompts"),  # rows' columns and reject reasons; prompt texts
     ("storage",),  # the storage object and the files written whole on it
-    ("config",),
+    ("models",),  # model declarations, engine and sampling settings
+    ("role_configs",),  # each role's config: roles/config.py (what every role has) and roles/<kind>/config.py
+    ("config",),  # the whole config, which gathers the roles' configs
     ("input",),
     ("engines",),
     ("roles",),
@@ -22,9 +24,15 @@ LAYERS = (
     ("run",),
     ("cli",),
 )
-# modules whose part is not their folder: the storage object sits below the rest of output/
+# Modules whose part is not their folder: the storage object sits below the rest of output/, and
+# each role's config (`prefgen.roles.config`, `prefgen.roles.<kind>.config`) below the whole config.
 STORAGE = ("prefgen.output.storage", "prefgen.output.local_store", "prefgen.output.object_store",
            "prefgen.output.files")
+
+
+def is_role_config(module: str) -> bool:
+    names = module.split(".")
+    return names[:2] == ["prefgen", "roles"] and names[-1] == "config" and len(names) in (3, 4)
 
 
 def module_name(path: Path) -> str:
@@ -36,6 +44,8 @@ def part_of(module: str) -> str | None:
     """The part (subpackage, or module at the package's top) a prefgen module belongs to."""
     if module in STORAGE or module.startswith(tuple(m + "." for m in STORAGE)):
         return "storage"
+    if is_role_config(module):
+        return "role_configs"
     names = module.split(".")
     return names[1] if len(names) > 1 and names[0] == "prefgen" else None
 
@@ -121,12 +131,32 @@ def test_no_circle_between_parts():
 
 def test_the_checks_name_an_upward_import_and_a_circle():
     """The checks see deferred imports inside functions, and name the offending file and line."""
-    edges = [("config", "roles", "prefgen/config/checks.py:13", "prefgen.roles.reward"),
-             ("roles", "config", "prefgen/roles/reward.py:27", "prefgen.config")]
-    assert upward_imports(edges) == ["prefgen/config/checks.py:13: config imports prefgen.roles.reward (roles, "
+    edges = [("config", "roles", "prefgen/config/checks.py:13", "prefgen.roles.judge.reward"),
+             ("roles", "config", "prefgen/roles/judge/reward.py:27", "prefgen.config")]
+    assert upward_imports(edges) == ["prefgen/config/checks.py:13: config imports prefgen.roles.judge.reward (roles, "
                                      "not below it)"]
     assert circles(edges)[0].startswith("config -> roles -> config: prefgen/config/checks.py:13 imports")
-    tree = ast.parse("def f():\n    from prefgen.roles.reward import JURY_SCALE\n")
-    assert list(imported("prefgen.config.checks", False, tree)) == [(2, "prefgen.roles.reward")]
-    tree = ast.parse("from ..roles import reward\n")
-    assert list(imported("prefgen.config.checks", False, tree)) == [(1, "prefgen.roles.reward")]
+    tree = ast.parse("def f():\n    from prefgen.roles.judge.reward import JURY_SCALE\n")
+    assert list(imported("prefgen.config.checks", False, tree)) == [(2, "prefgen.roles.judge.reward")]
+    tree = ast.parse("from ..roles import pair\n")
+    assert list(imported("prefgen.config.checks", False, tree)) == [(1, "prefgen.roles.pair")]
+
+
+def test_a_role_config_loads_nothing_above_it():
+    """Loading `prefgen.roles.<kind>.config` runs `prefgen/roles/__init__.py` and the kind's `__init__.py`
+    first: they import nothing, or the whole config would load the roles' tasks (and so itself)."""
+    inits = [p for p in (PACKAGE / "roles").rglob("__init__.py")]
+    assert len(inits) >= 5
+    for path in inits:
+        tree = ast.parse(path.read_text())
+        assert list(imported(module_name(path), True, tree)) == [], path
+    configs = sorted(module_name(p) for p in (PACKAGE / "roles").rglob("config.py"))
+    assert configs and all(part_of(m) == "role_configs" for m in configs), configs
+    assert part_of("prefgen.roles.judge.task") == part_of("prefgen.roles.judge") == "roles"
+
+
+def test_a_role_config_importing_the_whole_config_is_named():
+    """A role's config that reached up to the config gathering it (a circle at load) is an upward import."""
+    edges = [("role_configs", "config", "prefgen/roles/judge/config.py:12", "prefgen.config")]
+    assert upward_imports(edges) == ["prefgen/roles/judge/config.py:12: role_configs imports prefgen.config "
+                                     "(config, not below it)"]

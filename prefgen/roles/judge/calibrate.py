@@ -6,7 +6,7 @@ string or a message list (read by `input/rows.py`, as a run reads `input.prefere
 exactly as in a run (same prompts, orders, retries), then the figures say how often it agrees with
 the labels, with and without ties, and how often its verdict survives a change of order. With the
 pair check on (`pairing.verification`, a generative judge), the judge also compares each labelled
-chosen with its rejected in both orders, as a run checks its pairs (`roles/verify.py`), and the same
+chosen with its rejected in both orders, as a run checks its pairs (`roles/verify/task.py`), and the same
 figures are given for those verdicts (`verdicts.calibration_verdict_figures`). A judge is chosen on
 that evidence, before it labels a whole dataset.
 
@@ -18,10 +18,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from prefgen.config import JudgeConfig, PipelineConfig
+from prefgen.config import PipelineConfig
+from prefgen.models.declarations import EndpointModel, RewardModel
+from prefgen.roles.judge.config import JudgeConfig
 from prefgen.input.rows import Rejected, conversation_text, read_prompt, response_text
 from prefgen.schema import candidate
-from prefgen.roles.verdicts import calibration_verdict_figures
+from prefgen.roles.verify.verdicts import calibration_verdict_figures
 
 
 class PairsError(ValueError):
@@ -153,7 +155,6 @@ def figure_lines(fig: dict) -> list[str]:
 def check_pairs(cfg: PipelineConfig, judge: JudgeConfig, rows: list[dict], engine) -> dict:
     """The pair check on the labelled pairs (labelled chosen against labelled rejected, whatever the
     ratings), when a run would check pairs and the judge answers in words; {} otherwise."""
-    from prefgen.config import RewardModel
     from prefgen.config.checks import verifies
     from prefgen.roles.plan import verify_task
 
@@ -177,16 +178,14 @@ def calibrate(cfg: PipelineConfig, pairs_path: str, judge_name: str | None = Non
     """Run the judge on the labelled pairs with one engine in this process; return the figures."""
     import os
 
-    from prefgen.config import EndpointModel, RewardModel
     from prefgen.engines.engine import VllmEngine
     from prefgen.engines.placement import actor_options
     from prefgen.roles.plan import task_for
-    from prefgen.roles.reward import RewardEngine
+    from prefgen.roles.judge.reward import RewardEngine
 
     judge = pick_judge(cfg, judge_name)
     rows = calibration_rows(read_labelled_pairs(pairs_path, limit), str(pairs_path))
     model = cfg.model_of(judge)
-    key = "judge" if judge is cfg.judge else f"jury.{cfg.jury.index(judge)}"
     if isinstance(model, EndpointModel):
         from prefgen.engines.endpoint import BlockingEndpoint
 
@@ -194,7 +193,7 @@ def calibrate(cfg: PipelineConfig, pairs_path: str, judge_name: str | None = Non
             f"on {len(rows)} labelled pairs")
         engine = BlockingEndpoint(model, judge.model)
         try:
-            task_for(cfg, key, judge).run(rows, engine)
+            task_for(cfg, judge).run(rows, engine)
             checked = check_pairs(cfg, judge, rows, engine)
         finally:
             engine.close()
@@ -206,7 +205,7 @@ def calibrate(cfg: PipelineConfig, pairs_path: str, judge_name: str | None = Non
         f"{len(rows)} labelled pairs, {device}")
     engine = RewardEngine(model.source, model.engine, device) if scorer else VllmEngine(
         model.source, model.engine, device, model.adapters)
-    task_for(cfg, key, judge).run(rows, engine)
+    task_for(cfg, judge).run(rows, engine)
     return calibration_figures(rows) | check_pairs(cfg, judge, rows, engine)
 
 

@@ -2,7 +2,7 @@
 
 `combine_candidate` reads every judgment a candidate holds (LLM judges' and reward models') and
 sets its `rating`, `rating_spread`, `judge_agreement`, `rationale`, `judge_error` and
-`failed_orders`; `task.py` and `roles/reward.py` call it once their judgments are in.
+`failed_orders`; `task.py` and `roles/judge/reward.py` call it once their judgments are in.
 """
 
 from __future__ import annotations

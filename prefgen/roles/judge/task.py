@@ -33,9 +33,10 @@ from collections import Counter
 from dataclasses import dataclass, field
 from functools import partial
 
-from prefgen.config import JudgeConfig, SamplingConfig
+from prefgen.models.declarations import SamplingConfig
 from prefgen.engines.engine import ChatEngine, Request, Result, TemplateRefused
-from prefgen.roles.generate import cut_off
+from prefgen.roles.generate.task import cut_off
+from prefgen.roles.judge.config import JudgeConfig
 from prefgen.schema import REJECT_REQUEST_FAILED
 from prefgen.roles.judge.answers import Judgment, JudgmentError, parse_joint, parse_judgment  # noqa: F401 - re-exported
 from prefgen.roles.judge.combine import combine_candidate  # noqa: F401 - re-exported
@@ -138,6 +139,14 @@ class JudgeTask:
     max_tokens_growth: int = 4  # a retry's max_tokens is at most this multiple of the configured one
     rubrics: dict[str, Rubric] = field(default_factory=dict)  # a config's own rubrics; built-ins otherwise
     adapter: str | None = None  # the LoRA adapter (of the model) its requests run on; none: the base
+
+    @classmethod
+    def from_config(cls, config: JudgeConfig, model: str, seed: int, combine_rules: dict[str, str]) -> JudgeTask:
+        """One judge's task on an LLM (`model`: its source); `seed`: the run's, which shuffles the orders;
+        `combine_rules`: every judge's `combine` by name, as a candidate's ratings combine across judges."""
+        return cls(config.name, model, config.sampling, list(config.aspects), config.mode, config.permutations,
+                   config.rationales, config.guided, config.max_retries, config.combine, seed,
+                   combine_rules=dict(combine_rules), rubrics=dict(config.rubrics), adapter=config.adapter)
 
     def calls(self, rows: list[dict]) -> list[Call]:
         calls = []

@@ -16,7 +16,7 @@ from safetensors.numpy import save_file
 
 from prefgen.cli import main
 from prefgen.config import ConfigError, parse_config
-from prefgen.config.adapters import adapter_problems
+from prefgen.models.adapters import adapter_problems
 from prefgen.roles.plan import plan_lines, plan_stages
 from support.lora_adapter import write_lora_adapter
 from support.paths import REPO

@@ -6,7 +6,8 @@ import json
 import pytest
 
 from prefgen.config import EngineConfig, parse_config
-from prefgen.output.runstate import MANIFEST_FILE, ResumeRefused, RunState
+from prefgen.output.manifest import MANIFEST_FILE, ResumeRefused
+from prefgen.output.runstate import RunState
 
 BASE = {
     "models": {"m": {}},
@@ -48,7 +49,7 @@ def changed(dotted: str, value, base: dict = BASE) -> dict:
 
 
 def test_every_engine_key_is_tested_and_sorted_in_the_code():
-    from prefgen.config.models import ENGINE_OUTPUT_KEYS, ENGINE_PLACEMENT_KEYS
+    from prefgen.models.declarations import ENGINE_OUTPUT_KEYS, ENGINE_PLACEMENT_KEYS
 
     assert set(ENGINE_CHANGES) == set(EngineConfig.model_fields)
     assert ENGINE_OUTPUT_KEYS == {k for k, (_, shapes) in ENGINE_CHANGES.items() if shapes}

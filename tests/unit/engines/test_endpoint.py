@@ -234,7 +234,7 @@ def test_a_stage_runs_tasks_on_the_endpoint_with_batches_in_flight(tmp_path):
     import json
     from functools import partial
 
-    from prefgen.roles.generate import GenerateTask
+    from prefgen.roles.generate.task import GenerateTask
     from prefgen.schema import WORK_ROW, to_table
     from prefgen.engines.stage import ModelStage
 

@@ -13,8 +13,8 @@ from support.scripted_engine import ScriptedEngine
 from prefgen.config import parse_config
 from prefgen.engines.endpoint import EndpointStopped
 from prefgen.engines.engine import Request, Result
-from prefgen.roles.evolve import EvolveTask
-from prefgen.roles.generate import GenerateTask
+from prefgen.roles.evolve.task import EvolveTask
+from prefgen.roles.generate.task import GenerateTask
 from prefgen.roles.judge.task import JudgeTask
 from prefgen.output.writer import write_batch
 from prefgen.engines.placement import PlanError, endpoint_actor_options

@@ -215,7 +215,7 @@ def test_each_request_runs_on_its_adapter_and_an_unknown_adapter_is_refused(no_v
 
 
 def test_lora_engine_arguments_come_from_the_declared_adapters():
-    from prefgen.config.adapters import engine_lora_kwargs
+    from prefgen.models.adapters import engine_lora_kwargs
 
     assert engine_lora_kwargs({}, "cpu") == {}
     rank = lambda r: SimpleNamespace(adapter_rank=r)  # noqa: E731

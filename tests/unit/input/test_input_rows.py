@@ -218,7 +218,7 @@ def test_input_keys_are_guarded_by_the_input_digest_not_the_config_digest(tmp_pa
     """input.responses / preference / field change what is judged; they change the row ids, so the
     input digest (sorted ids, see runstate) refuses a resume, while the config digest leaves input.* out."""
     from prefgen.config import parse_config
-    from prefgen.output.runstate import input_digest
+    from prefgen.output.manifest import input_digest
 
     path = tmp_path / "in.jsonl"
     path.write_text(json.dumps({"instruction": "q", "a": "x", "b": "y"}) + "\n")
@@ -233,7 +233,8 @@ def test_input_keys_are_guarded_by_the_input_digest_not_the_config_digest(tmp_pa
 
 def test_a_resume_over_other_provided_responses_is_refused(tmp_path):
     from prefgen.config import parse_config
-    from prefgen.output.runstate import ResumeRefused, RunState, input_digest
+    from prefgen.output.manifest import ResumeRefused, input_digest
+    from prefgen.output.runstate import RunState
 
     path, out = tmp_path / "in.jsonl", str(tmp_path / "out")
 

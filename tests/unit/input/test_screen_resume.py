@@ -7,7 +7,7 @@ import pytest
 
 from prefgen.config import parse_config
 from prefgen.run.pipeline import run
-from prefgen.output.runstate import ResumeRefused
+from prefgen.output.manifest import ResumeRefused
 
 GSM = ("Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May. "
        "How many clips did Natalia sell altogether in April and May?")

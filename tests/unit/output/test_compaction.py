@@ -11,13 +11,16 @@ from support.flaky_storage import crash_after_first_shard_delete
 from support.output_rows import pair, reject
 
 import prefgen.output.commits
+import prefgen.output.lease
 import prefgen.output.runstate
 import prefgen.output.storage
 from prefgen.output.commits import COMMITS_DIR, FANOUT, CommitLog
 from prefgen.output.compaction import compact
 from prefgen.output.storage import storage
 from prefgen.report.summary import batch_counts
-from prefgen.output.runstate import LEASE_FILE, RunState, StaleLease, committed_shards
+from prefgen.output.compaction import committed_shards
+from prefgen.output.lease import LEASE_FILE, StaleLease
+from prefgen.output.runstate import RunState
 from prefgen.output.writer import write_rows
 
 
@@ -211,7 +214,7 @@ def test_a_driver_that_lost_the_folder_commits_nothing_once_its_lease_read_is_st
     old = opened(out)
     died(out)
     opened(out)  # a new owner, a new lease token
-    prefgen.output.runstate._LEASE_READ.pop((str(out), old.token), None)  # its last read is older than LEASE_CHECK_S
+    prefgen.output.lease._LEASE_READ.pop((str(out), old.token), None)  # its last read is older than LEASE_CHECK_S
     before = sorted(p.name for p in (out / COMMITS_DIR).iterdir())
     with pytest.raises(StaleLease):
         commit_only(old, ["o1"])  # the commit reads the lease first

@@ -9,8 +9,10 @@ import pytest
 from prefgen.output.files import write_shard
 from prefgen.report.summary import batch_counts
 from prefgen.output.storage import WRITE_BOUND_S, storage
-from prefgen.output.runstate import (LEASE_CHECK_S, LEASE_FILE, TAKEOVER_WAIT_S, ResumeRefused, RunState, StaleLease,
-                                     check_lease, committed_shards)
+from prefgen.output.compaction import committed_shards
+from prefgen.output.lease import LEASE_CHECK_S, LEASE_FILE, TAKEOVER_WAIT_S, StaleLease, check_lease
+from prefgen.output.manifest import ResumeRefused
+from prefgen.output.runstate import RunState
 from prefgen.schema import REJECT_ROW
 
 

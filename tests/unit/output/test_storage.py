@@ -15,7 +15,10 @@ from prefgen.output.compaction import compact
 from prefgen.input.read import read_parquet
 from prefgen.output.storage import Conflict, storage, storage_of_file
 from prefgen.report.summary import batch_counts
-from prefgen.output.runstate import LEASE_FILE, ResumeRefused, RunState, StaleLease, committed_shards
+from prefgen.output.compaction import committed_shards
+from prefgen.output.lease import LEASE_FILE, StaleLease
+from prefgen.output.manifest import ResumeRefused
+from prefgen.output.runstate import RunState
 from prefgen.output.writer import write_rows
 
 pytestmark = pytest.mark.timeout(120)

@@ -16,7 +16,9 @@ import pytest
 from support.flaky_storage import FlakyStorage, use_flaky_storage
 
 from prefgen.output.commits import COMMITS_DIR, FANOUT, CommitLog
-from prefgen.output.runstate import RunState, StaleLease, committed_shards
+from prefgen.output.compaction import committed_shards
+from prefgen.output.lease import StaleLease
+from prefgen.output.runstate import RunState
 from prefgen.schema import REJECT_ROW, WORK_ROW, candidate, reject_row, to_table
 from prefgen.report.summary import RunSummary
 from prefgen.output.writer import (WRITE_ATTEMPTS, commit_reports, commit_rounds, failed_warning, with_retries, write_batch,

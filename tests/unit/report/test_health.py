@@ -11,7 +11,7 @@ from support.judges import judged_row, position_judge, row, truthful_judge
 from prefgen.report.health import add_health, batch_health, health_figures, health_warnings
 from prefgen.report.health_text import health_lines
 from prefgen.report.position import position_cancelled_line
-from prefgen.roles.verdicts import verification_figures
+from prefgen.roles.verify.verdicts import verification_figures
 from prefgen.roles.judge.task import JudgeTask
 from prefgen.roles.pair import split_rows
 from prefgen.report.summary import RunSummary, batch_counts

@@ -190,7 +190,7 @@ def test_card_shows_the_pair_checks_verified_share_and_flip_rate():
 
     from prefgen.report.card import counts_section, health_section, what_made_it
     from prefgen.report.health import empty_health, health_figures
-    from prefgen.roles.verdicts import verification_figures
+    from prefgen.roles.verify.verdicts import verification_figures
 
     counts = {"pairs_checked": 10, "verified": 6, "flipped": 3, "contradicted": 1, "failed": 0, "flagged": 0,
               "verify_calls": 20, "verify_retries": 0, "verdicts_decided": 20, "first_shown_wins": 13}

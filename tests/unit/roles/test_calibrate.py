@@ -64,7 +64,7 @@ class LengthScorer:
         self.source = source
 
     def score(self, conversations):
-        from prefgen.roles.reward import Score
+        from prefgen.roles.judge.reward import Score
 
         return [Score(float(len(c[-1]["content"]))) for c in conversations]
 
@@ -81,7 +81,7 @@ def test_a_reward_model_judge_calibrates(tmp_path, monkeypatch):
     from prefgen.config import parse_config
 
     monkeypatch.setattr(os, "environ", dict(os.environ))  # the engine's environment stays in this test
-    monkeypatch.setattr("prefgen.roles.reward.RewardEngine", LengthScorer)
+    monkeypatch.setattr("prefgen.roles.judge.reward.RewardEngine", LengthScorer)
     monkeypatch.setattr("prefgen.engines.engine.VllmEngine", NoChatEngine)
     cfg = parse_config({"models": {"rm": {"kind": "reward_model", "source": str(tmp_path),
                                           "engine": {"device": "cpu"}}, "chat": {}},

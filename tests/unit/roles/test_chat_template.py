@@ -12,8 +12,8 @@ from support.scripted_engine import ScriptedEngine
 
 from prefgen.config import DEFAULT_MODEL
 from prefgen.engines.engine import TemplateRefused
-from prefgen.roles.evolve import EvolveTask
-from prefgen.roles.generate import GenerateTask
+from prefgen.roles.evolve.task import EvolveTask
+from prefgen.roles.generate.task import GenerateTask
 from prefgen.roles.judge.task import JudgeTask
 from prefgen.engines.stage import ModelStage
 
@@ -22,7 +22,7 @@ NO_SYSTEM = "{% if messages[0]['role'] == 'system' %}{{ raise_exception('System 
 
 
 def tokenizer_folder(target, template_prefix: str = ""):
-    from prefgen.config.embedded import resolve_model
+    from prefgen.models.embedded import resolve_model
 
     source = resolve_model(DEFAULT_MODEL)
     target.mkdir()

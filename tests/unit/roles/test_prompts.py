@@ -8,8 +8,8 @@ import pytest
 from support.scripted_engine import ScriptedEngine
 
 from prefgen.config import ConfigError, parse_config
-from prefgen.roles.evolve import EvolveTask
-from prefgen.roles.generate import GenerateTask
+from prefgen.roles.evolve.task import EvolveTask
+from prefgen.roles.generate.task import GenerateTask
 from prefgen.roles.judge.task import JudgeTask, JudgmentError, parse_joint, parse_judgment
 from prefgen.prompts import (
     BUILTIN_ASPECTS,

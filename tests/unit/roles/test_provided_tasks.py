@@ -7,14 +7,14 @@ from support.scripted_engine import ScriptedEngine
 from support.judges import responses_by_label
 
 from prefgen.config import InputConfig, parse_config
-from prefgen.roles.evolve import EvolveTask
-from prefgen.roles.generate import GenerateTask
+from prefgen.roles.evolve.task import EvolveTask
+from prefgen.roles.generate.task import GenerateTask
 from prefgen.input.read import read_instructions
 from prefgen.roles.judge.task import JudgeTask
 from prefgen.roles.pair import split_rows
 from prefgen.roles.plan import expected_calls, plan_stages
 from prefgen.report.summary import batch_counts
-from prefgen.roles.reward import conversation
+from prefgen.roles.judge.reward import conversation
 
 CONVERSATION = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Name a planet."},
                 {"role": "assistant", "content": "Mars."}, {"role": "user", "content": "What colour is it?"}]

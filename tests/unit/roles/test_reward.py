@@ -9,7 +9,7 @@ from prefgen.engines.engine import AsyncVllmEngine
 from prefgen.report.health import batch_health
 from prefgen.roles.pair import split_rows
 from prefgen.roles.plan import engine_factory, expected_calls, plan_stages
-from prefgen.roles.reward import (
+from prefgen.roles.judge.reward import (
     REWARD_ASPECT,
     RewardEngine,
     RewardTask,

@@ -7,8 +7,8 @@ test's job.
 from support.scripted_engine import ScriptedEngine
 
 from prefgen.engines.engine import Result
-from prefgen.roles.evolve import EvolveTask, pick_criterion
-from prefgen.roles.generate import GenerateTask
+from prefgen.roles.evolve.task import EvolveTask, pick_criterion
+from prefgen.roles.generate.task import GenerateTask
 from prefgen.schema import candidate
 
 

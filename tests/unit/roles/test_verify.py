@@ -1,4 +1,4 @@
-"""The pair check (roles/verify.py): each pair shown to the judge in both orders; only pairs that hold stay."""
+"""The pair check (roles/verify/task.py): each pair shown to the judge in both orders; only pairs that hold stay."""
 
 import json
 
@@ -14,8 +14,8 @@ from prefgen.roles.pair import split_rows
 from prefgen.report.summary import RunSummary
 from prefgen.output.runstate import RunState
 from prefgen.schema import PAIR_ROW, REJECT_ROW, REJECT_UNVERIFIED, WORK_ROW, to_table
-from prefgen.roles.verdicts import verification_counts
-from prefgen.roles.verify import VerdictError, VerifyTask, parse_verdict
+from prefgen.roles.verify.verdicts import verification_counts
+from prefgen.roles.verify.task import VerdictError, VerifyTask, parse_verdict
 from prefgen.output.writer import write_batch
 
 PAIRING = {"strategy": "best_vs_worst", "min_margin": 1.0, "length_matched": False, "allow_truncated_chosen": False}
@@ -175,7 +175,7 @@ def test_the_default_plan_checks_pairs_with_the_judges_sampling():
 
 
 def test_judge_health_warns_when_verdicts_follow_the_order():
-    from prefgen.roles.verdicts import verification_figures, verification_warnings
+    from prefgen.roles.verify.verdicts import verification_figures, verification_warnings
 
     base = {"pairs_checked": 10, "contradicted": 0, "failed": 0, "verdicts_decided": 20}
     flips = verification_figures(base | {"verified": 6, "flipped": 4, "first_shown_wins": 14})

@@ -25,8 +25,8 @@ import math
 from collections import Counter
 from dataclasses import dataclass, field
 
-from prefgen.config import EngineConfig
-from prefgen.config.models import JURY_SCALE
+from prefgen.models.declarations import JURY_SCALE, EngineConfig
+from prefgen.roles.judge.config import JudgeConfig
 from prefgen.roles.judge.task import combine_candidate
 from prefgen.prompts import Message
 
@@ -147,6 +147,13 @@ class RewardTask:
     jury_size: int = 1  # judges in the run (judge + jury)
     combine_rules: dict[str, str] = field(default_factory=dict)  # every judge's combine rule, by name
     dropped: Counter = field(default_factory=Counter)  # nothing is dropped; kept for the Task shape
+
+    @classmethod
+    def from_config(cls, config: JudgeConfig, model: str, reward_judges: set[str],
+                    combine_rules: dict[str, str]) -> RewardTask:
+        """One judge's task on a reward model (`model`: its source); `reward_judges`: the run's judges on a
+        reward model; `combine_rules`: every judge's `combine` by name (their number is the jury's size)."""
+        return cls(config.name, model, set(reward_judges), len(combine_rules), dict(combine_rules))
 
     @property
     def role(self) -> str:

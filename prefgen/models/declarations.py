@@ -3,7 +3,7 @@ the settings of its engine (placement included), and the sampling settings a rol
 
 A kind is one class in the `ModelSpec` union, told apart by `kind`: `vllm` (a chat model in a
 vLLM engine inside the job), `reward_model` (a sequence-classification model scoring
-responses) and `endpoint` (a chat model behind an OpenAI-compatible HTTP API, `engines/endpoint.py`). Roles (`roles.py`) refer to these declarations by name.
+responses) and `endpoint` (a chat model behind an OpenAI-compatible HTTP API, `engines/endpoint.py`). Roles (`roles/<kind>/config.py`) refer to these declarations by name.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator, model_validator
 
-from prefgen.config.adapters import AdapterSpec, check_adapters
-from prefgen.config.embedded import EMBEDDED_MODELS, EMBEDDED_SCHEME, is_embedded
+from prefgen.models.adapters import AdapterSpec, check_adapters
+from prefgen.models.embedded import EMBEDDED_MODELS, EMBEDDED_SCHEME, is_embedded
 
 DEFAULT_MODEL = EMBEDDED_SCHEME + "SmolLM2-135M-Instruct"
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")
@@ -166,7 +166,7 @@ class VllmModel(Strict):
     adapters: dict[str, AdapterSpec] = Field(
         default_factory=dict,
         description="LoRA adapters served on this model's engine, by name: a folder, or {path, rank}. A role "
-        "names one with `adapter:`; all share the one engine (config/adapters.py).",
+        "names one with `adapter:`; all share the one engine (models/adapters.py).",
     )
 
     @field_validator("source")
@@ -194,7 +194,7 @@ class RewardModel(Strict):
     """A sequence-classification reward model (one output label) served by vLLM's pooling runner.
 
     Only judges may use it: it scores each (instruction, response) with one number in its own
-    units, which become the judgment's rating (see `prefgen/roles/reward.py` for how scores combine)."""
+    units, which become the judgment's rating (see `prefgen/roles/judge/reward.py` for how scores combine)."""
 
     kind: Literal["reward_model"] = Field(description="reward_model: a scoring head, run by vLLM's pooling runner.")
     source: str = Field(description="Local folder or Hugging Face hub id of a *ForSequenceClassification model.")

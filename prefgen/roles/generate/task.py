@@ -14,9 +14,10 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
-from prefgen.config import GeneratorConfig, SamplingConfig
+from prefgen.models.declarations import SamplingConfig
 from prefgen.engines.engine import ChatEngine, Request, Result, TemplateRefused
 from prefgen.prompts import continue_prompt, generation_prompt
+from prefgen.roles.generate.config import GeneratorConfig
 from prefgen.schema import REJECT_REQUEST_FAILED, REJECT_TOO_LONG, candidate
 
 
@@ -35,6 +36,12 @@ class GenerateTask:
     dropped: Counter = field(default_factory=Counter)  # completions that became no candidate, by reason
     template: str | None = None  # the user message's template, holding {instruction}; none: the instruction
     adapter: str | None = None  # the LoRA adapter (of the model) its requests run on; none: the base
+
+    @classmethod
+    def from_config(cls, config: GeneratorConfig, model: str) -> GenerateTask:
+        """The task of one generator, on the model it names (`model`: its source, as candidates record it)."""
+        return cls(config.name, model, config.sampling, config.system_prompt, config.num_completions,
+                   template=config.template, adapter=config.adapter)
 
     @property
     def role(self) -> str:

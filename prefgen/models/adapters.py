@@ -186,7 +186,7 @@ class AdapterSpec(BaseModel):
 
 def base_folder(source: str) -> Path | None:
     """The base model's local folder (an embedded model converted once), or None for a hub id."""
-    from prefgen.config.embedded import is_embedded, resolve_model
+    from prefgen.models.embedded import is_embedded, resolve_model
 
     folder = Path(resolve_model(source)) if is_embedded(source) else Path(source)
     return folder if folder.is_dir() else None

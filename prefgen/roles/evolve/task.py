@@ -20,9 +20,10 @@ import hashlib
 from collections import Counter
 from dataclasses import dataclass, field
 
-from prefgen.config import EvolutionConfig, SamplingConfig
+from prefgen.models.declarations import SamplingConfig
 from prefgen.engines.engine import ChatEngine, Request, TemplateRefused
-from prefgen.roles.generate import cut_off
+from prefgen.roles.evolve.config import EvolutionConfig
+from prefgen.roles.generate.task import cut_off
 from prefgen.prompts import EVOL_CRITERIA, clean_evolved, evolve_prompt
 from prefgen.schema import REJECT_REQUEST_FAILED, candidate
 
@@ -49,13 +50,19 @@ def why_dropped(error: str | None, text: str, parent_text: str) -> str | None:
 class EvolveTask:
     model: str
     criteria: list[str] | dict[str, str]  # built-in names, or name -> text (a config's `evolution.criteria`)
-    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    sampling: SamplingConfig = field(default_factory=EvolutionConfig.model_fields["sampling"].default_factory)
     num_evolutions: int = EvolutionConfig.model_fields["num_evolutions"].default  # the config's, set once
     keep_original: bool = EvolutionConfig.model_fields["keep_original"].default
     seed: int = 0
     dropped: Counter = field(default_factory=Counter)  # rewrites that became no candidate, by reason
     template: str | None = None  # the rewrite template's text; none: EvolQuality's
     adapter: str | None = None  # the LoRA adapter (of the model) its requests run on; none: the base
+
+    @classmethod
+    def from_config(cls, config: EvolutionConfig, model: str, seed: int) -> EvolveTask:
+        """The evolver's task on its model (`model`: its source); `seed`: the run's, which draws the criteria."""
+        return cls(model, dict(config.criteria), config.sampling, config.num_evolutions, config.keep_original, seed,
+                   template=config.template, adapter=config.adapter)
 
     def criterion_text(self, name: str) -> str:
         return self.criteria[name] if isinstance(self.criteria, dict) else EVOL_CRITERIA[name]

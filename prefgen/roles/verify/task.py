@@ -30,9 +30,10 @@ import re
 from collections import Counter
 from dataclasses import dataclass, field
 
-from prefgen.config import JudgeConfig, SamplingConfig
+from prefgen.models.declarations import SamplingConfig
 from prefgen.engines.engine import ChatEngine, Request, Result, TemplateRefused
-from prefgen.roles.generate import cut_off
+from prefgen.roles.generate.task import cut_off
+from prefgen.roles.judge.config import JudgeConfig
 from prefgen.roles.pair import row_rng, select_pairs
 from prefgen.prompts import VERDICT_LABELS, block_nonce, verdict_schema, verify_prompt
 from prefgen.schema import REJECT_REQUEST_FAILED
@@ -111,6 +112,13 @@ class VerifyTask:
     max_retries: int = JudgeConfig.model_fields["max_retries"].default
     dropped: Counter = field(default_factory=Counter)  # drops no output; kept for the Task shape
     adapter: str | None = None  # the LoRA adapter (of the model) its requests run on; none: the base
+
+    @classmethod
+    def from_config(cls, judge: JudgeConfig, model: str, pairing: dict, seed: int) -> VerifyTask:
+        """The pair check run by `judge` on its model (`model`: its source), with its sampling and retries;
+        `pairing` (PairingConfig as a dict) and the run's `seed` give the pairs the writer will form."""
+        return cls(judge.name, model, dict(pairing), seed, judge.sampling, judge.guided, judge.max_retries,
+                   adapter=judge.adapter)
 
     @property
     def role(self) -> str:

@@ -1,0 +1,1 @@
+"""Models as the config declares them: kinds, sources, engine and sampling settings, the embedded models."""

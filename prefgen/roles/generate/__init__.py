@@ -1,0 +1,1 @@
+"""Generation: the generators' config (`config.py`) and their task (`task.py`)."""
