@@ -14,24 +14,30 @@ stopping its worker process; the worker (a grandchild, not killed) saw its paren
 it unregistered its shared memory found the tracker dead, started a new one, and that one did not
 know the names: the KeyError. `AsyncLLM.shutdown`, run at atexit, then met a dead engine core.
 
-Now:
-- the engine actors run with that switch off (`placement.actor_options`), so the actor's own
-  exit stops its engine: `AsyncLLM.shutdown` SIGTERMs the engine core, which shuts its executor
-  down (closing the worker's death pipe and waiting for it) and exits (vLLM kills it after the
-  timeout `AsyncVllmEngine.shutdown` gives, longer than vLLM's 5 s); `stop_engine` then waits
-  for every process the engine started (`started_since`), so the tracker, still alive, outlives
-  them. `cancel_output_handler` cancels vLLM's output task before the engine core stops (else it
-  logs the EngineDeadError above). `own_resource_tracker` starts the tracker in the actor before
-  the engine does, so that it is the actor's and not the engine core's.
+What is done about it:
+- the actor's own exit stops its engine when it gets the chance: `AsyncLLM.shutdown` SIGTERMs the
+  engine core, which shuts its executor down (closing the worker's death pipe and waiting for it)
+  and exits (vLLM kills it after the timeout `AsyncVllmEngine.shutdown` gives, longer than vLLM's
+  5 s); `stop_engine` then waits for every process the engine started (`started_since`), and kills
+  what is still alive after `EXIT_WAIT_S`. `cancel_output_handler` cancels vLLM's output task
+  before the engine core stops (else it logs the EngineDeadError above). `own_resource_tracker`
+  starts the tracker in the actor before the engine does, so that it is the actor's.
 - the stop runs when the stage is let go of: Ray Data's actor drops its stage in
   `__ray_shutdown__`, and `ModelStage` stops its engine from a `weakref.finalize` (which also runs
   at the interpreter's exit if nothing let go of it), so nothing may hold the stage itself.
 - a local Ray that the driver started would be shut down by the driver's exit a few seconds after
   the last batch, killing the actors mid-exit: `wait_for_engine_actors` waits for them first.
 
-Seen on 2 cores (test_pipeline_run's run, 2026-12-07): the engine stopped in 4.9 s (its worker in
-about 3 s), the actor's log holds its one line and no traceback; the driver ended 10 s after the
-last batch instead of 3. `tests/integration/test_pipeline_run.py` checks the log.
+NOT FIXED: Ray's kill of the children stays on, so the KeyError can still show in an actor's log.
+Turning it off for the engine actors (`RAY_kill_child_processes_on_worker_exit=0` in their
+runtime environment, tried 2026-12-07) made the exit above run in order in a plain run (engine
+stopped in 4.9 s, no traceback in the actor's log), but in the phased kill-and-resume scenario
+(`tests/integration/test_resume.py`) an engine core and its worker outlived the run by more than
+60 s: where the actor does not get to stop its engine (Ray shutting the actor down, a killed
+actor), that kill is the one thing that ends the engine's processes. A leaked engine holds
+gigabytes; a line in a log does not. Ending the engine's processes with the actor in every case
+(a watchdog of the actor's own, or Ray's raylet subreaper, `RAY_kill_child_processes_on_worker_exit_with_raylet_subreaper`)
+is the next thing to try.
 """
 
 from __future__ import annotations

@@ -31,15 +31,12 @@ def gpus_per_replica(engine: EngineConfig, device: str) -> float:
 def actor_options(engine: EngineConfig, device: str) -> dict:
     """Ray resources and environment of one engine actor."""
     options: dict = {"num_cpus": engine.cpus_per_replica}
-    # Ray kills a worker's child processes (SIGKILL) as its exit begins, before the actor stops
-    # anything: vLLM's engine core and the resource tracker among them. The actor stops its engine
-    # itself, in order (exit.py); this is Ray's documented switch, read by the worker it starts.
     # (the KV cache size goes to the engine as an argument: see engine.device_kwargs)
     # vLLM's CPU build binds every engine of a machine to the same cores; several engines on one
     # host must float instead. Set for a GPU actor too: the CUDA build never reads it, and the CPU
-    # build may run there (an actor on a logical GPU: see engine.vllm_device).
-    env = {"RAY_kill_child_processes_on_worker_exit": "0",
-           "VLLM_CPU_OMP_THREADS_BIND": os.environ.get("VLLM_CPU_OMP_THREADS_BIND", "nobind")}
+    # build may run there (an actor on a logical GPU: see engine.vllm_device). Ray's own kill of an
+    # exiting actor's child processes stays on: see exit.py for why.
+    env = {"VLLM_CPU_OMP_THREADS_BIND": os.environ.get("VLLM_CPU_OMP_THREADS_BIND", "nobind")}
     if device == "gpu":
         options["num_gpus"] = gpus_per_replica(engine, device)
         if engine.accelerator_type:
