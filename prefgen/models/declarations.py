@@ -190,7 +190,16 @@ class VllmModel(Strict):
 JURY_SCALE = (1.0, 5.0)  # a reward score beside other judges is mapped onto this range, per row
 
 
-class RewardModel(Strict):
+class _ServesNoAdapters(Strict):
+    """A model kind that cannot serve LoRA adapters: `adapters:` on it is refused, saying why."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_adapters(cls, value):
+        return refuse_adapters(_model_kind(value), value)
+
+
+class RewardModel(_ServesNoAdapters):
     """A sequence-classification reward model (one output label) served by vLLM's pooling runner.
 
     Only judges may use it: it scores each (instruction, response) with one number in its own
@@ -199,11 +208,6 @@ class RewardModel(Strict):
     kind: Literal["reward_model"] = Field(description="reward_model: a scoring head, run by vLLM's pooling runner.")
     source: str = Field(description="Local folder or Hugging Face hub id of a *ForSequenceClassification model.")
     engine: EngineConfig = Field(default_factory=EngineConfig)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _no_adapters(cls, value):
-        return refuse_adapters("reward_model", value)
 
     @field_validator("source")
     @classmethod
@@ -216,7 +220,7 @@ class RewardModel(Strict):
         return json.dumps(self.model_dump(mode="json"), sort_keys=True)
 
 
-class EndpointModel(Strict):
+class EndpointModel(_ServesNoAdapters):
     """A chat model behind an OpenAI-compatible API (a hosted API, a gateway, a vLLM server you run).
 
     Its stage is one CPU actor (no GPU) that holds at most `max_in_flight` requests open: the
@@ -241,11 +245,6 @@ class EndpointModel(Strict):
     price_completion_per_mtok: float | None = Field(None, ge=0, description="Price per million completion tokens.")
     batch_size: int = Field(16, ge=1, description="Instructions per batch sent to the endpoint's actor.")
     batches_in_flight: int = Field(8, ge=1, description="Batches the endpoint's actor works on at once.")
-
-    @model_validator(mode="before")
-    @classmethod
-    def _no_adapters(cls, value):
-        return refuse_adapters("endpoint", value)
 
     @field_validator("base_url")
     @classmethod

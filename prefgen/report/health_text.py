@@ -24,48 +24,50 @@ def health_lines(figures: dict, warnings: list[str]) -> list[str]:
     if not figures:
         return []
     f = figures
-    lines = ["judge health:"]
-    by_pos = f["mean_rating_by_position"]
-    if by_pos["n"]:
-        means = ", ".join(f"{_ordinal(int(p) + 1)} {m:.2f}" for p, m in by_pos["means"].items())
-        lines.append(f"  mean rating by position shown: {means} ({by_pos['n']} judgments)")
-    mono = f["monotone_calls"]
-    if mono["n"]:
-        lines.append(
-            f"  ratings falling with position: {_pct(mono['weak_share'])} of {mono['n']} joint calls of 3+ "
-            f"(chance {_pct(mono['weak_chance'])}), strictly {_pct(mono['strict_share'])} (chance {_pct(mono['strict_chance'])})"
-        )
-    perm = f["permutation_agreement"]
-    if perm["n"]:
-        lines.append(
-            f"  same rating in another order: {_pct(perm['share'])} of {perm['n']} comparisons "
-            f"(chance {_pct(perm['chance'])}), mean spread {perm['mean_spread']:.2f}"
-        )
-    jury = f["juror_agreement"]
-    if jury["n"]:
-        lines.append(
-            f"  jurors within 1 point: {_pct(jury['within_1_share'])} of {jury['n']} comparisons, mean "
-            f"difference {jury['mean_abs_diff']:.2f} (random ratings: {jury['chance_abs_diff']:.2f})"
-        )
     length = f["length_rating"]
-    if length["r"] is not None:
-        lines.append(f"  length vs rating within an instruction: r={length['r']:.2f} ({length['n']} candidates)")
-    longer, evolved = f["chosen_longer"], f["evolved_beat_parent"]
-    if longer["n"]:
-        lines.append(f"  chosen is the longer response: {_pct(longer['share'])} of {longer['n']} pairs")
-    matched = length_controlled_line(f.get("length_controlled"))
-    if matched:
-        lines.append(matched)
-    if evolved["n"]:
-        lines.append(
-            f"  rewrite beat its original: {_pct(evolved['win_share'])} of {evolved['n']} "
-            f"(ties {_pct(evolved['tie_share'])})"
-        )
-    dist = f["rating_distribution"]
-    if dist["n"]:
-        lines.append(f"  ratings: {', '.join(f'{k}={_pct(v)}' for k, v in dist['shares'].items())} ({dist['n']})")
-    cancelled = position_cancelled_line(f)
-    if cancelled:
-        lines.append(cancelled)
-    lines += verification_lines(f.get("pair_verification"))
-    return lines + [f"  warning: {w}" for w in warnings]
+    lines = [
+        _counted(f, "mean_rating_by_position", _by_position),
+        _counted(f, "monotone_calls", _falling),
+        _counted(f, "permutation_agreement", _same_in_other_order),
+        _counted(f, "juror_agreement", _jurors),
+        None if length["r"] is None else
+        f"  length vs rating within an instruction: r={length['r']:.2f} ({length['n']} candidates)",
+        _counted(f, "chosen_longer", lambda m: f"chosen is the longer response: {_pct(m['share'])} of {m['n']} pairs"),
+        length_controlled_line(f.get("length_controlled")),
+        _counted(f, "evolved_beat_parent", _rewrites),
+        _counted(f, "rating_distribution",
+                 lambda m: f"ratings: {', '.join(f'{k}={_pct(v)}' for k, v in m['shares'].items())} ({m['n']})"),
+        position_cancelled_line(f),
+    ]
+    return (["judge health:"] + [line for line in lines if line] + verification_lines(f.get("pair_verification"))
+            + [f"  warning: {w}" for w in warnings])
+
+
+def _counted(figures: dict, key: str, say) -> str | None:
+    """The line `say` makes of the figure under `key`, indented; None when the figure counted nothing."""
+    figure = figures[key]
+    return "  " + say(figure) if figure["n"] else None
+
+
+def _by_position(m: dict) -> str:
+    means = ", ".join(f"{_ordinal(int(p) + 1)} {mean:.2f}" for p, mean in m["means"].items())
+    return f"mean rating by position shown: {means} ({m['n']} judgments)"
+
+
+def _falling(m: dict) -> str:
+    return (f"ratings falling with position: {_pct(m['weak_share'])} of {m['n']} joint calls of 3+ "
+            f"(chance {_pct(m['weak_chance'])}), strictly {_pct(m['strict_share'])} (chance {_pct(m['strict_chance'])})")
+
+
+def _same_in_other_order(m: dict) -> str:
+    return (f"same rating in another order: {_pct(m['share'])} of {m['n']} comparisons "
+            f"(chance {_pct(m['chance'])}), mean spread {m['mean_spread']:.2f}")
+
+
+def _jurors(m: dict) -> str:
+    return (f"jurors within 1 point: {_pct(m['within_1_share'])} of {m['n']} comparisons, mean "
+            f"difference {m['mean_abs_diff']:.2f} (random ratings: {m['chance_abs_diff']:.2f})")
+
+
+def _rewrites(m: dict) -> str:
+    return f"rewrite beat its original: {_pct(m['win_share'])} of {m['n']} (ties {_pct(m['tie_share'])})"

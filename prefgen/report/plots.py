@@ -9,6 +9,7 @@ its Agg backend (no display) and is imported only when a plot is drawn.
 
 from __future__ import annotations
 
+import functools
 import io
 
 # file name under plots/ -> what the card says it shows
@@ -46,6 +47,19 @@ def _centres(edges: list[float]) -> tuple[list[float], float]:
     return [(a + b) / 2 for a, b in zip(edges, edges[1:])], (edges[1] - edges[0]) if len(edges) > 1 else 1.0
 
 
+def _drawn(key: str):
+    """A plot of the figure under `key`: what the decorated function draws (given the figure and
+    pyplot, it returns the matplotlib figure) as PNG bytes, or None when the figure counted nothing.
+    Called with the whole figures, as every plot here is."""
+    def wrap(draw):
+        @functools.wraps(draw)
+        def plot(figures: dict) -> bytes | None:
+            figure = figures[key]
+            return _png(draw(figure, _pyplot())) if figure["n"] else None
+        return plot
+    return wrap
+
+
 def _rating_hist(ratings: dict, key: str, title: str) -> bytes | None:
     groups = ratings[key]
     if not ratings["n"]:
@@ -70,24 +84,18 @@ def ratings_by_origin(figures: dict) -> bytes | None:
     return _rating_hist(figures["ratings"], "by_origin", "Ratings per origin")
 
 
-def margins(figures: dict) -> bytes | None:
-    m = figures["margins"]
-    if not m["n"]:
-        return None
-    plt = _pyplot()
+@_drawn("margins")
+def margins(m: dict, plt):
     fig, ax = plt.subplots(figsize=(7, 4))
     centres, width = _centres(m["edges"])
     ax.bar(centres, m["counts"], width=width * 0.9, color="tab:green")
     ax.set(title=f"Rating margin of the {m['n']} pairs (mean {m['mean']:.2f}, median {m['median']:.2f})",
            xlabel="chosen rating - rejected rating", ylabel="pairs")
-    return _png(fig)
+    return fig
 
 
-def lengths(figures: dict) -> bytes | None:
-    ln = figures["lengths"]
-    if not ln["n"]:
-        return None
-    plt = _pyplot()
+@_drawn("lengths")
+def lengths(ln: dict, plt):
     fig, ax = plt.subplots(figsize=(5.5, 5))
     ax.scatter(ln["rejected"], ln["chosen"], s=14, alpha=0.6)
     top = max(ln["chosen"] + ln["rejected"] + [1])
@@ -96,14 +104,11 @@ def lengths(figures: dict) -> bytes | None:
                  f"rejected {ln['rejected_median']:.0f} characters",
            xlabel="rejected answer (characters)", ylabel="chosen answer (characters)")
     ax.legend(fontsize=8, loc="upper left")
-    return _png(fig)
+    return fig
 
 
-def chosen_position(figures: dict) -> bytes | None:
-    pos = figures["chosen_position"]
-    if not pos["n"]:
-        return None
-    plt = _pyplot()
+@_drawn("chosen_position")
+def chosen_position(pos: dict, plt):
     orders = pos["orders"]
     fig, axes = plt.subplots(1, len(orders), figsize=(min(max(4 * len(orders), 6.5), 16), 4), squeeze=False,
                              sharey=True)
@@ -116,14 +121,11 @@ def chosen_position(figures: dict) -> bytes | None:
     axes[0][0].set_ylabel("judge calls (one per pair and aspect)")
     axes[0][0].legend(fontsize=8)
     fig.suptitle("Where the chosen answer was shown to the judge")
-    return _png(fig)
+    return fig
 
 
-def win_rates(figures: dict) -> bytes | None:
-    w = figures["win_rates"]
-    if not w["n"]:
-        return None
-    plt = _pyplot()
+@_drawn("win_rates")
+def win_rates(w: dict, plt):
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for ax, key, what in ((axes[0], "by_model", "model"), (axes[1], "by_writer", "writer (generator or its rewrites)")):
         names = list(w[key])
@@ -136,14 +138,11 @@ def win_rates(figures: dict) -> bytes | None:
         ax.set(title=f"Win rate per {what}", xlabel="share of its pair sides that were chosen", xlim=(0, 1))
         ax.tick_params(axis="y", labelsize=8)
     fig.suptitle(f"Who wins the {w['n']} pairs")
-    return _png(fig)
+    return fig
 
 
-def evolved_vs_parent(figures: dict) -> bytes | None:
-    ev = figures["evolved_vs_parent"]
-    if not ev["n"]:
-        return None
-    plt = _pyplot()
+@_drawn("evolved_vs_parent")
+def evolved_vs_parent(ev: dict, plt):
     rows = {**ev["by_criterion"], "all": ev["total"]}
     fig, ax = plt.subplots(figsize=(7, 0.6 * len(rows) + 1.8))
     left = [0] * len(rows)
@@ -155,7 +154,7 @@ def evolved_vs_parent(figures: dict) -> bytes | None:
     ax.set(title=f"Rewrite vs the answer it rewrote ({ev['n']} comparisons)", xlabel="comparisons",
            ylabel="criterion")
     ax.legend(fontsize=8)
-    return _png(fig)
+    return fig
 
 
 def judge_health(health: dict) -> bytes | None:

@@ -6,15 +6,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from prefgen.roles.pair import row_rng, select_pairs, split_rows
-from prefgen.schema import (
-    REJECT_ALL_TIED,
-    REJECT_CHOSEN_TRUNCATED,
-    REJECT_IDENTICAL,
-    REJECT_MARGIN,
-    REJECT_NO_CANDIDATES,
-    REJECT_TOO_FEW_RATED,
-    candidate,
-)
+from prefgen import schema
+from prefgen.schema import candidate
 
 
 def cand(cid, rating, text=None, model="m", truncated=False):
@@ -38,11 +31,11 @@ def test_equal_text_is_skipped_for_next_worst():
 @pytest.mark.parametrize(
     "cands, reason",
     [
-        ([], REJECT_NO_CANDIDATES),
-        ([cand("a", 5.0), cand("b", None)], REJECT_TOO_FEW_RATED),
-        ([cand("a", 3.0), cand("b", 3.0), cand("c", 3.0)], REJECT_ALL_TIED),
-        ([cand("a", 3.0, "x"), cand("b", 4.0, "x")], REJECT_IDENTICAL),
-        ([cand("a", 3.0), cand("b", 4.0)], REJECT_MARGIN),
+        ([], schema.REJECT_NO_CANDIDATES),
+        ([cand("a", 5.0), cand("b", None)], schema.REJECT_TOO_FEW_RATED),
+        ([cand("a", 3.0), cand("b", 3.0), cand("c", 3.0)], schema.REJECT_ALL_TIED),
+        ([cand("a", 3.0, "x"), cand("b", 4.0, "x")], schema.REJECT_IDENTICAL),
+        ([cand("a", 3.0), cand("b", 4.0)], schema.REJECT_MARGIN),
     ],
 )
 def test_no_pair_reasons(cands, reason):
@@ -87,7 +80,7 @@ def test_pairs_never_tie_never_equal_and_respect_margin(cands, strategy, margin,
         if pairs:  # the chosen is a best-rated candidate that has a qualifying partner
             every_pair = select_pairs(cands, "all_pairs", margin, allow_truncated_chosen=allow_cut)[0]
             assert pairs[0][0]["rating"] == max(c["rating"] for c, _ in every_pair)
-    if reason == REJECT_CHOSEN_TRUNCATED:  # exactly the rows the option would have paired
+    if reason == schema.REJECT_CHOSEN_TRUNCATED:  # exactly the rows the option would have paired
         assert not allow_cut and select_pairs(cands, strategy, margin, length_matched, allow_truncated_chosen=True)[0]
 
 
@@ -112,7 +105,7 @@ def test_split_rows_sends_every_row_somewhere():
     ]
     pairs, rejects = split_rows(rows, "best_vs_worst", 1.0)
     assert [p["id"] for p in pairs] == ["ok"]
-    assert {r["id"]: r["reason"] for r in rejects} == {"tied": REJECT_ALL_TIED, "early": "prompt_too_long"}
+    assert {r["id"]: r["reason"] for r in rejects} == {"tied": schema.REJECT_ALL_TIED, "early": "prompt_too_long"}
     pair = pairs[0]
     assert pair["prompt"] == [{"role": "user", "content": "q ok"}]
     assert pair["chosen"] == [{"role": "assistant", "content": "text a"}]
@@ -163,15 +156,15 @@ def test_truncated_candidate_may_still_be_rejected():
 @pytest.mark.parametrize("strategy", STRATEGIES)
 def test_row_whose_only_qualifying_chosen_is_truncated_gets_its_own_reason(strategy):
     cands = [cand("cut", 5.0, truncated=True), cand("b", 2.0), cand("c", 1.5)]  # b-c misses the margin
-    assert select_pairs(cands, strategy, 1.0) == ([], REJECT_CHOSEN_TRUNCATED)
+    assert select_pairs(cands, strategy, 1.0) == ([], schema.REJECT_CHOSEN_TRUNCATED)
     pairs, reason = select_pairs(cands, strategy, 1.0, allow_truncated_chosen=True)
     assert reason is None and {c["candidate_id"] for c, _ in pairs} == {"cut"}
 
 
 def test_earlier_reasons_come_before_chosen_truncated():
-    assert select_pairs([cand("cut", 5.0, truncated=True), cand("b", 4.5)], "best_vs_worst", 1.0)[1] == REJECT_MARGIN
+    assert select_pairs([cand("cut", 5.0, truncated=True), cand("b", 4.5)], "best_vs_worst", 1.0)[1] == schema.REJECT_MARGIN
     assert select_pairs([cand("cut", 5.0, truncated=True), cand("b", None)], "best_vs_worst", 1.0)[1] == (
-        REJECT_TOO_FEW_RATED
+        schema.REJECT_TOO_FEW_RATED
     )
 
 
@@ -184,9 +177,9 @@ def test_split_rows_passes_the_option_and_counts_the_reason():
     ]
     pairs, rejects = split_rows(rows, "best_vs_worst", 1.0)
     assert [p["id"] for p in pairs] == ["ok"]
-    assert [(r["id"], r["reason"]) for r in rejects] == [("cut", REJECT_CHOSEN_TRUNCATED)]
+    assert [(r["id"], r["reason"]) for r in rejects] == [("cut", schema.REJECT_CHOSEN_TRUNCATED)]
     counts = batch_counts("k", rows, pairs, rejects)
-    assert counts["rejects"] == {REJECT_CHOSEN_TRUNCATED: 1} and counts["truncated"] == 1
+    assert counts["rejects"] == {schema.REJECT_CHOSEN_TRUNCATED: 1} and counts["truncated"] == 1
     pairs, rejects = split_rows(rows, "best_vs_worst", 1.0, allow_truncated_chosen=True)
     assert sorted(p["id"] for p in pairs) == ["cut", "ok"] and not rejects
 
