@@ -80,6 +80,13 @@ def start_autoscaling_head(root: Path, extra_env: dict | None = None):
         while (probe := _ray(env, "job", "list", "--address", head.address)).returncode != 0:
             assert time.monotonic() < deadline, probe.stdout[-2000:] + probe.stderr[-3000:]
             time.sleep(2)
+        # The job list answers before the head's job agent is up, and a submission until then fails
+        # ("No available agent to submit job, please try again later"): a no-op job accepted says it is.
+        while (probe := _ray(env, "job", "submit", "--address", head.address, "--no-wait", "--submission-id",
+                             f"agent-probe-{time.monotonic_ns()}", "--", "true")).returncode != 0:
+            assert "No available agent" in probe.stdout + probe.stderr, probe.stdout[-2000:] + probe.stderr[-3000:]
+            assert time.monotonic() < deadline, probe.stdout[-2000:] + probe.stderr[-3000:]
+            time.sleep(2)
         yield head
     finally:
         stop_cluster(start, temp_dir)
