@@ -6,7 +6,8 @@ environment that every process started under this test session inherits). A leak
 holds gigabytes; on a long-lived cluster every run would leave one.
 
 `ray_cluster`: a real multi-node Ray cluster on this machine (`support/ray_cluster.py`): a head
-and two worker nodes, each its own raylet, token authentication on; started once per session.
+and two worker nodes, each its own raylet, token authentication on; started once per module
+(its nodes' default agent ports would stop a later module's Ray head from taking jobs).
 
 `local_ray`: one Ray in the test process for the whole session, for the tests that only need a
 Ray to run Ray Data or place actors (no prefgen run of their own): started once, with logical

@@ -59,13 +59,18 @@ def start_autoscaling_head(root: Path, extra_env: dict | None = None):
     gen = _ray(env, "get-auth-token", "--generate")
     assert gen.returncode == 0, gen.stderr
     temp_dir = Path(tempfile.mkdtemp(prefix="prefgen-as-"))  # short: Ray's unix sockets live under it
-    gcs, dash, client = free_ports(3)
+    # every port free, the agents' too: Ray's defaults (the dashboard agent's 52365) may be held by
+    # another Ray on the machine (the session's `local_ray`, say), and a head whose agent cannot
+    # listen takes no job ("No available agent to submit job")
+    gcs, dash, client, agent_http, agent_grpc, env_agent, metrics = free_ports(7)
     config = root / "autoscaling.yaml"
     config.write_text(yaml.safe_dump(autoscaling_config(f"127.0.0.1:{gcs}")))
     cmd = [
         str(Path(PYTHON).parent / "ray"), "start", "--head", f"--autoscaling-config={config}",
         "--node-ip-address=127.0.0.1", f"--port={gcs}", "--num-cpus=0", "--num-gpus=0",
         "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}", f"--ray-client-server-port={client}",
+        f"--dashboard-agent-listen-port={agent_http}", f"--dashboard-agent-grpc-port={agent_grpc}",
+        f"--runtime-env-agent-port={env_agent}", f"--metrics-export-port={metrics}",
         f"--object-store-memory={512 << 20}", f"--temp-dir={temp_dir}", "--disable-usage-stats",
     ]  # fmt: skip
     start = subprocess.Popen(cmd, env=dict(env, RAY_FAKE_CLUSTER="1"), stdout=subprocess.PIPE,

@@ -1,6 +1,7 @@
 """A real multi-node Ray cluster for the integration tests (the fixture `ray_cluster`).
 
-`ray_cluster`: a real multi-node Ray cluster on this machine, started once per test session: a
+`ray_cluster`: a real multi-node Ray cluster on this machine, started once per test module that uses
+it (and torn down at its end, so that no later module's Ray meets its ports): a
 head that runs no work (no logical CPU, as `cluster.yaml`'s head) and two worker nodes, each its
 own raylet with two logical CPUs and a custom resource naming it (`node:a`, `node:b`), so a test
 can pin work to a node or find out where something ran. Token authentication is on, as
@@ -110,7 +111,7 @@ def _put_back(address_before: str | None) -> None:
         _address_file().write_text(address_before)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def ray_cluster(tmp_path_factory, s3_server):
     from ray._private.authentication_test_utils import reset_auth_token_state
     from ray.cluster_utils import Cluster

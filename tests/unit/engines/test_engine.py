@@ -223,5 +223,6 @@ def test_lora_engine_arguments_come_from_the_declared_adapters():
     assert engine_lora_kwargs(two, "gpu") == {"enable_lora": True, "max_loras": 2, "max_lora_rank": 8}
     assert engine_lora_kwargs(two, "cpu")["max_loras"] == 3  # a spare, zero slot for base requests (see the docstring)
     assert engine_lora_kwargs({"a": rank(12)}, "gpu")["max_lora_rank"] == 16  # vLLM takes 1, 8, 16, 32, ...
-    kwargs = engine_module.engine_kwargs("/models/m", EngineConfig(extra={"max_loras": 4}), "cpu", {"a": rank(8)})
+    kwargs = engine_module.engine_kwargs("/models/m", EngineConfig(extra={"max_loras": 4}), "cpu", {"a": rank(8)},
+                                         cpu_build=True)
     assert kwargs["enable_lora"] and kwargs["max_lora_rank"] == 8 and kwargs["max_loras"] == 4  # extra wins
