@@ -4,7 +4,7 @@ killed while batches are in flight, and the run finishes on the node left with e
 once; a local output path is refused on a cluster unless it is a shared mount; an engine no node
 can hold stops the run within `ray.placement_timeout_s`; rows lost past the retries are
 `worker_failed` and redone by the same command run again (SIGKILLed, then resumed on another
-node count), with that output on the session's S3 server, as a cluster's users keep it.
+node count).
 
 The nodes are one machine, so a local output folder is in fact shared by all of them: the
 config says so (`output.shared_mount: true`), as it would for NFS. The helpers below read an
@@ -170,12 +170,11 @@ def test_an_engine_no_node_can_hold_stops_the_run_within_the_placement_timeout(r
 
 
 def test_rows_lost_past_the_retries_are_worker_failed_and_a_rerun_of_the_same_command_redoes_them(
-        ray_cluster, tmp_path, s3):
+        ray_cluster, tmp_path):
     """With `ray.max_batch_retries: 0` the lost node's batches are `worker_failed`. The same command
     run again on the two nodes left redoes those rows, and is SIGKILLed once it committed some;
-    run once more on three nodes it finishes: every row once, no reject for a fault left. The
-    output is on S3: what the killed driver committed is read back from there."""
-    rig, out, log = ray_cluster, s3, tmp_path / "run.log"
+    run once more on three nodes it finishes: every row once, no reject for a fault left."""
+    rig, out, log = ray_cluster, tmp_path / "out", tmp_path / "run.log"
     rig.restore()
     cfg = write_config(tmp_path, out, ray={"max_batch_retries": 0})
     run = start(rig, cfg, log, 0.5)
