@@ -8,7 +8,7 @@ starts instead of rejecting every row. Pure functions: no engine, no files.
 
 from __future__ import annotations
 
-from prefgen.models.declarations import JURY_SCALE, EndpointModel, RewardModel
+from prefgen.models.declarations import JURY_SCALE, EndpointModel, RewardModel, why_no_adapters
 from prefgen.prompts import rubric_for
 
 
@@ -110,10 +110,8 @@ def check_adapter_of(key: str, role, model_name: str, model) -> None:
         return
     adapters = getattr(model, "adapters", None)
     if adapters is None:
-        why = ("vLLM's OpenAI server takes an adapter as a model name: declare an endpoint model whose `model` is "
-               "the adapter's name" if isinstance(model, EndpointModel) else "a reward model scores with its own head")
         raise ValueError(f"{key}.adapter: model {model_name!r} is kind {model.kind}; adapters are served on kind "
-                         f"vllm models only ({why})")
+                         f"vllm models only ({why_no_adapters(model.kind)})")
     if role.adapter not in adapters:
         declared = ", ".join(adapters) or "none"
         raise ValueError(f"{key}.adapter: {role.adapter!r} is not an adapter of model {model_name!r} "

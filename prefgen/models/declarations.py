@@ -277,13 +277,18 @@ class EndpointModel(_ServesNoAdapters):
         return json.dumps(self.model_dump(mode="json"), sort_keys=True)
 
 
+def why_no_adapters(kind: str) -> str:
+    """Why a model of `kind` (not `vllm`) serves no LoRA adapter, and what to do instead."""
+    if kind == "endpoint":
+        return ("vLLM's OpenAI server takes adapters as model names (--lora-modules NAME=PATH): declare one "
+                "endpoint model per adapter, its `model` the adapter's name")
+    return "a reward model scores with its own head"
+
+
 def refuse_adapters(kind: str, value):
     """A clear refusal of `adapters:` on a model that is not `kind: vllm` (a before-validator)."""
     if isinstance(value, dict) and "adapters" in value:
-        why = ("vLLM's OpenAI server takes adapters as model names (--lora-modules NAME=PATH): declare one "
-               "endpoint model per adapter, its `model` the adapter's name" if kind == "endpoint"
-               else "a reward model scores with its own head")
-        raise ValueError(f"adapters: LoRA adapters are served on kind vllm models only; {why}")
+        raise ValueError(f"adapters: LoRA adapters are served on kind vllm models only; {why_no_adapters(kind)}")
     return value
 
 
