@@ -40,6 +40,7 @@ from prefgen.output.storage import Conflict, storage
 COMMITS_DIR = "_commits"
 FANOUT = 16  # this many objects of one level are rolled into one of the next
 DELETE_BATCH = 256  # redundant objects wait until this many can go in one bulk request
+READ_ATTEMPTS = 5  # listings a reader makes when an object it listed is deleted before its read
 SEGMENT_PREFIX, MERGE_PREFIX, RETIRE_PREFIX = "seg-", "merge-", "retire-"
 
 
@@ -66,7 +67,21 @@ class CommitLog:
     @classmethod
     def read(cls, uri: str) -> CommitLog:
         """Read the objects under `_commits/` (one listing, one read each, segments and records
-        first); a batch commit a segment already holds is not read. Union by batch key."""
+        first); a batch commit a segment already holds is not read. Union by batch key.
+
+        A reader beside a running owner (`prefgen report`, a poll) can list an object the owner
+        deletes before it is read. The owner deletes only what a wider object it wrote first
+        covers (a segment, a retire record), so a fresh listing holds the same commits: the read
+        starts over, up to READ_ATTEMPTS times."""
+        for _ in range(READ_ATTEMPTS - 1):
+            try:
+                return cls._read_once(uri)
+            except FileNotFoundError:
+                continue  # listed, then deleted by the owner: list again
+        return cls._read_once(uri)
+
+    @classmethod
+    def _read_once(cls, uri: str) -> CommitLog:
         store = storage(uri)
         found, _ = store.list(COMMITS_DIR)
         log, objects, retirements, singles = cls(uri), [], [], []

@@ -165,9 +165,7 @@ def job(head, s3_server):
     out = f"{folder}/out"
     stopped = submit_and_stop(head, on_s3, out)
     # Back to the head alone before the resubmission, so that its workers start fresh, as the first
-    # submission's did. (All fake nodes share the head's temp dir, so a node that joins while another
-    # still holds the job's unpacked working dir unpacks it again over the other's processes: an engine
-    # actor there lost its current directory and died. On a real cluster each node has its own disk.)
+    # submission's did: the workers scale to zero in between too.
     between = scaled_down(head)
     proc, info, logs = submit(head, in_upload, out)  # the same job, its input moved: resumes
     store = storage(out)
@@ -290,7 +288,7 @@ def test_each_engine_reports_its_start_and_its_work(job):
     assert m["stages"]["smol"]["output_tokens"] > 0
 
 
-def test_the_engines_ran_on_workers_the_autoscaler_added_for_them(job):
+def test_the_engines_ran_on_workers_the_autoscaler_added_for_them(head, job):
     nodes: dict[str, dict[str, set]] = {}  # attempt -> stage -> the nodes its actors ran on
     for st in job["stats"]:
         nodes.setdefault(st["attempt"], {}).setdefault(st["stage"], set()).add(st["node"])
@@ -302,6 +300,11 @@ def test_the_engines_ran_on_workers_the_autoscaler_added_for_them(job):
         if len(stages) == 2:  # one logical GPU a worker, one an engine: each engine on a worker of its own
             assert not stages["smol"] & stages["rm"], nodes
     assert any(set(stages) == {"smol", "rm"} for stages in nodes.values()), nodes
+    # each worker unpacked the job's working dir into a folder of its own (support/fake_nodes.py),
+    # as on separate disks: none re-unpacked it under another's running actors
+    pattern = "session_*/runtime_resources_node*/working_dir_files/_ray_pkg_*"
+    unpacked_on = {p.parent.parent.name for p in head.temp_dir.glob(pattern) if p.is_dir()}
+    assert len(unpacked_on) >= 3, unpacked_on  # 2 workers a submission, each its own copy
 
 
 def test_the_output_on_s3_is_reported_exported_and_loaded_by_datasets(job, tmp_path):

@@ -6,7 +6,8 @@ The worker type advertises what `cluster.yaml`'s GPU workers do (`GPU: 1`,
 `accelerator_type:A10G`), as logical resources: no GPU is needed (vLLM's CPU build runs in the
 actors that hold them). Token authentication is on, with a token generated under the head's own
 HOME (`ray_head._head_env`); the GCS listens on a free port (the provider is told it, else its
-workers dial 6379), the dashboard too. The workers use the head's temp dir and inherit its
+workers dial 6379), the dashboard too. The workers use the head's temp dir, each unpacking a job's
+working dir into a folder of its own (`support/fake_nodes.py` says why), and inherit the head's
 environment (an S3 endpoint, say). The teardown stops exactly this cluster's processes
 (`ray_head.stop_cluster`): the fake workers are children of the head's autoscaler, so they share
 its session.
@@ -14,6 +15,7 @@ its session.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import tempfile
 import time
@@ -36,7 +38,9 @@ def autoscaling_config(gcs: str) -> dict:
         "max_workers": MAX_WORKERS,
         "idle_timeout_minutes": IDLE_TIMEOUT_MIN,
         "upscaling_speed": 1.0,
-        "provider": {"type": "fake_multinode", "use_node_id_as_ip": True, "disable_node_updaters": True,
+        # Ray's fake provider, each node unpacking runtime envs into its own folder (support/fake_nodes.py)
+        "provider": {"type": "external", "module": "support.fake_nodes.OwnDiskFakeProvider",
+                     "use_node_id_as_ip": True, "disable_node_updaters": True,
                      "disable_launch_config_check": True, "gcs_address": gcs},
         "auth": {"ssh_user": "ubuntu"},
         "docker": {}, "file_mounts": {}, "cluster_synced_files": [], "file_mounts_sync_continuously": False,
@@ -73,7 +77,10 @@ def start_autoscaling_head(root: Path, extra_env: dict | None = None):
         f"--runtime-env-agent-port={env_agent}", f"--metrics-export-port={metrics}",
         f"--object-store-memory={512 << 20}", f"--temp-dir={temp_dir}", "--disable-usage-stats",
     ]  # fmt: skip
-    start = subprocess.Popen(cmd, env=dict(env, RAY_FAKE_CLUSTER="1"), stdout=subprocess.PIPE,
+    tests = str(Path(__file__).resolve().parents[1])  # the autoscaler imports support.fake_nodes
+    pythonpath = os.pathsep.join(filter(None, [tests, env.get("PYTHONPATH")]))
+    start = subprocess.Popen(cmd, env=dict(env, RAY_FAKE_CLUSTER="1", PYTHONPATH=pythonpath),
+                             stdout=subprocess.PIPE,
                              stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:
         out, _ = start.communicate(timeout=300)

@@ -219,3 +219,28 @@ def test_a_driver_that_lost_the_folder_commits_nothing_once_its_lease_read_is_st
     with pytest.raises(StaleLease):
         commit_only(old, ["o1"])  # the commit reads the lease first
     assert sorted(p.name for p in (out / COMMITS_DIR).iterdir()) == before
+
+
+def test_a_reader_beside_the_owner_rereads_when_a_listed_commit_is_deleted_before_its_read(tmp_path, monkeypatch):
+    """`prefgen report` or a poll beside a running owner: between the reader's listing and its
+    reads, the owner rolls the level-0 commits into a segment and deletes them."""
+    out = tmp_path / "out"
+    state = opened(out)
+    for b in range(FANOUT - 1):  # level 0 full: the next commit is written as a segment
+        commit_only(state, [f"b{b}-x"])
+    listed = prefgen.output.storage.Storage.list
+    listings = []
+
+    def list_then_owner_rolls_up(self, *args, **kwargs):
+        found = listed(self, *args, **kwargs)
+        listings.append([e.name for e in found[0]])
+        if len(listings) == 1:  # the owner acts after the first listing only
+            commit_only(state, [f"b{FANOUT - 1}-x"])
+            state.log.delete_redundant()  # the covered commits go
+        return found
+
+    monkeypatch.setattr(prefgen.output.storage.Storage, "list", list_then_owner_rolls_up)
+    log = CommitLog.read(str(out))
+    assert len(listings) == 2 and len(listings[0]) == FANOUT - 1  # the first listing's objects were gone
+    assert [n[:6] for n in listings[1]] == ["seg-1-"]
+    assert len(log.commits()) == FANOUT and log.keys == {c["key"] for c in state.log.commits()}
