@@ -35,7 +35,8 @@ def _child(args: list[str], what: str) -> float:
     started = time.monotonic()
     code = subprocess.run([sys.executable, "-m", "prefgen.cli", *args]).returncode
     if code:
-        raise RoundsError(f"{what} exited with code {code}; run the same command again to resume", code or 1)
+        hint = "it stopped resumable: run the same command again to resume" if code in (3, 4) else "see its message above"
+        raise RoundsError(f"{what} exited with code {code}; {hint}", code)
     return time.monotonic() - started
 
 

@@ -202,3 +202,12 @@ def test_a_round_without_pairs_stops_the_loop_naming_it(tmp_path, monkeypatch):
     config.write_text(yaml.safe_dump({"generators": [{"name": "g1", "num_completions": 2}]}))
     with pytest.raises(RoundsError, match=r"round 1 gave no pairs \(.*round1/output: 1 rejects"):
         loop.run_rounds(str(config), 2, str(tmp_path / "r"), log=lambda line: None)
+
+
+def test_a_child_that_fails_stops_the_loop_with_its_exit_code(monkeypatch):
+    """A round's run that stopped resumable passes its code on and says to rerun; a refusal points at its message."""
+    for code, hint in ((3, "run the same command again to resume"), (2, "see its message above")):
+        monkeypatch.setattr(loop.subprocess, "run", lambda cmd, code=code: type("Done", (), {"returncode": code}))
+        with pytest.raises(RoundsError, match=f"round 1's run exited with code {code}; .*{hint}") as err:
+            loop._child(["run", "c.yaml"], "round 1's run")
+        assert err.value.code == code
