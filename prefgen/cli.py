@@ -1,4 +1,5 @@
-"""Command line: `prefgen run [CONFIG.yaml] [--input PATH] [--output DIR] [--limit N] ...`.
+"""Command line: `prefgen run [CONFIG.yaml] [--input PATH] [--output DIR] [--limit N] ...`, and the
+commands around a run (plan, config, calibrate, report, export, train-dpo, rounds).
 
 Without a config file the embedded default runs: local Ray, vLLM's CPU build, the small
 embedded model and the bundled sample instructions. Flags override the file's keys.
@@ -22,6 +23,7 @@ from prefgen.output.writer import RunStopped
 from prefgen.engines.placement import PlanError
 from prefgen.output.manifest import ResumeRefused
 from prefgen.run.stopping import EXIT_STOPPED, StopRequested
+from prefgen.rounds.plan import RoundsError
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -69,7 +71,70 @@ def _parser() -> argparse.ArgumentParser:
                      help="keep only this share of the pairs, those of the largest rating margin (e.g. 0.1)")
     exp.add_argument("--min-margin", type=float, metavar="N",
                      help="keep only the pairs whose rating margin is at least N (before --top-margin)")
+    dpo = sub.add_parser("train-dpo", help="train a LoRA adapter with DPO (TRL) on a run's pairs (the 'train' extra)")
+    dpo.add_argument("output", help="output directory or URI of a run")
+    dpo.add_argument("--adapter-out", required=True, help="folder to write the adapter to (PEFT layout)")
+    dpo.add_argument("--policy", help="the generator whose model is the base (default: the model every generator "
+                     "ran on)")
+    dpo.add_argument("--base", help="the base model to train (a folder, hub id or embedded://NAME; default: the "
+                     "policy's model in the run's manifest)")
+    dpo.add_argument("--init-adapter", help="train this adapter further instead of a new one")
+    dpo.add_argument("--overwrite", action="store_true", help="replace an adapter already at --adapter-out")
+    _training_flags(dpo)
+    rounds = sub.add_parser("rounds", help="on-policy rounds: run, then train an adapter on the pairs, then sample "
+                            "it in the next round (the 'train' extra)")
+    rounds.add_argument("config", nargs="?", help="YAML config (default: the embedded default)")
+    rounds.add_argument("--rounds", type=int, required=True, help="how many rounds")
+    rounds.add_argument("--out", required=True, help="folder of the rounds: roundK/{config.yaml,output,adapter}, "
+                        "rounds.json")
+    rounds.add_argument("--policy", help="the generator that samples the policy (default: the config's only one)")
+    rounds.add_argument("--input", help="instructions file or folder (every round samples the same prompts)")
+    rounds.add_argument("--limit", type=int, help="use only the first N input rows")
+    _training_flags(rounds)
     return parser
+
+
+def _training_flags(parser: argparse.ArgumentParser) -> None:
+    """DPO's settings (`rounds.train.TrainSettings`; defaults for a small model on a CPU)."""
+    from prefgen.rounds.train import TrainSettings
+
+    d = TrainSettings()
+    parser.add_argument("--steps", type=int, help="optimizer steps (default: --epochs passes over the pairs)")
+    parser.add_argument("--epochs", type=float, default=d.epochs, help=f"passes over the pairs (default {d.epochs})")
+    parser.add_argument("--learning-rate", type=float, default=d.learning_rate, help=f"default {d.learning_rate}")
+    parser.add_argument("--rank", type=int, default=d.rank, help=f"LoRA rank of a new adapter (default {d.rank})")
+    parser.add_argument("--modules", default=",".join(d.modules),
+                        help=f"modules a new adapter targets, comma-separated (default {','.join(d.modules)})")
+    parser.add_argument("--beta", type=float, default=d.beta, help=f"DPO's beta (default {d.beta})")
+    parser.add_argument("--batch-size", type=int, default=d.batch_size, help=f"pairs per step (default {d.batch_size})")
+    parser.add_argument("--max-length", type=int, default=d.max_length,
+                        help=f"tokens of prompt plus answer kept (default {d.max_length})")
+    parser.add_argument("--seed", type=int, default=d.seed, help=f"training seed (default {d.seed})")
+
+
+def training_settings(args: argparse.Namespace):
+    from prefgen.rounds.train import TrainSettings
+
+    return TrainSettings(steps=args.steps, epochs=args.epochs, learning_rate=args.learning_rate, rank=args.rank,
+                         modules=tuple(m for m in args.modules.split(",") if m), beta=args.beta,
+                         batch_size=args.batch_size, max_length=args.max_length, seed=args.seed)
+
+
+def _train_dpo(args: argparse.Namespace) -> int:
+    from prefgen.rounds.train import train_dpo
+
+    train_dpo(args.output, args.adapter_out, training_settings(args), policy=args.policy, base=args.base,
+              init_adapter=args.init_adapter, overwrite=args.overwrite)
+    return 0
+
+
+def _rounds(args: argparse.Namespace) -> int:
+    from prefgen.rounds.loop import run_rounds
+
+    overrides = {k: v for k, v in {"input.path": args.input, "input.limit": args.limit}.items() if v is not None}
+    run_rounds(args.config, args.rounds, args.out, policy=args.policy, overrides=overrides,
+               settings=training_settings(args))
+    return 0
 
 
 def _report(args: argparse.Namespace) -> int:
@@ -160,10 +225,17 @@ def main(argv: list[str] | None = None) -> int:
             return _report(args)
         if args.command == "export":
             return _export(args)
+        if args.command == "train-dpo":
+            return _train_dpo(args)
+        if args.command == "rounds":
+            return _rounds(args)
         cfg: PipelineConfig = load_config(args.config, _overrides(args))
     except (ConfigError, InputError, PlanError, PairsError, ReportError, ExportError) as exc:
         print(f"prefgen: {exc}", file=sys.stderr)
         return 2
+    except RoundsError as exc:
+        print(f"prefgen: {exc}", file=sys.stderr)
+        return exc.code
     return _run(cfg, args.verbose)
 
 

@@ -384,3 +384,30 @@ def test_readme_loads_the_output_and_trains_one_dpo_step_on_it(run, tmp_path):
     changed = [k for k, v in after.items() if not torch.equal(v.cpu(), before[k])]
     assert changed, "the DPO step left every weight as it was"
     assert all(torch.isfinite(v).all() for v in after.values())
+
+
+def test_train_dpo_trains_an_adapter_on_the_output_that_prefgen_serves(run, tmp_path):
+    """`prefgen train-dpo` on the run's pairs (two DPO steps, on the CPU): a PEFT folder that
+    prefgen's adapter check accepts against the base the run's generators ran on, whose LoRA B
+    matrices (zero when PEFT creates them, so an untrained adapter changes nothing) moved."""
+    import torch
+    from safetensors.torch import load_file
+
+    from prefgen.models.adapters import AdapterSpec, check_adapters
+
+    adapter = tmp_path / "adapter"
+    proc = subprocess.run([sys.executable, "-m", "prefgen.cli", "train-dpo", str(run["out"]), "--adapter-out",
+                           str(adapter), "--steps", "2", "--batch-size", "1", "--max-length", "128"],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    assert f"adapter written to {adapter}" in proc.stdout
+    figures = json.loads((adapter / "train_dpo.json").read_text())
+    assert (figures["base"], figures["pairs"], figures["steps"]) == (DEFAULT_MODEL, len(run["pairs"]), 2)
+    assert len(figures["losses"]) == 2
+    check_adapters(DEFAULT_MODEL, {"trained": AdapterSpec(path=str(adapter))})  # raises if it does not fit
+    config = json.loads((adapter / "adapter_config.json").read_text())
+    assert (config["r"], sorted(config["target_modules"])) == (8, ["q_proj", "v_proj"])
+    tensors = load_file(str(adapter / "adapter_model.safetensors"))
+    b = [t for name, t in tensors.items() if ".lora_B." in name]
+    assert len(b) == 2 * 30 and any(torch.count_nonzero(t) > 0 for t in b)  # q and v of SmolLM2's 30 layers
+    assert all(torch.isfinite(t).all() for t in tensors.values())

@@ -14,6 +14,27 @@ from pathlib import Path
 
 from prefgen.models.adapters import CONFIG_FILE, WEIGHTS_FILE, base_shapes
 
+# A tiny two-layer Llama's weight shapes: a base folder of the right layout for the adapter checks
+HIDDEN, KV = 32, 16
+TINY_BASE = {"model.embed_tokens.weight": [100, HIDDEN]}
+for _i in range(2):
+    TINY_BASE |= {f"model.layers.{_i}.self_attn.q_proj.weight": [HIDDEN, HIDDEN],
+                  f"model.layers.{_i}.self_attn.k_proj.weight": [KV, HIDDEN],
+                  f"model.layers.{_i}.self_attn.v_proj.weight": [KV, HIDDEN],
+                  f"model.layers.{_i}.self_attn.o_proj.weight": [HIDDEN, HIDDEN]}
+
+
+def write_tiny_base(folder: Path, shapes: dict = TINY_BASE) -> Path:
+    """A base model folder holding zero weights of `shapes` (a safetensors file and a config.json)."""
+    import numpy as np
+    from safetensors.numpy import save_file
+
+    folder.mkdir(parents=True)
+    save_file({name: np.zeros(shape, dtype=np.float32) for name, shape in shapes.items()},
+              str(folder / "model.safetensors"))
+    (folder / "config.json").write_text(json.dumps({"architectures": ["LlamaForCausalLM"]}))
+    return folder
+
 
 def write_lora_adapter(folder: Path, base: Path, rank: int = 8, modules: tuple[str, ...] = ("q_proj", "v_proj"),
                        seed: int = 0, std: float = 0.1, alpha: int = 16) -> Path:

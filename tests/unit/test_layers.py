@@ -22,6 +22,7 @@ LAYERS = (
     ("output",),
     ("dataset",),
     ("run",),
+    ("rounds",),  # on-policy rounds: runs as child processes, DPO training on their output
     ("cli",),
 )
 # Modules whose part is not their folder: the storage object sits below the rest of output/, and

@@ -6,38 +6,18 @@ The base here is a tiny folder of the right layout (a safetensors file of a two-
 weight shapes); the adapters are real PEFT-layout folders written by `support.lora_adapter`.
 """
 
-import json
 import shutil
 
-import numpy as np
 import pytest
 import yaml
-from safetensors.numpy import save_file
 
 from prefgen.cli import main
 from prefgen.config import ConfigError, parse_config
 from prefgen.models.adapters import adapter_problems
 from prefgen.roles.plan import plan_lines, plan_stages
-from support.lora_adapter import write_lora_adapter
+from support.lora_adapter import HIDDEN, TINY_BASE as SHAPES, write_lora_adapter, write_tiny_base as write_base
 from support.paths import REPO
 from support.scripted_engine import ScriptedEngine
-
-HIDDEN, KV = 32, 16
-SHAPES = {"model.embed_tokens.weight": [100, HIDDEN]}
-for i in range(2):
-    SHAPES |= {f"model.layers.{i}.self_attn.q_proj.weight": [HIDDEN, HIDDEN],
-               f"model.layers.{i}.self_attn.k_proj.weight": [KV, HIDDEN],
-               f"model.layers.{i}.self_attn.v_proj.weight": [KV, HIDDEN],
-               f"model.layers.{i}.self_attn.o_proj.weight": [HIDDEN, HIDDEN]}
-
-
-def write_base(folder, shapes=SHAPES):
-    folder.mkdir(parents=True)
-    save_file({name: np.zeros(shape, dtype=np.float32) for name, shape in shapes.items()},
-              str(folder / "model.safetensors"))
-    (folder / "config.json").write_text(json.dumps({"architectures": ["LlamaForCausalLM"]}))
-    return folder
-
 
 @pytest.fixture
 def base(tmp_path):
