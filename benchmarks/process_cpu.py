@@ -36,10 +36,10 @@ def process_kind(name: str, cmdline: str, is_driver: bool, under_engine: bool) -
 class ProcessCpuSampler:
     """A thread that samples the benchmark's descendants until `stop()`; see the module doc."""
 
-    def __init__(self, interval_s: float = 1.0):
+    def __init__(self, interval_s: float = 1.0, exclude: frozenset[int] = frozenset()):
         import psutil
 
-        self.psutil, self.interval_s = psutil, interval_s
+        self.psutil, self.interval_s, self.exclude = psutil, interval_s, exclude  # `exclude`: not the run's
         self.me = psutil.Process(os.getpid())
         self.last: dict[int, float] = {}
         self.cpu_s: dict[str, float] = {}
@@ -78,7 +78,7 @@ class ProcessCpuSampler:
     def _sample(self) -> float:
         ps = self.psutil
         try:
-            procs = self.me.children(recursive=True)
+            procs = [p for p in self.me.children(recursive=True) if p.pid not in self.exclude]
         except ps.Error:
             return 0.0
         driver = next((p.pid for p in procs if _ppid(p) == self.me.pid), None)
