@@ -19,7 +19,8 @@ ENGINE_MARKS = ("ModelStage", "EngineCore", "VLLM::")  # the engine actor's titl
 
 def process_kind(name: str, cmdline: str, is_driver: bool, under_engine: bool) -> str:
     """The kind a process's CPU counts under: driver, gcs_server, raylet, engine (the engine
-    actor and anything it started), ray_worker (other Ray workers), ray_other (agents, dashboard)."""
+    actor and anything it started), ray_worker (other processes titled `ray::`: workers, Ray Data's
+    actors, Ray's dashboard and runtime-env agents), ray_other (dashboard, log monitor, the rest)."""
     if is_driver:
         return "driver"
     if under_engine or any(mark in cmdline or mark in name for mark in ENGINE_MARKS):
