@@ -41,7 +41,7 @@ LOCAL_RAY_ENV = {
     "RAY_process_group_cleanup_enabled": "1",
     # Each Ray worker adds 15 to its niceness when it starts (Ray's `worker_niceness`, by
     # `nice()`), to leave the CPU to the driver and Ray's services. Here the workers are the
-    # engines, the run's work: 15 lower, they lose the CPU to anything else on the machine.
+    # engines, the run's work: 15 nicer, they lose the CPU to anything else on the machine.
     # 0 adds nothing: they run at the raylet's niceness, which is the driver's.
     "RAY_worker_niceness": "0",
 }
