@@ -4,7 +4,11 @@ First the real CLI runs the config over the input (Ray, its engine stages, pairi
 then the floor runs the same plan in this process: one bare vLLM engine per stage, started,
 given each role's whole input in one call, and freed before the next (see `benchmarks/floor.py`).
 Prints and writes benchmarks/results/throughput-<name>.json: the machine, both runs' wall time,
-engine starts, per-role busy time, tokens and tokens/s, rows/hour, and prefgen/floor ratios.
+engine starts, per-role busy time, tokens and tokens/s, rows/hour, prefgen/floor ratios, and
+where prefgen's CPU went by process kind (driver, GCS, raylet, engine, other workers; their
+niceness), the machine's load average, and the time from the engine's last busy second to exit
+(`benchmarks/process_cpu.py`). `--other-work N` runs N busy loops beside both, at this
+process's niceness: the load of a shared machine, the same for both runs.
 
     uv run --extra cpu python benchmarks/throughput.py default benchmarks/data/instructions.jsonl
     uv run --extra gpu python benchmarks/throughput.py my-config.yaml my-input.jsonl --out a100
@@ -25,6 +29,7 @@ from importlib import metadata
 from pathlib import Path
 
 from common import run_cli, save
+from process_cpu import ProcessCpuSampler
 
 
 def _version(*packages: str) -> str | None:
@@ -108,6 +113,9 @@ def main() -> None:
     parser.add_argument("config", help="YAML config, or `default` for the embedded default")
     parser.add_argument("input", help="instructions file (JSONL, Parquet, CSV) or datasets folder")
     parser.add_argument("--limit", type=int, help="first N instructions only")
+    parser.add_argument("--other-work", type=int, default=0, metavar="N",
+                        help="N busy-loop processes at this one's niceness beside both runs, as other work on "
+                             "the machine (a shared machine's load, made repeatable)")
     parser.add_argument("--out", help="results name: benchmarks/results/throughput-NAME.json "
                                       "(default: the config's file name)")
     args = parser.parse_args()
@@ -129,13 +137,26 @@ def main() -> None:
     about = machine()
     work = Path(tempfile.mkdtemp(prefix="prefgen-throughput-"))
 
-    outside_wall, manifest = run_prefgen(config, args.input, args.limit, work)
-    print(f"[bench] prefgen: {outside_wall:.1f} s, {manifest['output_tokens']} tokens", flush=True)
-    floor = run_floor_on(cfg)
+    others = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(args.other_work)]
+    try:
+        sampler = ProcessCpuSampler(exclude=frozenset(p.pid for p in others)).start()
+        outside_wall, manifest = run_prefgen(config, args.input, args.limit, work)
+        prefgen_processes = sampler.stop()
+        print(f"[bench] prefgen: {outside_wall:.1f} s, {manifest['output_tokens']} tokens", flush=True)
+        floor_load = [os.getloadavg()[0]]
+        floor = run_floor_on(cfg)
+        floor_load.append(os.getloadavg()[0])
+    finally:
+        for other in others:
+            other.kill()
     print(f"[bench] floor: {floor['wall_s']:.1f} s", flush=True)
 
     results = {"config": config or "embedded default", "input": args.input, "limit": args.limit,
-               "machine": about, **throughput_report(manifest, outside_wall, floor)}
+               "machine": about, **throughput_report(manifest, outside_wall, floor),
+               "other_work_processes": args.other_work,
+               "ray_worker_niceness_env": os.environ.get("RAY_worker_niceness"),  # unset: prefgen's choice
+               "prefgen_processes": prefgen_processes,
+               "floor_load_average_1m": {"start": floor_load[0], "end": floor_load[1]}}
     save(f"throughput-{name}", results)
 
 

@@ -106,6 +106,7 @@ class ModelStage:
         self.dropped = {t.role: Counter() for t in tasks}
         actor = current_actor_id()
         self.stats = {"stage": name, "attempt": attempt, "actor": actor, "node": current_node_id(), "pid": os.getpid(),
+                      "nice": os.getpriority(os.PRIO_PROCESS, 0),
                       "started_at": time.time(), "ready": False, "engine_start_s": None, "ready_at": None,
                       "last_batch_at": None, "batches": 0, "busy_s": 0.0, "batch_s": 0.0, "max_in_flight": 0,
                       "roles": {t.role: new_role_stats() for t in tasks},

@@ -5,6 +5,7 @@ the plan's devices and mode on the resources there (also `prefgen plan`'s, witho
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 
 from prefgen.config import PipelineConfig
 from prefgen.engines.placement import choose_mode, planning_resources, resolve_device
@@ -25,15 +26,31 @@ def init_ray(cfg: PipelineConfig, stages: list[StagePlan], worker_logs: bool = T
         ray.init(address=address, log_to_driver=worker_logs)
         return ray, None
     keep_local_workers_on_this_interpreter()
-    # Each worker in a process group of its own, killed with the worker (Ray's documented switch):
-    # an engine actor that dies, even by SIGKILL, takes vLLM's engine processes with it.
-    os.environ.setdefault("RAY_process_group_cleanup_enabled", "1")
+    os.environ.update(local_ray_env(os.environ))  # read by the raylet and workers ray.init starts
     # A local Ray needs a logical CPU per engine actor plus one for the other tasks; on a
     # laptop that can exceed the cores, and the engines then share them.
     needed = int(sum(s.model.engine.cpus_per_replica * s.model.engine.replica_range[1] for s in stages)) + 1
     context = ray.init(address="local", num_cpus=cfg.ray.num_cpus or max(os.cpu_count() or 1, needed),
                        log_to_driver=worker_logs)
     return ray, context.address_info.get("session_dir")
+
+
+LOCAL_RAY_ENV = {
+    # Each worker in a process group of its own, killed with the worker (Ray's documented switch):
+    # an engine actor that dies, even by SIGKILL, takes vLLM's engine processes with it.
+    "RAY_process_group_cleanup_enabled": "1",
+    # Each Ray worker adds 15 to its niceness when it starts (Ray's `worker_niceness`, by
+    # `nice()`), to leave the CPU to the driver and Ray's services. Here the workers are the
+    # engines, the run's work: 15 nicer, they lose the CPU to anything else on the machine.
+    # 0 adds nothing: they run at the raylet's niceness, which is the driver's.
+    "RAY_worker_niceness": "0",
+}
+
+
+def local_ray_env(environ: Mapping[str, str]) -> dict[str, str]:
+    """Ray's settings prefgen gives a local Ray it starts (`LOCAL_RAY_ENV`), less any the user
+    set in the environment: theirs are kept."""
+    return {key: value for key, value in LOCAL_RAY_ENV.items() if key not in environ}
 
 
 def keep_local_workers_on_this_interpreter() -> None:

@@ -12,6 +12,7 @@ than the context refused without a call, answers cut off at `max_tokens`.
 
 import glob
 import json
+import os
 import re
 import subprocess
 import sys
@@ -279,9 +280,11 @@ def test_the_pair_checks_counts_add_up_in_the_manifest(run):
 
 def test_one_engine_served_several_batches_at_once_and_cut_answers_off(run):
     """The async engine on real vLLM: the actor's batches shared the engine's queue (it did not
-    drain between batches), and an answer that hit `max_tokens` says so (finish reason length)."""
+    drain between batches), and an answer that hit `max_tokens` says so (finish reason length).
+    The actor ran at the driver's niceness (this process's), not 15 above it (Ray's worker default)."""
     actors = [json.loads(f.read_text()) for f in (run["out"] / "_stats").rglob("*.json")]
     assert {a["stage"] for a in actors} == {"smol"} and max(a["max_in_flight"] for a in actors) >= 2
+    assert {a["nice"] for a in actors} == {os.getpriority(os.PRIO_PROCESS, 0)}  # run/ray_start.py
     cands = [c for row in run["pairs"] + run["rejects"] for c in row["candidates"]]
     cut = [c for c in cands if c["truncated"]]
     assert cut and all(c["origin"] in ("generated", "evolved") for c in cut)  # 48 and 64 tokens: most are cut

@@ -7,7 +7,7 @@ That Ray grants what prefgen asks for is checked on a real Ray with logical GPUs
 import pytest
 
 from prefgen.config import ConfigError, PipelineConfig, parse_config
-from prefgen.run.ray_start import plan_run
+from prefgen.run.ray_start import local_ray_env, plan_run
 from prefgen.engines.placement import PlanError, actor_options, planning_resources, resolve_device
 from prefgen.roles.plan import plan_stages
 
@@ -105,3 +105,11 @@ def test_actor_options_per_device():
     assert cpu["runtime_env"]["env_vars"]["VLLM_CPU_OMP_THREADS_BIND"] == "nobind"
     for options in (gpu, cpu):  # Ray's kill of an exiting actor's children stays on (exit.py)
         assert "RAY_kill_child_processes_on_worker_exit" not in options["runtime_env"]["env_vars"]
+
+
+def test_a_local_ray_leaves_its_workers_niceness_alone_unless_the_user_says_otherwise():
+    """Ray's workers make themselves 15 nicer; the engines are the run's work, so a local Ray that
+    prefgen starts adds 0 (that it took is asserted on the engine actor in test_pipeline_run.py)."""
+    assert local_ray_env({}) == {"RAY_process_group_cleanup_enabled": "1", "RAY_worker_niceness": "0"}
+    assert local_ray_env({"RAY_worker_niceness": "10", "PATH": "/bin"}) == {"RAY_process_group_cleanup_enabled": "1"}
+    assert local_ray_env({"RAY_worker_niceness": "", "RAY_process_group_cleanup_enabled": "0"}) == {}
