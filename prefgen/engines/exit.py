@@ -35,9 +35,12 @@ stopped in 4.9 s, no traceback in the actor's log), but in the phased kill-and-r
 (`tests/integration/test_resume.py`) an engine core and its worker outlived the run by more than
 60 s: where the actor does not get to stop its engine (Ray shutting the actor down, a killed
 actor), that kill is the one thing that ends the engine's processes. A leaked engine holds
-gigabytes; a line in a log does not. Ending the engine's processes with the actor in every case
-(a watchdog of the actor's own, or Ray's raylet subreaper, `RAY_kill_child_processes_on_worker_exit_with_raylet_subreaper`)
-is the next thing to try.
+gigabytes; a line in a log does not. Tried again 2026-12-07 with the switch off only where a local
+Ray puts each worker in a process group of its own (`RAY_process_group_cleanup_enabled`, which
+`run/ray_start.py` sets): the same scenario leaked the engine core and worker of the replacement
+actor that was serving when the driver was SIGKILLed, so the process groups do not cover a driver's
+death. Ending the engine's processes with the actor in every case (a watchdog of the actor's own)
+is the next thing to try; Ray's raylet subreaper is deprecated in favour of the process groups.
 """
 
 from __future__ import annotations
