@@ -82,13 +82,13 @@ class ProcessCpuSampler:
             procs = [p for p in self.me.children(recursive=True) if p.pid not in self.exclude]
         except ps.Error:
             return 0.0
-        driver = next((p.pid for p in procs if _ppid(p) == self.me.pid), None)
         info: dict[int, tuple[int, str, str]] = {}
         for p in procs:
             try:
                 info[p.pid] = (p.ppid(), p.name(), " ".join(p.cmdline()))
             except ps.Error:
                 continue
+        driver = next((pid for pid, (ppid, _, _) in info.items() if ppid == self.me.pid), None)
         engine_pids = {pid for pid, (_, name, cmd) in info.items()
                        if process_kind(name, cmd, pid == driver, False) == "engine"}
         engine_cpu = 0.0
@@ -110,13 +110,6 @@ class ProcessCpuSampler:
             if kind == "engine":
                 engine_cpu += delta
         return engine_cpu
-
-
-def _ppid(p) -> int | None:
-    try:
-        return p.ppid()
-    except Exception:  # noqa: BLE001 - gone between listing and asking
-        return None
 
 
 def _has_ancestor(pid: int, wanted: set[int], info: dict[int, tuple[int, str, str]]) -> bool:

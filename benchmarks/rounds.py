@@ -14,6 +14,7 @@ step, losses) and the machine's load to benchmarks/results/rounds.json.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -61,8 +62,6 @@ def main() -> None:
     wall = time.monotonic() - started
     if done.returncode:
         raise SystemExit(f"prefgen rounds failed (rc {done.returncode}); see {work}")
-    import json
-
     rounds = json.loads((work / "rounds" / "rounds.json").read_text())
     keep = ("round", "pairs", "rejects", "mean_chosen_rating", "mean_rejected_rating", "policy_prompts_rated",
             "policy_mean_rating", "vs_previous", "run_wall_s", "train_steps", "train_wall_s", "train_s_per_step",

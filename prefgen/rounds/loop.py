@@ -68,7 +68,7 @@ def run_rounds(config_path: str | None, rounds: int, out_dir: str, policy: str |
         pairs, rejects = _rows(output, PAIRS_DIR), _rows(output, REJECTS_DIR)
         ratings = policy_ratings(pairs + rejects, name)
         entry = {"round": k, "folder": str(folder), "sampled_adapter": sampled_adapter(cfg, name),
-                 **round_figures(pairs, rejects, name), "vs_previous": versus_previous(ratings, previous_ratings),
+                 **round_figures(pairs, rejects, ratings), "vs_previous": versus_previous(ratings, previous_ratings),
                  "run_wall_s": round(run_wall, 1)}
         if not pairs:
             raise RoundsError(f"round {k} gave no pairs ({output}: {len(rejects)} rejects, see its rejects/): "

@@ -113,9 +113,9 @@ def policy_ratings(rows: list[dict], policy: str) -> dict[str, float]:
     return {prompt: fmean(r) for prompt, r in per_prompt.items()}
 
 
-def round_figures(pairs: list[dict], rejects: list[dict], policy: str) -> dict:
-    """One round's figures: pairs, rejects, the mean chosen and rejected ratings, the policy's mean rating."""
-    ratings = policy_ratings(pairs + rejects, policy)
+def round_figures(pairs: list[dict], rejects: list[dict], ratings: dict[str, float]) -> dict:
+    """One round's figures: pairs, rejects, the mean chosen and rejected ratings, the policy's mean
+    rating (`ratings`: `policy_ratings` of the round's rows)."""
     return {"pairs": len(pairs), "rejects": len(rejects),
             "mean_chosen_rating": _mean([p["chosen_rating"] for p in pairs]),
             "mean_rejected_rating": _mean([p["rejected_rating"] for p in pairs]),

@@ -73,7 +73,7 @@ def test_a_rewritten_round_config_loads_and_serves_the_adapter(tmp_path):
 
 def test_a_rounds_figures_count_the_policys_own_rated_answers_once():
     out = write_output_rows()
-    figures = round_figures(out["pairs"], out["rejects"], "g1")
+    figures = round_figures(out["pairs"], out["rejects"], policy_ratings(out["pairs"] + out["rejects"], "g1"))
     # g1's generated answers: a 5.0, b 1.5, c 3.0 (rejected row); a/g1/0/e1 is a rewrite, not the policy's
     assert figures == {"pairs": 2, "rejects": 1, "mean_chosen_rating": 4.5, "mean_rejected_rating": 1.75,
                        "policy_prompts_rated": 3, "policy_mean_rating": round((5.0 + 1.5 + 3.0) / 3, 4)}
