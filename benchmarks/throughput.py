@@ -58,6 +58,13 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def _has_avx512() -> bool | None:
+    try:
+        return "avx512f" in Path("/proc/cpuinfo").read_text().split()
+    except OSError:
+        return None
+
+
 def _commit() -> str | None:
     try:
         done = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
@@ -75,6 +82,7 @@ def machine() -> dict:
     affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
     return {
         "cpu": _cpu_model(),
+        "avx512": _has_avx512(),
         "cores": os.cpu_count(),
         "cores_usable": affinity,
         "memory_gib": _memory_gib(),

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import os
 import sys
 import threading
 from dataclasses import dataclass, field
@@ -111,13 +112,24 @@ def engine_kwargs(source: str, eng: EngineConfig, device: str, adapters: dict | 
     return kwargs
 
 
-def device_kwargs(eng: EngineConfig, device: str) -> dict:
-    """Memory arguments by device. On the CPU the KV cache gets a fixed size: without one, vLLM
-    reserves `gpu_memory_utilization` of the machine's RAM and refuses to start when other
-    processes hold more than the rest."""
+def device_kwargs(eng: EngineConfig, device: str, environ=os.environ) -> dict:
+    """Memory arguments by device, and on the CPU where the model runs. On the CPU the KV cache
+    gets a fixed size: without one, vLLM reserves `gpu_memory_utilization` of the machine's RAM and
+    refuses to start when other processes hold more than the rest.
+
+    With one rank and unpinned threads, the CPU build runs the model inside vLLM's engine-core
+    process (the `uni` executor) instead of a worker process of its own, which vLLM would start by
+    spawn (a second import of torch and vLLM) and give one thread fewer than the machine has
+    (`benchmarks/engine_start.py`). vLLM's CPU platform keeps `uni` only when
+    VLLM_ENABLE_V1_MULTIPROCESSING is 0, as `placement.actor_options` sets it in engine actors;
+    elsewhere the kwargs say what vLLM will do (its own worker process)."""
     if device == "gpu":
         return {"gpu_memory_utilization": eng.gpu_memory_utilization}
-    return {"kv_cache_memory_bytes": int(eng.cpu_kv_cache_gib * 2**30)}
+    kwargs: dict = {"kv_cache_memory_bytes": int(eng.cpu_kv_cache_gib * 2**30)}
+    if (eng.tensor_parallel_size == 1 and environ.get("VLLM_ENABLE_V1_MULTIPROCESSING") == "0"
+            and environ.get("VLLM_CPU_OMP_THREADS_BIND") == "nobind"):
+        kwargs["distributed_executor_backend"] = "uni"
+    return kwargs
 
 
 def prompt_ids(tokenizer, messages: list[Message]) -> list[int]:

@@ -36,7 +36,11 @@ def actor_options(engine: EngineConfig, device: str) -> dict:
     # host must float instead. Set for a GPU actor too: the CUDA build never reads it, and the CPU
     # build may run there (an actor on a logical GPU: see engine.vllm_device). Ray's own kill of an
     # exiting actor's child processes stays on: see exit.py for why.
-    env = {"VLLM_CPU_OMP_THREADS_BIND": os.environ.get("VLLM_CPU_OMP_THREADS_BIND", "nobind")}
+    env = {"VLLM_CPU_OMP_THREADS_BIND": os.environ.get("VLLM_CPU_OMP_THREADS_BIND", "nobind"),
+           # vLLM's CPU build may then run the model in its engine-core process (engine.device_kwargs);
+           # `AsyncLLM` keeps its engine core in a process of its own whatever this says, and the
+           # blocking `LLM` (the reward model's) runs in the actor's.
+           "VLLM_ENABLE_V1_MULTIPROCESSING": os.environ.get("VLLM_ENABLE_V1_MULTIPROCESSING", "0")}
     if device == "gpu":
         options["num_gpus"] = gpus_per_replica(engine, device)
         if engine.accelerator_type:

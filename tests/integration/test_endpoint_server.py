@@ -37,11 +37,12 @@ def server(tmp_path_factory):
 
     log = tmp_path_factory.mktemp("server") / "server.log"
     (port,) = free_ports()
-    env = {**os.environ, "VLLM_API_KEY": KEY, "VLLM_CPU_OMP_THREADS_BIND": "nobind"}
+    # the model inside the engine core, as in prefgen's engine actors (engines/engine.device_kwargs)
+    env = {**os.environ, "VLLM_API_KEY": KEY, "VLLM_CPU_OMP_THREADS_BIND": "nobind", "VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
     cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", resolve_model(
         "embedded://SmolLM2-135M-Instruct"), "--served-model-name", "smol", "--host", "127.0.0.1", "--port",
         str(port), "--max-model-len", "2048", "--dtype", resolve_dtype("auto", "cpu"), "--enforce-eager",
-        "--kv-cache-memory-bytes", str(2**30), "--disable-log-stats",
+        "--kv-cache-memory-bytes", str(2**30), "--disable-log-stats", "--distributed-executor-backend", "uni",
         # what the in-job engine asks per request: no free whitespace inside JSON (small models fill it)
         "--structured-outputs-config", '{"backend": "xgrammar", "disable_any_whitespace": true}']
     started = time.monotonic()

@@ -144,8 +144,22 @@ def test_a_cpu_engine_gets_a_fixed_kv_cache_and_a_gpu_engine_its_memory_share():
     from prefgen.engines.engine import device_kwargs
 
     eng = EngineConfig(cpu_kv_cache_gib=1.5, gpu_memory_utilization=0.8)
-    assert device_kwargs(eng, "cpu") == {"kv_cache_memory_bytes": 3 * 2**29}  # no RAM share reserved
-    assert device_kwargs(eng, "gpu") == {"gpu_memory_utilization": 0.8}
+    assert device_kwargs(eng, "cpu", environ={}) == {"kv_cache_memory_bytes": 3 * 2**29}  # no RAM share reserved
+    assert device_kwargs(eng, "gpu", environ={}) == {"gpu_memory_utilization": 0.8}
+
+
+def test_the_cpu_build_runs_the_model_in_the_engine_core_only_where_vllm_keeps_it_there():
+    from prefgen.config import EngineConfig
+    from prefgen.engines.engine import device_kwargs
+
+    actor = {"VLLM_ENABLE_V1_MULTIPROCESSING": "0", "VLLM_CPU_OMP_THREADS_BIND": "nobind"}  # placement.actor_options
+    assert device_kwargs(EngineConfig(), "cpu", environ=actor)["distributed_executor_backend"] == "uni"
+    # vLLM would turn `uni` back into its worker process, pinned threads need that process, and
+    # tensor parallelism needs a process per rank: the kwargs leave vLLM's default
+    for environ in ({**actor, "VLLM_ENABLE_V1_MULTIPROCESSING": "1"}, {**actor, "VLLM_CPU_OMP_THREADS_BIND": "auto"}, {}):
+        assert "distributed_executor_backend" not in device_kwargs(EngineConfig(), "cpu", environ=environ)
+    assert "distributed_executor_backend" not in device_kwargs(EngineConfig(tensor_parallel_size=2), "cpu", environ=actor)
+    assert "distributed_executor_backend" not in device_kwargs(EngineConfig(), "gpu", environ=actor)
 
 
 def test_an_engine_placed_on_a_gpu_gets_the_gpu_arguments_unless_vllm_is_the_cpu_build():

@@ -98,7 +98,8 @@ def test_actor_options_per_device():
     gpu = actor_options(cfg.model_of(cfg.judge).engine, "gpu")
     assert gpu["num_gpus"] == 2 and gpu["num_cpus"] == 1
     # the CUDA build ignores it; vLLM's CPU build on a logical GPU must float like a CPU engine
-    assert gpu["runtime_env"]["env_vars"] == {"VLLM_WORKER_MULTIPROC_METHOD": "spawn", "VLLM_CPU_OMP_THREADS_BIND": "nobind"}
+    assert gpu["runtime_env"]["env_vars"] == {"VLLM_WORKER_MULTIPROC_METHOD": "spawn", "VLLM_CPU_OMP_THREADS_BIND": "nobind",
+                                              "VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
     default = PipelineConfig()
     cpu = actor_options(default.model_of(default.judge).engine, "cpu")
     assert "num_gpus" not in cpu
