@@ -34,7 +34,7 @@ REQUESTS, TOKENS = 32, 128
 
 def _kwargs() -> dict:
     from prefgen.config import PipelineConfig
-    from prefgen.engines.engine import engine_kwargs
+    from prefgen.engines.arguments import engine_kwargs
 
     cfg = PipelineConfig()
     return engine_kwargs(cfg.model_of(cfg.judge).source, cfg.model_of(cfg.judge).engine, "cpu")

@@ -16,7 +16,7 @@ _NO = lambda *args, **kwargs: False  # noqa: E731
 
 PATCHES = {  # module: {attribute: replacement}, applied right after the module is first imported
     "torch.cpu": {"_is_avx512_supported": _NO, "_is_avx512_bf16_supported": _NO},
-    "prefgen.engines.engine": {"cpu_has_native_bf16": _NO},
+    "prefgen.engines.arguments": {"cpu_has_native_bf16": _NO},
 }
 
 

@@ -8,20 +8,21 @@ kept for benchmarks). Both run on the CPU build on a laptop and the CUDA build o
 Each prompt is templated and tokenized once: its length is checked on the ids, which then go
 to vLLM as they are. Tests of the logic around the engine may use a scripted engine, but the
 pipeline always runs the real one.
-Placement lives in `placement.py`, the Ray stage that holds an engine in `stage.py`.
+The engine's arguments come from `arguments.py`, placement from `placement.py`, the Ray stage
+that holds an engine is in `stage.py`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import itertools
-import os
 import sys
 import threading
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from prefgen.config import EngineConfig, SamplingConfig
+from prefgen.engines.arguments import engine_kwargs
 from prefgen.prompts import Message
 
 
@@ -53,83 +54,6 @@ class ChatEngine(Protocol):
 
 class AsyncChatEngine(Protocol):
     async def chat(self, requests: list[Request]) -> list[Result]: ...
-
-
-def cpu_has_native_bf16(cpuinfo: str | None = None) -> bool:
-    """Whether this machine's CPU computes bfloat16 natively (AVX512-BF16 or AMX-BF16)."""
-    if cpuinfo is None:
-        try:
-            with open("/proc/cpuinfo") as f:
-                cpuinfo = f.read()
-        except OSError:  # not Linux: let vLLM decide
-            return True
-    flags = set(cpuinfo.split())
-    return bool(flags & {"avx512_bf16", "amx_bf16"})
-
-
-def resolve_dtype(dtype: str, device: str, cpuinfo: str | None = None) -> str:
-    """The dtype vLLM gets: `auto` on a CPU becomes bfloat16 or float32 by what the CPU computes natively
-    (measured on a CPU without AVX512-BF16: SmolLM2-135M decoded at 11.7 tok/s in bfloat16, 24.5 in float32)."""
-    if dtype != "auto" or device == "gpu":
-        return dtype
-    return "bfloat16" if cpu_has_native_bf16(cpuinfo) else "float32"
-
-
-def vllm_device(device: str, cpu_build: bool | None = None) -> str:
-    """The device vLLM computes on in this process: the placement's, except on vLLM's CPU build,
-    which runs on the CPU whatever its actor holds (an actor on a logical GPU: a worker that
-    advertises GPUs it lacks, as the autoscaling test cluster's do). `cpu_build`: None asks vLLM."""
-    if cpu_build is None:
-        from vllm.platforms import current_platform
-
-        cpu_build = current_platform.is_cpu()
-    return "cpu" if cpu_build else device
-
-
-def engine_kwargs(source: str, eng: EngineConfig, device: str, adapters: dict | None = None,
-                  cpu_build: bool | None = None) -> dict:
-    """vLLM engine arguments of one model's engine (the same for `LLM`, `AsyncLLM` and the reward
-    model's pooling `LLM`). `device` is the placement's; the memory arguments, the dtype and the
-    LoRA slots follow the device vLLM computes on (`vllm_device`): a GPU's memory share given to
-    the CPU build would reserve that share of the host's RAM, and fail when other processes hold
-    more. `adapters`: the model's LoRA adapters by name (`AdapterSpec`), served on it."""
-    from prefgen.models.adapters import engine_lora_kwargs
-    from prefgen.models.embedded import resolve_model
-
-    device = vllm_device(device, cpu_build)
-    kwargs = dict(
-        model=resolve_model(source),
-        dtype=resolve_dtype(eng.dtype, device),
-        max_model_len=eng.max_model_len,
-        enforce_eager=eng.enforce_eager,
-        tensor_parallel_size=eng.tensor_parallel_size,
-    )
-    kwargs.update(device_kwargs(eng, device))
-    if eng.seed is not None:
-        kwargs["seed"] = eng.seed
-    kwargs.update(engine_lora_kwargs(adapters or {}, device))
-    kwargs.update(eng.extra)
-    return kwargs
-
-
-def device_kwargs(eng: EngineConfig, device: str, environ=os.environ) -> dict:
-    """Memory arguments by device, and on the CPU where the model runs. On the CPU the KV cache
-    gets a fixed size: without one, vLLM reserves `gpu_memory_utilization` of the machine's RAM and
-    refuses to start when other processes hold more than the rest.
-
-    With one rank and unpinned threads, the CPU build runs the model inside vLLM's engine-core
-    process (the `uni` executor) instead of a worker process of its own, which vLLM would start by
-    spawn (a second import of torch and vLLM) and give one thread fewer than the machine has
-    (`benchmarks/engine_start.py`). vLLM's CPU platform keeps `uni` only when
-    VLLM_ENABLE_V1_MULTIPROCESSING is 0, as `placement.actor_options` sets it in engine actors;
-    elsewhere the kwargs say what vLLM will do (its own worker process)."""
-    if device == "gpu":
-        return {"gpu_memory_utilization": eng.gpu_memory_utilization}
-    kwargs: dict = {"kv_cache_memory_bytes": int(eng.cpu_kv_cache_gib * 2**30)}
-    if (eng.tensor_parallel_size == 1 and environ.get("VLLM_ENABLE_V1_MULTIPROCESSING") == "0"
-            and environ.get("VLLM_CPU_OMP_THREADS_BIND") == "nobind"):
-        kwargs["distributed_executor_backend"] = "uni"
-    return kwargs
 
 
 def prompt_ids(tokenizer, messages: list[Message]) -> list[int]:

@@ -31,13 +31,13 @@ def gpus_per_replica(engine: EngineConfig, device: str) -> float:
 def actor_options(engine: EngineConfig, device: str) -> dict:
     """Ray resources and environment of one engine actor."""
     options: dict = {"num_cpus": engine.cpus_per_replica}
-    # (the KV cache size goes to the engine as an argument: see engine.device_kwargs)
+    # (the KV cache size goes to the engine as an argument: see arguments.device_kwargs)
     # vLLM's CPU build binds every engine of a machine to the same cores; several engines on one
     # host must float instead. Set for a GPU actor too: the CUDA build never reads it, and the CPU
-    # build may run there (an actor on a logical GPU: see engine.vllm_device). Ray's own kill of an
+    # build may run there (an actor on a logical GPU: see arguments.vllm_device). Ray's own kill of an
     # exiting actor's child processes stays on: see exit.py for why.
     env = {"VLLM_CPU_OMP_THREADS_BIND": os.environ.get("VLLM_CPU_OMP_THREADS_BIND", "nobind"),
-           # vLLM's CPU build may then run the model in its engine-core process (engine.device_kwargs);
+           # vLLM's CPU build may then run the model in its engine-core process (arguments.device_kwargs);
            # `AsyncLLM` keeps its engine core in a process of its own whatever this says, and the
            # blocking `LLM` (the reward model's) runs in the actor's.
            "VLLM_ENABLE_V1_MULTIPROCESSING": os.environ.get("VLLM_ENABLE_V1_MULTIPROCESSING", "0")}

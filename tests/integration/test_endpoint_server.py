@@ -33,11 +33,11 @@ INSTRUCTIONS = ["What is synthetic data?", "Name a use of a hash function.", "Wh
 def server(tmp_path_factory):
     """vLLM's OpenAI-compatible server with the embedded model, started the way prefgen starts an engine."""
     from prefgen.models.embedded import resolve_model
-    from prefgen.engines.engine import resolve_dtype
+    from prefgen.engines.arguments import resolve_dtype
 
     log = tmp_path_factory.mktemp("server") / "server.log"
     (port,) = free_ports()
-    # the model inside the engine core, as in prefgen's engine actors (engines/engine.device_kwargs)
+    # the model inside the engine core, as in prefgen's engine actors (engines/arguments.device_kwargs)
     env = {**os.environ, "VLLM_API_KEY": KEY, "VLLM_CPU_OMP_THREADS_BIND": "nobind", "VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
     cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", resolve_model(
         "embedded://SmolLM2-135M-Instruct"), "--served-model-name", "smol", "--host", "127.0.0.1", "--port",

@@ -10,7 +10,7 @@ own). The cluster is Ray's own autoscaler with its fake multi-node provider
 type CPU 2, GPU 1, accelerator_type:A10G, all logical; token authentication on, as users run it).
 The plan is made through `ray.expected_resources` (as `configs/mission.yaml` does), both engines
 ask for `device: gpu` on an A10G, so the autoscaler must add a worker for each; vLLM itself runs
-on the CPU in those actors (`engines/engine.vllm_device`). An S3 API server on loopback
+on the CPU in those actors (`engines/arguments.vllm_device`). An S3 API server on loopback
 (`support/s3_server.py`) holds the input and the output, which the test then reports, exports and
 loads with `datasets` straight from S3.
 

@@ -51,7 +51,7 @@ class RewardEngine:
     def __init__(self, source: str, eng: EngineConfig, device: str):
         from vllm import LLM
 
-        from prefgen.engines.engine import engine_kwargs
+        from prefgen.engines.arguments import engine_kwargs
 
         kwargs = {"runner": "pooling", **engine_kwargs(source, eng, device)}
         self.max_model_len = eng.max_model_len

@@ -130,7 +130,7 @@ def test_blocking_engine_sends_the_ids_it_checked(no_vllm):
 
 
 def test_auto_dtype_follows_what_the_cpu_computes_natively():
-    from prefgen.engines.engine import resolve_dtype
+    from prefgen.engines.arguments import resolve_dtype
 
     assert resolve_dtype("auto", "cpu", "flags : fpu avx2 avx512f avx512_bf16") == "bfloat16"
     assert resolve_dtype("auto", "cpu", "flags : fpu avx2 amx_bf16") == "bfloat16"
@@ -141,7 +141,7 @@ def test_auto_dtype_follows_what_the_cpu_computes_natively():
 
 def test_a_cpu_engine_gets_a_fixed_kv_cache_and_a_gpu_engine_its_memory_share():
     from prefgen.config import EngineConfig
-    from prefgen.engines.engine import device_kwargs
+    from prefgen.engines.arguments import device_kwargs
 
     eng = EngineConfig(cpu_kv_cache_gib=1.5, gpu_memory_utilization=0.8)
     assert device_kwargs(eng, "cpu", environ={}) == {"kv_cache_memory_bytes": 3 * 2**29}  # no RAM share reserved
@@ -150,7 +150,7 @@ def test_a_cpu_engine_gets_a_fixed_kv_cache_and_a_gpu_engine_its_memory_share():
 
 def test_the_cpu_build_runs_the_model_in_the_engine_core_only_where_vllm_keeps_it_there():
     from prefgen.config import EngineConfig
-    from prefgen.engines.engine import device_kwargs
+    from prefgen.engines.arguments import device_kwargs
 
     actor = {"VLLM_ENABLE_V1_MULTIPROCESSING": "0", "VLLM_CPU_OMP_THREADS_BIND": "nobind"}  # placement.actor_options
     assert device_kwargs(EngineConfig(), "cpu", environ=actor)["distributed_executor_backend"] == "uni"
@@ -164,7 +164,7 @@ def test_the_cpu_build_runs_the_model_in_the_engine_core_only_where_vllm_keeps_i
 
 def test_an_engine_placed_on_a_gpu_gets_the_gpu_arguments_unless_vllm_is_the_cpu_build():
     from prefgen.config import EngineConfig
-    from prefgen.engines.engine import engine_kwargs, vllm_device
+    from prefgen.engines.arguments import engine_kwargs, vllm_device
 
     eng = EngineConfig(device="gpu", cpu_kv_cache_gib=1, gpu_memory_utilization=0.8, extra={"swap_space": 0})
     on_gpu = engine_kwargs("/models/m", eng, "gpu", cpu_build=False)
@@ -229,6 +229,7 @@ def test_each_request_runs_on_its_adapter_and_an_unknown_adapter_is_refused(no_v
 
 
 def test_lora_engine_arguments_come_from_the_declared_adapters():
+    from prefgen.engines.arguments import engine_kwargs
     from prefgen.models.adapters import engine_lora_kwargs
 
     assert engine_lora_kwargs({}, "cpu") == {}
@@ -237,6 +238,6 @@ def test_lora_engine_arguments_come_from_the_declared_adapters():
     assert engine_lora_kwargs(two, "gpu") == {"enable_lora": True, "max_loras": 2, "max_lora_rank": 8}
     assert engine_lora_kwargs(two, "cpu")["max_loras"] == 3  # a spare, zero slot for base requests (see the docstring)
     assert engine_lora_kwargs({"a": rank(12)}, "gpu")["max_lora_rank"] == 16  # vLLM takes 1, 8, 16, 32, ...
-    kwargs = engine_module.engine_kwargs("/models/m", EngineConfig(extra={"max_loras": 4}), "cpu", {"a": rank(8)},
-                                         cpu_build=True)
+    kwargs = engine_kwargs("/models/m", EngineConfig(extra={"max_loras": 4}), "cpu", {"a": rank(8)},
+                          cpu_build=True)
     assert kwargs["enable_lora"] and kwargs["max_lora_rank"] == 8 and kwargs["max_loras"] == 4  # extra wins
