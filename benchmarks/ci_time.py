@@ -22,8 +22,6 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import save
-
 ROOT = Path(__file__).resolve().parent.parent
 SLOW_CPU = Path(__file__).resolve().parent / "slow_cpu"
 DURATION = re.compile(r"^(\d+\.\d+)s (setup|call|teardown)\s+(\S+)")
@@ -63,6 +61,7 @@ def main() -> None:
     wall = time.monotonic() - started
     log = Path(tempfile.gettempdir()) / f"ci_time-{args.name}.log"
     log.write_text(done.stdout + done.stderr)
+    from common import save
     from throughput import machine
 
     result = {"machine": machine(), "emulated_no_avx512": args.no_avx512, "command": cmd[1:], "returncode": done.returncode,

@@ -28,7 +28,14 @@ What is done about it:
 - a local Ray that the driver started would be shut down by the driver's exit a few seconds after
   the last batch, killing the actors mid-exit: `wait_for_engine_actors` waits for them first.
 
-NOT FIXED: Ray's kill of the children stays on, so the KeyError can still show in an actor's log.
+Where the model runs settles it on the CPU build: prefgen's engine actors run the model inside
+the engine core (`arguments.device_kwargs`), so there is no worker process, nothing left to
+unregister shared memory after Ray's kill, and no KeyError (in one test suite run each way on one
+machine: five actors' logs with the KeyError with a worker process, none without; the engine
+stopped in 0.1 s instead of 5 to 8 s). What follows holds where the model still has a worker
+process of its own (vLLM's default executor, tensor parallelism, GPUs).
+
+NOT FIXED there: Ray's kill of the children stays on, so the KeyError can still show in an actor's log.
 Turning it off for the engine actors (`RAY_kill_child_processes_on_worker_exit=0` in their
 runtime environment, tried 2026-12-07) made the exit above run in order in a plain run (engine
 stopped in 4.9 s, no traceback in the actor's log), but in the phased kill-and-resume scenario
