@@ -86,3 +86,33 @@ def device_kwargs(eng: EngineConfig, device: str, environ=os.environ) -> dict:
             and environ.get("VLLM_CPU_OMP_THREADS_BIND") == "nobind"):
         kwargs["distributed_executor_backend"] = "uni"
     return kwargs
+
+
+CPU_THREADS_ENV = "PREFGEN_CPU_THREADS"  # engine.cpu_threads, or the driver's OMP_NUM_THREADS, for the actor
+
+
+def cpu_threads(environ=os.environ, cores: int | None = None) -> int:
+    """Threads the CPU build computes with in this engine actor: what the driver asked for
+    (`CPU_THREADS_ENV`), else every core this process may run on. Ray sets OMP_NUM_THREADS in an
+    actor to its logical CPUs (1 for an engine actor by default), which left the model one core of
+    a 2-core laptop while the machine's other core idled."""
+    asked = environ.get(CPU_THREADS_ENV, "")
+    if asked.strip():
+        return max(1, int(asked))
+    if cores is None:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return cores
+
+
+def use_cpu_threads(device: str, cpu_build: bool | None = None) -> int | None:
+    """Before an engine starts in an actor: on the CPU build, set OMP_NUM_THREADS (which vLLM's
+    engine-core process inherits) and torch's threads (for a model run in this process) to
+    `cpu_threads()`; returns the number, or None where vLLM computes on a GPU."""
+    if vllm_device(device, cpu_build) != "cpu" or CPU_THREADS_ENV not in os.environ:
+        return None  # not on the CPU build, or not in an engine actor (`placement.actor_options` sets it)
+    import torch
+
+    threads = cpu_threads()
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+    torch.set_num_threads(threads)
+    return threads

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from prefgen.config import EngineConfig, SamplingConfig
-from prefgen.engines.arguments import engine_kwargs
+from prefgen.engines.arguments import engine_kwargs, use_cpu_threads
 from prefgen.prompts import Message
 
 
@@ -164,6 +164,7 @@ class VllmEngine:
         from vllm import LLM
 
         self.engine_cfg = eng
+        use_cpu_threads(device)
         self.llm = LLM(**engine_kwargs(source, eng, device, adapters))
         self.loras = lora_requests(adapters)
         self.tokenizer = self.llm.get_tokenizer()
@@ -194,6 +195,7 @@ class AsyncVllmEngine:
         from vllm.v1.engine.async_llm import AsyncLLM
 
         self.engine_cfg = eng
+        use_cpu_threads(device)
         self.llm = AsyncLLM.from_engine_args(AsyncEngineArgs(**{"disable_log_stats": True,
                                                                 **engine_kwargs(source, eng, device, adapters)}))
         self.loras = lora_requests(adapters)

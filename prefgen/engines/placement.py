@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 
 from prefgen.config import EngineConfig
+from prefgen.engines.arguments import CPU_THREADS_ENV
 
 
 class PlanError(RuntimeError):
@@ -40,7 +41,10 @@ def actor_options(engine: EngineConfig, device: str) -> dict:
            # vLLM's CPU build may then run the model in its engine-core process (arguments.device_kwargs);
            # `AsyncLLM` keeps its engine core in a process of its own whatever this says, and the
            # blocking `LLM` (the reward model's) runs in the actor's.
-           "VLLM_ENABLE_V1_MULTIPROCESSING": os.environ.get("VLLM_ENABLE_V1_MULTIPROCESSING", "0")}
+           "VLLM_ENABLE_V1_MULTIPROCESSING": os.environ.get("VLLM_ENABLE_V1_MULTIPROCESSING", "0"),
+           # the CPU build's threads, set in the actor (arguments.use_cpu_threads); Ray's own
+           # OMP_NUM_THREADS there is the actor's logical CPUs, 1 by default
+           CPU_THREADS_ENV: str(engine.cpu_threads or os.environ.get("OMP_NUM_THREADS") or "")}
     if device == "gpu":
         options["num_gpus"] = gpus_per_replica(engine, device)
         if engine.accelerator_type:

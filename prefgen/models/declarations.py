@@ -70,6 +70,12 @@ class EngineConfig(Strict):
     )
     cpus_per_replica: float = Field(1.0, gt=0, description="Logical Ray CPUs each engine actor holds.")
     cpu_kv_cache_gib: float = Field(2.0, gt=0, description="KV cache size of an engine on the CPU build, GiB (passed as kv_cache_memory_bytes).")
+    cpu_threads: int | None = Field(
+        None,
+        gt=0,
+        description="Threads the CPU build computes with; none: OMP_NUM_THREADS of the driver's environment if set, "
+        "else every core of the node the engine runs on (Ray's own default would be cpus_per_replica).",
+    )
     batch_size: int = Field(16, ge=1, description="Instructions per batch sent to one engine actor.")
     batches_in_flight: int = Field(
         4,
@@ -117,7 +123,7 @@ class EngineConfig(Strict):
 #   and `extra` may hold any vLLM argument (quantization, a chat template...), so all of it counts.
 ENGINE_PLACEMENT_KEYS = frozenset({
     "tensor_parallel_size", "gpu_memory_utilization", "enforce_eager", "replicas", "gpus_per_replica", "device",
-    "accelerator_type", "cpus_per_replica", "cpu_kv_cache_gib", "batch_size", "batches_in_flight",
+    "accelerator_type", "cpus_per_replica", "cpu_kv_cache_gib", "cpu_threads", "batch_size", "batches_in_flight",
 })
 ENGINE_OUTPUT_KEYS = frozenset({"dtype", "max_model_len", "seed", "extra"})
 _unsorted = set(EngineConfig.model_fields) ^ (ENGINE_PLACEMENT_KEYS | ENGINE_OUTPUT_KEYS)

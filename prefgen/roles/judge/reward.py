@@ -51,8 +51,9 @@ class RewardEngine:
     def __init__(self, source: str, eng: EngineConfig, device: str):
         from vllm import LLM
 
-        from prefgen.engines.arguments import engine_kwargs
+        from prefgen.engines.arguments import engine_kwargs, use_cpu_threads
 
+        use_cpu_threads(device)
         kwargs = {"runner": "pooling", **engine_kwargs(source, eng, device)}
         self.max_model_len = eng.max_model_len
         self.llm = LLM(**kwargs)

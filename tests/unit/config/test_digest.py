@@ -33,6 +33,7 @@ ENGINE_CHANGES = {
     "accelerator_type": ("A10G", False),
     "cpus_per_replica": (3, False),
     "cpu_kv_cache_gib": (4, False),
+    "cpu_threads": (2, False),
     "batch_size": (4, False),
     "batches_in_flight": (1, False),
 }

@@ -7,6 +7,7 @@ failing request aborts the others.
 """
 
 import asyncio
+import os
 import threading
 from types import SimpleNamespace
 
@@ -241,3 +242,27 @@ def test_lora_engine_arguments_come_from_the_declared_adapters():
     kwargs = engine_kwargs("/models/m", EngineConfig(extra={"max_loras": 4}), "cpu", {"a": rank(8)},
                           cpu_build=True)
     assert kwargs["enable_lora"] and kwargs["max_lora_rank"] == 8 and kwargs["max_loras"] == 4  # extra wins
+
+
+def test_an_engine_actor_computes_on_every_core_unless_told_otherwise(monkeypatch):
+    """Ray gives an actor OMP_NUM_THREADS of its logical CPUs (1): the CPU build then computed on one
+    core of two. The engine takes the node's cores, or what the config or the driver's environment asks."""
+    from prefgen.config import EngineConfig
+    from prefgen.engines.arguments import CPU_THREADS_ENV, cpu_threads, use_cpu_threads
+    from prefgen.engines.placement import actor_options
+
+    assert cpu_threads({CPU_THREADS_ENV: ""}, cores=8) == 8
+    assert cpu_threads({CPU_THREADS_ENV: "3"}, cores=8) == 3
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    assert actor_options(EngineConfig(cpu_threads=3), "cpu")["runtime_env"]["env_vars"][CPU_THREADS_ENV] == "3"
+    assert actor_options(EngineConfig(), "cpu")["runtime_env"]["env_vars"][CPU_THREADS_ENV] == ""
+    monkeypatch.setenv("OMP_NUM_THREADS", "5")  # the user's, in the driver's environment
+    assert actor_options(EngineConfig(), "cpu")["runtime_env"]["env_vars"][CPU_THREADS_ENV] == "5"
+    # in the actor: Ray's OMP_NUM_THREADS=1 replaced before vLLM starts its engine core
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    monkeypatch.setenv(CPU_THREADS_ENV, "")
+    assert use_cpu_threads("cpu", cpu_build=True) == cpu_threads() and os.environ["OMP_NUM_THREADS"] == str(cpu_threads())
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert use_cpu_threads("gpu", cpu_build=False) is None and os.environ["OMP_NUM_THREADS"] == "1"  # the CUDA build
+    monkeypatch.delenv(CPU_THREADS_ENV)
+    assert use_cpu_threads("cpu", cpu_build=True) is None and os.environ["OMP_NUM_THREADS"] == "1"  # not an engine actor

@@ -4,6 +4,7 @@ That Ray grants what prefgen asks for is checked on a real Ray with logical GPUs
 `tests/integration/test_placement_gpus.py`.
 """
 
+import os
 import pytest
 
 from prefgen.config import ConfigError, PipelineConfig, parse_config
@@ -99,7 +100,8 @@ def test_actor_options_per_device():
     assert gpu["num_gpus"] == 2 and gpu["num_cpus"] == 1
     # the CUDA build ignores it; vLLM's CPU build on a logical GPU must float like a CPU engine
     assert gpu["runtime_env"]["env_vars"] == {"VLLM_WORKER_MULTIPROC_METHOD": "spawn", "VLLM_CPU_OMP_THREADS_BIND": "nobind",
-                                              "VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
+                                              "VLLM_ENABLE_V1_MULTIPROCESSING": "0",
+                                              "PREFGEN_CPU_THREADS": os.environ.get("OMP_NUM_THREADS", "")}
     default = PipelineConfig()
     cpu = actor_options(default.model_of(default.judge).engine, "cpu")
     assert "num_gpus" not in cpu
