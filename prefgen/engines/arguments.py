@@ -1,6 +1,6 @@
 """vLLM engine arguments of one model's engine, from its `EngineConfig` and the device it is
-placed on: the dtype, the memory arguments, where the CPU build runs the model, LoRA slots and
-the config's `extra`. The same arguments serve `AsyncLLM` (the pipeline), the blocking `LLM` (the
+placed on: the dtype, the memory arguments, where the CPU build runs the model and on how many
+threads, LoRA slots and the config's `extra`. The same arguments serve `AsyncLLM` (the pipeline), the blocking `LLM` (the
 reward model, `calibrate`, the floor) and the benchmarks.
 """
 
