@@ -48,21 +48,22 @@ def _memory_gib() -> float | None:
         return None
 
 
-def _cpu_model() -> str:
+def _cpuinfo() -> str:
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
+        return Path("/proc/cpuinfo").read_text()
     except OSError:
-        pass
+        return ""
+
+
+def _cpu_model(cpuinfo: str) -> str:
+    for line in cpuinfo.splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
     return platform.processor() or platform.machine()
 
 
-def _has_avx512() -> bool | None:
-    try:
-        return "avx512f" in Path("/proc/cpuinfo").read_text().split()
-    except OSError:
-        return None
+def _has_avx512(cpuinfo: str) -> bool | None:
+    return "avx512f" in cpuinfo.split() if cpuinfo else None
 
 
 def _commit() -> str | None:
@@ -80,9 +81,10 @@ def machine() -> dict:
 
     gpus = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
     affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+    cpuinfo = _cpuinfo()
     return {
-        "cpu": _cpu_model(),
-        "avx512": _has_avx512(),
+        "cpu": _cpu_model(cpuinfo),
+        "avx512": _has_avx512(cpuinfo),
         "cores": os.cpu_count(),
         "cores_usable": affinity,
         "memory_gib": _memory_gib(),

@@ -12,11 +12,14 @@ import importlib.abc
 import importlib.util
 import sys
 
-_NO = lambda *args, **kwargs: False  # noqa: E731
+
+def _no(*args, **kwargs) -> bool:
+    return False
+
 
 PATCHES = {  # module: {attribute: replacement}, applied right after the module is first imported
-    "torch.cpu": {"_is_avx512_supported": _NO, "_is_avx512_bf16_supported": _NO},
-    "prefgen.engines.arguments": {"cpu_has_native_bf16": _NO},
+    "torch.cpu": {"_is_avx512_supported": _no, "_is_avx512_bf16_supported": _no},
+    "prefgen.engines.arguments": {"cpu_has_native_bf16": _no},
 }
 
 
