@@ -33,31 +33,12 @@ from prefgen.engines.engine import (
 from prefgen.engines.calls import (CountingEngine, LoopEngine, SerialEngine, Task, check_chat_templates, is_async,
                                    new_role_stats)
 from prefgen.engines.exit import child_pids, own_resource_tracker, started_since, stop_at_exit
+from prefgen.engines.ray_context import current_actor_id, current_node_id
 from prefgen.engines.starts import EngineStartFailed, failed_starts_in_a_row
 from prefgen.engines.stop_flag import STOP_REQUESTED, workers_asked_to_stop
 from prefgen.schema import REJECT_STAGE_ERROR, STOPPED, WORK_ROW, to_table
 
 WORK_SNAPSHOT_EVERY_S = 5.0  # a role's work inside a batch is written at most this often (per actor)
-
-
-def _runtime_id(getter: str) -> str | None:
-    """An id from Ray's runtime context (`get_actor_id`, `get_node_id`); None outside Ray."""
-    try:
-        import ray
-
-        return getattr(ray.get_runtime_context(), getter)() if ray.is_initialized() else None
-    except Exception:  # noqa: BLE001 - no Ray: a unit test's stage
-        return None
-
-
-def current_actor_id() -> str | None:
-    """Ray's id of the actor this runs in (kept when Ray restarts it); None outside an actor."""
-    return _runtime_id("get_actor_id")
-
-
-def current_node_id() -> str | None:
-    """Ray's id of the node this runs on (the stats say where an engine ran); None outside Ray."""
-    return _runtime_id("get_node_id")
 
 
 class ModelStage:

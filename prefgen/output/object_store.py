@@ -4,14 +4,16 @@ One store per bucket. S3's endpoint, credentials and region come from the standa
 (`AWS_ENDPOINT_URL_S3`, `AWS_ENDPOINT_URL`, `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
 `AWS_SESSION_TOKEN`, `AWS_REGION` / `AWS_DEFAULT_REGION`), which obstore reads itself; an `http://`
 endpoint (MinIO, a test server) is allowed. GCS reads `GOOGLE_APPLICATION_CREDENTIALS` /
-`GOOGLE_SERVICE_ACCOUNT`, Azure its `AZURE_*` variables.
+`GOOGLE_SERVICE_ACCOUNT` / `GOOGLE_SERVICE_ACCOUNT_KEY`, Azure its `AZURE_*` variables; plain HTTP
+elsewhere (an emulator) takes the store's own `GOOGLE_ALLOW_HTTP` / `AZURE_ALLOW_HTTP` (`_allow_http`).
 
 Requests, as counted: a put is one PUT up to `MULTIPART_BYTES` (above it, a multipart upload:
 its parts plus the two POSTs that open and close it, all counted as PUT); a read one GET; a
-listing one LIST per page of 1,000; a delete one DELETE; a bulk delete one DELETE per 1,000 keys; a prefix delete
-one LIST per page and one bulk DELETE per 1,000 keys. Nothing here copies or renames. obstore's errors become `Conflict`
-(a refused condition), `FileNotFoundError`, or `OSError` naming the object, so callers retry
-storage faults as they do on disk.
+listing one LIST per page of 1,000; a delete one DELETE; a bulk delete one DELETE per 1,000 keys on
+S3 (per 256 on Azure, per key on GCS); a prefix delete one LIST per page and a bulk delete. Nothing
+here copies or renames. obstore's errors become `Conflict` (a refused condition),
+`FileNotFoundError`, or `OSError` naming the object, so callers retry storage faults as they do
+on disk.
 
 A store without conditional writes (older S3-compatible servers; obstore is told so by
 `AWS_CONDITIONAL_PUT=disabled`) still works: put-if-absent and put-if-match then read the
@@ -31,6 +33,10 @@ from prefgen.output.storage import REQUEST_TIMEOUT_S, RETRY_TIMEOUT_S, Conflict,
 
 MULTIPART_BYTES = 64 * 2**20
 PAGE = 1000
+# keys per request of a bulk delete: S3's DeleteObjects takes 1,000, an Azure blob batch 256; GCS
+# has no bulk delete in the API obstore speaks, so each key is a DELETE of its own
+BULK_DELETE = {"s3": 1000, "az": 256, "abfs": 256, "azure": 256, "gs": 1}
+ENV_PREFIX = {"s3": "AWS", "gs": "GOOGLE", "az": "AZURE", "abfs": "AZURE", "azure": "AZURE"}  # its variables' names
 RETRY = {"max_retries": 3, "retry_timeout": timedelta(seconds=RETRY_TIMEOUT_S),
          "backoff": {"init_backoff": timedelta(milliseconds=200), "max_backoff": timedelta(seconds=5), "base": 2}}
 
@@ -41,6 +47,17 @@ def _endpoint(scheme: str) -> str | None:
     return os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or os.environ.get("AWS_ENDPOINT")
 
 
+def _allow_http(scheme: str) -> bool:
+    """Plain HTTP for this store: an `http://` S3 endpoint, or the store's own `<PREFIX>_ALLOW_HTTP`
+    (or `ALLOW_HTTP`) set true, as for a GCS emulator. obstore reads those variables itself only
+    when given no client options, and prefgen always gives some (the timeout)."""
+    endpoint = _endpoint(scheme)
+    if endpoint and endpoint.startswith("http://"):
+        return True
+    names = [f"{ENV_PREFIX[scheme]}_ALLOW_HTTP"] if scheme in ENV_PREFIX else []
+    return any(os.environ.get(n, "").strip().lower() in ("1", "true", "yes") for n in (*names, "ALLOW_HTTP"))
+
+
 class ObjectBackend:
     renames = False
 
@@ -48,9 +65,8 @@ class ObjectBackend:
         """`name`: `scheme://bucket`."""
         self.name, self.requests, self.warned = name, Requests(), False
         scheme, _, self.bucket = name.partition("://")
-        endpoint = _endpoint(scheme)
         options = {"timeout": f"{REQUEST_TIMEOUT_S}s"}  # a write's duration is bounded: see runstate.TAKEOVER_WAIT_S
-        if endpoint and endpoint.startswith("http://"):
+        if _allow_http(scheme):
             options["allow_http"] = True
         self.store = obstore.store.from_url(name, client_options=options, retry_config=RETRY)
 
@@ -184,13 +200,15 @@ class ObjectBackend:
             raise self._fail(exc, "deleting", path) from exc
 
     def delete_many(self, paths: list[str]) -> None:
-        """One bulk DELETE (S3 DeleteObjects) per 1,000 keys; keys already gone are no error."""
+        """Bulk DELETEs (`BULK_DELETE` keys each; S3 DeleteObjects: 1,000); keys already gone are no error."""
         folder = posixpath.commonpath(paths) if len(paths) > 1 else posixpath.dirname(paths[0])
         keys = [self._key(p) for p in paths]
+        per_request = BULK_DELETE.get(self.name.partition("://")[0], PAGE)
         for start in range(0, len(keys), PAGE):
-            self.requests.count("DELETE", folder, folder=True)
+            chunk = keys[start:start + PAGE]
+            self.requests.count("DELETE", folder, n=-(-len(chunk) // per_request), folder=True)
             try:
-                obstore.delete(self.store, keys[start:start + PAGE])
+                obstore.delete(self.store, chunk)
             except FileNotFoundError:
                 pass
             except BaseError as exc:

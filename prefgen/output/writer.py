@@ -31,6 +31,7 @@ from collections.abc import Callable, Iterable
 
 import pyarrow as pa
 
+from prefgen.engines.ray_context import current_node_id
 from prefgen.output.files import PAIRS_DIR, REJECTS_DIR, write_shard
 from prefgen.output.storage import WRITE_ATTEMPTS, WRITE_PAUSE_S
 from prefgen.output.storage import with_retries as retrying
@@ -105,6 +106,7 @@ def write_batch(batch: pa.Table, output: str, token: str, pairing: dict, seed: i
     if kept:
         try:
             report = write_rows(output, token, kept, pairs, [r for r in rejects if r["id"] not in faults], sleep=sleep)
+            report["node"] = current_node_id()  # its commit says where it was written (None outside Ray)
         except OSError as exc:
             report = {"failed": sorted(r["id"] for r in kept), "reason": REJECT_WRITE_FAILED,
                       "error": f"its shards could not be written after {WRITE_ATTEMPTS} tries: "

@@ -1,14 +1,15 @@
 """A run on a real three-node Ray cluster (the session's `ray_cluster` rig) with a scripted
 engine (`scripted_run.py`: the machinery, not a model): the node holding the engine actor is
 killed while batches are in flight, and the run finishes on the node left with every row exactly
-once; a local output path is refused on a cluster unless it is a shared mount; an engine no node
+once, each batch written (its commit says) on a worker node; a local output path is refused on a cluster unless it is a shared mount; an engine no node
 can hold stops the run within `ray.placement_timeout_s`; rows lost past the retries are
-`worker_failed` and redone by the same command run again (SIGKILLed, then resumed on another
-node count).
+`worker_failed` and redone by the same command run again (SIGKILLed, then resumed from S3 on
+another node count).
 
 The nodes are one machine, so a local output folder is in fact shared by all of them: the
-config says so (`output.shared_mount: true`), as it would for NFS. The helpers below read an
-output folder through prefgen's storage object, so the same assertions hold on disk and on S3.
+config says so (`output.shared_mount: true`), as it would for NFS. The last test writes to the
+session's S3 server instead. The helpers below read an output folder through prefgen's storage
+object, so the same assertions hold on disk and on S3.
 """
 
 import io
@@ -113,6 +114,10 @@ def test_the_engines_node_is_lost_mid_run_and_the_run_finishes_on_the_node_left(
     left = {"a", "b"} - {lost}
     after = [s for s in stats(out) if s["ready"] and s["node"] != engine["node"]]
     assert after and {rig.name_of(s["node"]) for s in after} == left, "no engine started on the node left"
+    # the writer is a Ray task too (the head holds no CPU): each batch's commit names its node
+    written = [c for c in committed(out) if "node" in c]  # the driver writes only a lost batch's rejects
+    assert {c["node"] for c in written} <= {engine["node"], *(rig.workers[n].node_id for n in left)}, written
+    assert left <= {rig.name_of(c["node"]) for c in written}, "no batch was written on the node left"
     pairs, rejects = read_rows(out, "pairs"), read_rows(out, "rejects")
     ids = [p["id"] for p in pairs] + [r["id"] for r in rejects]
     assert len(ids) == len(set(ids)) == ROWS, "a row is missing or doubled"
@@ -170,13 +175,14 @@ def test_an_engine_no_node_can_hold_stops_the_run_within_the_placement_timeout(r
 
 
 def test_rows_lost_past_the_retries_are_worker_failed_and_a_rerun_of_the_same_command_redoes_them(
-        ray_cluster, tmp_path):
-    """With `ray.max_batch_retries: 0` the lost node's batches are `worker_failed`. The same command
-    run again on the two nodes left redoes those rows, and is SIGKILLed once it committed some;
-    run once more on three nodes it finishes: every row once, no reject for a fault left."""
-    rig, out, log = ray_cluster, tmp_path / "out", tmp_path / "run.log"
+        ray_cluster, s3, tmp_path):
+    """Output on the loopback S3 server. With `ray.max_batch_retries: 0` the lost node's batches are
+    `worker_failed`. The same command run again on the two nodes left redoes those rows, and is
+    SIGKILLed once it committed some; run once more on three nodes it resumes from S3 and finishes:
+    every row once, no reject for a fault left."""
+    rig, out, log = ray_cluster, s3, tmp_path / "run.log"
     rig.restore()
-    cfg = write_config(tmp_path, out, ray={"max_batch_retries": 0})
+    cfg = write_config(tmp_path, out, shared_mount=False, ray={"max_batch_retries": 0})
     run = start(rig, cfg, log, 0.5)
     try:
         wait_for(lambda: committed(out), run, 120, "a first batch was committed", log)
@@ -191,7 +197,9 @@ def test_rows_lost_past_the_retries_are_worker_failed_and_a_rerun_of_the_same_co
     assert lost, "no batch was lost: the node went too late"
     done_before = {i for c in committed(out) for i in c["ids"]} - lost
     rerun_log = tmp_path / "rerun.log"
-    rerun = start(rig, cfg, rerun_log, 0.5)  # on the two nodes left
+    # on the two nodes left; slower per call (3 per batch), so that a batch is committed seconds
+    # before the next one and the poll (a listing and reads on S3) sees it with the run still going
+    rerun = start(rig, cfg, rerun_log, 2.0)
     try:
         wait_for(lambda: done_ids(out) & lost, rerun, 120, "the rerun committed a batch of the lost rows", rerun_log)
         os.kill(rerun.pid, signal.SIGKILL)  # the driver; Ray ends its job's actors

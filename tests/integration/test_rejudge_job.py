@@ -54,10 +54,10 @@ from support.random_reward_model import random_reward_model
 from support.ray_head import JOB_TIMEOUT, _job_info, _ray, _submit, submit_command
 from support.waiting import wait_for
 
-from prefgen.output.commits import CommitLog
 from prefgen.config import InputConfig
 from prefgen.dataset.report import read_output
 from prefgen.input.read import SAMPLE_INSTRUCTIONS, read_instructions
+from prefgen.output.commits import CommitLog
 from prefgen.output.storage import storage
 from prefgen.roles.judge.reward import to_jury_scale
 
@@ -172,7 +172,7 @@ def job(head, s3_server):
     manifest = store.read_json("manifest.json")
     stats = [json.loads(store.read(e.key)) for e in store.list_all("_stats") if e.key.endswith(".json")]
     job = {"before": before, "between": between, "proc": proc, "info": info, "logs": logs, "out": out, "manifest": manifest,
-           "stopped": stopped, "stats": stats}
+           "stopped": stopped, "stats": stats, "commits": CommitLog.read(out).commits()}
     if manifest:
         job |= {"pairs": read_output(out, "pairs").to_pylist(), "rejects": read_output(out, "rejects").to_pylist()}
     return job
@@ -288,7 +288,7 @@ def test_each_engine_reports_its_start_and_its_work(job):
     assert m["stages"]["smol"]["output_tokens"] > 0
 
 
-def test_the_engines_ran_on_workers_the_autoscaler_added_for_them(head, job):
+def test_the_engines_and_the_writer_ran_on_workers_the_autoscaler_added_for_them(head, job):
     nodes: dict[str, dict[str, set]] = {}  # attempt -> stage -> the nodes its actors ran on
     for st in job["stats"]:
         nodes.setdefault(st["attempt"], {}).setdefault(st["stage"], set()).add(st["node"])
@@ -300,6 +300,9 @@ def test_the_engines_ran_on_workers_the_autoscaler_added_for_them(head, job):
         if len(stages) == 2:  # one logical GPU a worker, one an engine: each engine on a worker of its own
             assert not stages["smol"] & stages["rm"], nodes
     assert any(set(stages) == {"smol", "rm"} for stages in nodes.values()), nodes
+    # the writer (a Ray task) on an added worker too: each written batch's commit names its node
+    writers = {c["node"] for c in job["commits"] if "node" in c}
+    assert writers and all(n and n not in job["before"] for n in writers), writers
     # each worker unpacked the job's working dir into a folder of its own (support/fake_nodes.py),
     # as on separate disks: none re-unpacked it under another's running actors
     pattern = "session_*/runtime_resources_node*/working_dir_files/_ray_pkg_*"

@@ -218,3 +218,19 @@ def test_lost_rows_go_through_the_dataset_again_before_they_are_worker_failed(tm
     commits, _ = commit_rounds(state, reports, rows, 2, log=lambda m: None)
     assert runs == [["a", "b"], ["b"], ["b"]] and commits[-1]["fault"] is True
     assert output_ids(tmp_path / "two", "rejects") == [("a", "all_tied"), ("b", "worker_failed")]
+
+
+def test_a_written_batchs_commit_names_the_node_its_writer_ran_on(tmp_path, monkeypatch):
+    """Outside Ray the node is None; in a Ray task it is the task's node (the node-loss test checks
+    it on a cluster), and the driver's commit keeps it."""
+    out = tmp_path / "out"
+    state = opened(out)
+    batch = to_table([work_row("a", ratings=(5.0, 1.0))], WORK_ROW)
+    outside = json.loads(write_batch(batch, str(out), state.token, PAIRING, 0).column("report")[0].as_py())
+    assert "node" in outside and outside["node"] is None
+    monkeypatch.setattr("prefgen.output.writer.current_node_id", lambda: "node-7")
+    batch = to_table([work_row("b", ratings=(5.0, 1.0))], WORK_ROW)
+    report = json.loads(write_batch(batch, str(out), state.token, PAIRING, 0).column("report")[0].as_py())
+    assert report["node"] == "node-7"
+    commit_reports(state, [outside, report], [work_row("a"), work_row("b")], 0, log=lambda m: None)
+    assert {c["ids"][0]: c["node"] for c in CommitLog.read(str(out)).commits()} == {"a": None, "b": "node-7"}
