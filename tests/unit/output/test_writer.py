@@ -221,10 +221,12 @@ def test_lost_rows_go_through_the_dataset_again_before_they_are_worker_failed(tm
 
 
 def test_a_written_batchs_commit_names_the_node_its_writer_ran_on(tmp_path, monkeypatch):
-    """Outside Ray the node is None; in a Ray task it is the task's node (the node-loss test checks
-    it on a cluster), and the driver's commit keeps it."""
+    """The writer's report names the node it ran on (None outside Ray; the node-loss test checks
+    the real ids on a cluster), and the driver's commit keeps it. (The node is stood in for: a
+    whole suite run has a Ray in this process by now.)"""
     out = tmp_path / "out"
     state = opened(out)
+    monkeypatch.setattr("prefgen.output.writer.current_node_id", lambda: None)
     batch = to_table([work_row("a", ratings=(5.0, 1.0))], WORK_ROW)
     outside = json.loads(write_batch(batch, str(out), state.token, PAIRING, 0).column("report")[0].as_py())
     assert "node" in outside and outside["node"] is None
