@@ -1,10 +1,10 @@
 """A run on a real three-node Ray cluster (the session's `ray_cluster` rig) with a scripted
 engine (`scripted_run.py`: the machinery, not a model): the node holding the engine actor is
 killed while batches are in flight, and the run finishes on the node left with every row exactly
-once, each batch written (its commit says) on a worker node; a local output path is refused on a cluster unless it is a shared mount; an engine no node
-can hold stops the run within `ray.placement_timeout_s`; rows lost past the retries are
-`worker_failed` and redone by the same command run again (SIGKILLed, then resumed from S3 on
-another node count).
+once, each batch written (its commit says) on a worker node; a local output path is refused on a
+cluster unless it is a shared mount; an engine no node can hold stops the run within
+`ray.placement_timeout_s`; rows lost past the retries are `worker_failed` and redone by the
+same command run again (SIGKILLed, then resumed from S3 on another node count).
 
 The nodes are one machine, so a local output folder is in fact shared by all of them: the
 config says so (`output.shared_mount: true`), as it would for NFS. The last test writes to the
