@@ -31,7 +31,7 @@ from support.paths import DATA, REPO
 pytestmark = pytest.mark.integration
 
 # The shared sample input without two of its four good instructions: two rows to judge are
-# enough for every assertion here, and the judge's calls (joint, with rationales) are most of the run
+# enough for every assertion here, and the judge's calls (joint) are most of the run
 DROPPED = ("Give two tips for sleeping better.", "Name three uses of a paperclip.")
 INPUT_LINES = [line for line in (DATA / "instructions.jsonl").read_text().splitlines()
                if not any(d in line for d in DROPPED)]
@@ -51,7 +51,11 @@ CONFIG = {
     ],
     "evolution": {"model": "smol", "num_evolutions": 1, "criteria": ["details", "creativity"],
                   "sampling": {"max_tokens": 64}},
-    "judge": {"model": "smol", "aspects": ["overall", "honesty"], "permutations": 2,
+    # ratings only: a joint answer holds a judgment per candidate (up to 8 here), and 8 rationales of up to
+    # RATIONALE_MAX_CHARS do not fit in 512 tokens, so a greedy 135M judge that wrote long ones for some
+    # sampled candidates was cut off on every attempt (CI, 2026-12-07). Rationales under guided decoding
+    # are run by test_rejudge_job.py's judge.
+    "judge": {"model": "smol", "aspects": ["overall", "honesty"], "permutations": 2, "rationales": False,
               "sampling": {"temperature": 0.0, "max_tokens": 512}},
     # short answers keep the run small; most are cut off, so cut-off answers may be chosen here. The pair
     # check runs (on by default for a generative judge); a 135M judge's verdicts rarely hold in both orders,
