@@ -195,13 +195,14 @@ def main() -> None:
     all_ids = sorted(r["id"] for r in inputs.rows + inputs.rejects)
     digest = input_digest(all_ids)
     del all_ids
-    state = RunState(out)
+    output = storage(out)
+    state = RunState(output)
     state.open({"benchmark": "bookkeeping"}, "bench", digest, overwrite=False, log=print)
     todo = [r for r in inputs.rows if r["id"] not in state.done_ids]
     phase("open", t)
 
     t = time.monotonic()
-    state.commit(write_rows(out, state.token, inputs.rejects, [], inputs.rejects, tag="input"))
+    state.commit(write_rows(output, state.token, inputs.rejects, [], inputs.rejects, tag="input"))
 
     token = state.token
 
@@ -212,7 +213,7 @@ def main() -> None:
             if args.commit_only:
                 yield batch_counts(batch_key([r["id"] for r in batch]), batch, pairs, rejects)
             else:
-                yield write_rows(out, token, batch, pairs, rejects)
+                yield write_rows(output, token, batch, pairs, rejects)
 
     commit_reports(state, reports(), todo, 0, log=print)
     batches = len(state.commits)
@@ -221,7 +222,7 @@ def main() -> None:
 
     del state  # the driver "dies" with every row committed, before it finishes
     t = time.monotonic()
-    state = RunState(out)
+    state = RunState(output)
     state.open({"benchmark": "bookkeeping"}, "bench", digest, overwrite=False, log=print)
     unfinished = resume_figures(requests, out, len(state.done_ids) == inputs.total)
     phase("resume_unfinished", t, rows_done=len(state.done_ids))
@@ -238,14 +239,13 @@ def main() -> None:
     del state, summary
 
     t = time.monotonic()
-    resumed = RunState(out)
+    resumed = RunState(output)
     resumed.open({"benchmark": "bookkeeping"}, "bench", digest, overwrite=False, log=print)
     finished = resume_figures(requests, out, len(resumed.done_ids) == inputs.total)
     phase("resume_finished", t, rows_done=len(resumed.done_ids))
 
-    store = storage(out)
-    objects = {d: len(store.list(d)[0]) for d in ("pairs", "rejects", COMMITS_DIR)}
-    output_mib = round(sum(e.size for e in store.list_all()) / 2**20, 1)
+    objects = {d: len(output.list(d)[0]) for d in ("pairs", "rejects", COMMITS_DIR)}
+    output_mib = round(sum(e.size for e in output.list_all()) / 2**20, 1)
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     save(args.out, {
         "commit": commit,

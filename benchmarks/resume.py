@@ -23,10 +23,11 @@ from pathlib import Path
 from common import INSTRUCTIONS, cli, config_with_batch_size, run_cli, save
 
 from prefgen.output.commits import CommitLog
+from prefgen.output.storage import storage
 
 
 def committed(out: Path) -> list[dict]:
-    return CommitLog.read(str(out)).commits()
+    return CommitLog.read(storage(str(out))).commits()
 
 
 def main() -> None:

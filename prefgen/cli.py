@@ -139,8 +139,9 @@ def _rounds(args: argparse.Namespace) -> int:
 
 def _report(args: argparse.Namespace) -> int:
     from prefgen.dataset.report import write_report
+    from prefgen.output.storage import storage
 
-    report = write_report(args.output)
+    report = write_report(storage(args.output))
     for failure in report.failed_plots:
         print(f"prefgen: warning: plot not drawn: {failure}", file=sys.stderr)
     print(f"[prefgen] {args.output.rstrip('/')}/README.md and {len(report.plots)} plot(s) under plots/ written")
@@ -208,6 +209,11 @@ def _plan(args: argparse.Namespace) -> int:
     return 0
 
 
+# every command but `run` and `config`, by name: each takes the parsed arguments and returns the exit code
+COMMANDS = {"plan": _plan, "calibrate": _calibrate, "report": _report, "export": _export, "train-dpo": _train_dpo,
+            "rounds": _rounds}
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
@@ -217,18 +223,8 @@ def main(argv: list[str] | None = None) -> int:
             cfg = load_config(args.config)
             print(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False), end="")
             return 0
-        if args.command == "plan":
-            return _plan(args)
-        if args.command == "calibrate":
-            return _calibrate(args)
-        if args.command == "report":
-            return _report(args)
-        if args.command == "export":
-            return _export(args)
-        if args.command == "train-dpo":
-            return _train_dpo(args)
-        if args.command == "rounds":
-            return _rounds(args)
+        if args.command in COMMANDS:
+            return COMMANDS[args.command](args)
         cfg: PipelineConfig = load_config(args.config, _overrides(args))
     except (ConfigError, InputError, PlanError, PairsError, ReportError, ExportError) as exc:
         print(f"prefgen: {exc}", file=sys.stderr)

@@ -28,15 +28,12 @@ from prefgen.models.declarations import (  # noqa: F401 - the config's classes, 
     DEFAULT_MODEL,
     MODEL_KINDS,
     EndpointModel,
-    EngineConfig,
     ModelSpec,
     RewardModel,
-    SamplingConfig,
-    Strict,
     VllmModel,
-    check_name,
     check_source,
 )
+from prefgen.models.settings import EngineConfig, SamplingConfig, Strict, check_name  # noqa: F401 - likewise
 from prefgen.roles.config import RoleConfig
 from prefgen.roles.evolve.config import CRITERIA, EvolutionConfig, default_evolution  # noqa: F401
 from prefgen.roles.generate.config import GeneratorConfig, default_generators

@@ -29,7 +29,8 @@ from __future__ import annotations
 import hashlib
 import json
 
-from prefgen.models.declarations import ENGINE_OUTPUT_KEYS, EndpointModel
+from prefgen.models.declarations import EndpointModel
+from prefgen.models.settings import ENGINE_OUTPUT_KEYS
 from prefgen.config.checks import verifies
 from prefgen.roles.verify.config import VerificationConfig
 

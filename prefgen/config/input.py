@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
-from prefgen.models.declarations import Strict
+from prefgen.models.settings import Strict
 from prefgen.config.screen import BenchmarkFile, ContaminationConfig, NearDuplicateConfig
 
 

@@ -16,7 +16,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from prefgen.models.declarations import Strict
+from prefgen.models.settings import Strict
 
 # Fields tried, in order, when a benchmark file names no field: the names benchmarks use for the prompt.
 BENCHMARK_FIELDS = ("prompt", "instruction", "question", "problem", "input", "text")

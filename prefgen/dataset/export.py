@@ -19,6 +19,7 @@ import json
 
 from prefgen.dataset.report import CARD_FILE, PLOTS_DIR, build_report, read_manifest, read_output
 from prefgen.output.files import PAIRS_DIR, REJECTS_DIR, write_file
+from prefgen.output.storage import storage
 from prefgen.report.margins import MarginError, select_by_margin  # noqa: F401 - the export's selection
 
 FORMATS = ("jsonl", "trl-strings")
@@ -71,8 +72,9 @@ def export(output: str, fmt: str, to: str | None = None, top_margin: float | Non
     """Write the output's pairs (those of the largest margins, if asked) as JSONL in `fmt` to `to`
     (default under OUTPUT/export/); returns (where, how many rows, the selection's figures or None),
     the figures also written beside it (`<name>.selection.json`)."""
-    read_manifest(output)  # a clear error if the folder holds no prefgen output
-    pairs, selection = selected(read_output(output, PAIRS_DIR).to_pylist(), top_margin, min_margin)
+    store = storage(output)
+    read_manifest(store)  # a clear error if the folder holds no prefgen output
+    pairs, selection = selected(read_output(store, PAIRS_DIR).to_pylist(), top_margin, min_margin)
     rows = export_rows(pairs, fmt)
     target = to or default_target(output, fmt)
     write_file(target, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows).encode())
@@ -89,12 +91,13 @@ def push_to_hub(output: str, repo_id: str, private: bool | None = None, token: s
     import pyarrow as pa
     from huggingface_hub import CommitOperationAdd, HfApi
 
-    pairs = read_output(output, PAIRS_DIR)
+    store = storage(output)
+    pairs = read_output(store, PAIRS_DIR)
     kept, selection = selected(pairs.to_pylist(), top_margin, min_margin)
     if selection is not None:
         pairs = pa.Table.from_pylist(kept, schema=pairs.schema)
-    report = build_report(output, repo_id=repo_id, selection=selection)
-    rejects = read_output(output, REJECTS_DIR)
+    report = build_report(store, repo_id=repo_id, selection=selection)
+    rejects = read_output(store, REJECTS_DIR)
     datasets.Dataset(pairs).push_to_hub(repo_id, config_name="default", split="train", private=private, token=token,
                                         commit_message="prefgen: pairs")
     if rejects.num_rows:

@@ -3,7 +3,8 @@
 Written at the end of every successful run (`write_report_safely`: a failure to render warns
 and never fails the run, the data being written already) and on demand by `prefgen report
 OUTPUT`, which rebuilds both from what the folder holds: the committed shards (read through
-`runstate.committed_shards`) and `manifest.json`. Local paths and URIs (s3://, gs://) alike.
+`compaction.committed_shards`) and `manifest.json`. Every function takes the output folder as
+a `Storage` (`prefgen.output.storage`): local paths and URIs (s3://, gs://) alike.
 """
 
 from __future__ import annotations
@@ -15,8 +16,8 @@ import pyarrow as pa
 
 from prefgen.input.read import read_parquet
 
-from prefgen.output.files import PAIRS_DIR, REJECTS_DIR, read_json
-from prefgen.output.storage import storage, storage_of_file
+from prefgen.output.files import PAIRS_DIR, REJECTS_DIR
+from prefgen.output.storage import Storage
 from prefgen.output.compaction import committed_shards
 from prefgen.output.manifest import MANIFEST_FILE
 from prefgen.schema import PAIR_ROW, REJECT_ROW
@@ -29,9 +30,9 @@ class ReportError(RuntimeError):
     """The folder holds no prefgen output to report on (no manifest)."""
 
 
-def read_output(uri: str, kind: str) -> pa.Table:
+def read_output(output: Storage, kind: str) -> pa.Table:
     """The committed rows of `kind` (pairs or rejects) as one table (empty if none)."""
-    tables = [read_parquet(*storage_of_file(path)) for path in committed_shards(uri, kind)]
+    tables = [read_parquet(output, key) for key in committed_shards(output, kind)]
     if not tables:
         return SCHEMAS[kind].empty_table()
     return pa.concat_tables(tables, promote_options="permissive")
@@ -57,18 +58,18 @@ def slim(table: pa.Table) -> pa.Table:
         return table
 
 
-def data_files(uri: str, kind: str) -> str | list[str]:
+def data_files(output: Storage, kind: str) -> str | list[str]:
     """The card's data files of `kind`, relative to the folder: a glob when every shard there is
-    committed (a finished run swept the rest), else the committed shards by name."""
-    present = {e.name for e in storage(uri).list(kind)[0] if e.name.startswith("part-")}
-    committed = [path.rsplit("/", 1)[-1] for path in committed_shards(uri, kind)]
-    return f"{kind}/part-*.parquet" if present == set(committed) else [f"{kind}/{name}" for name in committed]
+    committed (a finished run swept the rest), else the committed shards by key."""
+    present = {e.key for e in output.list(kind)[0] if e.name.startswith("part-")}
+    committed = committed_shards(output, kind)
+    return f"{kind}/part-*.parquet" if present == set(committed) else committed
 
 
-def read_manifest(uri: str) -> dict:
-    manifest = read_json(uri, MANIFEST_FILE)
+def read_manifest(output: Storage) -> dict:
+    manifest = output.read_json(MANIFEST_FILE)
     if manifest is None:
-        raise ReportError(f"{uri} holds no {MANIFEST_FILE}: not a prefgen output (or its run never started)")
+        raise ReportError(f"{output.uri} holds no {MANIFEST_FILE}: not a prefgen output (or its run never started)")
     return manifest
 
 
@@ -80,16 +81,16 @@ class Report:
     failed_plots: list[str] = field(default_factory=list)  # plots that could not be drawn, and why
 
 
-def build_report(uri: str, repo_id: str | None = None, selection: dict | None = None) -> Report:
-    """The card and plots of the output at `uri`, in memory; `repo_id`: the card as pushed to
+def build_report(output: Storage, repo_id: str | None = None, selection: dict | None = None) -> Report:
+    """The card and plots of the output folder, in memory; `repo_id`: the card as pushed to
     that Hub dataset repo (data files as `datasets.push_to_hub` lays them out); `selection`: the
     export's margin selection (`margins.select_by_margin`), whose kept pairs the card describes."""
     from prefgen.report.card import dataset_card
     from prefgen.report.figures import dataset_figures
     from prefgen.report.margins import select_by_margin
 
-    manifest = read_manifest(uri)
-    pairs, rejects = (slim(read_output(uri, kind)).to_pylist() for kind in (PAIRS_DIR, REJECTS_DIR))
+    manifest = read_manifest(output)
+    pairs, rejects = (slim(read_output(output, kind)).to_pylist() for kind in (PAIRS_DIR, REJECTS_DIR))
     if selection is not None:
         pairs = select_by_margin(pairs, selection["top_margin"], selection["min_margin"])[0]
     figures = dataset_figures(pairs, rejects)
@@ -97,9 +98,9 @@ def build_report(uri: str, repo_id: str | None = None, selection: dict | None = 
     reasons: dict[str, int] = {}
     for r in rejects:
         reasons[r["reason"]] = reasons.get(r["reason"], 0) + 1
-    files = {kind: data_files(uri, kind) for kind in (PAIRS_DIR, REJECTS_DIR)}
+    files = {kind: data_files(output, kind) for kind in (PAIRS_DIR, REJECTS_DIR)}
     card = dataset_card(manifest, figures, sorted(plots), counts={"pairs": len(pairs), "rejects": reasons,
-                        "instructions": len({p["id"] for p in pairs})}, output=uri, repo_id=repo_id,
+                        "instructions": len({p["id"] for p in pairs})}, output=output.uri, repo_id=repo_id,
                         failed_plots=failed, files=files, selection=selection)
     return Report(card=card, plots=plots, figures=figures, failed_plots=failed)
 
@@ -121,29 +122,28 @@ def draw_plots(figures: dict, health: dict) -> tuple[dict[str, bytes], list[str]
     return drawn, failed
 
 
-def write_report(uri: str) -> Report:
+def write_report(output: Storage) -> Report:
     """Write README.md and plots/*.png into the output folder (stale plots removed)."""
-    report = build_report(uri)
-    store = storage(uri)
-    store.delete_prefix(PLOTS_DIR)
-    store.make_folder(PLOTS_DIR)
+    report = build_report(output)
+    output.delete_prefix(PLOTS_DIR)
+    output.make_folder(PLOTS_DIR)
     for name, png in report.plots.items():
-        store.put(f"{PLOTS_DIR}/{name}", png)
-    store.put(CARD_FILE, report.card.encode())
+        output.put(f"{PLOTS_DIR}/{name}", png)
+    output.put(CARD_FILE, report.card.encode())
     return report
 
 
-def write_report_safely(uri: str, log=print) -> Report | None:
+def write_report_safely(output: Storage, log=print) -> Report | None:
     """write_report for the end of a run: a failure is logged as a warning, never raised."""
     started = time.monotonic()
     try:
-        report = write_report(uri)
+        report = write_report(output)
     except Exception as exc:  # noqa: BLE001 - the data is written; the report can be redone with `prefgen report`
         log(f"[prefgen] warning: the dataset card and plots could not be written ({type(exc).__name__}: {exc}); "
-            f"the data is complete; rerun `prefgen report {uri}` to write them")
+            f"the data is complete; rerun `prefgen report {output.uri}` to write them")
         return None
     for failure in report.failed_plots:
         log(f"[prefgen] warning: plot not drawn: {failure}")
-    log(f"[prefgen] dataset card and {len(report.plots)} plot(s) written to {uri.rstrip('/')}/{CARD_FILE} and "
+    log(f"[prefgen] dataset card and {len(report.plots)} plot(s) written to {output.join(CARD_FILE)} and "
         f"{PLOTS_DIR}/ in {time.monotonic() - started:.1f} s")
     return report

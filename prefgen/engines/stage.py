@@ -36,6 +36,7 @@ from prefgen.engines.exit import child_pids, own_resource_tracker, started_since
 from prefgen.engines.ray_context import current_actor_id, current_node_id
 from prefgen.engines.starts import EngineStartFailed, failed_starts_in_a_row
 from prefgen.engines.stop_flag import STOP_REQUESTED, workers_asked_to_stop
+from prefgen.output.storage import Storage
 from prefgen.schema import REJECT_STAGE_ERROR, STOPPED, WORK_ROW, to_table
 
 WORK_SNAPSHOT_EVERY_S = 5.0  # a role's work inside a batch is written at most this often (per actor)
@@ -73,13 +74,12 @@ class ModelStage:
     """
 
     def __init__(self, engine_factory: Callable[[], ChatEngine | AsyncChatEngine], tasks: list[Task], name: str,
-                 output: str, batches_in_flight: int = 1, attempt: str = "local", max_failed_starts: int = 3,
+                 output: Storage, batches_in_flight: int = 1, attempt: str = "local", max_failed_starts: int = 3,
                  entrance: bool = False):
         from prefgen.output.files import STATS_DIR, read_jsons
-        from prefgen.output.storage import storage
 
         self.name, self.tasks, self.output, self.attempt, self.entrance = name, tasks, output, attempt, entrance
-        storage(output).make_folder(f"{STATS_DIR}/{attempt}")
+        output.make_folder(f"{STATS_DIR}/{attempt}")
         self.stats_file = f"{STATS_DIR}/{attempt}/{name.replace(':', '-').replace('#', '-')}-{uuid.uuid4().hex[:8]}.json"
         self.lock, self.write_lock = threading.Lock(), threading.Lock()
         self.in_flight, self.busy_since, self.stats_written = 0, 0.0, -1  # the `seq` of the last snapshot written

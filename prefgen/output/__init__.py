@@ -3,7 +3,9 @@ store. The story in the order a run lives it, each step in its module:
 
 1. **Storage** (`storage.py`, backends `local_store.py` and `object_store.py`): the one way
    prefgen reads, writes, lists and deletes, with retries and request counts; put-if-absent and
-   put-if-match are the conditional writes everything below relies on. `files.py`: shards and
+   put-if-match are the conditional writes everything below relies on. The run opens its output
+   folder once (`storage(uri)`) and passes that `Storage` on: every function below takes it, and
+   so do the engine actors and writer tasks (it travels to them as its URI). `files.py`: shards and
    JSON written whole under their final names (one PUT on an object store, a rename on disk).
 2. **Opening** (`runstate.py`): a run whose config or input differs from the folder's
    (`manifest.py`) is refused, naming the keys; the run takes the folder's lease (`_lease.json`,

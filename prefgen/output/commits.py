@@ -35,7 +35,7 @@ import json
 import uuid
 from dataclasses import dataclass, field
 
-from prefgen.output.storage import Conflict, storage
+from prefgen.output.storage import Conflict, Storage
 
 COMMITS_DIR = "_commits"
 FANOUT = 16  # this many objects of one level are rolled into one of the next
@@ -48,16 +48,16 @@ def compact_json(data: dict) -> bytes:
     return json.dumps(data, separators=(",", ":")).encode()
 
 
-def write_compact_json(uri: str, name: str, data: dict) -> None:
-    """Write `uri/name` whole (a rename on local disk, one PUT on an object store), as compact JSON."""
-    storage(uri).put(name, compact_json(data))
+def write_compact_json(store: Storage, name: str, data: dict) -> None:
+    """Write `name` under `store` whole (a rename on local disk, one PUT on an object store), as compact JSON."""
+    store.put(name, compact_json(data))
 
 
 @dataclass
 class CommitLog:
     """The batch commits of an output, by level: level -> [(object name, its commits)]."""
 
-    uri: str
+    store: Storage  # the output folder
     levels: dict[int, list[tuple[str, list[dict]]]] = field(default_factory=dict)
     merges: list[dict] = field(default_factory=list)  # shard compaction records
     redundant: list[str] = field(default_factory=list)  # objects a segment covers, left by a crash
@@ -65,7 +65,7 @@ class CommitLog:
     retired: set[str] = field(default_factory=set)  # batch keys whose commits no longer count
 
     @classmethod
-    def read(cls, uri: str) -> CommitLog:
+    def read(cls, store: Storage) -> CommitLog:
         """Read the objects under `_commits/` (one listing, one read each, segments and records
         first); a batch commit a segment already holds is not read. Union by batch key.
 
@@ -75,16 +75,15 @@ class CommitLog:
         starts over, up to READ_ATTEMPTS times."""
         for _ in range(READ_ATTEMPTS - 1):
             try:
-                return cls._read_once(uri)
+                return cls._read_once(store)
             except FileNotFoundError:
                 continue  # listed, then deleted by the owner: list again
-        return cls._read_once(uri)
+        return cls._read_once(store)
 
     @classmethod
-    def _read_once(cls, uri: str) -> CommitLog:
-        store = storage(uri)
+    def _read_once(cls, store: Storage) -> CommitLog:
         found, _ = store.list(COMMITS_DIR)
-        log, objects, retirements, singles = cls(uri), [], [], []
+        log, objects, retirements, singles = cls(store), [], [], []
         for entry in found:
             if entry.name.startswith(".") or not entry.name.endswith(".json"):
                 continue  # a temporary file of a write that never finished (local disk)
@@ -139,18 +138,17 @@ class CommitLog:
             covered = [o for level in range(carry) for o in self.levels.get(level, [])]
             commits = [c for _, cs in covered for c in cs] + [commit]
             name = f"{SEGMENT_PREFIX}{carry}-{uuid.uuid4().hex[:16]}.json"
-            write_compact_json(self.uri, f"{COMMITS_DIR}/{name}", {"segment": carry, "commits": commits})
+            write_compact_json(self.store, f"{COMMITS_DIR}/{name}", {"segment": carry, "commits": commits})
             for level in range(carry):
                 self.levels[level] = []
             self.levels.setdefault(carry, []).append((name, commits))
             self.redundant += [n for n, _ in covered]
         else:
             name = f"{commit['key']}.json"
-            store = storage(self.uri)
             try:
-                store.put_if_absent(f"{COMMITS_DIR}/{name}", compact_json(commit))
+                self.store.put_if_absent(f"{COMMITS_DIR}/{name}", compact_json(commit))
             except Conflict:
-                commit = json.loads(store.read(f"{COMMITS_DIR}/{name}"))  # the first write stands
+                commit = json.loads(self.store.read(f"{COMMITS_DIR}/{name}"))  # the first write stands
             self.levels.setdefault(0, []).append((name, [commit]))
         self.keys.add(commit["key"])
         return commit
@@ -168,7 +166,7 @@ class CommitLog:
         keys = sorted(set(keys) & self.keys)
         if not keys:
             return
-        write_compact_json(self.uri, f"{COMMITS_DIR}/{RETIRE_PREFIX}{uuid.uuid4().hex[:16]}.json", {"retired": keys})
+        write_compact_json(self.store, f"{COMMITS_DIR}/{RETIRE_PREFIX}{uuid.uuid4().hex[:16]}.json", {"retired": keys})
         self.retired.update(keys)
         self.keys.difference_update(keys)
         for level, objects in self.levels.items():
@@ -182,7 +180,7 @@ class CommitLog:
         if len(self.redundant) < max(at_least, 1):
             return
         try:
-            storage(self.uri).delete_many([f"{COMMITS_DIR}/{name}" for name in self.redundant])
+            self.store.delete_many([f"{COMMITS_DIR}/{name}" for name in self.redundant])
         except OSError:
             return
         self.redundant = []

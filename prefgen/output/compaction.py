@@ -12,7 +12,7 @@ Each merged file is made in four steps, by the driver under the run's lease:
 A crash before 2 leaves an unrecorded temporary file, which the next sweep deletes: the batch
 shards still count. A crash after 2 is finished by the next owner (`roll_forward`, run when
 the folder is opened, before the sweep): it deletes what is left of the replaced shards and
-moves the merged file into place. A reader following the records (`runstate.committed_shards`)
+moves the merged file into place. A reader following the records (`committed_shards`)
 sees every row once at every step. A plain reader of `<kind>/*.parquet` never sees a row twice,
 but while a finish is between steps 3 and 4 it misses the rows being merged: read a folder
 whose manifest says `complete`.
@@ -35,7 +35,7 @@ import pyarrow.parquet as pq
 from prefgen.output.commits import COMMITS_DIR, MERGE_PREFIX, CommitLog, write_compact_json
 from prefgen.input.read import read_parquet
 from prefgen.output.files import PAIRS_DIR, REJECTS_DIR
-from prefgen.output.storage import Storage, storage
+from prefgen.output.storage import Storage
 
 SHARD_TARGET_BYTES = 128 * 2**20  # merged files grow to about this size
 SHARD_KINDS = (PAIRS_DIR, REJECTS_DIR)
@@ -66,11 +66,10 @@ def shard_names(commits: list[dict], merges: list[dict], kind: str) -> list[str]
     return sorted(names) + [merged_name(m["merge"]) for m in merges if m["kind"] == kind]
 
 
-def roll_forward(uri: str, merges: list[dict]) -> int:
+def roll_forward(store: Storage, merges: list[dict]) -> int:
     """Finish the merges a crash interrupted after their record (steps 3 and 4); returns how many.
 
     Lists each kind's folder once (only when there are merge records)."""
-    store = storage(uri)
     finished, listed = 0, {}
     for m in merges:
         kind = m["kind"]
@@ -82,7 +81,7 @@ def roll_forward(uri: str, merges: list[dict]) -> int:
         if final in present and (store.renames or not left):
             continue
         if tmp not in present:
-            raise BrokenMerge(f"{uri}/{COMMITS_DIR}/{MERGE_PREFIX}{m['merge']}.json names {final}, "
+            raise BrokenMerge(f"{store.join(COMMITS_DIR)}/{MERGE_PREFIX}{m['merge']}.json names {final}, "
                               f"which is neither there nor under {tmp}")
         store.delete_many(left)
         if store.renames:
@@ -105,13 +104,12 @@ def plan_groups(sizes: dict[str, int], target: int) -> list[list[str]]:
     return [g for g in groups if len(g) > 1]
 
 
-def compact(uri: str, kind: str, sizes: dict[str, int], before_commit: Callable[[], None],
+def compact(store: Storage, kind: str, sizes: dict[str, int], before_commit: Callable[[], None],
             target: int = SHARD_TARGET_BYTES, after_step: Callable[[str], None] = lambda step: None) -> list[dict]:
     """Merge the committed batch shards of `kind` (name -> bytes) towards `target`; returns the records.
 
     `before_commit` runs before each record is written (the lease check); `after_step` after
     each step (tests inject crashes there)."""
-    store = storage(uri)
     records = []
     for group in plan_groups(sizes, target):
         merge_id = uuid.uuid4().hex[:16]
@@ -131,7 +129,7 @@ def compact(uri: str, kind: str, sizes: dict[str, int], before_commit: Callable[
         before_commit()
         record = {"merge": merge_id, "kind": kind, "sources": [n.removeprefix("part-").removesuffix(".parquet")
                                                                for n in group], "rows": rows}
-        write_compact_json(uri, f"{COMMITS_DIR}/{MERGE_PREFIX}{merge_id}.json", record)
+        write_compact_json(store, f"{COMMITS_DIR}/{MERGE_PREFIX}{merge_id}.json", record)
         after_step("recorded")
         store.delete_many([f"{kind}/{name}" for name in group])  # one bulk request per 1,000 on an object store
         after_step("deleted")
@@ -142,18 +140,17 @@ def compact(uri: str, kind: str, sizes: dict[str, int], before_commit: Callable[
     return records
 
 
-def committed_shards(uri: str, kind: str = PAIRS_DIR) -> list[str]:
-    """The shard files of `kind` (pairs or rejects) that count, as paths under `uri`: every row once.
+def committed_shards(store: Storage, kind: str = PAIRS_DIR) -> list[str]:
+    """The shard files of `kind` (pairs or rejects) that count, as keys under `store`: every row once.
 
     Follows the commit log, so it never returns an uncommitted shard nor a batch shard a merged
     file replaced, and lists no data folder; during a finish's compaction it may name a merged
     file still under its temporary name (if that file is gone when read, the merge has just moved
-    it: call again). Read these, not `uri/pairs/*.parquet`, while a run owns the folder."""
-    log = CommitLog.read(uri)
+    it: call again). Read these, not `pairs/*.parquet`, while a run owns the folder."""
+    log = CommitLog.read(store)
     names = shard_names(log.commits(), log.merges, kind)
-    store = storage(uri)
     pending = [m for m in log.merges if m["kind"] == kind] if store.renames else []  # nothing renamed elsewhere
     for m in pending:
         if not store.exists(f"{kind}/{merged_name(m['merge'])}"):
             names[names.index(merged_name(m["merge"]))] = temporary_name(m["merge"])
-    return [f"{uri.rstrip('/')}/{kind}/{name}" for name in names]
+    return [f"{kind}/{name}" for name in names]

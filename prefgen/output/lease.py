@@ -23,9 +23,8 @@ import time
 from collections.abc import Callable
 
 from prefgen.engines.orphans import stop_orphans
-from prefgen.output.files import read_json
 from prefgen.output.manifest import ResumeRefused
-from prefgen.output.storage import WRITE_BOUND_S, Conflict, Storage, storage
+from prefgen.output.storage import WRITE_BOUND_S, Conflict, Storage
 
 LEASE_FILE = "_lease.json"
 LEASE_CHECK_S = 10.0  # writers and the driver's commits read the lease at most this often (per process)
@@ -33,14 +32,15 @@ LEASE_CHECK_S = 10.0  # writers and the driver's commits read the lease at most 
 # every write of the old run's processes has then landed or failed (a write starts within LEASE_CHECK_S of
 # a lease read that found the old token, and lasts at most WRITE_BOUND_S)
 TAKEOVER_WAIT_S = LEASE_CHECK_S + WRITE_BOUND_S
-_LEASE_READ: dict[tuple[str, str], float] = {}  # (uri, token) -> when a read that found the token was sent
+_LEASE_READ: dict[tuple[str, str], float] = {}  # (folder URI, token) -> when a read that found the token was sent
 
 
 class StaleLease(RuntimeError):
     """A writer of a run that no longer owns the output folder tried to write to it."""
 
 
-def check_lease(uri: str, token: str, max_age_s: float = 0.0, clock: Callable[[], float] = time.monotonic) -> None:
+def check_lease(store: Storage, token: str, max_age_s: float = 0.0,
+                clock: Callable[[], float] = time.monotonic) -> None:
     """Raise StaleLease unless the run holding `token` still owns the folder.
 
     With `max_age_s`, a read of the lease that found `token` and was sent less than that many
@@ -48,15 +48,15 @@ def check_lease(uri: str, token: str, max_age_s: float = 0.0, clock: Callable[[]
     `LEASE_CHECK_S`, so the lease costs one GET per process every 10 s, not two per batch. A write
     that relies on such a check starts within LEASE_CHECK_S of a read that still found the old
     lease; see `RunState.open` (`output/runstate.py`) for how a new owner waits that out."""
-    seen = _LEASE_READ.get((uri, token))
+    seen = _LEASE_READ.get((store.uri, token))
     if seen is not None and clock() - seen < max_age_s:
         return
     sent = clock()
-    lease = read_json(uri, LEASE_FILE)
+    lease = store.read_json(LEASE_FILE)
     if lease is None or lease.get("token") != token:
-        _LEASE_READ.pop((uri, token), None)
-        raise StaleLease(f"{uri} is now owned by another run; this writer is an orphan and stops")
-    _LEASE_READ[(uri, token)] = sent
+        _LEASE_READ.pop((store.uri, token), None)
+        raise StaleLease(f"{store.uri} is now owned by another run; this writer is an orphan and stops")
+    _LEASE_READ[(store.uri, token)] = sent
 
 
 def _pid_alive(pid: int) -> bool:
@@ -69,13 +69,12 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-
 def lease_body(token: str, ray_session_dir: str | None) -> bytes:
     lease = {"token": token, "host": socket.gethostname(), "pid": os.getpid(), "ray_session_dir": ray_session_dir}
     return json.dumps(lease, indent=2, sort_keys=True).encode()
 
 
-def take_lease(store: Storage, uri: str, token: str, seen: tuple[dict, str] | None) -> str:
+def take_lease(store: Storage, token: str, seen: tuple[dict, str] | None) -> str:
     """Write a run's lease over the one `seen` (lease, version) when opening, conditionally: of two
     runs taking the folder at once, exactly one succeeds. Returns the version written."""
     try:
@@ -83,30 +82,30 @@ def take_lease(store: Storage, uri: str, token: str, seen: tuple[dict, str] | No
             return store.put_if_absent(LEASE_FILE, lease_body(token, None))
         return store.put_if_match(LEASE_FILE, lease_body(token, None), seen[1])
     except Conflict:
-        raise ResumeRefused(f"{uri}/{LEASE_FILE} changed while this run was taking it: another run "
+        raise ResumeRefused(f"{store.join(LEASE_FILE)} changed while this run was taking it: another run "
                             "opened the folder at the same time") from None
 
 
-def claim_lease(uri: str, token: str, version: str | None, ray_session_dir: str | None) -> str:
+def claim_lease(store: Storage, token: str, version: str | None, ray_session_dir: str | None) -> str:
     """Rewrite the owner's lease on its own `version` (none: where there is none); returns the new version."""
-    store, lease = storage(uri), lease_body(token, ray_session_dir)
+    lease = lease_body(token, ray_session_dir)
     try:
         return store.put_if_absent(LEASE_FILE, lease) if version is None else store.put_if_match(LEASE_FILE, lease, version)
     except Conflict:
-        raise StaleLease(f"{uri}/{LEASE_FILE} was taken by another run; this run stops") from None
+        raise StaleLease(f"{store.join(LEASE_FILE)} was taken by another run; this run stops") from None
 
 
-def previous_owner(uri: str, log) -> tuple[dict, str] | None:
+def previous_owner(store: Storage, log) -> tuple[dict, str] | None:
     """Refuse a folder a live run owns; stop the orphans of a dead local run. Returns the
     lease found and its version (None if there is none)."""
-    found = storage(uri).read_versioned(LEASE_FILE)
+    found = store.read_versioned(LEASE_FILE)
     if found is None:
         return None
     lease = json.loads(found[0])
     if lease.get("host") != socket.gethostname():
         return lease, found[1]  # another host's driver: its writers are fenced off by the new lease token
     if lease.get("pid") != os.getpid() and _pid_alive(lease.get("pid", -1)):
-        raise ResumeRefused(f"{uri} is in use by a running prefgen (pid {lease['pid']})")
+        raise ResumeRefused(f"{store.uri} is in use by a running prefgen (pid {lease['pid']})")
     if lease.get("ray_session_dir"):
         killed = stop_orphans(lease["ray_session_dir"])
         if killed:

@@ -33,10 +33,11 @@ from prefgen.output.storage import REQUEST_TIMEOUT_S, RETRY_TIMEOUT_S, Conflict,
 
 MULTIPART_BYTES = 64 * 2**20
 PAGE = 1000
+STORE_OF_SCHEME = {"s3": "aws", "gs": "google", "az": "azure", "abfs": "azure", "abfss": "azure", "azure": "azure"}
+ENV_PREFIX = {"aws": "AWS", "google": "GOOGLE", "azure": "AZURE"}  # the store's environment variables' names
 # keys per request of a bulk delete: S3's DeleteObjects takes 1,000, an Azure blob batch 256; GCS
 # has no bulk delete in the API obstore speaks, so each key is a DELETE of its own
-BULK_DELETE = {"s3": 1000, "az": 256, "abfs": 256, "azure": 256, "gs": 1}
-ENV_PREFIX = {"s3": "AWS", "gs": "GOOGLE", "az": "AZURE", "abfs": "AZURE", "azure": "AZURE"}  # its variables' names
+BULK_DELETE = {"aws": 1000, "azure": 256, "google": 1}
 RETRY = {"max_retries": 3, "retry_timeout": timedelta(seconds=RETRY_TIMEOUT_S),
          "backoff": {"init_backoff": timedelta(milliseconds=200), "max_backoff": timedelta(seconds=5), "base": 2}}
 
@@ -54,7 +55,7 @@ def _allow_http(scheme: str) -> bool:
     endpoint = _endpoint(scheme)
     if endpoint and endpoint.startswith("http://"):
         return True
-    names = [f"{ENV_PREFIX[scheme]}_ALLOW_HTTP"] if scheme in ENV_PREFIX else []
+    names = [f"{ENV_PREFIX[STORE_OF_SCHEME[scheme]]}_ALLOW_HTTP"] if scheme in STORE_OF_SCHEME else []
     return any(os.environ.get(n, "").strip().lower() in ("1", "true", "yes") for n in (*names, "ALLOW_HTTP"))
 
 
@@ -65,6 +66,7 @@ class ObjectBackend:
         """`name`: `scheme://bucket`."""
         self.name, self.requests, self.warned = name, Requests(), False
         scheme, _, self.bucket = name.partition("://")
+        self.per_delete = BULK_DELETE.get(STORE_OF_SCHEME.get(scheme, ""), PAGE)  # keys per bulk DELETE request
         options = {"timeout": f"{REQUEST_TIMEOUT_S}s"}  # a write's duration is bounded: see runstate.TAKEOVER_WAIT_S
         if _allow_http(scheme):
             options["allow_http"] = True
@@ -203,10 +205,9 @@ class ObjectBackend:
         """Bulk DELETEs (`BULK_DELETE` keys each; S3 DeleteObjects: 1,000); keys already gone are no error."""
         folder = posixpath.commonpath(paths) if len(paths) > 1 else posixpath.dirname(paths[0])
         keys = [self._key(p) for p in paths]
-        per_request = BULK_DELETE.get(self.name.partition("://")[0], PAGE)
         for start in range(0, len(keys), PAGE):
             chunk = keys[start:start + PAGE]
-            self.requests.count("DELETE", folder, n=-(-len(chunk) // per_request), folder=True)
+            self.requests.count("DELETE", folder, n=-(-len(chunk) // self.per_delete), folder=True)
             try:
                 obstore.delete(self.store, chunk)
             except FileNotFoundError:

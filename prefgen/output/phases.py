@@ -31,7 +31,7 @@ import pyarrow.compute as pc
 from prefgen.input.read import read_parquet
 
 from prefgen.output.files import PHASES_DIR, write_json
-from prefgen.output.storage import storage
+from prefgen.output.storage import Storage
 from prefgen.output.runstate import batch_key
 
 
@@ -80,14 +80,13 @@ def reuse_refusal(marker: dict | None, found: list[str] | None, todo: set[str]) 
 class PhaseStore:
     """The phase folders and markers of one run (one config digest) in one output folder."""
 
-    def __init__(self, output: str, config_digest: str, token: str):
-        self.output, self.token = output.rstrip("/"), token
-        self.root = f"{PHASES_DIR}/{config_digest}"
-        self.store = storage(f"{self.output}/{self.root}")
+    def __init__(self, output: Storage, config_digest: str, token: str):
+        self.parent, self.digest, self.token = output.child(PHASES_DIR), config_digest, token
+        self.store = self.parent.child(config_digest)
 
     def folder(self, index: int, stage: str) -> str:
-        """The URI this attempt writes phase `index` to."""
-        return f"{self.output}/{self.root}/{phase_name(index, stage)}-{self.token[:8]}"
+        """The URI this attempt writes phase `index` to (Ray Data's writers take a URI)."""
+        return self.store.join(f"{phase_name(index, stage)}-{self.token[:8]}")
 
     def _marker(self, index: int, stage: str) -> dict | None:
         return self.store.read_json(f"{phase_name(index, stage)}.json")
@@ -104,12 +103,10 @@ class PhaseStore:
 
     def clear_others(self) -> int:
         """Delete phase folders of another config (or of the older, token-keyed layout)."""
-        parent = storage(f"{self.output}/{PHASES_DIR}")
-        objects, folders = parent.list()
-        mine = self.root.rsplit("/", 1)[1]
-        others = [(e.key, False) for e in objects] + [(f, True) for f in folders if f != mine]
+        objects, folders = self.parent.list()
+        others = [(e.key, False) for e in objects] + [(f, True) for f in folders if f != self.digest]
         for key, folder in others:
-            parent.delete_prefix(key) if folder else parent.delete(key)
+            self.parent.delete_prefix(key) if folder else self.parent.delete(key)
         return len(others)
 
     def discard(self, index: int, stage: str) -> None:
@@ -130,7 +127,7 @@ class PhaseStore:
             found = self._ids(marker["folder"]) if marker else None
             refusal = reuse_refusal(marker, found, todo)
             if refusal is None:
-                reused.append(Phase(index, stage, f"{self.output}/{self.root}/{marker['folder']}", set(found),
+                reused.append(Phase(index, stage, self.store.join(marker["folder"]), set(found),
                                     set(marker.get("failed_ids", []))))
                 todo = todo & set(found)  # the next phase was fed these
                 continue
@@ -150,8 +147,8 @@ class PhaseStore:
         failed = fed - set(found)
         if before:
             before()
-        write_json(self.output, f"{self.root}/{phase_name(index, stage)}.json", {
+        write_json(self.store, f"{phase_name(index, stage)}.json", {
             "phase": index + 1, "stage": stage, "folder": folder, "rows": len(found), "ids_digest": batch_key(found),
             "failed_ids": sorted(failed), "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         })
-        return Phase(index, stage, f"{self.output}/{self.root}/{folder}", set(found), failed)
+        return Phase(index, stage, self.store.join(folder), set(found), failed)

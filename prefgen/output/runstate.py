@@ -32,11 +32,11 @@ from dataclasses import dataclass, field
 
 from prefgen.output.commits import COMMITS_DIR, DELETE_BATCH, CommitLog
 from prefgen.output.compaction import SHARD_KINDS, SHARD_TARGET_BYTES, compact, roll_forward, shard_names
-from prefgen.output.files import PAIRS_DIR, PHASES_DIR, REJECTS_DIR, STATS_DIR, read_json, write_json
+from prefgen.output.files import PAIRS_DIR, PHASES_DIR, REJECTS_DIR, STATS_DIR, write_json
 from prefgen.output.lease import (LEASE_CHECK_S, LEASE_FILE, TAKEOVER_WAIT_S, check_lease, claim_lease, previous_owner,
                                   take_lease)
 from prefgen.output.manifest import MANIFEST_FILE, ResumeRefused, check_resumable, new_manifest, versions
-from prefgen.output.storage import storage
+from prefgen.output.storage import Storage
 
 DATA_DIRS = (PAIRS_DIR, REJECTS_DIR, STATS_DIR, COMMITS_DIR, PHASES_DIR)
 
@@ -49,7 +49,7 @@ def batch_key(ids: list[str]) -> str:
 class RunState:
     """The output folder's bookkeeping for one attempt of a run."""
 
-    uri: str
+    store: Storage  # the output folder
     token: str = field(default_factory=lambda: uuid.uuid4().hex)
     manifest: dict = field(default_factory=dict)
     done_ids: set[str] = field(default_factory=set)
@@ -63,60 +63,57 @@ class RunState:
     def open(self, config: dict, config_digest: str, in_digest: str, overwrite: bool, log=print,
              digest_parts: dict[str, str] | None = None) -> None:
         """Start fresh, or resume a run of the same output schema, config and input; refuse anything else."""
-        store = storage(self.uri)
-        previous = read_json(self.uri, MANIFEST_FILE)
+        store = self.store
+        previous = store.read_json(MANIFEST_FILE)
         present = set(store.list()[1])  # one listing: the folders (prefixes) the output holds
         leftovers = [d for d in DATA_DIRS if d in present]
         if previous and not overwrite:
-            check_resumable(self.uri, previous, config_digest, in_digest, digest_parts)
+            check_resumable(store.uri, previous, config_digest, in_digest, digest_parts)
         elif leftovers and not overwrite:
-            raise ResumeRefused(f"{self.uri} already holds data ({', '.join(leftovers)}) and no manifest; use --overwrite")
-        lease = previous_owner(self.uri, log)
+            raise ResumeRefused(f"{store.uri} already holds data ({', '.join(leftovers)}) and no manifest; "
+                                "use --overwrite")
+        lease = previous_owner(store, log)
         if overwrite or not previous:
             for d in leftovers:
                 store.delete_prefix(d)
             previous = None
         for d in DATA_DIRS:
             store.make_folder(d)  # local disk only: an object store gets no marker objects
-        self._take(lease, store)  # fence off every earlier owner's writers first...
+        self.lease_version = take_lease(store, self.token, lease)  # fence off every earlier owner's writers...
         if lease is not None and lease[0].get("host") != socket.gethostname() and self.takeover_wait_s > 0:
-            log(f"[prefgen] {self.uri} was owned by a driver on {lease[0].get('host')}; waiting "
+            log(f"[prefgen] {store.uri} was owned by a driver on {lease[0].get('host')}; waiting "
                 f"{self.takeover_wait_s:.0f} s for any write of its processes to land before reading its commits")
             self.sleep(self.takeover_wait_s)
-        self.log = CommitLog.read(self.uri)
+        self.log = CommitLog.read(store)
         faults = [c for c in self.log.commits() if c.get("fault")]
         self.log.retire([c["key"] for c in faults])  # rows rejected for a fault are redone
         self.commits = self.log.commits()
         self.done_ids = {i for c in self.commits for i in c["ids"]}
         self.log.delete_redundant()  # ...then drop what a crash left: commits a segment holds,
-        roll_forward(self.uri, self.log.merges)  # and a merge past its commit point
+        roll_forward(store, self.log.merges)  # and a merge past its commit point
         # uncommitted shards are not listed here (that listing grows with the batches): they do not
         # count, a batch redone under the same key overwrites its shard, and `finish` sweeps the rest
         if previous:
             redo, why = sum(len(c["ids"]) for c in faults), ", ".join(sorted({r for c in faults for r in c["rejects"]}))
-            log(f"[prefgen] resuming {self.uri}: {len(self.done_ids)} rows already done"
+            log(f"[prefgen] resuming {store.uri}: {len(self.done_ids)} rows already done"
                 + (f", {redo} rows rejected for a fault ({why}) to redo" if redo else ""))
         self.manifest = previous or new_manifest(config, config_digest, in_digest, digest_parts)
         self.manifest.update(status="running", versions=versions())
         self.attempt = {"started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "rows_skipped": len(self.done_ids)}
         self.manifest["attempts"].append(self.attempt)
-        write_json(self.uri, MANIFEST_FILE, self.manifest)
+        write_json(store, MANIFEST_FILE, self.manifest)
 
     def claim(self, ray_session_dir: str | None) -> None:
         """Take the folder: later writes of any earlier owner's workers are refused.
 
         `open` claims it (before sweeping); the driver claims it again, same token, once it knows
         the local Ray session it started, so that a resume on this host can stop its workers."""
-        self.lease_version = claim_lease(self.uri, self.token, self.lease_version, ray_session_dir)
-
-    def _take(self, seen: tuple[dict, str] | None, store) -> None:
-        """Write this run's lease over the one `seen` when opening (`lease.take_lease`)."""
-        self.lease_version = take_lease(store, self.uri, self.token, seen)
+        self.lease_version = claim_lease(self.store, self.token, self.lease_version, ray_session_dir)
 
     def sweep(self) -> tuple[int, dict[str, dict[str, int]]]:
         """Delete the shard files no commit names (and temporary files); returns how many, and
         the size of each file kept, per kind (one listing per kind)."""
-        store = storage(self.uri)
+        store = self.store
         removed, kept = 0, {}
         for d in SHARD_KINDS:
             committed = set(shard_names(self.commits, self.log.merges, d))
@@ -130,7 +127,7 @@ class RunState:
 
     def commit(self, counts: dict) -> None:
         """Record a written batch as done (its shards exist already); safe to call again after an error."""
-        check_lease(self.uri, self.token, LEASE_CHECK_S)  # one GET per LEASE_CHECK_S, not per commit
+        check_lease(self.store, self.token, LEASE_CHECK_S)  # one GET per LEASE_CHECK_S, not per commit
         stored = self.log.add(counts)  # one PUT
         if stored is not None:
             self.commits.append(stored)
@@ -141,7 +138,7 @@ class RunState:
         """Record a failed attempt (or, `status="stopped"`, one stopped on request); the folder stays resumable."""
         self.attempt.update(ended=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), status=status, error=error)
         self.manifest["status"] = status
-        write_json(self.uri, MANIFEST_FILE, self.manifest)
+        write_json(self.store, MANIFEST_FILE, self.manifest)
 
     def finish(self, summary: dict, status: str = "complete", target_bytes: int = SHARD_TARGET_BYTES) -> None:
         """Sweep what no commit names, merge small shards, write the final manifest and release the folder."""
@@ -149,15 +146,14 @@ class RunState:
         self.log.delete_redundant()
         faulty = {f"part-{c['key']}.parquet" for c in self.commits if c.get("fault")}  # a rerun retires them
         for kind in SHARD_KINDS:
-            self.log.merges += compact(self.uri, kind, {n: b for n, b in kept[kind].items() if n not in faulty},
-                                       lambda: check_lease(self.uri, self.token), target_bytes)
+            self.log.merges += compact(self.store, kind, {n: b for n, b in kept[kind].items() if n not in faulty},
+                                       lambda: check_lease(self.store, self.token), target_bytes)
         self.attempt.update(ended=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), status=status)
         self.manifest.update(summary)
         self.manifest["status"] = status
-        write_json(self.uri, MANIFEST_FILE, self.manifest)
-        store = storage(self.uri)
-        store.delete_prefix(PHASES_DIR)  # intermediate results
-        store.make_folder(PHASES_DIR)
-        check_lease(self.uri, self.token)  # still ours (no store deletes on a condition everywhere)
-        store.delete(LEASE_FILE)
+        write_json(self.store, MANIFEST_FILE, self.manifest)
+        self.store.delete_prefix(PHASES_DIR)  # intermediate results
+        self.store.make_folder(PHASES_DIR)
+        check_lease(self.store, self.token)  # still ours (no store deletes on a condition everywhere)
+        self.store.delete(LEASE_FILE)
 

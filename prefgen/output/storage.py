@@ -2,9 +2,12 @@
 
 `storage(uri)` gives a `Storage` rooted at a folder (or a file) URI: a local path, `file://`,
 `s3://bucket/prefix`, `gs://bucket/prefix` (also `az://`, which obstore serves the same way).
-Keys are relative, `/`-separated (`_commits/k.json`). Operations: `read`, `read_versioned`,
+A URI becomes a `Storage` once, where it comes in (the run's output, an input file, a CLI
+argument); from there the `Storage` is passed on, `child(key)` for a folder under it. Sent to
+another process (an engine actor, a writer task) it travels as its URI and is served there by
+that process's own backend. Keys are relative, `/`-separated (`_commits/k.json`). Operations: `read`, `read_versioned`,
 `put`, `put_if_absent`, `put_if_match` (on the version `read_versioned` or a put returned),
-`head`, `exists`, `kind`, `list` (one level, with sizes), `list_all` (recursive), `delete`,
+`read_json`, `head`, `exists`, `kind`, `list` (one level, with sizes), `list_all` (recursive), `delete`,
 `delete_many` (bulk), `delete_prefix`, and `make_folder` (local disk only: object stores have no folders and get no
 directory-marker objects). `Conflict` is what a conditional write raises when refused.
 
@@ -140,6 +143,10 @@ class Storage:
     def join(self, key: str) -> str:
         """The URI of `key`."""
         return f"{self.uri}/{key}" if key else self.uri
+
+    def child(self, key: str) -> Storage:
+        """The storage rooted at folder `key` under this one, on the same backend."""
+        return Storage(self.join(key), self.backend)
 
     def read(self, key: str = "") -> bytes:
         """The object's bytes; FileNotFoundError naming its URI when there is none."""

@@ -33,7 +33,7 @@ import pyarrow as pa
 
 from prefgen.engines.ray_context import current_node_id
 from prefgen.output.files import PAIRS_DIR, REJECTS_DIR, write_shard
-from prefgen.output.storage import WRITE_ATTEMPTS, WRITE_PAUSE_S
+from prefgen.output.storage import WRITE_ATTEMPTS, WRITE_PAUSE_S, Storage
 from prefgen.output.storage import with_retries as retrying
 from prefgen.roles.pair import split_rows
 from prefgen.report.summary import batch_counts
@@ -62,7 +62,7 @@ def with_retries(write: Callable[[], str], attempts: int = WRITE_ATTEMPTS, pause
     return retrying(write, attempts, pause_s, sleep, log, no_retry=(StaleLease,))
 
 
-def write_rows(output: str, token: str, rows: list[dict], pairs: list[dict], rejects: list[dict], tag: str = "",
+def write_rows(output: Storage, token: str, rows: list[dict], pairs: list[dict], rejects: list[dict], tag: str = "",
                sleep: Callable[[float], None] = time.sleep) -> dict:
     """Write one batch's shards (fenced by the run's lease token, retried) and return its report.
 
@@ -77,7 +77,7 @@ def write_rows(output: str, token: str, rows: list[dict], pairs: list[dict], rej
     return batch_counts(key, rows, pairs, rejects)
 
 
-def write_batch(batch: pa.Table, output: str, token: str, pairing: dict, seed: int,
+def write_batch(batch: pa.Table, output: Storage, token: str, pairing: dict, seed: int,
                 sleep: Callable[[float], None] = time.sleep) -> pa.Table:
     """Last stage: pair the batch, write its shards, return its report as one row.
 
@@ -174,7 +174,7 @@ def reject_leftovers(state: RunState, todo: list[dict], failed: dict[str, tuple[
     for tag, rows, rejects in leftover_rejects(todo, state.done_ids, failed, max_batch_retries):
         # tagged with the attempt: an uncommitted shard of the failed batch (same ids) must not become
         # committed, nor may the key of a fault batch an earlier attempt retired (commits.py) come back
-        commit = write_rows(state.uri, state.token, rows, [], rejects, tag=f"{tag}-{state.token[:12]}")
+        commit = write_rows(state.store, state.token, rows, [], rejects, tag=f"{tag}-{state.token[:12]}")
         commit["fault"] = rejects[0]["reason"] in FAULT_REASONS
         commits.append(commit)
         with_retries(lambda: state.commit(commit), log=log)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from prefgen.models.declarations import EngineConfig, SamplingConfig, Strict
+from prefgen.models.settings import EngineConfig, SamplingConfig, Strict
 
 
 class RoleConfig(Strict):

@@ -23,6 +23,7 @@ import yaml
 from prefgen.config import load_config
 from prefgen.dataset.report import read_output, slim
 from prefgen.output.files import PAIRS_DIR, REJECTS_DIR
+from prefgen.output.storage import storage
 from prefgen.rounds.plan import (RoundsError, policy_generator, policy_model, policy_ratings, round_config,
                                  round_figures, sampled_adapter, summary_line, versus_previous)
 from prefgen.rounds.train import FIGURES_FILE, TrainSettings
@@ -41,7 +42,7 @@ def _child(args: list[str], what: str) -> float:
 
 
 def _rows(output: str, kind: str) -> list[dict]:
-    return slim(read_output(output, kind)).to_pylist()
+    return slim(read_output(storage(output), kind)).to_pylist()
 
 
 def run_rounds(config_path: str | None, rounds: int, out_dir: str, policy: str | None = None,

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from prefgen.dataset.report import ReportError, read_manifest, read_output
 from prefgen.output.files import PAIRS_DIR
+from prefgen.output.storage import storage
 from prefgen.rounds.plan import RoundsError, base_source
 
 FIGURES_FILE = "train_dpo.json"
@@ -61,11 +62,12 @@ def require_train_extra() -> None:
 
 def load_pairs(out: str) -> tuple[dict, list[dict]]:
     """The run's manifest and its pairs' prompt/chosen/rejected columns; a clear error if it has none."""
+    store = storage(out)
     try:
-        manifest = read_manifest(out)
+        manifest = read_manifest(store)
     except ReportError as exc:
         raise RoundsError(str(exc)) from None
-    table = read_output(out, PAIRS_DIR)
+    table = read_output(store, PAIRS_DIR)
     if table.num_rows == 0:
         rejects = manifest.get("rejects") or {}
         reasons = ", ".join(f"{reason} {n}" for reason, n in sorted(rejects.items()))

@@ -13,6 +13,7 @@ from prefgen.config import EndpointModel, PipelineConfig
 from prefgen.config.checks import verifies
 from prefgen.engines.placement import actor_options, endpoint_actor_options
 from prefgen.engines.stage import ModelStage
+from prefgen.output.storage import Storage
 from prefgen.output.phases import PhaseStore, keep_ids
 from prefgen.output.lease import check_lease
 from prefgen.output.writer import write_batch
@@ -27,14 +28,15 @@ def _source(ray, rows: list[dict], stages: list[StagePlan]):
     return ray.data.from_arrow([table.slice(i, block) for i in range(0, table.num_rows, block)])
 
 
-def _with_stage(ray, ds, cfg: PipelineConfig, s: StagePlan, device: str, token: str, entrance: bool = False):
+def _with_stage(ray, ds, cfg: PipelineConfig, s: StagePlan, device: str, output: Storage, token: str,
+                entrance: bool = False):
     """`entrance`: the dataset's first stage, the one that takes no new batch once a stop is asked for."""
     eng = s.model.engine
     low, high = eng.replica_range
     return ds.map_batches(
         ModelStage,
         fn_constructor_kwargs={"engine_factory": engine_factory(s.model, device, s.model_name, s.max_in_flight),
-                               "tasks": s.tasks, "name": s.name, "output": cfg.output.path,
+                               "tasks": s.tasks, "name": s.name, "output": output,
                                "batches_in_flight": eng.batches_in_flight, "attempt": token,
                                "max_failed_starts": cfg.ray.max_failed_starts, "entrance": entrance},
         batch_size=eng.batch_size,
@@ -51,10 +53,10 @@ def _with_stage(ray, ds, cfg: PipelineConfig, s: StagePlan, device: str, token: 
     )
 
 
-def _with_writer(ds, cfg: PipelineConfig, token: str):
+def _with_writer(ds, cfg: PipelineConfig, output: Storage, token: str):
     return ds.map_batches(
         write_batch,
-        fn_kwargs={"output": cfg.output.path, "token": token, "seed": cfg.seed,
+        fn_kwargs={"output": output, "token": token, "seed": cfg.seed,
                    "pairing": cfg.pairing.model_dump(mode="json") | {"verifies": verifies(cfg)}},
         batch_format="pyarrow",
         batch_size=None,
@@ -62,21 +64,21 @@ def _with_writer(ds, cfg: PipelineConfig, token: str):
     )
 
 
-def streaming_dataset(ray, cfg, rows, stages, devices, token, log, placement=None, stop=None):
+def streaming_dataset(ray, cfg, rows, stages, devices, output: Storage, token, log, placement=None, stop=None):
     """Every stage's engines live at once; rows flow through all of them block by block."""
     ds = _source(ray, rows, stages)
     for s in stages:
-        ds = _with_stage(ray, ds, cfg, s, devices[s.name], token, entrance=s is stages[0])
-    return _with_writer(ds, cfg, token)
+        ds = _with_stage(ray, ds, cfg, s, devices[s.name], output, token, entrance=s is stages[0])
+    return _with_writer(ds, cfg, output, token)
 
 
-def phased_dataset(ray, cfg, rows, stages, devices, token, log, placement=None, stop=None):
+def phased_dataset(ray, cfg, rows, stages, devices, output: Storage, token, log, placement=None, stop=None):
     """One stage at a time: each stage but the last writes its output under `_phases/`, its
     engines are released, and the next stage reads it back; the last stage streams into the
     writer, so its batches are committed as they finish. Holds one model's engines at a time
     (e.g. one GPU). A resumed run reuses the phases an earlier attempt finished (`output/phases.py`)."""
-    out, count = cfg.output.path, len(stages)
-    store = PhaseStore(out, cfg.digest(), token)
+    count = len(stages)
+    store = PhaseStore(output, cfg.digest(), token)
     todo = {r["id"] for r in rows}
     reused = store.finished([s.name for s in stages[:-1]], todo, log)
     ds, fed = _source(ray, rows, stages), todo
@@ -94,10 +96,11 @@ def phased_dataset(ray, cfg, rows, stages, devices, token, log, placement=None, 
         s, started = stages[i], time.monotonic()
         if placement:  # only the running phase's engines are asked for (an autoscaler adds nodes on demand)
             placement.watch_only(s.label)
-        _with_stage(ray, ds, cfg, s, devices[s.name], token, entrance=True).write_parquet(store.folder(i, s.name))
+        staged = _with_stage(ray, ds, cfg, s, devices[s.name], output, token, entrance=True)
+        staged.write_parquet(store.folder(i, s.name))
         if stop and stop.requested:  # the phase holds rows passed through untouched: never mark it done
             raise stop.stopped()
-        phase = store.mark_done(i, s.name, fed, before=lambda: check_lease(out, token))
+        phase = store.mark_done(i, s.name, fed, before=lambda: check_lease(output, token))
         lost = f", {len(phase.failed)} rows lost with their batches" if phase.failed else ""
         log(f"[prefgen] phase {i + 1}/{count} {s.label} done in {time.monotonic() - started:.0f} s: "
             f"{len(phase.ids)} rows{lost}")
@@ -109,4 +112,5 @@ def phased_dataset(ray, cfg, rows, stages, devices, token, log, placement=None, 
     if placement:
         placement.watch_only(last.label)
     log(f"[prefgen] phase {count}/{count} {last.label}: {len(fed)} rows, streamed into the writer")
-    return _with_writer(_with_stage(ray, ds, cfg, last, devices[last.name], token, entrance=True), cfg, token)
+    return _with_writer(_with_stage(ray, ds, cfg, last, devices[last.name], output, token, entrance=True), cfg, output,
+                        token)

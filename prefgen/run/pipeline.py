@@ -41,6 +41,7 @@ from prefgen.input.read import read_instructions
 from prefgen.output.files import STATS_DIR, absolute_uri, read_jsons
 from prefgen.output.manifest import input_digest
 from prefgen.output.runstate import RunState
+from prefgen.output.storage import storage
 from prefgen.output.writer import RunStopped, commit_rounds, failed_warning, write_rows
 from prefgen.report.progress import RunProgress, StageWatcher
 from prefgen.report.summary import RunSummary
@@ -65,6 +66,11 @@ def run(cfg: PipelineConfig, log=print, watch=None, worker_logs: bool = True) ->
         stop.restore()
 
 
+def attempt_stats(state: RunState) -> list[dict]:
+    """The stats files this attempt's engine actors wrote (`engines/stage.py`), one per actor."""
+    return read_jsons(state.store, f"{STATS_DIR}/{state.token}")
+
+
 def _run(cfg: PipelineConfig, log, watch, worker_logs: bool, stop: StopSignals) -> RunSummary:
     started = time.monotonic()
     cfg = cfg.model_copy(deep=True)
@@ -77,7 +83,7 @@ def _run(cfg: PipelineConfig, log, watch, worker_logs: bool, stop: StopSignals) 
     if any(screened.values()):
         log(f"[prefgen] screening: {', '.join(f'{n} {reason}' for reason, n in screened.items())}")
     stop.stop_if_requested("before the output was opened")
-    state, digest = RunState(out), cfg.digest()
+    state, digest = RunState(storage(out)), cfg.digest()  # the output, opened once: passed on from here
     state.open(cfg.model_dump(mode="json"), digest, input_digest(screen.digest_ids(inputs)), cfg.output.overwrite,
                log, digest_parts=cfg.digest_parts())
     stop.rows_done = lambda: len(state.done_ids)
@@ -104,8 +110,7 @@ def _run(cfg: PipelineConfig, log, watch, worker_logs: bool, stop: StopSignals) 
                                    stop, started_ray)
     except BaseException as exc:
         if isinstance(exc, (RunStopped, StopRequested)):  # what the endpoints served before the stop
-            summary.add_stage_stats(read_jsons(out, f"{STATS_DIR}/{state.token}"),
-                                    [(s.name, s.roles) for s in stages])
+            summary.add_stage_stats(attempt_stats(state), [(s.name, s.roles) for s in stages])
             state.manifest["endpoints"] = state.attempt["endpoints"] = summary.endpoints
         if isinstance(exc, StopRequested):
             state.fail(str(exc), status="stopped")
@@ -115,7 +120,7 @@ def _run(cfg: PipelineConfig, log, watch, worker_logs: bool, stop: StopSignals) 
     for commit in state.commits:
         summary.add(commit)
     summary.attempt_tokens = sum(c["output_tokens"] for c in attempt_commits)
-    summary.add_stage_stats(read_jsons(out, f"{STATS_DIR}/{state.token}"), [(s.name, s.roles) for s in stages])
+    summary.add_stage_stats(attempt_stats(state), [(s.name, s.roles) for s in stages])
     summary.wall_seconds = time.monotonic() - started
     if summary.done_rows != summary.input_rows:
         raise RuntimeError(
@@ -125,7 +130,7 @@ def _run(cfg: PipelineConfig, log, watch, worker_logs: bool, stop: StopSignals) 
     if summary.endpoints:  # engine figures are this attempt's: the history keeps each attempt's calls
         state.attempt["endpoints"] = summary.endpoints
     state.finish(asdict(summary))
-    write_report_safely(out, log)  # the card and plots; a failure warns (`prefgen report` redoes them)
+    write_report_safely(state.store, log)  # the card and plots; a failure warns (`prefgen report` redoes them)
     return summary
 
 
@@ -133,20 +138,19 @@ def _process(cfg, stages: list[StagePlan], state: RunState, todo, bad_input, sum
              progress: RunProgress, watch, worker_logs: bool, log, stop: StopSignals, started_ray=None) -> list[dict]:
     """Write the bad input's rejects, stream the rest through the stages; return this attempt's commits.
     `started_ray`: (ray, session dir) when screening a large input already started Ray."""
-    out = cfg.output.path
     ray, session_dir = started_ray or (init_ray(cfg, stages, worker_logs) if todo else (None, None))
     if ray:
         stop.install()  # ray.init sets a SIGTERM handler of its own (exit at once)
         stop.on_request = lambda: ask_workers_to_stop(state.token)
     nodes = alive_nodes(ray) if ray else []
     grows = bool(cfg.ray.expected_resources) and session_dir is None  # a cluster joined, not a local Ray
-    refusal = ray and output_refusal(out, cfg.output.shared_mount, len(nodes), grows)
+    refusal = ray and output_refusal(state.store.uri, cfg.output.shared_mount, len(nodes), grows)
     if refusal:
         raise PlanError(refusal)
     state.claim(session_dir)
     attempt_commits = []
     if bad_input:
-        attempt_commits.append(write_rows(out, state.token, bad_input, [], bad_input, tag="input"))
+        attempt_commits.append(write_rows(state.store, state.token, bad_input, [], bad_input, tag="input"))
         state.commit(attempt_commits[-1])
         progress.add_batch(attempt_commits[-1], time.monotonic())
         watch(progress)
@@ -166,10 +170,11 @@ def _process(cfg, stages: list[StagePlan], state: RunState, todo, bad_input, sum
         progress.roles, progress.rows_todo = [r for s in stages for r in s.roles], len(todo)
         watch(progress)
         # the work inside the stages, read from their stats files while the batches go (report/progress.py)
-        watcher = StageWatcher(lambda: read_jsons(out, f"{STATS_DIR}/{state.token}"), progress, watch).start()
+        watcher = StageWatcher(lambda: attempt_stats(state), progress, watch).start()
 
         def dataset_reports(rows):  # runs in `watched`'s thread: a phased build runs its phases here
-            for row in build(ray, cfg, rows, stages, devices, state.token, log, placement, stop).iter_rows():
+            ds = build(ray, cfg, rows, stages, devices, state.store, state.token, log, placement, stop)
+            for row in ds.iter_rows():
                 yield json.loads(row["report"])
 
         def checks():
@@ -186,7 +191,7 @@ def _process(cfg, stages: list[StagePlan], state: RunState, todo, bad_input, sum
         try:
             done, failed = commit_rounds(state, reports, todo, cfg.ray.max_batch_retries, log)
         except Exception as exc:
-            error = start_failure(exc, read_jsons(out, f"{STATS_DIR}/{state.token}"), {s.name: s.label for s in stages},
+            error = start_failure(exc, attempt_stats(state), {s.name: s.label for s in stages},
                                   {s.name: s.model.source for s in stages}, len(state.done_ids))
             if error:
                 raise error from exc

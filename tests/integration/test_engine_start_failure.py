@@ -11,6 +11,7 @@ import pytest
 
 from prefgen.output.commits import CommitLog
 from prefgen.output.runstate import RunState
+from prefgen.output.storage import storage
 
 pytestmark = pytest.mark.integration
 
@@ -21,6 +22,7 @@ import prefgen.run.datasets
 import prefgen.run.pipeline
 from prefgen.config import parse_config
 from prefgen.engines.starts import EngineStartFailed
+from prefgen.output.storage import storage
 
 def dying_engine(model, device, *args):
     return partial(os._exit, 1)  # the process dies while the engine starts, as an OOM kill does
@@ -51,8 +53,8 @@ def test_an_engine_killed_while_starting_stops_the_run_with_a_clear_error(tmp_pa
     assert "1 finished rows are committed; rerun the same command to resume" in error
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["status"] == "failed" and "EngineStartFailed" in manifest["attempts"][-1]["error"]
-    committed = CommitLog.read(str(out)).commits()
+    committed = CommitLog.read(storage(str(out))).commits()
     assert [c["rejects"] for c in committed] == [{"empty_instruction": 1}]  # the bad input row, done before Ray
-    resumed = RunState(str(out))  # the folder resumes: same config and input, its driver gone
+    resumed = RunState(storage(str(out)))  # the folder resumes: same config and input, its driver gone
     resumed.open(manifest["config"], manifest["config_digest"], manifest["input_digest"], False, log=lambda m: None)
     assert len(resumed.done_ids) == 1

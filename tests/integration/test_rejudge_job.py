@@ -122,7 +122,7 @@ def submit_and_stop(head, config, out) -> dict:
     return {"engines": engines, "engines_after": vllm_processes(head.temp_dir), "stop": stop,
             "info": _job_info(head, sid), "logs": _ray(head.env, "job", "logs", "--address", head.address, sid),
             "manifest": storage(out).read_json("manifest.json"), "commits": batch_commits(out),
-            "done": {i for c in CommitLog.read(out).commits() for i in c["ids"]}}
+            "done": {i for c in CommitLog.read(storage(out)).commits() for i in c["ids"]}}
 
 
 def rejudge_config(input_path: str) -> dict:
@@ -172,9 +172,9 @@ def job(head, s3_server):
     manifest = store.read_json("manifest.json")
     stats = [json.loads(store.read(e.key)) for e in store.list_all("_stats") if e.key.endswith(".json")]
     job = {"before": before, "between": between, "proc": proc, "info": info, "logs": logs, "out": out, "manifest": manifest,
-           "stopped": stopped, "stats": stats, "commits": CommitLog.read(out).commits()}
+           "stopped": stopped, "stats": stats, "commits": CommitLog.read(storage(out)).commits()}
     if manifest:
-        job |= {"pairs": read_output(out, "pairs").to_pylist(), "rejects": read_output(out, "rejects").to_pylist()}
+        job |= {kind: read_output(storage(out), kind).to_pylist() for kind in ("pairs", "rejects")}
     return job
 
 

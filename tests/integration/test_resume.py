@@ -29,6 +29,7 @@ from prefgen.output.commits import CommitLog
 from prefgen.config import InputConfig
 from prefgen.input.read import read_instructions
 from prefgen.report.summary import RunSummary
+from prefgen.output.storage import storage
 
 pytestmark = pytest.mark.integration
 
@@ -73,7 +74,7 @@ def start(cfg: Path, out: Path, log: Path) -> subprocess.Popen:
 def committed_ids(out: Path) -> set[str]:
     """The ids the folder's commits name: what a resume will skip (read from the commit log, batch
     commits and segments alike, the one record of it while a run is unfinished)."""
-    return {i for c in CommitLog.read(str(out)).commits() for i in c["ids"]}
+    return {i for c in CommitLog.read(storage(str(out))).commits() for i in c["ids"]}
 
 
 def read_output(out: Path):

@@ -79,13 +79,13 @@ def write_output(folder) -> dict:
         storage(uri).make_folder(d)
     all_rows = rows()
     pairs, rejects = split(all_rows)
-    write_shard(uri, "pairs", "k1", pairs, PAIR_ROW)
-    write_shard(uri, "rejects", "k1", rejects, REJECT_ROW)
-    write_shard(uri, "pairs", "uncommitted", pairs, PAIR_ROW)  # a crash between shard and commit
-    write_json(uri, "_commits/k1.json", batch_counts("k1", all_rows, pairs, rejects))  # as the driver commits it
+    write_shard(storage(uri), "pairs", "k1", pairs, PAIR_ROW)
+    write_shard(storage(uri), "rejects", "k1", rejects, REJECT_ROW)
+    write_shard(storage(uri), "pairs", "uncommitted", pairs, PAIR_ROW)  # a crash between shard and commit
+    write_json(storage(uri), "_commits/k1.json", batch_counts("k1", all_rows, pairs, rejects))  # as the driver commits it
     health = health_figures(batch_health(all_rows, pairs))
     manifest = {"status": "complete", "config": CONFIG, "config_digest": "0123456789abcdef", "input_digest": "feed",
                 "input_rows": 3, "output": uri, "health": health, "health_warnings": health_warnings(health) + ["a test warning"],
                 "versions": {"prefgen": "0.1.0"}, "warnings": [], "candidates": {"generated": 6, "evolved": 2}}
-    write_json(uri, "manifest.json", manifest)
+    write_json(storage(uri), "manifest.json", manifest)
     return {"uri": uri, "rows": all_rows, "pairs": pairs, "rejects": rejects, "manifest": manifest}

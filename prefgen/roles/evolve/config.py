@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import Field, field_validator
 
-from prefgen.models.declarations import SamplingConfig
+from prefgen.models.settings import SamplingConfig
 from prefgen.prompts import DEFAULT_REWRITE, EVOL_CRITERIA, REWRITE_FIELDS, REWRITE_TEMPLATES, load_criteria, resolve_template
 from prefgen.roles.config import RoleConfig
 

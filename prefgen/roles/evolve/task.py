@@ -20,7 +20,7 @@ import hashlib
 from collections import Counter
 from dataclasses import dataclass, field
 
-from prefgen.models.declarations import SamplingConfig
+from prefgen.models.settings import SamplingConfig
 from prefgen.engines.engine import ChatEngine, Request, TemplateRefused
 from prefgen.roles.evolve.config import EvolutionConfig
 from prefgen.roles.generate.task import cut_off

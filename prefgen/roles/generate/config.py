@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import Field, field_validator
 
-from prefgen.models.declarations import SamplingConfig, check_name
+from prefgen.models.settings import SamplingConfig, check_name
 from prefgen.prompts import GENERATION_FIELDS, resolve_template
 from prefgen.roles.config import RoleConfig
 

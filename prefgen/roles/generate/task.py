@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
-from prefgen.models.declarations import SamplingConfig
+from prefgen.models.settings import SamplingConfig
 from prefgen.engines.engine import ChatEngine, Request, Result, TemplateRefused
 from prefgen.prompts import continue_prompt, generation_prompt
 from prefgen.roles.generate.config import GeneratorConfig

@@ -8,7 +8,8 @@ from typing import Literal
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
-from prefgen.models.declarations import RewardModel, SamplingConfig, check_name
+from prefgen.models.declarations import RewardModel
+from prefgen.models.settings import SamplingConfig, check_name
 from prefgen.prompts import (
     ASPECT_ALIASES,
     BUILTIN_ASPECTS,

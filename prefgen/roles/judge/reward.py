@@ -25,7 +25,8 @@ import math
 from collections import Counter
 from dataclasses import dataclass, field
 
-from prefgen.models.declarations import JURY_SCALE, EngineConfig
+from prefgen.models.declarations import JURY_SCALE
+from prefgen.models.settings import EngineConfig
 from prefgen.roles.judge.config import JudgeConfig
 from prefgen.roles.judge.task import combine_candidate
 from prefgen.prompts import Message

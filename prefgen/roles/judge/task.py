@@ -4,7 +4,7 @@ Two modes:
 - joint: all candidates of an instruction in one call, under letter labels, in an order
   shuffled from a recorded seed; the answer is keyed by label, so a rating is tied to its
   candidate by name, never by position. `permutations` > 1 judges k orders chosen so that
-  position effects cancel (`shown_orders`: a shuffle and its reverse, or with "balanced" every
+  position effects cancel (`orders.py`: a shuffle and its reverse, or with "balanced" every
   rotation) and keeps the spread as a confidence measure.
 - single: one candidate per call.
 
@@ -27,16 +27,15 @@ may end early; its judgment says `truncated`.
 
 from __future__ import annotations
 
-import hashlib
-import random
 from collections import Counter
 from dataclasses import dataclass, field
 from functools import partial
 
-from prefgen.models.declarations import SamplingConfig
+from prefgen.models.settings import SamplingConfig
 from prefgen.engines.engine import ChatEngine, Request, Result, TemplateRefused
 from prefgen.roles.generate.task import cut_off
 from prefgen.roles.judge.config import JudgeConfig
+from prefgen.roles.judge.orders import labels_for, order_seed, shown_orders
 from prefgen.schema import REJECT_REQUEST_FAILED
 from prefgen.roles.judge.answers import Judgment, JudgmentError, parse_joint, parse_judgment  # noqa: F401 - re-exported
 from prefgen.roles.judge.combine import combine_candidate  # noqa: F401 - re-exported
@@ -56,41 +55,6 @@ RETRY_TEMPERATURE = 0.7
 UNINFORMATIVE_RATIONALE_CHARS = 12
 
 # --- the task ------------------------------------------------------------------------------------
-
-
-def labels_for(n: int) -> list[str]:
-    """A, B, ..., Z, AA, AB, ...: stable labels for n responses."""
-    letters = [chr(ord("A") + i) for i in range(26)]
-    return [letters[i] if i < 26 else letters[i // 26 - 1] + letters[i % 26] for i in range(n)]
-
-
-def order_seed(run_seed: int, row_id: str, judge: str, aspect: str, permutation: int) -> int:
-    digest = hashlib.sha256(f"{run_seed}:{row_id}:{judge}:{aspect}:{permutation}".encode()).digest()
-    return int.from_bytes(digest[:6], "big")
-
-
-def shown_orders(cands: list[dict], permutations: int | str, seed_of) -> list[tuple[int, list[dict]]]:
-    """The orders a joint judge sees, each with the seed of the shuffle it derives from.
-
-    Orders come in mirrored pairs so that a position effect linear in position cancels: order
-    2i is the candidates (sorted by id) shuffled with `seed_of(2i)`, order 2i+1 its reverse, under
-    the same seed; an odd k leaves its last shuffle unmirrored. "balanced": the n rotations of
-    the base shuffle, so every candidate is shown once in every position and a judge that rates
-    by position alone gives every candidate the same mean.
-    """
-    def shuffled(perm: int) -> tuple[int, list[dict]]:
-        seed, shown = seed_of(perm), sorted(cands, key=lambda c: c["candidate_id"])
-        random.Random(seed).shuffle(shown)
-        return seed, shown
-
-    if permutations == "balanced":
-        seed, base = shuffled(0)
-        return [(seed, base[r:] + base[:r]) for r in range(max(len(base), 1))]
-    orders = []
-    for perm in range(permutations):
-        seed, base = shuffled(perm) if perm % 2 == 0 else orders[-1]
-        orders.append((seed, base if perm % 2 == 0 else base[::-1]))
-    return orders
 
 
 @dataclass

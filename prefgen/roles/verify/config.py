@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from prefgen.models.declarations import Strict
+from prefgen.models.settings import Strict
 from prefgen.prompts import verify_prompt
 
 

@@ -30,7 +30,7 @@ import re
 from collections import Counter
 from dataclasses import dataclass, field
 
-from prefgen.models.declarations import SamplingConfig
+from prefgen.models.settings import SamplingConfig
 from prefgen.engines.engine import ChatEngine, Request, Result, TemplateRefused
 from prefgen.roles.generate.task import cut_off
 from prefgen.roles.judge.config import JudgeConfig

@@ -8,6 +8,7 @@ import pytest
 from prefgen.config import EngineConfig, parse_config
 from prefgen.output.manifest import MANIFEST_FILE, ResumeRefused
 from prefgen.output.runstate import RunState
+from prefgen.output.storage import storage
 
 BASE = {
     "models": {"m": {}},
@@ -50,7 +51,7 @@ def changed(dotted: str, value, base: dict = BASE) -> dict:
 
 
 def test_every_engine_key_is_tested_and_sorted_in_the_code():
-    from prefgen.models.declarations import ENGINE_OUTPUT_KEYS, ENGINE_PLACEMENT_KEYS
+    from prefgen.models.settings import ENGINE_OUTPUT_KEYS, ENGINE_PLACEMENT_KEYS
 
     assert set(ENGINE_CHANGES) == set(EngineConfig.model_fields)
     assert ENGINE_OUTPUT_KEYS == {k for k, (_, shapes) in ENGINE_CHANGES.items() if shapes}
@@ -163,7 +164,7 @@ def test_builtin_prompt_text_changes_the_digest(monkeypatch):
 
 
 def open_run(out, cfg, overwrite=False) -> RunState:
-    state = RunState(str(out))
+    state = RunState(storage(str(out)))
     state.open(cfg.model_dump(mode="json"), cfg.digest(), "in1", overwrite, log=lambda m: None,
                digest_parts=cfg.digest_parts())
     state.claim(None)

@@ -15,6 +15,7 @@ from prefgen.engines.starts import EngineStartFailed, failed_starts_in_a_row, st
 from prefgen.output.files import STATS_DIR, read_jsons
 from prefgen.report.summary import RunSummary
 from prefgen.engines.stage import ModelStage
+from prefgen.output.storage import storage
 from support.stages import batch, run
 
 
@@ -31,14 +32,14 @@ class Echo:
 
 def summary_of(out, attempt):
     summary = RunSummary(output=str(out))
-    summary.add_stage_stats(read_jsons(str(out), f"{STATS_DIR}/{attempt}"), [("m", ["generate:g"])])
+    summary.add_stage_stats(read_jsons(storage(str(out)), f"{STATS_DIR}/{attempt}"), [("m", ["generate:g"])])
     return summary
 
 
 def test_an_earlier_attempts_stats_do_not_count_again(tmp_path):
-    killed = ModelStage(lambda: ScriptedEngine(lambda r: ["x"]), [Echo()], "m", str(tmp_path), attempt="first")
+    killed = ModelStage(lambda: ScriptedEngine(lambda r: ["x"]), [Echo()], "m", storage(str(tmp_path)), attempt="first")
     run(killed, batch(3))  # its rows were never committed: the next attempt redoes them
-    resumed = ModelStage(lambda: ScriptedEngine(lambda r: ["x"]), [Echo()], "m", str(tmp_path), attempt="second")
+    resumed = ModelStage(lambda: ScriptedEngine(lambda r: ["x"]), [Echo()], "m", storage(str(tmp_path)), attempt="second")
     run(resumed, batch(3))
     summary = summary_of(tmp_path, "second")
     assert summary.stages["m"]["replicas"] == 1
@@ -49,13 +50,13 @@ def test_a_restarted_actor_is_one_replica_and_an_unfinished_start_adds_nothing(t
     import prefgen.engines.stage
 
     monkeypatch.setattr(prefgen.engines.stage, "current_actor_id", lambda: "actor-1")
-    first = ModelStage(lambda: ScriptedEngine(lambda r: ["x"]), [Echo()], "m", str(tmp_path), attempt="a")
+    first = ModelStage(lambda: ScriptedEngine(lambda r: ["x"]), [Echo()], "m", storage(str(tmp_path)), attempt="a")
     run(first, batch(2))
-    again = ModelStage(lambda: ScriptedEngine(lambda r: ["x"]), [Echo()], "m", str(tmp_path), attempt="a")  # restart
+    again = ModelStage(lambda: ScriptedEngine(lambda r: ["x"]), [Echo()], "m", storage(str(tmp_path)), attempt="a")  # restart
     run(again, batch(1))
     monkeypatch.setattr(prefgen.engines.stage, "current_actor_id", lambda: "actor-2")
     with pytest.raises(MemoryError):
-        ModelStage(lambda: (_ for _ in ()).throw(MemoryError("cannot allocate")), [Echo()], "m", str(tmp_path),
+        ModelStage(lambda: (_ for _ in ()).throw(MemoryError("cannot allocate")), [Echo()], "m", storage(str(tmp_path)),
                    attempt="a")
     summary = summary_of(tmp_path, "a")
     stage = summary.stages["m"]
@@ -102,13 +103,13 @@ def test_an_actor_whose_starts_keep_dying_gives_up_instead_of_restarting_forever
     monkeypatch.setattr(prefgen.engines.stage, "current_actor_id", lambda: "actor-1")
     for _ in range(2):  # two starts killed mid-load: their records stay `ready: false`
         with pytest.raises(MemoryError):
-            ModelStage(lambda: (_ for _ in ()).throw(MemoryError()), [Echo()], "m", str(tmp_path), attempt="a",
+            ModelStage(lambda: (_ for _ in ()).throw(MemoryError()), [Echo()], "m", storage(str(tmp_path)), attempt="a",
                        max_failed_starts=2)
     loads = []
     with pytest.raises(EngineStartFailed, match="died 2 time\\(s\\) in a row while starting"):
-        ModelStage(lambda: loads.append(1), [Echo()], "m", str(tmp_path), attempt="a", max_failed_starts=2)
+        ModelStage(lambda: loads.append(1), [Echo()], "m", storage(str(tmp_path)), attempt="a", max_failed_starts=2)
     assert loads == []
-    records = read_jsons(str(tmp_path), f"{STATS_DIR}/a")
+    records = read_jsons(storage(str(tmp_path)), f"{STATS_DIR}/a")
     assert [r.get("gave_up") for r in sorted(records, key=lambda r: r["started_at"])] == [None, None, 2]
 
 
@@ -117,8 +118,8 @@ def test_an_engine_that_raises_while_starting_is_recorded_with_its_error(tmp_pat
         raise ValueError("chat template refuses a system role")
 
     with pytest.raises(ValueError):
-        ModelStage(broken, [Echo()], "m", str(tmp_path), attempt="a")
-    [record] = read_jsons(str(tmp_path), f"{STATS_DIR}/a")
+        ModelStage(broken, [Echo()], "m", storage(str(tmp_path)), attempt="a")
+    [record] = read_jsons(storage(str(tmp_path)), f"{STATS_DIR}/a")
     assert record["ready"] is False and "system role" in record["error"]
     error = start_failure(ActorDiedError("died"), [record], {}, {}, 0)
     assert "its engine raised while starting: ValueError: chat template refuses a system role" in str(error)

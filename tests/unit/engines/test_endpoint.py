@@ -13,6 +13,7 @@ from prefgen.config import EndpointModel, SamplingConfig, parse_config, ConfigEr
 from prefgen.engines.endpoint import EndpointEngine, EndpointStopped
 from prefgen.engines.endpoint_rules import backoff_s, classify, redact, retry_after_s
 from prefgen.engines.engine import Request
+from prefgen.output.storage import storage
 from support.paths import DATA, REPO
 
 KEY = "sk-planted-0123456789abcdef"
@@ -246,7 +247,7 @@ def test_a_stage_runs_tasks_on_the_endpoint_with_batches_in_flight(tmp_path):
     (tmp_path / "_stats").mkdir()
     with FakeEndpoint(default=Cue(delay=0.1)) as srv:
         stage = ModelStage(partial(EndpointEngine, spec(srv.url, max_in_flight=4), "api"),
-                           [GenerateTask("g", "judge-model", num_completions=2)], "api", str(tmp_path), 2)
+                           [GenerateTask("g", "judge-model", num_completions=2)], "api", storage(str(tmp_path)), 2)
 
         async def main():  # as Ray Data calls an async actor: batches at once in one event loop
             return await asyncio.gather(stage(batch("a")), stage(batch("b")))

@@ -22,6 +22,7 @@ from prefgen.roles.plan import plan_stages
 from prefgen.report.summary import RunSummary
 from prefgen.schema import STOPPED, WORK_ROW, candidate, to_table
 from prefgen.engines.stage import ModelStage
+from prefgen.output.storage import storage
 from support.paths import REPO
 
 FAILED = "endpoint api: HTTP 503 after 6 attempts: overloaded"
@@ -92,13 +93,13 @@ def test_a_stopped_endpoint_marks_the_whole_batch_and_the_writer_writes_nothing(
     (tmp_path / "_stats").mkdir()
     rows = [row("r1", ["a"]), row("r2", ["b"])]
     rows[1]["reject_reason"], rows[1]["reject_detail"] = "prompt_too_long", "long"
-    st = ModelStage(StoppingEngine, [Ask()], "api", str(tmp_path))
+    st = ModelStage(StoppingEngine, [Ask()], "api", storage(str(tmp_path)))
     out = asyncio.run(st(to_table(rows, WORK_ROW))).to_pylist()
     assert [r["reject_reason"] for r in out] == [STOPPED, STOPPED]  # the rejected row too: nothing is committed
     assert "HTTP 401" in out[0]["reject_detail"]
     (stats,) = (tmp_path / "_stats").rglob("*.json")
     assert '"endpoint"' in stats.read_text()  # the engine's counts go to the stats file
-    report = write_batch(to_table(out, WORK_ROW), str(tmp_path), "token", {"strategy": "best_vs_worst",
+    report = write_batch(to_table(out, WORK_ROW), storage(str(tmp_path)), "token", {"strategy": "best_vs_worst",
                          "min_margin": 1, "length_matched": False, "allow_truncated_chosen": False}, 0)
     assert "HTTP 401" in report.to_pylist()[0]["report"] and '"stop"' in report.to_pylist()[0]["report"]
     assert not (tmp_path / "pairs").exists() and not (tmp_path / "rejects").exists()

@@ -13,6 +13,7 @@ from support.stages import batch, run
 from prefgen.engines.engine import Request, Result
 from prefgen.engines.exit import cancel_output_handler, child_pids, own_resource_tracker, started_since, stop_engine
 from prefgen.engines.stage import ModelStage
+from prefgen.output.storage import storage
 
 
 class FakeEngine:
@@ -51,7 +52,7 @@ def test_a_stage_let_go_of_stops_its_engine_then_and_only_once(tmp_path):
     child processes (the engine's and the resource tracker): the engine must stop then, so nothing
     may keep the stage alive until the interpreter's exit."""
     engine = StoppableEngine()
-    stage = ModelStage(lambda: engine, [Ask()], "m", str(tmp_path))
+    stage = ModelStage(lambda: engine, [Ask()], "m", storage(str(tmp_path)))
     run(stage, batch(2))
     assert engine.shut == 0
     stage.threads.shutdown(wait=True)  # a batch thread lets go of its last call a moment after it returns

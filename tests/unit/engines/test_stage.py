@@ -20,6 +20,7 @@ from support.stages import batch, run
 from prefgen.engines.engine import Request, Result
 from prefgen.schema import WORK_ROW, to_table
 from prefgen.engines.stage import ModelStage
+from prefgen.output.storage import storage
 
 
 class Echo:
@@ -39,7 +40,7 @@ class Echo:
 def stage(tmp_path, tasks, engine=None, batches_in_flight=1):
     engine = engine or ScriptedEngine(lambda req: ["ok"])
     (tmp_path / "_stats").mkdir(exist_ok=True)
-    return ModelStage(lambda: engine, tasks, "m", str(tmp_path), batches_in_flight), engine
+    return ModelStage(lambda: engine, tasks, "m", storage(str(tmp_path)), batches_in_flight), engine
 
 
 def stats_of(tmp_path):

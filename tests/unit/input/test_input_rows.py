@@ -10,6 +10,7 @@ import pytest
 from prefgen.config import InputConfig, PipelineConfig
 from prefgen.config.checks import candidates_per_row
 from prefgen.input.read import InputError, prompt_text, read_instructions
+from prefgen.output.storage import storage
 
 CONVERSATION = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi."},
                 {"role": "assistant", "content": "Hello!"}, {"role": "user", "content": "Name a colour."}]
@@ -242,7 +243,7 @@ def test_a_resume_over_other_provided_responses_is_refused(tmp_path):
         path.write_text(json.dumps({"instruction": "q", "a": "x", "b": answer}) + "\n")
         cfg = parse_config({"input": {"path": str(path), "responses": ["a", "b"]}})
         got = read_instructions(cfg.input)
-        state = RunState(out)
+        state = RunState(storage(out))
         state.open(cfg.model_dump(mode="json"), cfg.digest(), input_digest(sorted(r["id"] for r in got.rows)),
                    False, log=lambda m: None, digest_parts=cfg.digest_parts())
         state.claim(None)

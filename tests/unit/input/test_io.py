@@ -10,6 +10,7 @@ from prefgen.config import InputConfig
 from prefgen.input.read import InputError, read_instructions
 from prefgen.output.files import write_shard
 from prefgen.schema import REJECT_ROW
+from prefgen.output.storage import storage
 
 
 def write_lines(path, lines: list[bytes]):
@@ -124,14 +125,14 @@ def test_shard_written_atomically_through_a_uri(tmp_path):
     uri = f"file://{tmp_path}/out"
     (tmp_path / "out" / "rejects").mkdir(parents=True)
     row = {"id": "a", "instruction": "q", "source": "s", "line": 1, "reason": "r", "detail": None, "candidates": []}
-    shard = write_shard(uri, "rejects", "k1", [row], REJECT_ROW)
+    shard = write_shard(storage(uri), "rejects", "k1", [row], REJECT_ROW)
     assert shard.endswith("rejects/part-k1.parquet") and pq.read_table(shard).num_rows == 1
 
     def refuse():
         raise RuntimeError("lost the lease")
 
     with pytest.raises(RuntimeError):
-        write_shard(uri, "rejects", "k2", [row], REJECT_ROW, before_visible=refuse)
+        write_shard(storage(uri), "rejects", "k2", [row], REJECT_ROW, before_visible=refuse)
     assert sorted(p.name for p in (tmp_path / "out" / "rejects").iterdir()) == ["part-k1.parquet"]
 
 

@@ -29,7 +29,7 @@ class Crash(Exception):
 
 
 def opened(out) -> RunState:
-    state = RunState(str(out))
+    state = RunState(storage(str(out)))
     state.open({}, "cfg", "in", False, log=lambda m: None)
     return state
 
@@ -50,7 +50,7 @@ def write_batches(state, out, batches: int, rows: int = 10) -> list[str]:
         batch = [f"r{b:03d}-{i}" for i in range(rows)]
         pairs = [pair(i) for i in batch if not i.endswith("-0")]
         rejects = [reject(i) for i in batch if i.endswith("-0")]
-        state.commit(write_rows(str(out), state.token, [{"id": i} for i in batch], pairs, rejects))
+        state.commit(write_rows(storage(str(out)), state.token, [{"id": i} for i in batch], pairs, rejects))
         ids += batch
     return ids
 
@@ -66,7 +66,8 @@ def plain_ids(out) -> list[str]:
 
 def followed_ids(out) -> list[str]:
     """What a reader following the commit records sees."""
-    return ids_in(committed_shards(str(out), "pairs") + committed_shards(str(out), "rejects"))
+    store = storage(str(out))
+    return ids_in([out / key for kind in ("pairs", "rejects") for key in committed_shards(store, kind)])
 
 
 def test_a_resume_over_10000_rows_in_batches_of_10_reads_at_most_100_commit_objects(tmp_path):
@@ -204,9 +205,9 @@ def test_committed_shards_names_no_uncommitted_shard(tmp_path):
     out = tmp_path / "out"
     state = opened(out)
     every = write_batches(state, out, 2)
-    write_rows(str(out), state.token, [{"id": "late"}], [pair("late")], [])  # its commit never came
+    write_rows(storage(str(out)), state.token, [{"id": "late"}], [pair("late")], [])  # its commit never came
     assert sorted(followed_ids(out)) == sorted(every) and "late" in plain_ids(out)
-    assert len(CommitLog.read(str(out)).commits()) == 2
+    assert len(CommitLog.read(storage(str(out))).commits()) == 2
 
 
 def test_a_driver_that_lost_the_folder_commits_nothing_once_its_lease_read_is_stale(tmp_path):
@@ -240,7 +241,7 @@ def test_a_reader_beside_the_owner_rereads_when_a_listed_commit_is_deleted_befor
         return found
 
     monkeypatch.setattr(prefgen.output.storage.Storage, "list", list_then_owner_rolls_up)
-    log = CommitLog.read(str(out))
+    log = CommitLog.read(storage(str(out)))
     assert len(listings) == 2 and len(listings[0]) == FANOUT - 1  # the first listing's objects were gone
     assert [n[:6] for n in listings[1]] == ["seg-1-"]
     assert len(log.commits()) == FANOUT and log.keys == {c["key"] for c in state.log.commits()}

@@ -22,7 +22,7 @@ def reject(rid):
 
 
 def open_state(out, digest="cfg1", inp="in1", overwrite=False):
-    state = RunState(str(out))
+    state = RunState(storage(str(out)))
     state.open({"k": 1}, digest, inp, overwrite, log=lambda msg: None)
     state.claim(None)
     return state
@@ -31,7 +31,7 @@ def open_state(out, digest="cfg1", inp="in1", overwrite=False):
 def write_committed(state, out, ids, commit=True):
     rows = [reject(i) for i in ids]
     report = batch_counts(f"key-{'-'.join(ids)}", rows, [], rows)
-    write_shard(str(out), "rejects", report["key"], rows, REJECT_ROW)
+    write_shard(storage(str(out)), "rejects", report["key"], rows, REJECT_ROW)
     if commit:
         state.commit(report)
     return report
@@ -50,7 +50,7 @@ def test_resume_sees_committed_ids_and_leaves_uncommitted_shards_to_the_finish(t
     second = open_state(out)
     assert second.done_ids == {"a", "b"}
     assert requests.in_folder("LIST", f"{out}/rejects") == 0
-    assert [p.rsplit("/", 1)[1] for p in committed_shards(str(out), "rejects")] == ["part-key-a-b.parquet"]
+    assert committed_shards(storage(str(out)), "rejects") == ["rejects/part-key-a-b.parquet"]
     second.finish({"pairs": 0})
     assert sorted(p.name for p in (out / "rejects").iterdir()) == ["part-key-a-b.parquet"]
     manifest = json.loads((out / "manifest.json").read_text())
@@ -79,12 +79,12 @@ def test_data_without_manifest_is_refused(tmp_path):
 def test_a_new_owner_fences_off_the_old_writers(tmp_path):
     out = tmp_path / "out"
     old = open_state(out)
-    check_lease(str(out), old.token)
+    check_lease(storage(str(out)), old.token)
     (out / LEASE_FILE).unlink()
     new = open_state(out)
-    check_lease(str(out), new.token)
+    check_lease(storage(str(out)), new.token)
     with pytest.raises(StaleLease):
-        check_lease(str(out), old.token)
+        check_lease(storage(str(out)), old.token)
 
 
 def test_a_folder_owned_by_a_live_driver_is_refused(tmp_path):
@@ -118,13 +118,13 @@ def test_a_takeover_from_another_host_waits_out_the_old_writers_before_reading_t
         waited.append(seconds)
         write_committed(first, out, ["b"])
         with pytest.raises(StaleLease):
-            check_lease(str(out), first.token)  # the new lease is in place while we wait
+            check_lease(storage(str(out)), first.token)  # the new lease is in place while we wait
 
-    second = RunState(str(out), sleep=late_commit)
+    second = RunState(storage(str(out)), sleep=late_commit)
     second.open({"k": 1}, "cfg1", "in1", False, log=lambda msg: None)
     assert waited == [TAKEOVER_WAIT_S] and TAKEOVER_WAIT_S == LEASE_CHECK_S + WRITE_BOUND_S
     assert second.done_ids == {"a", "b"}, "a commit that landed during the wait was missed: b would be done twice"
-    same_host = RunState(str(out), sleep=waited.append)
+    same_host = RunState(storage(str(out)), sleep=waited.append)
     same_host.open({"k": 1}, "cfg1", "in1", False, log=lambda msg: None)  # our own host: its orphans are stopped
     assert waited == [TAKEOVER_WAIT_S]
 
@@ -135,18 +135,18 @@ def test_a_lease_read_stands_for_lease_check_s_then_is_read_again(tmp_path):
     now = [100.0]
     requests = storage(str(out)).requests
     requests.reset()
-    check_lease(str(out), old.token, LEASE_CHECK_S, clock=lambda: now[0])
+    check_lease(storage(str(out)), old.token, LEASE_CHECK_S, clock=lambda: now[0])
     now[0] += LEASE_CHECK_S - 0.1
-    check_lease(str(out), old.token, LEASE_CHECK_S, clock=lambda: now[0])  # stands: no read
+    check_lease(storage(str(out)), old.token, LEASE_CHECK_S, clock=lambda: now[0])  # stands: no read
     assert requests.calls["GET"] == 1
     (out / LEASE_FILE).unlink()
     open_state(out)  # a new owner
-    check_lease(str(out), old.token, LEASE_CHECK_S, clock=lambda: now[0])  # still inside the window
+    check_lease(storage(str(out)), old.token, LEASE_CHECK_S, clock=lambda: now[0])  # still inside the window
     now[0] += 0.2
     with pytest.raises(StaleLease):
-        check_lease(str(out), old.token, LEASE_CHECK_S, clock=lambda: now[0])
+        check_lease(storage(str(out)), old.token, LEASE_CHECK_S, clock=lambda: now[0])
     with pytest.raises(StaleLease):
-        check_lease(str(out), old.token)  # a plain check always reads
+        check_lease(storage(str(out)), old.token)  # a plain check always reads
 
 
 def test_finishing_sweeps_a_shard_whose_commit_never_came(tmp_path):

@@ -23,6 +23,7 @@ from prefgen.engines.stage import ModelStage
 from prefgen.engines.stop_flag import STOP_REQUESTED
 from prefgen.output.writer import commit_rounds, write_batch, write_rows
 from prefgen.run.stopping import EXIT_STOPPED, StopRequested, StopSignals, grace_for, job_stop_wait_s, until_stopped
+from prefgen.output.storage import storage
 
 JOB = {"RAY_JOB_CONFIG_JSON_ENV_VAR": "{}"}  # what Ray's job supervisor sets for a job's driver
 
@@ -145,13 +146,13 @@ def test_the_first_stage_takes_no_new_batch_once_asked_to_stop_and_the_writer_co
         def run(self, rows, eng):
             eng.chat([])
 
-    entrance = ModelStage(lambda: engine, [Echo()], "m", str(tmp_path), attempt="tok", entrance=True)
+    entrance = ModelStage(lambda: engine, [Echo()], "m", storage(str(tmp_path)), attempt="tok", entrance=True)
     out = run(entrance, batch(2))
     assert asked == ["tok"] and engine.calls == []  # no engine call for it
     assert {(r["reject_reason"], r["reject_detail"]) for r in out} == {(STOPPED, STOP_REQUESTED)}
-    report = write_batch(to_table(out, WORK_ROW), str(tmp_path), "tok", {}, 0)
+    report = write_batch(to_table(out, WORK_ROW), storage(str(tmp_path)), "tok", {}, 0)
     assert json.loads(report.to_pylist()[0]["report"]) == {"stop": STOP_REQUESTED}
-    later = ModelStage(lambda: engine, [Echo()], "m2", str(tmp_path), attempt="tok")  # past the entrance
+    later = ModelStage(lambda: engine, [Echo()], "m2", storage(str(tmp_path)), attempt="tok")  # past the entrance
     assert {r["reject_reason"] for r in run(later, batch(2))} == {None} and len(engine.calls) == 1
 
 
@@ -161,7 +162,7 @@ def work_row(rid: str) -> dict:
 
 
 def opened(out) -> RunState:
-    state = RunState(str(out))
+    state = RunState(storage(str(out)))
     state.open({}, "cfg", "in", False, log=lambda m: None)
     return state
 
@@ -177,11 +178,11 @@ def test_a_stop_commits_what_finished_rejects_nothing_and_the_same_command_then_
         runs.append([r["id"] for r in todo])
         for r in todo:
             if r["id"] == "a":
-                yield write_rows(str(state.uri), state.token, [r], [], [reject_row(r, "all_tied", None)])
+                yield write_rows(state.store, state.token, [r], [], [reject_row(r, "all_tied", None)])
                 stop.handle(signal.SIGTERM)
             else:
                 passed = dict(r, reject_reason=STOPPED, reject_detail=STOP_REQUESTED)
-                table = write_batch(to_table([passed], WORK_ROW), str(state.uri), state.token, {}, 0)
+                table = write_batch(to_table([passed], WORK_ROW), state.store, state.token, {}, 0)
                 yield json.loads(table.to_pylist()[0]["report"])
 
     stop.rows_done = lambda: len(state.done_ids)
@@ -197,7 +198,7 @@ def test_a_stop_commits_what_finished_rejects_nothing_and_the_same_command_then_
     again = opened(tmp_path)  # the same command: resumes
     assert again.done_ids == {"a"}
     todo = [r for r in rows if r["id"] not in again.done_ids]
-    commit_rounds(again, lambda t: ([write_rows(str(again.uri), again.token, [r], [], [reject_row(r, "all_tied", None)])
+    commit_rounds(again, lambda t: ([write_rows(again.store, again.token, [r], [], [reject_row(r, "all_tied", None)])
                                      for r in t]), todo, 2, log=lambda m: None)
     again.finish({})
     ids = [r["id"] for f in (tmp_path / "rejects").glob("*.parquet") for r in pq.read_table(f).to_pylist()]

@@ -15,7 +15,7 @@ import prefgen.output.runstate
 from prefgen.output.commits import COMMITS_DIR, FANOUT, CommitLog
 from prefgen.output.compaction import compact
 from prefgen.input.read import read_parquet
-from prefgen.output.storage import Conflict, storage, storage_of_file
+from prefgen.output.storage import Conflict, storage
 from prefgen.report.summary import batch_counts
 from prefgen.output.compaction import committed_shards
 from prefgen.output.lease import LEASE_FILE, StaleLease
@@ -39,7 +39,7 @@ def root(request, tmp_path) -> str:
 
 
 def opened(uri) -> RunState:
-    state = RunState(uri)
+    state = RunState(storage(uri))
     state.open({}, "cfg", "in", False, log=lambda m: None)
     return state
 
@@ -50,15 +50,16 @@ def write_batches(state, uri, batches: int, rows: int = 4) -> list[str]:
     for b in range(batches):
         batch = [f"r{b:03d}-{i}" for i in range(rows)]
         pairs, rejects = [pair(i) for i in batch[1:]], [reject(batch[0])]
-        state.commit(write_rows(uri, state.token, [{"id": i} for i in batch], pairs, rejects))
+        state.commit(write_rows(storage(uri), state.token, [{"id": i} for i in batch], pairs, rejects))
         ids += batch
     return ids
 
 
 def followed_ids(uri) -> list[str]:
     """The ids a reader following the commit records sees (pairs and rejects)."""
-    return [i for kind in ("pairs", "rejects") for path in committed_shards(uri, kind)
-            for i in read_parquet(*storage_of_file(path), columns=["id"])["id"].to_pylist()]
+    store = storage(uri)
+    return [i for kind in ("pairs", "rejects") for key in committed_shards(store, kind)
+            for i in read_parquet(store, key, columns=["id"])["id"].to_pylist()]
 
 
 def test_every_operation(root):
@@ -107,13 +108,13 @@ def test_put_if_match_is_refused_on_a_stale_version(root):
 def test_two_runs_taking_the_lease_at_once_exactly_one_wins(root, monkeypatch):
     opened(root).fail("killed")  # a resumable folder with a lease
     both_read = threading.Barrier(2)
-    take = RunState._take
+    take = prefgen.output.runstate.take_lease
 
-    def after_both_read(self, seen, store):
+    def after_both_read(store, token, seen):
         both_read.wait(timeout=30)  # each has read the same lease version
-        take(self, seen, store)
+        return take(store, token, seen)
 
-    monkeypatch.setattr(RunState, "_take", after_both_read)
+    monkeypatch.setattr(prefgen.output.runstate, "take_lease", after_both_read)
     outcomes = []
 
     def resume():
@@ -146,10 +147,10 @@ def test_a_second_commit_of_a_batch_keeps_the_first(root):
     rows = [reject("a")]
     first = batch_counts("k", rows, [], rows)
     state.commit(first)
-    other = CommitLog.read(root)
+    other = CommitLog.read(storage(root))
     other.keys.clear()  # another driver that never saw it
     assert other.add(dict(first, pairs=99)) == first  # refused: the stored commit stands
-    assert CommitLog.read(root).commits() == [first]
+    assert CommitLog.read(storage(root)).commits() == [first]
 
 
 def test_a_committed_batch_on_s3_costs_three_puts_and_no_copy(s3):
@@ -248,7 +249,7 @@ def test_report_and_export_read_and_write_on_s3(s3):
     from prefgen.dataset.export import export
 
     output = write_output(s3)
-    report = write_report(s3)
+    report = write_report(storage(s3))
     store = storage(s3)
     assert store.read("README.md").decode() == report.card and report.plots
     assert sorted(e.name for e in store.list("plots")[0]) == sorted(report.plots)

@@ -23,6 +23,7 @@ from prefgen.schema import REJECT_ROW, WORK_ROW, candidate, reject_row, to_table
 from prefgen.report.summary import RunSummary
 from prefgen.output.writer import (WRITE_ATTEMPTS, commit_reports, commit_rounds, failed_warning, with_retries, write_batch,
                             write_rows)
+from prefgen.output.storage import storage
 
 PAIRING = {"strategy": "best_vs_worst", "min_margin": 1, "length_matched": False, "allow_truncated_chosen": False}
 
@@ -35,7 +36,7 @@ def work_row(rid: str, ratings=()) -> dict:
 
 
 def opened(out) -> RunState:
-    state = RunState(str(out))
+    state = RunState(storage(str(out)))
     state.open({}, "cfg", "in", False, log=lambda m: None)
     return state
 
@@ -52,7 +53,7 @@ def test_a_shard_write_that_fails_a_few_times_is_retried_with_growing_pauses(tmp
     rows = [work_row("a")]
     rejects = [{**{k: rows[0][k] for k in ("id", "instruction", "source", "line")}, "reason": "x", "detail": None,
                 "candidates": []}]
-    report = write_rows(str(out), state.token, rows, [], rejects, sleep=pauses.append)
+    report = write_rows(storage(str(out)), state.token, rows, [], rejects, sleep=pauses.append)
     assert flaky.failed == 3 and pauses == [0.5, 1.0, 2.0]
     assert report["ids"] == ["a"] and [r["id"] for r in read_dir(out, "rejects")] == ["a"]
     assert not [p for p in (out / "rejects").iterdir() if p.name.startswith(".tmp")]
@@ -78,7 +79,7 @@ def test_a_write_that_outlasts_the_retries_becomes_write_failed_and_nothing_is_d
     state = opened(out)
     flaky = use_flaky_storage(monkeypatch, FlakyStorage(failures=None, match="/rejects/"))
     batch = to_table([work_row("a", ratings=(8.0, 3.0)), work_row("b")], WORK_ROW)
-    report = json.loads(write_batch(batch, str(out), state.token, PAIRING, 0, sleep=lambda s: None)
+    report = json.loads(write_batch(batch, storage(str(out)), state.token, PAIRING, 0, sleep=lambda s: None)
                         .column("report")[0].as_py())
     assert flaky.failed == WRITE_ATTEMPTS
     assert report["failed"] == ["a", "b"] and report["reason"] == "write_failed"
@@ -104,7 +105,7 @@ def test_a_pairing_that_raises_rejects_its_rows_as_stage_error_not_worker_failed
     out = tmp_path / "out"
     state = opened(out)
     batch = to_table([work_row("a", ratings=(8.0, 3.0))], WORK_ROW)
-    report = json.loads(write_batch(batch, str(out), state.token, dict(PAIRING, min_margin="one"), 0)
+    report = json.loads(write_batch(batch, storage(str(out)), state.token, dict(PAIRING, min_margin="one"), 0)
                         .column("report")[0].as_py())
     assert report["failed"] == ["a"] and report["reason"] == "stage_error" and report["error"].startswith("pairing:")
     commit_reports(state, [report], [work_row("a")], 2, log=lambda m: None)
@@ -118,7 +119,7 @@ def test_reports_are_committed_as_they_come(tmp_path):
     rows = [work_row("a")]
     rejects = [{"id": "a", "instruction": "q", "source": "s", "line": 1, "reason": "x", "detail": None,
                 "candidates": []}]
-    report = write_rows(str(out), state.token, rows, [], rejects)
+    report = write_rows(storage(str(out)), state.token, rows, [], rejects)
     commits, errors = commit_reports(state, [report], rows, 2, log=lambda m: None)
     assert commits == [report] and errors == {} and state.done_ids == {"a"}
     assert pa.Table.from_pylist(read_dir(out, "rejects"), schema=REJECT_ROW).num_rows == 1
@@ -131,15 +132,15 @@ def output_ids(out, kind: str) -> list[tuple[str, str | None]]:
 
 def committed_ids(out, kind: str) -> list[tuple[str, str | None]]:
     """What counts while a run owns the folder (the finish sweeps the rest)."""
-    return sorted((r["id"], r.get("reason")) for f in committed_shards(str(out), kind)
-                  for r in pq.read_table(f).to_pylist())
+    return sorted((r["id"], r.get("reason")) for key in committed_shards(storage(str(out)), kind)
+                  for r in pq.read_table(out / key).to_pylist())
 
 
 def test_a_rerun_redoes_the_rows_rejected_for_a_fault_and_keeps_every_other_row(tmp_path):
     out = tmp_path / "out"
     state = opened(out)
     rows = [work_row(i) for i in "abcd"]
-    done = write_rows(str(out), state.token, rows[:1], [], [reject_row(rows[0], "all_tied", None)])
+    done = write_rows(storage(str(out)), state.token, rows[:1], [], [reject_row(rows[0], "all_tied", None)])
     write_failed = {"failed": ["b"], "reason": "write_failed", "error": "OSError: disk gone"}
     commits, _ = commit_reports(state, [done, write_failed], rows, 2, log=lambda m: None)  # c, d: lost
     assert [c.get("fault") for c in commits] == [None, True, True]
@@ -149,16 +150,16 @@ def test_a_rerun_redoes_the_rows_rejected_for_a_fault_and_keeps_every_other_row(
     assert len(list((out / "rejects").glob("part-merged-*"))) == 0
 
     messages = []
-    again = RunState(str(out))
+    again = RunState(storage(str(out)))
     again.open({}, "cfg", "in", False, log=messages.append)
     assert again.done_ids == {"a"}, "a fault reject was taken as done"
     assert "3 rows rejected for a fault (worker_failed, write_failed) to redo" in messages[-1]
     assert committed_ids(out, "rejects") == [("a", "all_tied")], "the retired rejects' shards still count"
-    redo = write_rows(str(out), again.token, rows[1:], [], [reject_row(r, "margin_below_min", None) for r in rows[1:]])
+    redo = write_rows(storage(str(out)), again.token, rows[1:], [], [reject_row(r, "margin_below_min", None) for r in rows[1:]])
     commit_reports(again, [redo], rows[1:], 2, log=lambda m: None)
     again.finish({})
     assert output_ids(out, "rejects") == [("a", "all_tied")] + [(i, "margin_below_min") for i in "bcd"]
-    assert sorted(i for c in CommitLog.read(str(out)).commits() for i in c["ids"]) == list("abcd")
+    assert sorted(i for c in CommitLog.read(storage(str(out))).commits() for i in c["ids"]) == list("abcd")
     third = opened(out)  # nothing left to redo, and the retire record, outliving its commits, is gone
     assert third.done_ids == set("abcd")
     assert not list((out / COMMITS_DIR).glob("retire-*"))
@@ -169,7 +170,7 @@ def test_a_request_failed_row_is_reported_by_the_writer_not_written_with_its_bat
     state = opened(out)
     failed_request = dict(work_row("b"), reject_reason="request_failed", reject_detail="HTTP 503")
     batch = to_table([work_row("a", ratings=(5.0, 1.0)), failed_request], WORK_ROW)
-    report = json.loads(write_batch(batch, str(out), state.token, PAIRING, 0).column("report")[0].as_py())
+    report = json.loads(write_batch(batch, storage(str(out)), state.token, PAIRING, 0).column("report")[0].as_py())
     assert report["ids"] == ["a"] and report["faults"] == {"b": ["request_failed", "HTTP 503"]}
     commits, failed = commit_reports(state, [report], [work_row("a"), work_row("b")], 2, log=lambda m: None)
     assert failed == {"b": ("request_failed", "HTTP 503")} and commits[-1]["fault"] is True
@@ -182,12 +183,12 @@ def test_a_fault_commit_rolled_into_a_segment_is_retired_too(tmp_path):
     out = tmp_path / "out"
     state = opened(out)
     rows = [work_row(f"r{i:02}") for i in range(FANOUT)]
-    reports = [write_rows(str(out), state.token, [r], [], [reject_row(r, "all_tied", None)]) for r in rows[:-1]]
+    reports = [write_rows(storage(str(out)), state.token, [r], [], [reject_row(r, "all_tied", None)]) for r in rows[:-1]]
     commit_reports(state, reports, rows, 0, log=lambda m: None)  # the last row: lost, its commit the 16th
     assert state.log.objects() == 1 and [n.name[:4] for n in (out / COMMITS_DIR).glob("seg-*")] == ["seg-"]
     again = opened(out)
     assert again.done_ids == {r["id"] for r in rows[:-1]}
-    log = CommitLog.read(str(out))
+    log = CommitLog.read(storage(str(out)))
     assert len(log.commits()) == FANOUT - 1 and log.retired and not log.redundant  # the record stays: its segment does
 
 
@@ -204,7 +205,7 @@ def test_lost_rows_go_through_the_dataset_again_before_they_are_worker_failed(tm
             for r in todo:
                 if r["id"] == "b" and (lose_every_time or len(runs) == 1):
                     continue
-                yield write_rows(str(state.uri), state.token, [r], [], [reject_row(r, "all_tied", None)])
+                yield write_rows(state.store, state.token, [r], [], [reject_row(r, "all_tied", None)])
         return reports, runs
 
     state = opened(tmp_path / "one")
@@ -228,11 +229,11 @@ def test_a_written_batchs_commit_names_the_node_its_writer_ran_on(tmp_path, monk
     state = opened(out)
     monkeypatch.setattr("prefgen.output.writer.current_node_id", lambda: None)
     batch = to_table([work_row("a", ratings=(5.0, 1.0))], WORK_ROW)
-    outside = json.loads(write_batch(batch, str(out), state.token, PAIRING, 0).column("report")[0].as_py())
+    outside = json.loads(write_batch(batch, storage(str(out)), state.token, PAIRING, 0).column("report")[0].as_py())
     assert "node" in outside and outside["node"] is None
     monkeypatch.setattr("prefgen.output.writer.current_node_id", lambda: "node-7")
     batch = to_table([work_row("b", ratings=(5.0, 1.0))], WORK_ROW)
-    report = json.loads(write_batch(batch, str(out), state.token, PAIRING, 0).column("report")[0].as_py())
+    report = json.loads(write_batch(batch, storage(str(out)), state.token, PAIRING, 0).column("report")[0].as_py())
     assert report["node"] == "node-7"
     commit_reports(state, [outside, report], [work_row("a"), work_row("b")], 0, log=lambda m: None)
-    assert {c["ids"][0]: c["node"] for c in CommitLog.read(str(out)).commits()} == {"a": None, "b": "node-7"}
+    assert {c["ids"][0]: c["node"] for c in CommitLog.read(storage(str(out))).commits()} == {"a": None, "b": "node-7"}

@@ -8,6 +8,7 @@ from support.report_output import write_output
 
 from prefgen.dataset import export as ex
 from prefgen.cli import main
+from prefgen.output.storage import storage
 
 
 @pytest.fixture
@@ -109,10 +110,10 @@ def test_export_with_a_margin_selection_writes_the_kept_pairs_and_reports_the_cu
 def test_the_card_names_the_margin_selection_next_to_the_margin_plot(output):
     from prefgen.dataset.report import build_report
 
-    plain = build_report(output["uri"]).card
+    plain = build_report(storage(output["uri"])).card
     assert "--top-margin" in plain  # the card says how to select by margin, under the histogram
     _, sel = ex.select_by_margin(output["pairs"], top_margin=0.5)
-    card = build_report(output["uri"], selection=sel).card
+    card = build_report(storage(output["uri"]), selection=sel).card
     note = card[card.index("margins.png") - 400:card.index("margins.png")]
     assert "kept 1 of 2 pairs" in note and "margin >=" in note
 

@@ -12,6 +12,7 @@ from prefgen.report import plots
 from prefgen.report.card import TRAINING_SNIPPET, size_category, training_snippet
 from prefgen.cli import main
 from prefgen.dataset.report import build_report, read_output, write_report, write_report_safely
+from prefgen.output.storage import storage
 from support.paths import REPO
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -26,8 +27,8 @@ def output(tmp_path):
 def written(tmp_path_factory):
     """One output, its report written once (drawing the plots takes seconds), and its card as for the Hub."""
     out = write_output(tmp_path_factory.mktemp("report") / "out")
-    report = write_report(out["uri"])
-    return {**out, "report": report, "card": report.card, "hub_card": build_report(out["uri"], repo_id="me/prefs").card}
+    report = write_report(storage(out["uri"]))
+    return {**out, "report": report, "card": report.card, "hub_card": build_report(storage(out["uri"]), repo_id="me/prefs").card}
 
 
 def front_matter(card: str) -> dict:
@@ -85,8 +86,8 @@ def test_evolved_vs_parent_per_criterion_adds_up_to_the_health_figure(output):
 
 
 def test_only_committed_shards_are_read(output):
-    assert read_output(output["uri"], "pairs").num_rows == 2  # not the uncommitted copy
-    assert read_output(output["uri"], "rejects").column("reason").to_pylist() == ["all_tied"]
+    assert read_output(storage(output["uri"]), "pairs").num_rows == 2  # not the uncommitted copy
+    assert read_output(storage(output["uri"]), "rejects").column("reason").to_pylist() == ["all_tied"]
 
 
 def test_plots_are_written_as_pngs_and_empty_ones_left_out(written):
@@ -116,9 +117,9 @@ def test_card_metadata_parses_with_the_data_files(written):
 def test_data_files_are_a_glob_once_every_shard_is_committed(output):
     from prefgen.dataset.report import data_files
 
-    assert data_files(output["uri"], "pairs") == ["pairs/part-k1.parquet"]
+    assert data_files(storage(output["uri"]), "pairs") == ["pairs/part-k1.parquet"]
     os.remove(f"{output['uri']}/pairs/part-uncommitted.parquet")  # what a finished run's sweep does
-    assert data_files(output["uri"], "pairs") == "pairs/part-*.parquet"
+    assert data_files(storage(output["uri"]), "pairs") == "pairs/part-*.parquet"
 
 
 def test_size_categories():
@@ -150,14 +151,14 @@ def test_the_card_loads_the_folder_with_datasets(written):
 
 def test_a_plot_that_fails_is_named_and_the_rest_written(output, monkeypatch):
     monkeypatch.setattr(plots, "margins", lambda figures: 1 / 0)
-    report = write_report(output["uri"])
+    report = write_report(storage(output["uri"]))
     assert "margins.png" not in report.plots and len(report.plots) == len(plots.PLOTS) - 1
     assert report.failed_plots[0].startswith("margins.png: ZeroDivisionError") and "ZeroDivisionError" in report.card
 
 
 def test_a_report_that_fails_at_the_end_of_a_run_warns(tmp_path):
     said = []
-    assert write_report_safely(str(tmp_path / "nothing"), log=said.append) is None
+    assert write_report_safely(storage(str(tmp_path / "nothing")), log=said.append) is None
     assert "could not be written" in said[0] and "prefgen report" in said[0]
 
 
@@ -171,7 +172,7 @@ def test_report_command(written, capsys):
 def test_figures_need_none_of_the_long_texts_left_out(output):
     from prefgen.dataset.report import slim
 
-    full = read_output(output["uri"], "pairs")
+    full = read_output(storage(output["uri"]), "pairs")
     slimmed = slim(full)
     assert "raw" not in str(slimmed.schema) and "text" not in str(slimmed.schema.field("candidates").type)
     assert figs.dataset_figures(slimmed.to_pylist(), []) == figs.dataset_figures(full.to_pylist(), [])

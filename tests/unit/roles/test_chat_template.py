@@ -16,6 +16,7 @@ from prefgen.roles.evolve.task import EvolveTask
 from prefgen.roles.generate.task import GenerateTask
 from prefgen.roles.judge.task import JudgeTask
 from prefgen.engines.stage import ModelStage
+from prefgen.output.storage import storage
 
 # Gemma's template opens with this check (it has no system role)
 NO_SYSTEM = "{% if messages[0]['role'] == 'system' %}{{ raise_exception('System role not supported') }}{% endif %}"
@@ -55,7 +56,7 @@ class TokenizedEngine(ScriptedEngine):
 def start_stage(tmp_path, tokenizer, tasks, engine=None):
     engine = engine or TokenizedEngine(tokenizer)
     (tmp_path / "_stats").mkdir(exist_ok=True)
-    return ModelStage(lambda: engine, tasks, "m", str(tmp_path)), engine
+    return ModelStage(lambda: engine, tasks, "m", storage(str(tmp_path))), engine
 
 
 def test_the_modified_template_refuses_a_system_message_only(tokenizers):

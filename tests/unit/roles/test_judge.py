@@ -16,7 +16,8 @@ from support.judges import position_judge, responses_by_label, row, truthful_jud
 
 from prefgen.config import SamplingConfig
 from prefgen.engines.engine import Result
-from prefgen.roles.judge.task import JudgeTask, JudgmentError, combine_candidate, labels_for, parse_joint, parse_judgment
+from prefgen.roles.judge.orders import labels_for
+from prefgen.roles.judge.task import JudgeTask, JudgmentError, combine_candidate, parse_joint, parse_judgment
 from prefgen.roles.pair import split_rows
 from prefgen.prompts import joint_judge_prompt, joint_schema, judge_prompt, judgment_schema
 from prefgen.schema import REJECT_ALL_TIED, candidate

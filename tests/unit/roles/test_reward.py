@@ -20,6 +20,7 @@ from prefgen.roles.judge.reward import (
 )
 from prefgen.schema import REJECT_MARGIN, WORK_ROW, candidate, to_table
 from prefgen.engines.calls import CountingEngine
+from prefgen.output.storage import storage
 
 # --- config -------------------------------------------------------------------------------------
 
@@ -247,7 +248,7 @@ def test_the_stage_serves_a_reward_scorer_to_its_task(tmp_path):
 
     scorer = ScriptedScorer(lambda text: float(len(text)))
     (tmp_path / "_stats").mkdir()
-    st = ModelStage(lambda: scorer, [RewardTask("rm", "m", {"rm"}, 1)], "rm", str(tmp_path), batches_in_flight=2)
+    st = ModelStage(lambda: scorer, [RewardTask("rm", "m", {"rm"}, 1)], "rm", storage(str(tmp_path)), batches_in_flight=2)
     table = to_table(rows_of(["a", "bbb"], ["cc", "d"]), WORK_ROW)
     out = asyncio.run(st(table)).to_pylist()
     assert [[c["rating"] for c in row["candidates"]] for row in out] == [[1.0, 3.0], [2.0, 1.0]]

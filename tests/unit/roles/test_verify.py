@@ -17,6 +17,7 @@ from prefgen.schema import PAIR_ROW, REJECT_ROW, REJECT_UNVERIFIED, WORK_ROW, to
 from prefgen.roles.verify.verdicts import verification_counts
 from prefgen.roles.verify.task import VerdictError, VerifyTask, parse_verdict
 from prefgen.output.writer import write_batch
+from prefgen.output.storage import storage
 
 PAIRING = {"strategy": "best_vs_worst", "min_margin": 1.0, "length_matched": False, "allow_truncated_chosen": False}
 
@@ -145,11 +146,11 @@ def test_counts_add_up_through_the_writer_every_row_in_pairs_or_rejects(tmp_path
     JudgeTask("judge", "m").run(rows, engine)
     VerifyTask("judge", "m", PAIRING).run(rows, engine)
     out = tmp_path / "out"
-    state = RunState(str(out))
+    state = RunState(storage(str(out)))
     state.open({}, "d", "i", False, lambda m: None)
     batch = to_table(rows, WORK_ROW)
     pairing = PAIRING | {"verification": {"enabled": "auto", "on_fail": "reject"}, "verifies": True}
-    report = json.loads(write_batch(batch, str(out), state.token, pairing, 0).to_pylist()[0]["report"])
+    report = json.loads(write_batch(batch, storage(str(out)), state.token, pairing, 0).to_pylist()[0]["report"])
     assert report["ids"] == sorted(r["id"] for r in rows)
     assert report["paired_rows"] == 2 and report["rejects"] == {REJECT_UNVERIFIED: 2}
     assert report["verification"] | {"pairs_checked": 4, "verified": 2, "flipped": 2} == report["verification"]
