@@ -70,7 +70,8 @@ def stats(out: Path | str) -> list[dict]:
 
 
 def committed(out: Path | str) -> list[dict]:
-    return CommitLog.read(storage(str(out))).commits() if storage(str(out)).list_all("_commits") else []
+    store = storage(str(out))
+    return CommitLog.read(store).commits() if store.list_all("_commits") else []
 
 
 def done_ids(out: Path | str) -> set[str]:
@@ -122,7 +123,7 @@ def test_the_engines_node_is_lost_mid_run_and_the_run_finishes_on_the_node_left(
     ids = [p["id"] for p in pairs] + [r["id"] for r in rejects]
     assert len(ids) == len(set(ids)) == ROWS, "a row is missing or doubled"
     assert "worker_failed" not in {r["reason"] for r in rejects}, [r["detail"] for r in rejects]
-    manifest = read_manifest(storage(out))
+    manifest = read_manifest(out)
     assert manifest["status"] == "complete"
     assert manifest["input_rows"] == manifest["paired_rows"] + sum(manifest["rejects"].values()) == ROWS
 
@@ -169,7 +170,7 @@ def test_an_engine_no_node_can_hold_stops_the_run_within_the_placement_timeout(r
     assert "GPU: needs 1 on one node, the most any node has is 0" in stopped.stderr
     assert "rerun the same command to resume" in stopped.stderr
     assert not stats(out)
-    manifest = read_manifest(storage(out))
+    manifest = read_manifest(out)
     assert manifest["status"] == "failed" and "PlacementTimeout" in manifest["attempts"][-1]["error"]
     print(f"\n[placement timeout] exit 3 after {took:.1f} s")
 
@@ -217,6 +218,6 @@ def test_rows_lost_past_the_retries_are_worker_failed_and_a_rerun_of_the_same_co
     pairs, rejects = read_rows(out, "pairs"), read_rows(out, "rejects")
     ids = [p["id"] for p in pairs] + [r["id"] for r in rejects]
     assert len(ids) == len(set(ids)) == ROWS and not {r["reason"] for r in rejects} & {"worker_failed"}
-    manifest = read_manifest(storage(out))
+    manifest = read_manifest(out)
     assert manifest["status"] == "complete" and len(manifest["attempts"]) == 3
     assert manifest["input_rows"] == manifest["paired_rows"] + sum(manifest["rejects"].values()) == ROWS

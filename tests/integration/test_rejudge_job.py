@@ -172,9 +172,9 @@ def job(head, s3_server):
     manifest = store.read_json("manifest.json")
     stats = [json.loads(store.read(e.key)) for e in store.list_all("_stats") if e.key.endswith(".json")]
     job = {"before": before, "between": between, "proc": proc, "info": info, "logs": logs, "out": out, "manifest": manifest,
-           "stopped": stopped, "stats": stats, "commits": CommitLog.read(storage(out)).commits()}
+           "stopped": stopped, "stats": stats, "commits": CommitLog.read(store).commits()}
     if manifest:
-        job |= {kind: read_output(storage(out), kind).to_pylist() for kind in ("pairs", "rejects")}
+        job |= {kind: read_output(store, kind).to_pylist() for kind in ("pairs", "rejects")}
     return job
 
 
