@@ -1,11 +1,13 @@
 """Engine start and decoding by where vLLM's CPU build runs the model: in a worker process of its
-own (vLLM's default) or inside the engine core (`uni`, what prefgen's engine actors use).
+own (vLLM's default) or inside the engine core (`uni`, what prefgen's engine actors use); there
+also with that engine core in this process, stepped by a thread (`engines/stepped.py`, what
+prefgen's stages run then).
 
 Each measurement is a fresh Python process (`--one MODE`) that builds the engine from prefgen's
 own arguments (`engine_kwargs` of the embedded default's engine), so the environment the mode
 needs is set before vLLM is imported: the `AsyncLLM` prefgen's stages run, timed from its
 constructor to ready, then a fixed batch (32 requests of 128 tokens, EOS ignored) timed to the
-last token; and the blocking `LLM` the reward model and the floor use. Modes alternate, so a
+last token; the same for `SteppedLLM`; and the blocking `LLM` the reward model and the floor use. Modes alternate, so a
 change in the machine's load hits both. Prints a table and writes
 `benchmarks/results/engine_start.json`.
 
@@ -29,6 +31,9 @@ MODES = {  # the environment each mode runs in (VLLM_CPU_OMP_THREADS_BIND=nobind
     "worker_process": {"VLLM_ENABLE_V1_MULTIPROCESSING": "1"},
     "in_engine_core": {"VLLM_ENABLE_V1_MULTIPROCESSING": "0"},
 }
+# what each mode measures: `SteppedLLM` (what prefgen's stages run when the model is in the engine
+# core) needs that core in this process, so only there
+PARTS = {"worker_process": ("async", "blocking"), "in_engine_core": ("async", "stepped", "blocking")}
 REQUESTS, TOKENS = 32, 128
 
 
@@ -44,18 +49,24 @@ def _prompts() -> list[str]:
     return [f"Write a short note about topic number {i}." for i in range(REQUESTS)]
 
 
-def measure_async() -> dict:
-    from vllm import AsyncEngineArgs, SamplingParams
+def measure_async(stepped: bool = False) -> dict:
+    """`AsyncLLM`, or with `stepped` prefgen's `SteppedLLM` (the engine core in this process)."""
+    from vllm import AsyncEngineArgs, EngineArgs, SamplingParams
     from vllm.v1.engine.async_llm import AsyncLLM
+
+    from prefgen.engines.stepped import SteppedLLM
 
     kwargs = _kwargs()
     started = time.monotonic()
-    llm = AsyncLLM.from_engine_args(AsyncEngineArgs(disable_log_stats=True, **kwargs))
+    if stepped:
+        llm = SteppedLLM.from_engine_args(EngineArgs(disable_log_stats=True, **kwargs))
+    else:
+        llm = AsyncLLM.from_engine_args(AsyncEngineArgs(disable_log_stats=True, **kwargs))
     ready = time.monotonic()
-    params = SamplingParams(max_tokens=TOKENS, temperature=0.7, seed=1, ignore_eos=True)
 
     async def one(i: int, prompt: str) -> int:
         final = None
+        params = SamplingParams(max_tokens=TOKENS, temperature=0.7, seed=1, ignore_eos=True)  # SteppedLLM sets its own
         async for out in llm.generate(prompt, params, f"bench-{i}"):
             final = out
         return len(final.outputs[0].token_ids)
@@ -87,9 +98,12 @@ def run_one(mode: str) -> dict:
     """One fresh process's figures for `mode` (called with --one MODE)."""
     import torch
 
-    figures = {"async": measure_async(), "blocking": measure_blocking(), "torch_threads": torch.get_num_threads(),
-               "dtype": _kwargs()["dtype"], "avx512_kernels": torch.cpu._is_avx512_supported()}
-    for part in ("async", "blocking"):
+    # `AsyncLLM` last: its engine core process is still exiting for a while after `shutdown`, and an
+    # engine measured after it decoded 25% slower (380 against 526 tok/s measured alone)
+    figures = {"stepped": measure_async(stepped=True)} if "stepped" in PARTS[mode] else {}
+    figures |= {"blocking": measure_blocking(), "async": measure_async(), "torch_threads": torch.get_num_threads(),
+                "dtype": _kwargs()["dtype"], "avx512_kernels": torch.cpu._is_avx512_supported()}
+    for part in PARTS[mode]:
         f = figures[part]
         f["tokens_per_s"] = f["tokens"] / f["decode_s"]
     return figures
@@ -107,7 +121,7 @@ def summarize(runs: dict[str, list[dict]]) -> dict:
     out = {}
     for mode, samples in runs.items():
         row = {}
-        for part in ("async", "blocking"):
+        for part in PARTS[mode]:
             for key in ("start_s", "tokens_per_s"):
                 row[f"{part}_{key}"] = round(statistics.median(s[part][key] for s in samples), 1)
         row["executor"] = samples[0]["async"]["executor"]

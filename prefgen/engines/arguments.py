@@ -1,7 +1,8 @@
 """vLLM engine arguments of one model's engine, from its `EngineConfig` and the device it is
 placed on: the dtype, the memory arguments, where the CPU build runs the model and on how many
-threads, LoRA slots and the config's `extra`. The same arguments serve `AsyncLLM` (the pipeline), the blocking `LLM` (the
-reward model, `calibrate`, the floor) and the benchmarks.
+threads, LoRA slots and the config's `extra`. The same arguments serve the pipeline's engine
+(`AsyncLLM`, or `SteppedLLM` where `in_engine_core`), the blocking `LLM` (the reward model,
+`calibrate`, the floor) and the benchmarks.
 """
 
 from __future__ import annotations
@@ -86,6 +87,12 @@ def device_kwargs(eng: EngineConfig, device: str, environ=os.environ) -> dict:
             and environ.get("VLLM_CPU_OMP_THREADS_BIND") == "nobind"):
         kwargs["distributed_executor_backend"] = "uni"
     return kwargs
+
+
+def in_engine_core(kwargs: dict, environ=os.environ) -> bool:
+    """Whether these engine arguments put the model in vLLM's engine core and that core in this
+    process (a blocking engine's): then `stepped.SteppedLLM` serves the pipeline's calls, not `AsyncLLM`."""
+    return kwargs.get("distributed_executor_backend") == "uni" and environ.get("VLLM_ENABLE_V1_MULTIPROCESSING") == "0"
 
 
 CPU_THREADS_ENV = "PREFGEN_CPU_THREADS"  # engine.cpu_threads, or the driver's OMP_NUM_THREADS, for the actor

@@ -3,8 +3,9 @@
 `ChatEngine` takes a batch of conversations, each with its own sampling settings, `n` and
 optional JSON schema, and returns the completions with their finish reasons. `AsyncVllmEngine`
 implements it as a coroutine on vLLM's `AsyncLLM` (what the pipeline runs: calls of several
-batches share the engine's queue); `VllmEngine` on the blocking `vllm.LLM` (one call at a time,
-kept for benchmarks). Both run on the CPU build on a laptop and the CUDA build on a GPU node.
+batches share the engine's queue), or, on the CPU build with the model in the engine core, on
+`stepped.SteppedLLM` (the same calls, the engine core in this process); `VllmEngine` on the
+blocking `vllm.LLM` (one call at a time, kept for benchmarks). Both run on the CPU build on a laptop and the CUDA build on a GPU node.
 Each prompt is templated and tokenized once: its length is checked on the ids, which then go
 to vLLM as they are. Tests of the logic around the engine may use a scripted engine, but the
 pipeline always runs the real one.
@@ -22,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from prefgen.config import EngineConfig, SamplingConfig
-from prefgen.engines.arguments import engine_kwargs, use_cpu_threads
+from prefgen.engines.arguments import engine_kwargs, in_engine_core, use_cpu_threads
 from prefgen.prompts import Message
 
 
@@ -184,7 +185,7 @@ class VllmEngine:
 
 
 class AsyncVllmEngine:
-    """A resident vLLM `AsyncLLM`: every `chat` call's requests join the engine's one queue.
+    """A resident vLLM `AsyncLLM` (or `SteppedLLM`): every `chat` call's requests join the engine's one queue.
 
     Callers (several batches of an actor, a judge's retries) await `chat` concurrently in the
     actor's event loop, so vLLM's continuous batching runs across their boundaries and the
@@ -196,8 +197,15 @@ class AsyncVllmEngine:
 
         self.engine_cfg = eng
         use_cpu_threads(device)
-        self.llm = AsyncLLM.from_engine_args(AsyncEngineArgs(**{"disable_log_stats": True,
-                                                                **engine_kwargs(source, eng, device, adapters)}))
+        kwargs = {"disable_log_stats": True, **engine_kwargs(source, eng, device, adapters)}
+        if in_engine_core(kwargs):  # the CPU build's one rank: no engine-core process to spawn (stepped.py)
+            from vllm import EngineArgs
+
+            from prefgen.engines.stepped import SteppedLLM
+
+            self.llm = SteppedLLM.from_engine_args(EngineArgs(**kwargs))
+        else:
+            self.llm = AsyncLLM.from_engine_args(AsyncEngineArgs(**kwargs))
         self.loras = lora_requests(adapters)
         self.tokenizer = self.llm.get_tokenizer()
         self._ids = itertools.count()

@@ -32,7 +32,8 @@ Where the model runs settles it on the CPU build: prefgen's engine actors run th
 the engine core (`arguments.device_kwargs`), so there is no worker process, nothing left to
 unregister shared memory after Ray's kill, and no KeyError (in one test suite run each way on one
 machine: five actors' logs with the KeyError with a worker process, none without; the engine
-stopped in 0.1 s instead of 5 to 8 s). What follows holds where the model still has a worker
+stopped in 0.1 s instead of 5 to 8 s). Since then that engine core is in the actor's own process
+too (`stepped.py`): the engine has no process of its own left to stop. What follows holds where the model still has a worker
 process of its own (vLLM's default executor, tensor parallelism, GPUs).
 
 NOT FIXED there: Ray's kill of the children stays on, so the KeyError can still show in an actor's log.

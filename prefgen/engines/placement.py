@@ -38,9 +38,9 @@ def actor_options(engine: EngineConfig, device: str) -> dict:
     # build may run there (an actor on a logical GPU: see arguments.vllm_device). Ray's own kill of an
     # exiting actor's child processes stays on: see exit.py for why.
     env = {"VLLM_CPU_OMP_THREADS_BIND": os.environ.get("VLLM_CPU_OMP_THREADS_BIND", "nobind"),
-           # vLLM's CPU build may then run the model in its engine-core process (arguments.device_kwargs);
-           # `AsyncLLM` keeps its engine core in a process of its own whatever this says, and the
-           # blocking `LLM` (the reward model's) runs in the actor's.
+           # vLLM's CPU build may then run the model in its engine core (arguments.device_kwargs), and
+           # that core in the actor's own process: the pipeline's engine (stepped.py) and the blocking
+           # `LLM` (the reward model's). `AsyncLLM` (GPUs) keeps its core in a process of its own.
            "VLLM_ENABLE_V1_MULTIPROCESSING": os.environ.get("VLLM_ENABLE_V1_MULTIPROCESSING", "0"),
            # the CPU build's threads, set in the actor (arguments.use_cpu_threads); Ray's own
            # OMP_NUM_THREADS there is the actor's logical CPUs, 1 by default

@@ -49,7 +49,7 @@ import uuid
 import pytest
 import yaml
 from support.autoscaling_head import MAX_WORKERS, start_autoscaling_head
-from support.job_stop import ReadyJobStop, vllm_processes
+from support.job_stop import ReadyJobStop, engine_processes, still_running, titles
 from support.random_reward_model import random_reward_model
 from support.ray_head import JOB_TIMEOUT, _job_info, _ray, _submit, submit_command
 from support.waiting import wait_for
@@ -109,7 +109,8 @@ def submit_and_stop(head, config, out) -> dict:
                                 stdout=f, stderr=subprocess.STDOUT, text=True)
         try:
             wait_for(lambda: judged_rows(out), proc, JOB_TIMEOUT, "the judge's first batch", log)
-            engines = vllm_processes(head.temp_dir)  # the judge's engine, alive
+            engines = engine_processes(head.temp_dir)  # the judge's engine actor (and its processes), alive
+            seen = titles(engines)
             stop = stopper.stop()
             proc.wait(timeout=120)
         finally:
@@ -117,9 +118,12 @@ def submit_and_stop(head, config, out) -> dict:
             if proc.poll() is None:
                 proc.kill()
     deadline = time.monotonic() + 60
-    while vllm_processes(head.temp_dir) and time.monotonic() < deadline:
+    while still_running(head.temp_dir, engines) and time.monotonic() < deadline:
         time.sleep(0.5)
-    return {"engines": engines, "engines_after": vllm_processes(head.temp_dir), "stop": stop,
+    after = titles(still_running(head.temp_dir, engines))
+    with open(log, "a") as f:
+        f.write(f"\nengine processes at the judge's first batch: {seen}\nafter the stop: {after}\n")
+    return {"engines": seen, "engines_after": after, "stop": stop,
             "info": _job_info(head, sid), "logs": _ray(head.env, "job", "logs", "--address", head.address, sid),
             "manifest": storage(out).read_json("manifest.json"), "commits": batch_commits(out),
             "done": {i for c in CommitLog.read(storage(out)).commits() for i in c["ids"]}}
@@ -343,7 +347,10 @@ def test_ray_job_stop_stops_the_first_submission_gracefully_and_keeps_its_commit
     assert "stopped on request (SIGTERM)" in m["attempts"][0]["error"]
     # what the judge had done before the stop was committed, a batch a row; the rows it refused are left
     assert 1 <= len(st["done"]) < ROWS and len(st["commits"]) == len(st["done"]), st
-    assert st["engines"] and st["engines_after"] == [], st  # vLLM's processes ran, and none outlived the job
+    # the engines ran (an engine actor's process at least: vLLM's engine core may run inside it, with
+    # no process of its own), and none of them, nor any process they started, outlived the job
+    assert any("ModelStage" in title for title in st["engines"].values()), st
+    assert st["engines_after"] == {}, st
 
 
 def test_the_job_resubmitted_with_its_input_in_the_uploaded_working_dir_resumes_on_s3_and_does_the_rest(job):
