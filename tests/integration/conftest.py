@@ -1,8 +1,10 @@
 """Fixtures shared by the integration tests.
 
-`no_engine_process_outlives_its_scenario` (every module): after a module's scenario, no vLLM
-process it started is left (`VLLM::EngineCore`, `VLLM::Worker`, found by a marker in their
-environment that every process started under this test session inherits). A leaked engine
+`no_engine_process_outlives_its_scenario` (every module): after a module's scenario, no engine
+process it started is left: no engine actor (`ray::MapWorker(MapBatches(ModelStage))`, where
+vLLM's engine core runs on the CPU build, `engines/stepped.py`) and no process of vLLM's own
+(`VLLM::EngineCore`, `VLLM::Worker`), found by a marker in their environment that every process
+started under this test session inherits. A leaked engine
 holds gigabytes; on a long-lived cluster every run would leave one.
 
 `ray_cluster`: a real multi-node Ray cluster on this machine (`support/ray_cluster.py`): a head
@@ -32,7 +34,7 @@ os.environ.setdefault(MARKER, uuid.uuid4().hex)  # inherited by every process th
 
 
 def engine_processes() -> dict[int, str]:
-    """This test session's vLLM processes still alive: pid -> process title."""
+    """This test session's engine processes still alive (engine actors, vLLM's): pid -> process title."""
     found = {}
     mark = f"{MARKER}={os.environ[MARKER]}".encode()
     for entry in Path("/proc").iterdir():
@@ -40,7 +42,8 @@ def engine_processes() -> dict[int, str]:
             continue
         try:
             title = (entry / "cmdline").read_bytes().split(b"\0")[0].decode(errors="replace")
-            if title.startswith("VLLM::") and mark in (entry / "environ").read_bytes().split(b"\0"):
+            engine = title.startswith("VLLM::") or (title.startswith("ray::") and "ModelStage" in title.split(" ")[0])
+            if engine and mark in (entry / "environ").read_bytes().split(b"\0"):
                 state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
                 if state != "Z":
                     found[int(entry.name)] = title
@@ -65,7 +68,7 @@ def no_engine_process_outlives_its_scenario():
             os.kill(pid, signal.SIGKILL)
         except OSError:
             pass
-    pytest.fail(f"vLLM processes outlived their scenario by 60 s: {left}")
+    pytest.fail(f"engine processes outlived their scenario by 60 s: {left}")
 
 
 @pytest.fixture(scope="session")
