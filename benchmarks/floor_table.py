@@ -1,0 +1,41 @@
+"""README's table of prefgen against the floor, rendered from `throughput.py`'s result files only.
+
+    python benchmarks/floor_table.py benchmarks/results/throughput-16-stepped.json ...
+
+One row per file, in the order given: rows, the CPU, the commit measured, both walls (start-ups
+included), prefgen's wall over the floor's with and without the starts, both engine starts,
+prefgen's engine busy time against the floor's work, and the output tokens of each. Nothing is
+computed here that the file does not hold but the ratio of busy time to work; the figures are
+`throughput.py`'s.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+HEADER = ("| rows | CPU, commit | prefgen wall | floor wall | prefgen / floor (without starts) "
+          "| engine start, prefgen / floor | engine busy / floor's work | output tokens, prefgen / floor |")
+
+
+def table_row(result: dict, name: str) -> str:
+    m, p, f, r = result["machine"], result["prefgen"], result["floor"], result["prefgen_over_floor"]
+    busy = sum(e["busy_s"] for e in p["engines"].values())
+    cpu = f"{m['cpu']}{' (AVX-512)' if m.get('avx512') else ''}, `{m['prefgen_commit']}`"
+    return (f"| {result['limit'] or p['rows']} ([{name}](benchmarks/results/{name})) | {cpu} | {p['wall_s']:.1f} s "
+            f"| {f['wall_s']:.1f} s | **{r['wall_with_start']:.2f}x** ({r['wall_without_start']:.2f}x) "
+            f"| {p['engine_start_s']:.1f} s / {f['engine_start_s']:.1f} s | {busy:.0f} s / {f['work_s']:.0f} s "
+            f"({busy / f['work_s']:.2f}x) | {p['output_tokens']:,} / {f['output_tokens']:,} |")
+
+
+def render(paths: list[Path]) -> str:
+    lines = [HEADER, "|" + "---|" * HEADER.count(" | ") + "---|"]
+    lines += [table_row(json.loads(p.read_text()), p.name) for p in paths]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) < 2:
+        sys.exit(__doc__)
+    print(render([Path(a) for a in sys.argv[1:]]))

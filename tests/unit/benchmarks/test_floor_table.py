@@ -1,0 +1,32 @@
+"""README's floor table is rendered from a result file's own figures."""
+
+import json
+
+from benchmarks.floor_table import render, table_row
+
+RESULT = {
+    "limit": 16,
+    "machine": {"cpu": "Some CPU", "avx512": False, "prefgen_commit": "abc1234"},
+    "prefgen": {"rows": 16, "wall_s": 200.04, "engine_start_s": 30.0, "output_tokens": 12000,
+                "engines": {"a": {"busy_s": 100.0}, "b": {"busy_s": 50.0}}},
+    "floor": {"wall_s": 160.0, "engine_start_s": 20.0, "work_s": 120.0, "output_tokens": 11500},
+    "prefgen_over_floor": {"wall_with_start": 1.25, "wall_without_start": 1.21},
+}
+
+
+def test_a_row_holds_the_files_figures_and_the_busy_time_of_every_engine_over_the_floors_work():
+    row = table_row(RESULT, "throughput-x.json")
+    assert row.startswith("| 16 ([throughput-x.json](benchmarks/results/throughput-x.json)) | Some CPU, `abc1234` |")
+    assert "| 200.0 s | 160.0 s | **1.25x** (1.21x) | 30.0 s / 20.0 s |" in row
+    assert "| 150 s / 120 s (1.25x) | 12,000 / 11,500 |" in row  # both engines' busy time summed
+
+
+def test_the_table_has_one_row_per_file_in_the_order_given(tmp_path):
+    paths = []
+    for rows in (48, 16):
+        path = tmp_path / f"throughput-{rows}.json"
+        path.write_text(json.dumps(dict(RESULT, limit=rows)))
+        paths.append(path)
+    lines = render(paths).splitlines()
+    assert len(lines) == 4 and lines[1].count("---") == lines[0].count(" | ") + 1
+    assert lines[2].startswith("| 48 (") and lines[3].startswith("| 16 (")
