@@ -21,12 +21,14 @@ class EngineDead(Exception):
 
 
 class StandInEngine:
-    """Finishes one request per step, oldest first; records what the stepping thread asked of it."""
+    """Finishes one request per step, oldest first, except those whose id starts with `held` (never
+    finished: only an abort takes them out); records what the stepping thread asked of it."""
 
-    def __init__(self, fail_at_step: int | None = None):
+    def __init__(self, fail_at_step: int | None = None, held: str | None = None):
         self.unfinished: list[str] = []
+        self.added: list[str] = []
         self.most_at_once, self.aborted, self.steps = 0, [], 0
-        self.fail_at_step, self.core_stopped = fail_at_step, False
+        self.fail_at_step, self.held, self.core_stopped = fail_at_step, held, False
         self.engine_core = SimpleNamespace(shutdown=self._stop_core)
         self.threads: set[str] = set()
 
@@ -38,6 +40,7 @@ class StandInEngine:
         if prompt == "refused":
             raise ValueError("prompt too long")
         self.unfinished.append(request_id)
+        self.added.append(request_id)
         self.most_at_once = max(self.most_at_once, len(self.unfinished))
 
     def has_unfinished_requests(self):
@@ -53,7 +56,11 @@ class StandInEngine:
         if self.steps == self.fail_at_step:
             raise RuntimeError("out of memory")
         time.sleep(0.02)
-        done = self.unfinished.pop(0)
+        finishable = [r for r in self.unfinished if not (self.held and r.startswith(self.held))]
+        if not finishable:
+            return []
+        done = finishable[0]
+        self.unfinished.remove(done)
         return [SimpleNamespace(request_id=done, finished=True, text=f"output of {done}")]
 
 
@@ -96,22 +103,29 @@ def test_a_refused_request_fails_alone():
 
 
 def test_a_cancelled_call_is_aborted_in_the_engine():
-    engine = StandInEngine()
+    """The cancelled requests never finish on their own, so only an abort takes them out of the engine:
+    no timing decides the outcome."""
+    engine = StandInEngine(held="gone")
     llm = SteppedLLM(lambda: engine)
+    gone_ids = {f"gone{i}" for i in range(5)}
 
     async def cancel_one():
         keep = asyncio.ensure_future(final(llm, "p", "keep"))
-        gone = [asyncio.ensure_future(final(llm, "p", f"gone{i}")) for i in range(5)]
-        await asyncio.sleep(0.01)
+        gone = [asyncio.ensure_future(final(llm, "p", r)) for r in sorted(gone_ids)]
+        while not gone_ids <= set(engine.added):  # every request is in the engine before the cancel
+            await asyncio.sleep(0.005)
         for task in gone:
             task.cancel()
         await asyncio.gather(*gone, return_exceptions=True)
         return await keep
 
     assert asyncio.run(cancel_one())[0].text == "output of keep"
+    deadline = time.monotonic() + 10
+    while set(engine.aborted) != gone_ids and time.monotonic() < deadline:
+        time.sleep(0.01)
     llm.shutdown(5)
-    assert engine.aborted and set(engine.aborted) <= {f"gone{i}" for i in range(5)}
-    assert engine.steps < 6, "the cancelled requests were stepped to the end"
+    assert set(engine.aborted) == gone_ids, engine.aborted
+    assert engine.unfinished == [], "a cancelled request was left in the engine"
 
 
 def test_a_failed_step_fails_every_waiting_and_later_call_as_a_dead_engine():
