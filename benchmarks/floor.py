@@ -17,6 +17,7 @@ from collections.abc import Callable
 
 from prefgen.config import EngineConfig, PipelineConfig
 from prefgen.engines.engine import ChatEngine, engine_dead
+from prefgen.engines.step_log import StepLog, request_counts
 from prefgen.engines.placement import actor_options
 from prefgen.roles.plan import plan_stages
 from prefgen.schema import REJECT_STAGE_ERROR, WORK_ROW, to_table
@@ -61,6 +62,24 @@ def free_engine(engine, wait_s: float = 5.0) -> list[int]:
     return left
 
 
+def log_steps(engine) -> StepLog | None:
+    """Time the floor engine's steps and their width as `SteppedLLM` does prefgen's, by wrapping
+    its `LLMEngine.step`; None where vLLM's engine core runs in a process of its own."""
+    llm_engine = getattr(getattr(engine, "llm", None), "llm_engine", None)
+    if llm_engine is None or request_counts(llm_engine) is None:
+        return None
+    log, step = StepLog(), llm_engine.step
+
+    def timed_step():
+        started = time.monotonic()
+        outputs = step()
+        log.record(started, time.monotonic() - started, *request_counts(llm_engine))
+        return outputs
+
+    llm_engine.step = timed_step
+    return log
+
+
 def _run_role(task, rows: list[dict], engine: ChatEngine) -> dict:
     """One role over every live row in one call, counted as prefgen's stage counts it."""
     stats = new_role_stats()
@@ -98,6 +117,7 @@ def run_floor(cfg: PipelineConfig, rows: list[dict], engine_factory: EngineFacto
         engine = engine_factory(stage.model.source, stage.model.engine, device)
         check_chat_templates(engine, stage.tasks)
         start_s = time.monotonic() - t0
+        steps = log_steps(engine)
         log(f"[floor] {stage.name}: engine ready on {device} in {start_s:.1f} s")
         t0 = time.monotonic()
         for task in stage.tasks:
@@ -114,6 +134,7 @@ def run_floor(cfg: PipelineConfig, rows: list[dict], engine_factory: EngineFacto
             "device": device, "roles": stage.roles, "engine_start_s": start_s, "busy_s": work_s,
             "output_tokens": sum(roles[r]["output_tokens"] for r in stage.roles),
             "free_s": time.monotonic() - t0, "children_after_free": len(left),
+            **({"engine_steps": steps.summary()} if steps else {}),
         }
         if left:
             log(f"[floor] warning: {len(left)} child process(es) still alive after freeing {stage.name}: {left}")
@@ -176,7 +197,8 @@ def throughput_report(manifest: dict, outside_wall_s: float, floor: dict) -> dic
         "pipeline_wall_s": round(p_wall, 2),
         "engine_start_s": round(p_start, 2),
         "engine_start_rule": rule,
-        "engines": engine_table({n: {k: st[k] for k in ("replicas", "engine_start_s", "busy_s", "output_tokens")}
+        "engines": engine_table({n: {k: st[k] for k in ("replicas", "engine_start_s", "busy_s", "output_tokens",
+                                                        "engine_steps") if k in st}
                                  for n, st in manifest["stages"].items()}),
         "roles": role_table(manifest["roles"]),
         "rows": p_rows,

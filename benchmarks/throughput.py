@@ -19,6 +19,7 @@ CONFIG `default` is the embedded default config.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import signal
@@ -106,6 +107,17 @@ def run_prefgen(config: str | None, input_path: str, limit: int | None, work: Pa
     return run_cli(args, work / "prefgen.log")
 
 
+def engine_steps_by_actor(output: Path) -> list[dict]:
+    """Each engine actor's steps over time (`engine_steps` in its stats file, with the timeline
+    the manifest leaves out), to set against the floor's."""
+    found = []
+    for path in sorted(output.glob("_stats/*/*.json")):
+        stats = json.loads(path.read_text())
+        if stats.get("engine_steps"):
+            found.append({"stage": stats["stage"], "actor": stats.get("actor"), **stats["engine_steps"]})
+    return found
+
+
 def run_floor_on(cfg) -> dict:
     import torch
 
@@ -166,7 +178,8 @@ def main() -> None:
                "other_work_processes": args.other_work,
                "ray_worker_niceness_env": os.environ.get("RAY_worker_niceness"),  # unset: prefgen's choice
                "prefgen_processes": prefgen_processes,
-               "floor_load_average_1m": {"start": floor_load[0], "end": floor_load[1]}}
+               "floor_load_average_1m": {"start": floor_load[0], "end": floor_load[1]},
+               "prefgen_engine_steps_by_actor": engine_steps_by_actor(work / "prefgen")}
     save(f"throughput-{name}", results)
 
 

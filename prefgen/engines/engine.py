@@ -238,6 +238,12 @@ class AsyncVllmEngine:
             results[i] = result
         return results
 
+    def step_summary(self) -> dict | None:
+        """The engine's steps (`step_log.py`) where they are seen from here (`SteppedLLM`); None
+        where `AsyncLLM`'s engine core steps in a process of its own."""
+        steps = getattr(self.llm, "steps", None)
+        return steps.summary() if steps is not None else None
+
     def shutdown(self, timeout_s: float = 15.0) -> None:
         """Stop the engine core and its worker in order (`engines/exit.py`). vLLM kills the engine
         core after `timeout_s`; its default, 5 s, killed one that had stopped its worker in 3 s and

@@ -59,7 +59,8 @@ class ModelStage:
     after each batch: engine start; `busy_s`, the time at least one batch was in flight;
     `batch_s`, the batches' own times summed (batch_s / busy_s is the mean number in flight);
     per role: rows, requests, tokens, task time, outputs dropped by reason, of the batches it
-    finished (a batch cut short by the actor's death counts where it is redone). `actor` is
+    finished (a batch cut short by the actor's death counts where it is redone); `engine_steps`,
+    the engine's steps and their width where it steps in this process (`step_log.py`). `actor` is
     Ray's actor id, which a restarted actor keeps; `node` the Ray node it runs on. The driver sums
     its attempt's files into the summary and names a stage whose engines never started.
 
@@ -196,6 +197,9 @@ class ModelStage:
             usage = getattr(self.engine, "usage", None)
             if callable(usage):  # an endpoint's counts (requests, retries, failures, tokens, cost)
                 self.stats["endpoint"] = usage()
+            steps = getattr(self.engine, "step_summary", None)
+            if callable(steps) and (summary := steps()) is not None:  # the engine's width, step by step
+                self.stats["engine_steps"] = summary
             self.stats["seq"] += 1
             return json.loads(json.dumps(self.stats))
 

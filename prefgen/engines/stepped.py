@@ -19,6 +19,9 @@ another count ("thread_num == thread_num (1 vs. 2)").
 
 An exception in a step ends the engine: every waiting call and every later one raises vLLM's
 `EngineDeadError`, so the stage replaces its actor as it does when `AsyncLLM`'s core dies.
+
+Each step is timed and its width (sequences running and waiting) kept in `steps` (`step_log.py`),
+which the stage's stats report.
 """
 
 from __future__ import annotations
@@ -26,7 +29,10 @@ from __future__ import annotations
 import asyncio
 import sys
 import threading
+import time
 from collections.abc import Callable
+
+from prefgen.engines.step_log import StepLog, request_counts
 
 
 def _settle(done: asyncio.Future, output=None, error: BaseException | None = None) -> None:
@@ -86,6 +92,7 @@ class SteppedLLM:
         self._waiting: dict[str, tuple[asyncio.AbstractEventLoop, asyncio.Future]] = {}  # the thread's own
         self._failed: BaseException | None = None
         self._stopping = False
+        self.steps = StepLog()
         self._threads = _torch_threads()  # this thread's (the actor's choice): the stepping thread takes the same
         self._built = threading.Event()
         self._build_error: BaseException | None = None
@@ -157,7 +164,7 @@ class SteppedLLM:
                 if gone:
                     self.engine.abort_request(gone)
                 if self.engine.has_unfinished_requests():
-                    for output in self.engine.step():
+                    for output in self._step():
                         if output.finished and output.request_id in self._waiting:
                             loop, done = self._waiting.pop(output.request_id)
                             _deliver(loop, done, output)
@@ -168,6 +175,14 @@ class SteppedLLM:
                 self._waiting, self._incoming = {}, []
             for loop, done in pending:
                 _deliver(loop, done, None, _dead(exc))
+
+    def _step(self) -> list:
+        started = time.monotonic()
+        outputs = self.engine.step()
+        counts = request_counts(self.engine)
+        if counts is not None:
+            self.steps.record(started, time.monotonic() - started, *counts)
+        return outputs
 
     def shutdown(self, timeout: float | None = None) -> None:
         """Stop stepping (the step under way ends first), then the engine core."""

@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass, field
 
 from prefgen.engines.endpoint_rules import cost
+from prefgen.engines.step_log import combined
 from prefgen.report.health import add_health, batch_health, health_figures, health_warnings
 from prefgen.report.health_text import health_lines  # noqa: F401 - re-exported (card.py)
 from prefgen.roles.verify.verdicts import VERIFY_COUNTS, verification_counts, verification_figures, verification_warnings
@@ -188,6 +189,10 @@ class RunSummary:
                     into[key] += rs[key]
                 for reason, n in rs.get("dropped", {}).items():  # plain dicts: asdict() would garble a Counter
                     into["dropped"][reason] = into["dropped"].get(reason, 0) + n
+        for name, agg in self.stages.items():  # the engines' widths where they were seen (`step_log.py`)
+            steps = combined([st.get("engine_steps") for st in actor_stats if st["stage"] == name])
+            if steps:
+                agg["engine_steps"] = steps
         order = [name for name, _ in plan]
         role_order = [r for _, roles in plan for r in roles]
         self.stages = {name: self.stages[name] for name in order if name in self.stages}
@@ -225,6 +230,10 @@ class RunSummary:
             lines.append(f"  engine {name} ({st['replicas']} actor(s){restarts}): start {st['engine_start_s']:.0f} s, "
                          f"busy {st['busy_s']:.0f} s, {st['output_tokens']} tokens "
                          f"({st['output_tokens'] / max(st['busy_s'], 1e-9):.0f} tok/s busy)")
+            if steps := st.get("engine_steps"):
+                lines.append(f"    steps: {steps['steps']} in {steps['step_s']:.0f} s, {steps['mean_running']:g} "
+                             f"sequences each on average (at most {steps['max_running']}), requests waiting "
+                             f"{steps['waiting_share']:.0%} of the time")
             for role in st["roles"]:
                 rs = self.roles[role]
                 line = (f"    {role}: {rs['rows']} rows, {rs['requests']} requests, {rs['output_tokens']} tokens "

@@ -174,3 +174,19 @@ def test_ratios_are_none_when_the_floor_did_no_work():
     ratios = report["prefgen_over_floor"]
     assert ratios["wall_with_start"] is None and ratios["wall_without_start"] is None
     assert ratios["engine_start_over_alone"] is None and report["floor"]["roles"]["generate:a"]["tokens_per_s"] is None
+
+
+def test_the_floor_engines_steps_are_logged_through_its_llm_engine():
+    from types import SimpleNamespace
+
+    from benchmarks.floor import log_steps
+
+    widths = iter([(0, 0), (5, 2), (3, 0)])  # the first: log_steps asking whether the scheduler is here
+    scheduler = SimpleNamespace(get_request_counts=lambda: next(widths, (0, 0)))
+    llm_engine = SimpleNamespace(step=lambda: ["out"], engine_core=SimpleNamespace(engine_core=SimpleNamespace(
+        scheduler=scheduler)))
+    engine = SimpleNamespace(llm=SimpleNamespace(llm_engine=llm_engine))
+    log = log_steps(engine)
+    assert [llm_engine.step(), llm_engine.step()] == [["out"], ["out"]]
+    assert log.steps == 2 and log.max_running == 5 and log.max_waiting == 2
+    assert log_steps(SimpleNamespace(llm=SimpleNamespace(llm_engine=SimpleNamespace(engine_core=object())))) is None

@@ -172,3 +172,21 @@ def test_the_engine_is_built_in_the_stepping_thread_and_a_failed_build_raises_in
 
     with pytest.raises(MemoryError, match="KV cache"):
         SteppedLLM(fails)
+
+
+def test_each_step_is_logged_with_the_schedulers_counts():
+    engine = StandInEngine()
+    counts = iter([(2, 3), (1, 0)] + [(0, 0)] * 10)
+    engine.engine_core.engine_core = SimpleNamespace(scheduler=SimpleNamespace(get_request_counts=lambda: next(counts)))
+    llm = SteppedLLM(lambda: engine)
+
+    async def calls():
+        return await asyncio.gather(*(final(llm, "p", f"r{i}") for i in range(2)))
+
+    asyncio.run(calls())
+    llm.shutdown(5)
+    summary = llm.steps.summary()
+    assert summary["steps"] == engine.steps == 2
+    assert summary["max_running"] == 2 and summary["max_waiting"] == 3
+    assert 0.3 < summary["waiting_share"] < 0.7, summary  # one of two steps of about equal length had some waiting
+    assert summary["timeline"][0][0] == 0 and 1.0 <= summary["timeline"][0][1] <= 2.0
