@@ -54,14 +54,16 @@ def measure_async(stepped: bool = False) -> dict:
     from vllm import AsyncEngineArgs, EngineArgs, SamplingParams
     from vllm.v1.engine.async_llm import AsyncLLM
 
+    from prefgen.engines.engine import batch_usage_context
     from prefgen.engines.stepped import SteppedLLM
 
     kwargs = _kwargs()
     started = time.monotonic()
     if stepped:
-        llm = SteppedLLM.from_engine_args(EngineArgs(disable_log_stats=True, **kwargs))
+        llm = SteppedLLM.from_engine_args(EngineArgs(disable_log_stats=True, **kwargs), batch_usage_context())
     else:
-        llm = AsyncLLM.from_engine_args(AsyncEngineArgs(disable_log_stats=True, **kwargs))
+        llm = AsyncLLM.from_engine_args(AsyncEngineArgs(disable_log_stats=True, **kwargs),
+                                        usage_context=batch_usage_context())
     ready = time.monotonic()
 
     async def one(i: int, prompt: str) -> int:

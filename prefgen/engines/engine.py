@@ -109,6 +109,17 @@ def sampling_params(request: Request):
     )
 
 
+def batch_usage_context():
+    """The usage context the pipeline's engine is built for: offline batch work, as `vllm.LLM`'s.
+    vLLM sizes its scheduler by it: `LLM`'s lets a step hold 256 sequences and 4,096 tokens on a
+    CPU (1,024 and 16,384 on a GPU of 70 GB or more), an engine's own default 128 and 2,048, which
+    held prefgen's engine to half the floor's width (`benchmarks/throughput.py`). A config's
+    `extra: {max_num_seqs: ...}` still sets it."""
+    from vllm.usage.usage_lib import UsageContext
+
+    return UsageContext.LLM_CLASS
+
+
 def token_prompt(ids: list[int]):
     """A prompt vLLM takes as it is, without applying a template or tokenizing again."""
     try:
@@ -198,14 +209,15 @@ class AsyncVllmEngine:
         self.engine_cfg = eng
         use_cpu_threads(device)
         kwargs = {"disable_log_stats": True, **engine_kwargs(source, eng, device, adapters)}
+        batch_work = batch_usage_context()
         if in_engine_core(kwargs):  # the CPU build's one rank: no engine-core process to spawn (stepped.py)
             from vllm import EngineArgs
 
             from prefgen.engines.stepped import SteppedLLM
 
-            self.llm = SteppedLLM.from_engine_args(EngineArgs(**kwargs))
+            self.llm = SteppedLLM.from_engine_args(EngineArgs(**kwargs), batch_work)
         else:
-            self.llm = AsyncLLM.from_engine_args(AsyncEngineArgs(**kwargs))
+            self.llm = AsyncLLM.from_engine_args(AsyncEngineArgs(**kwargs), usage_context=batch_work)
         self.loras = lora_requests(adapters)
         self.tokenizer = self.llm.get_tokenizer()
         self._ids = itertools.count()
@@ -237,6 +249,11 @@ class AsyncVllmEngine:
         for (i, _), result in zip(runnable, outputs):
             results[i] = result
         return results
+
+    def scheduler_limits(self) -> dict:
+        """How wide a step of this engine may be: sequences and tokens (vLLM's scheduler config)."""
+        sched = self.llm.vllm_config.scheduler_config
+        return {"max_num_seqs": sched.max_num_seqs, "max_num_batched_tokens": sched.max_num_batched_tokens}
 
     def step_summary(self) -> dict | None:
         """The engine's steps (`step_log.py`) where they are seen from here (`SteppedLLM`); None

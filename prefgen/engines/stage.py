@@ -60,7 +60,8 @@ class ModelStage:
     `batch_s`, the batches' own times summed (batch_s / busy_s is the mean number in flight);
     per role: rows, requests, tokens, task time, outputs dropped by reason, of the batches it
     finished (a batch cut short by the actor's death counts where it is redone); `engine_steps`,
-    the engine's steps and their width where it steps in this process (`step_log.py`). `actor` is
+    the engine's steps and their width where it steps in this process (`step_log.py`);
+    `engine_limits`, the widest step its scheduler allows. `actor` is
     Ray's actor id, which a restarted actor keeps; `node` the Ray node it runs on. The driver sums
     its attempt's files into the summary and names a stage whose engines never started.
 
@@ -120,6 +121,9 @@ class ModelStage:
         self.threads = ThreadPoolExecutor(max_workers=4 * max(1, batches_in_flight), thread_name_prefix="prefgen-batch")
         with self.lock:
             self.stats.update(ready=True, engine_start_s=round(time.monotonic() - started, 2), ready_at=time.time())
+            limits = getattr(engine, "scheduler_limits", None)
+            if callable(limits):  # how wide its steps may be
+                self.stats["engine_limits"] = limits()
             snapshot = json.loads(json.dumps(self.stats))
         self._write_stats(snapshot, force=True)
         print(f"[prefgen] {name}: engine ready in {self.stats['engine_start_s']:.1f} s", flush=True)

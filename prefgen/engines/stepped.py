@@ -103,13 +103,17 @@ class SteppedLLM:
             raise self._build_error
 
     @classmethod
-    def from_engine_args(cls, engine_args) -> SteppedLLM:
+    def from_engine_args(cls, engine_args, usage_context) -> SteppedLLM:
         from vllm.v1.engine.llm_engine import LLMEngine
 
-        return cls(lambda: LLMEngine.from_engine_args(engine_args))
+        return cls(lambda: LLMEngine.from_engine_args(engine_args, usage_context=usage_context))
 
     def get_tokenizer(self):
         return self.engine.get_tokenizer()
+
+    @property
+    def vllm_config(self):
+        return self.engine.vllm_config
 
     async def generate(self, prompt, params, request_id: str, lora_request=None):
         """The request's final output, once finished (`params` is the caller's own: changed here)."""

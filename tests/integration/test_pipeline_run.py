@@ -289,6 +289,16 @@ def test_one_engine_served_several_batches_at_once_and_cut_answers_off(run):
     actors = [json.loads(f.read_text()) for f in (run["out"] / "_stats").rglob("*.json")]
     assert {a["stage"] for a in actors} == {"smol"} and max(a["max_in_flight"] for a in actors) >= 2
     assert {a["nice"] for a in actors} == {os.getpriority(os.PRIO_PROCESS, 0)}  # run/ray_start.py
+    # the engine stepped in the actor (SteppedLLM), every step logged with its width from vLLM's scheduler
+    steps = [a["engine_steps"] for a in actors if a.get("engine_steps")]
+    assert steps and all(s["steps"] > 0 and s["timeline"] for s in steps)
+    assert max(s["max_running"] for s in steps) >= 2
+    assert run["summary"]["stages"]["smol"]["engine_steps"]["steps"] == sum(s["steps"] for s in steps)
+    # sized as vLLM's `LLM` sizes its scheduler for batch work, not as an engine's default (engine.batch_usage_context)
+    from vllm.config import SchedulerConfig
+
+    limits = [a["engine_limits"] for a in actors if a.get("ready")]
+    assert limits and all(lim["max_num_seqs"] > SchedulerConfig.DEFAULT_MAX_NUM_SEQS for lim in limits), limits
     cands = [c for row in run["pairs"] + run["rejects"] for c in row["candidates"]]
     cut = [c for c in cands if c["truncated"]]
     assert cut and all(c["origin"] in ("generated", "evolved") for c in cut)  # 48 and 64 tokens: most are cut

@@ -124,3 +124,26 @@ def test_an_engine_that_raises_while_starting_is_recorded_with_its_error(tmp_pat
     error = start_failure(ActorDiedError("died"), [record], {}, {}, 0)
     assert "its engine raised while starting: ValueError: chat template refuses a system role" in str(error)
     assert "what the engine's error names" in str(error) and "max_model_len" not in str(error)  # not memory advice
+
+
+class SteppingEngine(ScriptedEngine):
+    """Reports its steps and limits, as `AsyncVllmEngine` on `SteppedLLM` does."""
+
+    def step_summary(self):
+        return {"steps": 4, "step_s": 2.0, "mean_running": 3.0, "max_running": 5, "mean_waiting": 0.5,
+                "waiting_share": 0.25, "bucket_s": 10.0, "timeline": [[0, 3.0, 0.5, 0.2]]}
+
+    def scheduler_limits(self):
+        return {"max_num_seqs": 256, "max_num_batched_tokens": 4096}
+
+
+def test_the_engines_steps_and_limits_reach_the_stats_and_the_summary(tmp_path):
+    stage = ModelStage(lambda: SteppingEngine(lambda r: ["x"]), [Echo()], "m", storage(str(tmp_path)), attempt="a")
+    run(stage, batch(2))
+    (stats,) = read_jsons(storage(str(tmp_path)), f"{STATS_DIR}/a")
+    assert stats["engine_limits"] == {"max_num_seqs": 256, "max_num_batched_tokens": 4096}
+    assert stats["engine_steps"]["timeline"] == [[0, 3.0, 0.5, 0.2]]
+    summary = summary_of(tmp_path, "a")
+    assert summary.stages["m"]["engine_steps"]["steps"] == 4 and "timeline" not in summary.stages["m"]["engine_steps"]
+    assert any("steps: 4 in 2 s, 3 sequences each on average (at most 5), requests waiting 25% of the time" in line
+               for line in summary._stage_lines())
