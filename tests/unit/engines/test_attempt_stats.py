@@ -37,9 +37,10 @@ def summary_of(out, attempt):
 
 
 def test_an_earlier_attempts_stats_do_not_count_again(tmp_path):
-    killed = ModelStage(lambda: ScriptedEngine(lambda r: ["x"]), [Echo()], "m", storage(str(tmp_path)), attempt="first")
+    store = storage(str(tmp_path))
+    killed = ModelStage(lambda: ScriptedEngine(lambda r: ["x"]), [Echo()], "m", store, attempt="first")
     run(killed, batch(3))  # its rows were never committed: the next attempt redoes them
-    resumed = ModelStage(lambda: ScriptedEngine(lambda r: ["x"]), [Echo()], "m", storage(str(tmp_path)), attempt="second")
+    resumed = ModelStage(lambda: ScriptedEngine(lambda r: ["x"]), [Echo()], "m", store, attempt="second")
     run(resumed, batch(3))
     summary = summary_of(tmp_path, "second")
     assert summary.stages["m"]["replicas"] == 1
@@ -50,13 +51,14 @@ def test_a_restarted_actor_is_one_replica_and_an_unfinished_start_adds_nothing(t
     import prefgen.engines.stage
 
     monkeypatch.setattr(prefgen.engines.stage, "current_actor_id", lambda: "actor-1")
-    first = ModelStage(lambda: ScriptedEngine(lambda r: ["x"]), [Echo()], "m", storage(str(tmp_path)), attempt="a")
+    store = storage(str(tmp_path))
+    first = ModelStage(lambda: ScriptedEngine(lambda r: ["x"]), [Echo()], "m", store, attempt="a")
     run(first, batch(2))
-    again = ModelStage(lambda: ScriptedEngine(lambda r: ["x"]), [Echo()], "m", storage(str(tmp_path)), attempt="a")  # restart
+    again = ModelStage(lambda: ScriptedEngine(lambda r: ["x"]), [Echo()], "m", store, attempt="a")  # restart
     run(again, batch(1))
     monkeypatch.setattr(prefgen.engines.stage, "current_actor_id", lambda: "actor-2")
     with pytest.raises(MemoryError):
-        ModelStage(lambda: (_ for _ in ()).throw(MemoryError("cannot allocate")), [Echo()], "m", storage(str(tmp_path)),
+        ModelStage(lambda: (_ for _ in ()).throw(MemoryError("cannot allocate")), [Echo()], "m", store,
                    attempt="a")
     summary = summary_of(tmp_path, "a")
     stage = summary.stages["m"]
@@ -118,8 +120,9 @@ def test_an_engine_that_raises_while_starting_is_recorded_with_its_error(tmp_pat
         raise ValueError("chat template refuses a system role")
 
     with pytest.raises(ValueError):
-        ModelStage(broken, [Echo()], "m", storage(str(tmp_path)), attempt="a")
-    [record] = read_jsons(storage(str(tmp_path)), f"{STATS_DIR}/a")
+        store = storage(str(tmp_path))
+        ModelStage(broken, [Echo()], "m", store, attempt="a")
+    [record] = read_jsons(store, f"{STATS_DIR}/a")
     assert record["ready"] is False and "system role" in record["error"]
     error = start_failure(ActorDiedError("died"), [record], {}, {}, 0)
     assert "its engine raised while starting: ValueError: chat template refuses a system role" in str(error)
@@ -138,9 +141,10 @@ class SteppingEngine(ScriptedEngine):
 
 
 def test_the_engines_steps_and_limits_reach_the_stats_and_the_summary(tmp_path):
-    stage = ModelStage(lambda: SteppingEngine(lambda r: ["x"]), [Echo()], "m", storage(str(tmp_path)), attempt="a")
+    store = storage(str(tmp_path))
+    stage = ModelStage(lambda: SteppingEngine(lambda r: ["x"]), [Echo()], "m", store, attempt="a")
     run(stage, batch(2))
-    (stats,) = read_jsons(storage(str(tmp_path)), f"{STATS_DIR}/a")
+    (stats,) = read_jsons(store, f"{STATS_DIR}/a")
     assert stats["engine_limits"] == {"max_num_seqs": 256, "max_num_batched_tokens": 4096}
     assert stats["engine_steps"]["timeline"] == [[0, 3.0, 0.5, 0.2]]
     summary = summary_of(tmp_path, "a")

@@ -205,9 +205,10 @@ def test_committed_shards_names_no_uncommitted_shard(tmp_path):
     out = tmp_path / "out"
     state = opened(out)
     every = write_batches(state, out, 2)
-    write_rows(storage(str(out)), state.token, [{"id": "late"}], [pair("late")], [])  # its commit never came
+    store = storage(str(out))
+    write_rows(store, state.token, [{"id": "late"}], [pair("late")], [])  # its commit never came
     assert sorted(followed_ids(out)) == sorted(every) and "late" in plain_ids(out)
-    assert len(CommitLog.read(storage(str(out))).commits()) == 2
+    assert len(CommitLog.read(store).commits()) == 2
 
 
 def test_a_driver_that_lost_the_folder_commits_nothing_once_its_lease_read_is_stale(tmp_path):

@@ -39,7 +39,8 @@ def quiet(msg):
 
 def test_a_resumed_attempt_reuses_finished_phases_for_the_rows_still_to_do(tmp_path):
     out = tmp_path / "out"
-    first = PhaseStore(storage(str(out)), "cfg1", "a" * 32)
+    store = storage(str(out))
+    first = PhaseStore(store, "cfg1", "a" * 32)
     assert first.finished(STAGES, {"r1", "r2", "r3"}, quiet) == []
     run_phase(first, 0, {"r1", "r2", "r3"})
     run_phase(first, 1, {"r1", "r2", "r3"})
@@ -48,7 +49,7 @@ def test_a_resumed_attempt_reuses_finished_phases_for_the_rows_still_to_do(tmp_p
     assert marker["folder"] == "01-g-aaaaaaaa"
 
     # the last stage committed r1 before the crash: the resume asks for r2, r3 only
-    second = PhaseStore(storage(str(out)), "cfg1", "b" * 32)
+    second = PhaseStore(store, "cfg1", "b" * 32)
     reused = second.finished(STAGES, {"r2", "r3"}, quiet)
     assert [(p.index, p.stage, p.ids) for p in reused] == [(0, "g", {"r1", "r2", "r3"}), (1, "h", {"r1", "r2", "r3"})]
     assert reused[1].path == f"{out}/_phases/cfg1/02-h-aaaaaaaa"
@@ -57,11 +58,12 @@ def test_a_resumed_attempt_reuses_finished_phases_for_the_rows_still_to_do(tmp_p
 
 def test_a_phase_killed_mid_write_is_deleted_and_redone_with_every_later_one(tmp_path):
     out = tmp_path / "out"
-    first = PhaseStore(storage(str(out)), "cfg1", "a" * 32)
+    store = storage(str(out))
+    first = PhaseStore(store, "cfg1", "a" * 32)
     run_phase(first, 0, {"r1", "r2"})
     write_part(first, 1, ["r1"])  # phase 2 was writing when the driver died: no marker
     logs = []
-    second = PhaseStore(storage(str(out)), "cfg1", "b" * 32)
+    second = PhaseStore(store, "cfg1", "b" * 32)
     assert [p.stage for p in second.finished(STAGES, {"r1", "r2"}, logs.append)] == ["g"]
     assert phase_dirs(out) == ["01-g-aaaaaaaa", "01-g.json"]
     assert logs == []  # an unfinished phase is simply redone
@@ -69,18 +71,19 @@ def test_a_phase_killed_mid_write_is_deleted_and_redone_with_every_later_one(tmp
     # a phase that is not reusable takes every later phase with it, finished or not
     run_phase(second, 1, {"r1", "r2"})
     (out / "_phases/cfg1/01-g.json").unlink()
-    third = PhaseStore(storage(str(out)), "cfg1", "c" * 32)
+    third = PhaseStore(store, "cfg1", "c" * 32)
     assert third.finished(STAGES, {"r1", "r2"}, quiet) == []
     assert phase_dirs(out) == []
 
 
 def test_a_phase_whose_folder_differs_from_its_marker_is_not_reused(tmp_path):
     out = tmp_path / "out"
-    first = PhaseStore(storage(str(out)), "cfg1", "a" * 32)
+    store = storage(str(out))
+    first = PhaseStore(store, "cfg1", "a" * 32)
     run_phase(first, 0, {"r1", "r2"})
     write_part(first, 0, ["r1"], name="part-stray.parquet")  # a stray writer added a row after the marker
     logs = []
-    assert PhaseStore(storage(str(out)), "cfg1", "b" * 32).finished(STAGES, {"r1", "r2"}, logs.append) == []
+    assert PhaseStore(store, "cfg1", "b" * 32).finished(STAGES, {"r1", "r2"}, logs.append) == []
     assert logs == ["[prefgen] phase 1 (g) of an earlier attempt is not reused: "
                     "its output holds 3 rows, not the 2 its marker names"]
     assert phase_dirs(out) == []
@@ -88,9 +91,10 @@ def test_a_phase_whose_folder_differs_from_its_marker_is_not_reused(tmp_path):
 
 def test_a_phase_that_does_not_cover_the_rows_to_do_is_redone(tmp_path):
     out = tmp_path / "out"
-    run_phase(PhaseStore(storage(str(out)), "cfg1", "a" * 32), 0, {"r1"})
+    store = storage(str(out))
+    run_phase(PhaseStore(store, "cfg1", "a" * 32), 0, {"r1"})
     logs = []
-    assert PhaseStore(storage(str(out)), "cfg1", "b" * 32).finished(STAGES, {"r1", "r2"}, logs.append) == []
+    assert PhaseStore(store, "cfg1", "b" * 32).finished(STAGES, {"r1", "r2"}, logs.append) == []
     assert "1 rows still to do are not in it" in logs[0]
 
 
@@ -98,15 +102,16 @@ def test_rows_lost_in_a_phase_are_run_again_rather_than_given_up_on(tmp_path):
     """A row lost with its batch (its engine's node gone) is redone: a phase that lost a row still
     to do is not reused for it; one that lost only rows done since is."""
     out = tmp_path / "out"
-    first = PhaseStore(storage(str(out)), "cfg1", "a" * 32)
+    store = storage(str(out))
+    first = PhaseStore(store, "cfg1", "a" * 32)
     phase = run_phase(first, 0, {"r1", "r2", "r3"}, out_ids=["r1", "r2"])  # r3's batch failed
     assert phase.failed == {"r3"} and phase.ids == {"r1", "r2"}
     run_phase(first, 1, {"r1", "r2"})  # phase 2 was fed what phase 1 wrote
-    assert PhaseStore(storage(str(out)), "cfg1", "b" * 32).finished(STAGES, {"r2", "r3"}, quiet) == []
-    first = PhaseStore(storage(str(out)), "cfg1", "a" * 32)
+    assert PhaseStore(store, "cfg1", "b" * 32).finished(STAGES, {"r2", "r3"}, quiet) == []
+    first = PhaseStore(store, "cfg1", "a" * 32)
     run_phase(first, 0, {"r1", "r2", "r3"}, out_ids=["r1", "r2"])
     run_phase(first, 1, {"r1", "r2"})
-    reused = PhaseStore(storage(str(out)), "cfg1", "b" * 32).finished(STAGES, {"r2"}, quiet)
+    reused = PhaseStore(store, "cfg1", "b" * 32).finished(STAGES, {"r2"}, quiet)
     assert [p.stage for p in reused] == ["g", "h"] and reused[0].covered == {"r1", "r2", "r3"}
 
 
@@ -125,18 +130,20 @@ def test_a_driver_that_lost_the_lease_marks_nothing(tmp_path):
 
 def test_phases_of_another_config_or_the_old_layout_are_cleared(tmp_path):
     out = tmp_path / "out"
-    run_phase(PhaseStore(storage(str(out)), "cfg0", "a" * 32), 0, {"r1"})
+    store = storage(str(out))
+    run_phase(PhaseStore(store, "cfg0", "a" * 32), 0, {"r1"})
     (out / "_phases/3f2a9c1d/00-g").mkdir(parents=True)  # token-keyed folder of an older prefgen
-    PhaseStore(storage(str(out)), "cfg1", "b" * 32).finished(STAGES, {"r1"}, quiet)
+    PhaseStore(store, "cfg1", "b" * 32).finished(STAGES, {"r1"}, quiet)
     assert sorted(p.name for p in (out / "_phases").iterdir()) == []
 
 
 def test_a_finished_run_deletes_its_phases(tmp_path):
     out = tmp_path / "out"
-    state = RunState(storage(str(out)))
+    store = storage(str(out))
+    state = RunState(store)
     state.open({}, "cfg1", "in1", False, log=quiet)
     state.claim(None)
-    run_phase(PhaseStore(storage(str(out)), "cfg1", state.token), 0, {"r1"})
+    run_phase(PhaseStore(store, "cfg1", state.token), 0, {"r1"})
     state.finish({})
     assert list((out / "_phases").iterdir()) == []
 

@@ -45,12 +45,13 @@ def test_resume_sees_committed_ids_and_leaves_uncommitted_shards_to_the_finish(t
     write_committed(first, out, ["a", "b"])
     write_committed(first, out, ["c"], commit=False)  # killed before the commit
     (out / LEASE_FILE).unlink()  # as if the driver died without releasing
-    requests = storage(str(out)).requests
+    store = storage(str(out))
+    requests = store.requests
     requests.reset()
     second = open_state(out)
     assert second.done_ids == {"a", "b"}
     assert requests.in_folder("LIST", f"{out}/rejects") == 0
-    assert committed_shards(storage(str(out)), "rejects") == ["rejects/part-key-a-b.parquet"]
+    assert committed_shards(store, "rejects") == ["rejects/part-key-a-b.parquet"]
     second.finish({"pairs": 0})
     assert sorted(p.name for p in (out / "rejects").iterdir()) == ["part-key-a-b.parquet"]
     manifest = json.loads((out / "manifest.json").read_text())
@@ -79,12 +80,13 @@ def test_data_without_manifest_is_refused(tmp_path):
 def test_a_new_owner_fences_off_the_old_writers(tmp_path):
     out = tmp_path / "out"
     old = open_state(out)
-    check_lease(storage(str(out)), old.token)
+    store = storage(str(out))
+    check_lease(store, old.token)
     (out / LEASE_FILE).unlink()
     new = open_state(out)
-    check_lease(storage(str(out)), new.token)
+    check_lease(store, new.token)
     with pytest.raises(StaleLease):
-        check_lease(storage(str(out)), old.token)
+        check_lease(store, old.token)
 
 
 def test_a_folder_owned_by_a_live_driver_is_refused(tmp_path):
@@ -108,6 +110,7 @@ def test_a_takeover_from_another_host_waits_out_the_old_writers_before_reading_t
     its lease, then waits that long, and only then reads the commits (so a late commit counts and
     its rows are not redone, and no late shard lands after its sweep)."""
     out = tmp_path / "out"
+    store = storage(str(out))
     first = open_state(out)
     write_committed(first, out, ["a"])
     lease = json.loads((out / LEASE_FILE).read_text())
@@ -118,13 +121,13 @@ def test_a_takeover_from_another_host_waits_out_the_old_writers_before_reading_t
         waited.append(seconds)
         write_committed(first, out, ["b"])
         with pytest.raises(StaleLease):
-            check_lease(storage(str(out)), first.token)  # the new lease is in place while we wait
+            check_lease(store, first.token)  # the new lease is in place while we wait
 
-    second = RunState(storage(str(out)), sleep=late_commit)
+    second = RunState(store, sleep=late_commit)
     second.open({"k": 1}, "cfg1", "in1", False, log=lambda msg: None)
     assert waited == [TAKEOVER_WAIT_S] and TAKEOVER_WAIT_S == LEASE_CHECK_S + WRITE_BOUND_S
     assert second.done_ids == {"a", "b"}, "a commit that landed during the wait was missed: b would be done twice"
-    same_host = RunState(storage(str(out)), sleep=waited.append)
+    same_host = RunState(store, sleep=waited.append)
     same_host.open({"k": 1}, "cfg1", "in1", False, log=lambda msg: None)  # our own host: its orphans are stopped
     assert waited == [TAKEOVER_WAIT_S]
 
@@ -133,20 +136,21 @@ def test_a_lease_read_stands_for_lease_check_s_then_is_read_again(tmp_path):
     out = tmp_path / "out"
     old = open_state(out)
     now = [100.0]
-    requests = storage(str(out)).requests
+    store = storage(str(out))
+    requests = store.requests
     requests.reset()
-    check_lease(storage(str(out)), old.token, LEASE_CHECK_S, clock=lambda: now[0])
+    check_lease(store, old.token, LEASE_CHECK_S, clock=lambda: now[0])
     now[0] += LEASE_CHECK_S - 0.1
-    check_lease(storage(str(out)), old.token, LEASE_CHECK_S, clock=lambda: now[0])  # stands: no read
+    check_lease(store, old.token, LEASE_CHECK_S, clock=lambda: now[0])  # stands: no read
     assert requests.calls["GET"] == 1
     (out / LEASE_FILE).unlink()
     open_state(out)  # a new owner
-    check_lease(storage(str(out)), old.token, LEASE_CHECK_S, clock=lambda: now[0])  # still inside the window
+    check_lease(store, old.token, LEASE_CHECK_S, clock=lambda: now[0])  # still inside the window
     now[0] += 0.2
     with pytest.raises(StaleLease):
-        check_lease(storage(str(out)), old.token, LEASE_CHECK_S, clock=lambda: now[0])
+        check_lease(store, old.token, LEASE_CHECK_S, clock=lambda: now[0])
     with pytest.raises(StaleLease):
-        check_lease(storage(str(out)), old.token)  # a plain check always reads
+        check_lease(store, old.token)  # a plain check always reads
 
 
 def test_finishing_sweeps_a_shard_whose_commit_never_came(tmp_path):

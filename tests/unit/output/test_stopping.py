@@ -146,13 +146,14 @@ def test_the_first_stage_takes_no_new_batch_once_asked_to_stop_and_the_writer_co
         def run(self, rows, eng):
             eng.chat([])
 
-    entrance = ModelStage(lambda: engine, [Echo()], "m", storage(str(tmp_path)), attempt="tok", entrance=True)
+    store = storage(str(tmp_path))
+    entrance = ModelStage(lambda: engine, [Echo()], "m", store, attempt="tok", entrance=True)
     out = run(entrance, batch(2))
     assert asked == ["tok"] and engine.calls == []  # no engine call for it
     assert {(r["reject_reason"], r["reject_detail"]) for r in out} == {(STOPPED, STOP_REQUESTED)}
-    report = write_batch(to_table(out, WORK_ROW), storage(str(tmp_path)), "tok", {}, 0)
+    report = write_batch(to_table(out, WORK_ROW), store, "tok", {}, 0)
     assert json.loads(report.to_pylist()[0]["report"]) == {"stop": STOP_REQUESTED}
-    later = ModelStage(lambda: engine, [Echo()], "m2", storage(str(tmp_path)), attempt="tok")  # past the entrance
+    later = ModelStage(lambda: engine, [Echo()], "m2", store, attempt="tok")  # past the entrance
     assert {r["reject_reason"] for r in run(later, batch(2))} == {None} and len(engine.calls) == 1
 
 

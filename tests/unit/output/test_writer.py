@@ -140,7 +140,8 @@ def test_a_rerun_redoes_the_rows_rejected_for_a_fault_and_keeps_every_other_row(
     out = tmp_path / "out"
     state = opened(out)
     rows = [work_row(i) for i in "abcd"]
-    done = write_rows(storage(str(out)), state.token, rows[:1], [], [reject_row(rows[0], "all_tied", None)])
+    store = storage(str(out))
+    done = write_rows(store, state.token, rows[:1], [], [reject_row(rows[0], "all_tied", None)])
     write_failed = {"failed": ["b"], "reason": "write_failed", "error": "OSError: disk gone"}
     commits, _ = commit_reports(state, [done, write_failed], rows, 2, log=lambda m: None)  # c, d: lost
     assert [c.get("fault") for c in commits] == [None, True, True]
@@ -150,16 +151,16 @@ def test_a_rerun_redoes_the_rows_rejected_for_a_fault_and_keeps_every_other_row(
     assert len(list((out / "rejects").glob("part-merged-*"))) == 0
 
     messages = []
-    again = RunState(storage(str(out)))
+    again = RunState(store)
     again.open({}, "cfg", "in", False, log=messages.append)
     assert again.done_ids == {"a"}, "a fault reject was taken as done"
     assert "3 rows rejected for a fault (worker_failed, write_failed) to redo" in messages[-1]
     assert committed_ids(out, "rejects") == [("a", "all_tied")], "the retired rejects' shards still count"
-    redo = write_rows(storage(str(out)), again.token, rows[1:], [], [reject_row(r, "margin_below_min", None) for r in rows[1:]])
+    redo = write_rows(store, again.token, rows[1:], [], [reject_row(r, "margin_below_min", None) for r in rows[1:]])
     commit_reports(again, [redo], rows[1:], 2, log=lambda m: None)
     again.finish({})
     assert output_ids(out, "rejects") == [("a", "all_tied")] + [(i, "margin_below_min") for i in "bcd"]
-    assert sorted(i for c in CommitLog.read(storage(str(out))).commits() for i in c["ids"]) == list("abcd")
+    assert sorted(i for c in CommitLog.read(store).commits() for i in c["ids"]) == list("abcd")
     third = opened(out)  # nothing left to redo, and the retire record, outliving its commits, is gone
     assert third.done_ids == set("abcd")
     assert not list((out / COMMITS_DIR).glob("retire-*"))
@@ -183,12 +184,13 @@ def test_a_fault_commit_rolled_into_a_segment_is_retired_too(tmp_path):
     out = tmp_path / "out"
     state = opened(out)
     rows = [work_row(f"r{i:02}") for i in range(FANOUT)]
-    reports = [write_rows(storage(str(out)), state.token, [r], [], [reject_row(r, "all_tied", None)]) for r in rows[:-1]]
+    store = storage(str(out))
+    reports = [write_rows(store, state.token, [r], [], [reject_row(r, "all_tied", None)]) for r in rows[:-1]]
     commit_reports(state, reports, rows, 0, log=lambda m: None)  # the last row: lost, its commit the 16th
     assert state.log.objects() == 1 and [n.name[:4] for n in (out / COMMITS_DIR).glob("seg-*")] == ["seg-"]
     again = opened(out)
     assert again.done_ids == {r["id"] for r in rows[:-1]}
-    log = CommitLog.read(storage(str(out)))
+    log = CommitLog.read(store)
     assert len(log.commits()) == FANOUT - 1 and log.retired and not log.redundant  # the record stays: its segment does
 
 
@@ -229,11 +231,12 @@ def test_a_written_batchs_commit_names_the_node_its_writer_ran_on(tmp_path, monk
     state = opened(out)
     monkeypatch.setattr("prefgen.output.writer.current_node_id", lambda: None)
     batch = to_table([work_row("a", ratings=(5.0, 1.0))], WORK_ROW)
-    outside = json.loads(write_batch(batch, storage(str(out)), state.token, PAIRING, 0).column("report")[0].as_py())
+    store = storage(str(out))
+    outside = json.loads(write_batch(batch, store, state.token, PAIRING, 0).column("report")[0].as_py())
     assert "node" in outside and outside["node"] is None
     monkeypatch.setattr("prefgen.output.writer.current_node_id", lambda: "node-7")
     batch = to_table([work_row("b", ratings=(5.0, 1.0))], WORK_ROW)
-    report = json.loads(write_batch(batch, storage(str(out)), state.token, PAIRING, 0).column("report")[0].as_py())
+    report = json.loads(write_batch(batch, store, state.token, PAIRING, 0).column("report")[0].as_py())
     assert report["node"] == "node-7"
     commit_reports(state, [outside, report], [work_row("a"), work_row("b")], 0, log=lambda m: None)
-    assert {c["ids"][0]: c["node"] for c in CommitLog.read(storage(str(out))).commits()} == {"a": None, "b": "node-7"}
+    assert {c["ids"][0]: c["node"] for c in CommitLog.read(store).commits()} == {"a": None, "b": "node-7"}
