@@ -26,7 +26,6 @@ import re
 from collections.abc import Iterable
 
 import numpy as np
-from datasketch import MinHash, MinHashLSH
 
 WORD = re.compile(r"\w+")
 SEED = 1  # MinHash permutation seed: fixed, so signatures agree across processes and runs
@@ -45,6 +44,8 @@ def signatures(texts: Iterable[str], num_perm: int, ngram: int) -> tuple[np.ndar
     texts = list(texts)
     out = np.empty((len(texts), num_perm), dtype=np.uint32)
     valid = np.zeros(len(texts), dtype=bool)
+    from datasketch import MinHash  # 1.4 s of imports (scipy): only when screening runs, not at every CLI start
+
     minhash = MinHash(num_perm=num_perm, seed=SEED, scheme="affine32")  # one sketch, cleared per row
     for i, text in enumerate(texts):
         found = shingles(text, ngram)
@@ -58,6 +59,8 @@ def signatures(texts: Iterable[str], num_perm: int, ngram: int) -> tuple[np.ndar
 
 def band_layout(threshold: float, num_perm: int) -> tuple[int, int]:
     """(bands, rows per band) that datasketch's MinHashLSH chooses for this threshold."""
+    from datasketch import MinHashLSH
+
     lsh = MinHashLSH(threshold=threshold, num_perm=num_perm)
     return lsh.b, lsh.r
 

@@ -31,7 +31,7 @@ def init_ray(cfg: PipelineConfig, stages: list[StagePlan], worker_logs: bool = T
     # laptop that can exceed the cores, and the engines then share them.
     needed = int(sum(s.model.engine.cpus_per_replica * s.model.engine.replica_range[1] for s in stages)) + 1
     context = ray.init(address="local", num_cpus=cfg.ray.num_cpus or max(os.cpu_count() or 1, needed),
-                       log_to_driver=worker_logs)
+                       include_dashboard=cfg.ray.dashboard, log_to_driver=worker_logs)
     return ray, context.address_info.get("session_dir")
 
 
