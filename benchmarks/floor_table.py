@@ -4,9 +4,10 @@
 
 One row per file, in the order given: rows, the CPU, the commit measured, both walls (start-ups
 included), prefgen's wall over the floor's with and without the starts, both engine starts,
-prefgen's engine busy time against the floor's work, and the output tokens of each. Nothing is
-computed here that the file does not hold but the ratio of busy time to work; the figures are
-`throughput.py`'s.
+prefgen's engine busy time against the floor's work, the output tokens of each, and where the
+files hold the engines' steps (`step_log.py`, since `eca4ad2`) each engine's output tokens per
+second of step time and mean sequences per step. Nothing is computed here that the file does not
+hold but those ratios; the figures are `throughput.py`'s.
 """
 
 from __future__ import annotations
@@ -16,7 +17,18 @@ import sys
 from pathlib import Path
 
 HEADER = ("| rows | CPU, commit | prefgen wall | floor wall | prefgen / floor (without starts) "
-          "| engine start, prefgen / floor | engine busy / floor's work | output tokens, prefgen / floor |")
+          "| engine start, prefgen / floor | engine busy / floor's work | output tokens, prefgen / floor "
+          "| tokens per step-second (sequences per step), prefgen / floor |")
+
+
+def step_figures(side: dict) -> str | None:
+    """Output tokens per second of the engines' step time, and their mean sequences per step."""
+    logged = [e for e in side.get("engines", {}).values() if e.get("engine_steps")]
+    step_s = sum(e["engine_steps"]["step_s"] for e in logged)
+    if not logged or step_s <= 0:
+        return None
+    running = sum(e["engine_steps"]["mean_running"] * e["engine_steps"]["step_s"] for e in logged) / step_s
+    return f"{sum(e['output_tokens'] for e in logged) / step_s:.0f} ({running:.1f})"
 
 
 def table_row(result: dict, name: str) -> str:
@@ -26,7 +38,8 @@ def table_row(result: dict, name: str) -> str:
     return (f"| {result['limit'] or p['rows']} ([{name}](benchmarks/results/{name})) | {cpu} | {p['wall_s']:.1f} s "
             f"| {f['wall_s']:.1f} s | **{r['wall_with_start']:.2f}x** ({r['wall_without_start']:.2f}x) "
             f"| {p['engine_start_s']:.1f} s / {f['engine_start_s']:.1f} s | {busy:.0f} s / {f['work_s']:.0f} s "
-            f"({busy / f['work_s']:.2f}x) | {p['output_tokens']:,} / {f['output_tokens']:,} |")
+            f"({busy / f['work_s']:.2f}x) | {p['output_tokens']:,} / {f['output_tokens']:,} "
+            f"| {step_figures(p) or '-'} / {step_figures(f) or '-'} |")
 
 
 def render(paths: list[Path]) -> str:

@@ -60,7 +60,10 @@ class StepLog:
             return round(total / seconds, 1) if seconds > 0 else 0.0
 
         with self.lock:
-            buckets = sorted((b, list(figures)) for b, figures in self.buckets.items())
+            return self._summary(mean)
+
+    def _summary(self, mean) -> dict:
+        buckets = sorted(self.buckets.items())
         return {
             "steps": self.steps,
             "step_s": round(self.step_s, 2),

@@ -30,3 +30,16 @@ def test_the_table_has_one_row_per_file_in_the_order_given(tmp_path):
     lines = render(paths).splitlines()
     assert len(lines) == 4 and lines[1].count("---") == lines[0].count(" | ") + 1
     assert lines[2].startswith("| 48 (") and lines[3].startswith("| 16 (")
+
+
+def test_the_engines_steps_give_tokens_per_step_second_and_sequences_where_the_file_has_them():
+    assert row_end(table_row(RESULT, "x.json")) == "| - / - |"
+    steps = {"step_s": 100.0, "mean_running": 40.0}
+    result = json.loads(json.dumps(RESULT))
+    result["prefgen"]["engines"] = {"a": {"busy_s": 150.0, "output_tokens": 12000, "engine_steps": steps}}
+    result["floor"]["engines"] = {"e": {"output_tokens": 11500, "engine_steps": dict(steps, step_s=115.0, mean_running=50.0)}}
+    assert row_end(table_row(result, "x.json")) == "| 120 (40.0) / 100 (50.0) |"
+
+
+def row_end(row: str) -> str:
+    return "| " + row.rsplit(" | ", 1)[1]
