@@ -68,10 +68,7 @@ class EngineConfig(Strict):
         description="Threads the CPU build computes with; none: OMP_NUM_THREADS of the driver's environment if set, "
         "else every core of the node the engine runs on (Ray's own default would be cpus_per_replica).",
     )
-    batch_size: int = Field(
-        16, ge=1, description="Instructions per batch sent to one engine actor, at most: an input too small to fill "
-        "batches_in_flight batches of it is cut into that many smaller ones, which overlap in the engine.",
-    )
+    batch_size: int = Field(16, ge=1, description="Instructions per batch sent to one engine actor.")
     batches_in_flight: int = Field(
         4,
         ge=1,

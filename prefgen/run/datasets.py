@@ -21,28 +21,16 @@ from prefgen.roles.plan import StagePlan, engine_factory
 from prefgen.schema import WORK_ROW, to_table
 
 
-def batch_rows(s: StagePlan, rows: int) -> int:
-    """Rows per batch of an engine stage: its `batch_size`, or fewer when the input is too small to
-    fill `batches_in_flight` batches of it, so that its batches still overlap in the engine (one
-    batch's role ending beside another's work, not alone). An endpoint's batches keep their size:
-    its requests in flight are set by `max_in_flight`."""
-    eng = s.model.engine
-    if isinstance(s.model, EndpointModel):
-        return eng.batch_size
-    return max(1, min(eng.batch_size, -(-rows // eng.batches_in_flight)))
-
-
 def _source(ray, rows: list[dict], stages: list[StagePlan]):
     """The rows to process, in blocks of one batch so that stages stream block by block."""
-    block = min(batch_rows(s, len(rows)) for s in stages)
+    block = min(s.model.engine.batch_size for s in stages)
     table = to_table(rows, WORK_ROW)
     return ray.data.from_arrow([table.slice(i, block) for i in range(0, table.num_rows, block)])
 
 
-def _with_stage(ray, ds, cfg: PipelineConfig, s: StagePlan, rows: int, device: str, output: Storage, token: str,
+def _with_stage(ray, ds, cfg: PipelineConfig, s: StagePlan, device: str, output: Storage, token: str,
                 entrance: bool = False):
-    """`rows`: how many the stage is given (its batch size follows, `batch_rows`); `entrance`: the
-    dataset's first stage, the one that takes no new batch once a stop is asked for."""
+    """`entrance`: the dataset's first stage, the one that takes no new batch once a stop is asked for."""
     eng = s.model.engine
     low, high = eng.replica_range
     return ds.map_batches(
@@ -51,7 +39,7 @@ def _with_stage(ray, ds, cfg: PipelineConfig, s: StagePlan, rows: int, device: s
                                "tasks": s.tasks, "name": s.name, "output": output,
                                "batches_in_flight": eng.batches_in_flight, "attempt": token,
                                "max_failed_starts": cfg.ray.max_failed_starts, "entrance": entrance},
-        batch_size=batch_rows(s, rows),
+        batch_size=eng.batch_size,
         batch_format="pyarrow",
         # ModelStage.__call__ is a coroutine: each actor runs `batches_in_flight` batches at once in
         # its event loop; Ray Data keeps twice as many queued at it (its default) so none waits.
@@ -80,7 +68,7 @@ def streaming_dataset(ray, cfg, rows, stages, devices, output: Storage, token, l
     """Every stage's engines live at once; rows flow through all of them block by block."""
     ds = _source(ray, rows, stages)
     for s in stages:
-        ds = _with_stage(ray, ds, cfg, s, len(rows), devices[s.name], output, token, entrance=s is stages[0])
+        ds = _with_stage(ray, ds, cfg, s, devices[s.name], output, token, entrance=s is stages[0])
     return _with_writer(ds, cfg, output, token)
 
 
@@ -108,7 +96,7 @@ def phased_dataset(ray, cfg, rows, stages, devices, output: Storage, token, log,
         s, started = stages[i], time.monotonic()
         if placement:  # only the running phase's engines are asked for (an autoscaler adds nodes on demand)
             placement.watch_only(s.label)
-        staged = _with_stage(ray, ds, cfg, s, len(fed), devices[s.name], output, token, entrance=True)
+        staged = _with_stage(ray, ds, cfg, s, devices[s.name], output, token, entrance=True)
         staged.write_parquet(store.folder(i, s.name))
         if stop and stop.requested:  # the phase holds rows passed through untouched: never mark it done
             raise stop.stopped()
@@ -124,5 +112,5 @@ def phased_dataset(ray, cfg, rows, stages, devices, output: Storage, token, log,
     if placement:
         placement.watch_only(last.label)
     log(f"[prefgen] phase {count}/{count} {last.label}: {len(fed)} rows, streamed into the writer")
-    return _with_writer(_with_stage(ray, ds, cfg, last, len(fed), devices[last.name], output, token, entrance=True),
-                        cfg, output, token)
+    return _with_writer(_with_stage(ray, ds, cfg, last, devices[last.name], output, token, entrance=True), cfg, output,
+                        token)
