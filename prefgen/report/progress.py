@@ -34,6 +34,7 @@ class RunProgress:
     phase: str = "starting"  # what the run is doing, in a few words
     first_batch_at: float | None = None  # when the first batch of this attempt was committed
     rows_in_first_batch: int = 0
+    input_rejects: int = 0  # rows rejected as bad input by the driver before any engine worked: not in the rate
     roles: list[str] = field(default_factory=list)  # the stages' roles in plan order
     rows_todo: int = 0  # rows this attempt sends through the stages
     stage_work: dict[str, dict] = field(default_factory=dict)  # per role: rows, requests, output_tokens so far
@@ -70,10 +71,14 @@ class RunProgress:
     def stage_tokens(self) -> int:
         return sum(w.get("output_tokens", 0) for w in self.stage_work.values())
 
-    def add_batch(self, report: dict, now: float) -> None:
-        """Count one committed batch's report (a writer's or the driver's own rejects)."""
+    def add_batch(self, report: dict, now: float, bad_input: bool = False) -> None:
+        """Count one committed batch's report: a writer's, or with `bad_input` the driver's own rejects
+        of unusable input rows, committed at the start, which count as done but set no rate (one such
+        row over the first minutes made an ETA of a day)."""
         rows = len(report["ids"])
-        if self.first_batch_at is None:
+        if bad_input:
+            self.input_rejects += rows
+        elif self.first_batch_at is None:
             self.first_batch_at, self.rows_in_first_batch = now, rows
         self.batches += 1
         self.done_rows += rows
@@ -104,11 +109,12 @@ class RunProgress:
         and the first batch's latency left out), or over the whole run while only one batch is in."""
         if self.first_batch_at is None:
             return None
+        worked = self.done_rows - self.input_rejects
         since_first = now - self.first_batch_at
-        if self.done_rows > self.rows_in_first_batch and since_first > 0:
-            return (self.done_rows - self.rows_in_first_batch) / since_first
+        if worked > self.rows_in_first_batch and since_first > 0:
+            return (worked - self.rows_in_first_batch) / since_first
         elapsed = self.elapsed(now)
-        return self.done_rows / elapsed if elapsed > 0 else None
+        return worked / elapsed if elapsed > 0 else None
 
     def eta_s(self, now: float) -> float | None:
         """Seconds left at the current row rate; 0 when done, None before the first batch."""

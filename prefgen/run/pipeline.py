@@ -152,7 +152,7 @@ def _process(cfg, stages: list[StagePlan], state: RunState, todo, bad_input, sum
     if bad_input:
         attempt_commits.append(write_rows(state.store, state.token, bad_input, [], bad_input, tag="input"))
         state.commit(attempt_commits[-1])
-        progress.add_batch(attempt_commits[-1], time.monotonic())
+        progress.add_batch(attempt_commits[-1], time.monotonic(), bad_input=True)
         watch(progress)
     if todo:
         stop.stop_if_requested("before any batch started")

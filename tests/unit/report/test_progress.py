@@ -34,6 +34,17 @@ def test_a_resumed_run_counts_earlier_rows_as_done_but_not_in_its_rates():
     assert p.rows_per_s(30.0) == 0.2
 
 
+def test_bad_input_rejected_at_the_start_counts_as_done_but_sets_no_rate():
+    p = RunProgress(total_rows=200, started=0.0)
+    p.add_batch(report(1, rejects={"empty_instruction": 1}), now=1.0, bad_input=True)
+    assert p.all_done == 1 and p.rejected_rows == 1
+    assert p.eta_s(560.0) is None, "one reject over the first minutes gave an ETA of a day"
+    p.add_batch(report(64), now=1100.0)
+    assert p.rows_per_s(1100.0) == 64 / 1100.0  # the engine's rows only, over the whole run
+    p.add_batch(report(64), now=1400.0)
+    assert p.rows_per_s(1400.0) == 64 / 300.0 and p.eta_s(1400.0) == 71 / (64 / 300.0)
+
+
 def test_job_log_line_and_durations():
     p = RunProgress(total_rows=8, started=0.0)
     p.phase = "waiting for the first batch"
