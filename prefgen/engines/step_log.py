@@ -56,26 +56,24 @@ class StepLog:
     def summary(self) -> dict:
         """The figures above, JSON-ready; `timeline`: [seconds from the first step, mean running,
         mean waiting, share of the bucket spent stepping] per bucket with steps in it."""
-        def mean(total: float, seconds: float) -> float:
-            return round(total / seconds, 1) if seconds > 0 else 0.0
-
         with self.lock:
-            return self._summary(mean)
+            return {
+                "steps": self.steps,
+                "step_s": round(self.step_s, 2),
+                "mean_running": _mean(self.running_s, self.step_s),
+                "max_running": self.max_running,
+                "mean_waiting": _mean(self.waiting_s, self.step_s),
+                "max_waiting": self.max_waiting,
+                "waiting_share": round(self.full_s / self.step_s, 3) if self.step_s > 0 else 0.0,
+                "bucket_s": self.bucket_s,
+                "timeline": [[round(b * self.bucket_s), _mean(run, s), _mean(wait, s), round(s / self.bucket_s, 2)]
+                             for b, (s, run, wait) in sorted(self.buckets.items())],
+            }
 
-    def _summary(self, mean) -> dict:
-        buckets = sorted(self.buckets.items())
-        return {
-            "steps": self.steps,
-            "step_s": round(self.step_s, 2),
-            "mean_running": mean(self.running_s, self.step_s),
-            "max_running": self.max_running,
-            "mean_waiting": mean(self.waiting_s, self.step_s),
-            "max_waiting": self.max_waiting,
-            "waiting_share": round(self.full_s / self.step_s, 3) if self.step_s > 0 else 0.0,
-            "bucket_s": self.bucket_s,
-            "timeline": [[round(b * self.bucket_s), mean(run, s), mean(wait, s), round(s / self.bucket_s, 2)]
-                         for b, (s, run, wait) in buckets],
-        }
+
+def _mean(total: float, seconds: float) -> float:
+    """A time-weighted mean to one decimal; 0 over no time."""
+    return round(total / seconds, 1) if seconds > 0 else 0.0
 
 
 def combined(summaries: list[dict]) -> dict | None:
