@@ -6,6 +6,12 @@ same sampling): for each stage of `plan_stages`, one engine is started, each rol
 once over every row (so the engine batches as wide as it can), and the engine is freed before
 the next one starts. It is timed per engine start and per role. `throughput_report` sets a
 prefgen run's manifest against it: pure arithmetic on two dicts, tested without an engine.
+
+Run as a script, the floor is a process of its own, as a user's script would be, so that
+`throughput.py` times it from outside as it times prefgen's CLI: interpreter start, imports
+(torch, vLLM), reading the input and the exit included:
+
+    python benchmarks/floor.py CONFIG INPUT [--limit N] --out FLOOR.json
 """
 
 from __future__ import annotations
@@ -182,7 +188,9 @@ def throughput_report(manifest: dict, outside_wall_s: float, floor: dict) -> dic
 
     The ratios take prefgen's own wall (the manifest's, from config loaded to manifest written,
     Ray start included) against the floor's engine starts plus role work; without start-up,
-    prefgen's wall less its engine start against the floor's role work alone."""
+    prefgen's wall less its engine start against the floor's role work alone. Where the floor ran
+    as a process of its own (`process_wall_s`, timed from outside), `process_wall` sets both
+    processes' walls, start to exit, side by side."""
     p_wall = manifest["wall_seconds"]
     p_start, rule = prefgen_engine_start(manifest)
     p_rows = manifest["input_rows"] - manifest.get("rows_skipped", 0)
@@ -218,6 +226,7 @@ def throughput_report(manifest: dict, outside_wall_s: float, floor: dict) -> dic
         "tokens_per_s_start_and_work": round(f_tokens / (f_start + f_work), 1) if f_start + f_work > 0 else None,
         "rows_per_hour": _per_hour(floor["rows"], f_start + f_work),
         "engine_start_alone_s": round(alone, 2),
+        **({"process_wall_s": round(floor["process_wall_s"], 2)} if "process_wall_s" in floor else {}),
     }
     ratios = {
         "wall_with_start": _ratio(p_wall, f_start + f_work),
@@ -226,5 +235,39 @@ def throughput_report(manifest: dict, outside_wall_s: float, floor: dict) -> dic
         "engine_start_over_alone_by_engine": {n: _ratio(st["engine_start_s"], alone)
                                               for n, st in manifest["stages"].items()},
         "output_tokens": _ratio(manifest["output_tokens"], f_tokens),
+        **({"process_wall": _ratio(outside_wall_s, floor["process_wall_s"])} if "process_wall_s" in floor else {}),
     }
     return {"prefgen": prefgen, "floor": floor_out, "prefgen_over_floor": ratios}
+
+
+def main() -> None:
+    """The floor as a process of its own: its result (`run_floor`) written to `--out`."""
+    import argparse
+    import json
+    import sys
+
+    parser = argparse.ArgumentParser(description="the floor: the config's plan on bare vLLM engines, no Ray")
+    parser.add_argument("config", help="YAML config, or `default` for the embedded default")
+    parser.add_argument("input", help="instructions file (JSONL, Parquet, CSV) or datasets folder")
+    parser.add_argument("--limit", type=int, help="first N instructions only")
+    parser.add_argument("--out", required=True, help="where to write the floor's figures (JSON)")
+    args = parser.parse_args()
+
+    import torch
+
+    from prefgen.config import load_config
+    from prefgen.engines.engine import VllmEngine
+    from prefgen.input.read import read_instructions
+
+    overrides = {"input.path": args.input, **({"input.limit": args.limit} if args.limit else {})}
+    cfg = load_config(None if args.config == "default" else args.config, overrides)
+    rows = read_instructions(cfg.input).rows
+    print(f"[floor] over {len(rows)} rows", flush=True)
+    result = run_floor(cfg, rows, VllmEngine, torch.cuda.is_available())
+    with open(args.out, "w") as f:
+        json.dump(result, f)
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":  # vLLM may start processes of its own, which re-import this file
+    main()

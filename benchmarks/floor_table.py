@@ -3,7 +3,8 @@
     python benchmarks/floor_table.py benchmarks/results/throughput-16-stepped.json ...
 
 One row per file, in the order given: rows, the CPU, the commit measured, both walls (start-ups
-included), prefgen's wall over the floor's with and without the starts, both engine starts,
+included), prefgen's wall over the floor's with and without the starts, both processes' walls
+from start to exit where the floor ran as a process of its own (since it does), both engine starts,
 prefgen's engine busy time against the floor's work, the output tokens of each, and where the
 files hold the engines' steps (`step_log.py`, since `eca4ad2`) each engine's output tokens per
 second of step time and mean sequences per step. Nothing is computed here that the file does not
@@ -17,7 +18,7 @@ import sys
 from pathlib import Path
 
 HEADER = ("| rows | CPU, commit | prefgen wall | floor wall | prefgen / floor (without starts) "
-          "| engine start, prefgen / floor | engine busy / floor's work | output tokens, prefgen / floor "
+          "| processes start to exit, prefgen / floor | engine start, prefgen / floor | engine busy / floor's work | output tokens, prefgen / floor "
           "| tokens per step-second (sequences per step), prefgen / floor |")
 
 
@@ -31,13 +32,21 @@ def step_figures(side: dict) -> str | None:
     return f"{sum(e['output_tokens'] for e in logged) / step_s:.0f} ({running:.1f})"
 
 
+def process_walls(result: dict) -> str:
+    """Both processes' walls, start to exit, and their ratio; `-` where the floor ran in the benchmark's process."""
+    process_wall = result["floor"].get("process_wall_s")
+    if process_wall is None:
+        return "-"
+    return f"**{result['prefgen_over_floor']['process_wall']:.2f}x** ({result['prefgen']['wall_s']:.1f} s / {process_wall:.1f} s)"
+
+
 def table_row(result: dict, name: str) -> str:
     m, p, f, r = result["machine"], result["prefgen"], result["floor"], result["prefgen_over_floor"]
     busy = sum(e["busy_s"] for e in p["engines"].values())
     cpu = f"{m['cpu']}{' (AVX-512)' if m.get('avx512') else ''}, `{m['prefgen_commit']}`"
     return (f"| {result['limit'] or p['rows']} ([{name}](benchmarks/results/{name})) | {cpu} | {p['wall_s']:.1f} s "
             f"| {f['wall_s']:.1f} s | **{r['wall_with_start']:.2f}x** ({r['wall_without_start']:.2f}x) "
-            f"| {p['engine_start_s']:.1f} s / {f['engine_start_s']:.1f} s | {busy:.0f} s / {f['work_s']:.0f} s "
+            f"| {process_walls(result)} | {p['engine_start_s']:.1f} s / {f['engine_start_s']:.1f} s | {busy:.0f} s / {f['work_s']:.0f} s "
             f"({busy / f['work_s']:.2f}x) | {p['output_tokens']:,} / {f['output_tokens']:,} "
             f"| {step_figures(p) or '-'} / {step_figures(f) or '-'} |")
 

@@ -1,8 +1,9 @@
 """Benchmark: prefgen's throughput against the floor, on one config and one input.
 
 First the real CLI runs the config over the input (Ray, its engine stages, pairing, Parquet),
-then the floor runs the same plan in this process: one bare vLLM engine per stage, started,
-given each role's whole input in one call, and freed before the next (see `benchmarks/floor.py`).
+then the floor runs the same plan in a process of its own: one bare vLLM engine per stage,
+started, given each role's whole input in one call, and freed before the next (see
+`benchmarks/floor.py`). Both processes are timed from outside, start to exit.
 Prints and writes benchmarks/results/throughput-<name>.json: the machine, both runs' wall time,
 engine starts, per-role busy time, tokens and tokens/s, rows/hour, prefgen/floor ratios, and
 where prefgen's CPU went by process kind (driver, GCS, raylet, engine, other workers; their
@@ -26,6 +27,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 from importlib import metadata
 from pathlib import Path
 
@@ -118,16 +120,20 @@ def engine_steps_by_actor(output: Path) -> list[dict]:
     return found
 
 
-def run_floor_on(cfg) -> dict:
-    import torch
-
-    from prefgen.engines.engine import VllmEngine
-    from floor import run_floor
-    from prefgen.input.read import read_instructions
-
-    rows = read_instructions(cfg.input).rows
-    print(f"[bench] floor over {len(rows)} rows", flush=True)
-    return run_floor(cfg, rows, VllmEngine, torch.cuda.is_available())
+def run_floor_process(config: str | None, input_path: str, limit: int | None, work: Path) -> dict:
+    """The floor as a process of its own (`floor.py`'s main), timed from outside as prefgen's CLI
+    is: its figures, with `process_wall_s` from its start to its exit."""
+    out = work / "floor.json"
+    args = [sys.executable, str(Path(__file__).parent / "floor.py"), config or "default", input_path,
+            "--out", str(out), *(["--limit", str(limit)] if limit else [])]
+    print(f"[bench] floor: {' '.join(args[1:])} (log: {work / 'floor.log'})", flush=True)
+    started = time.monotonic()
+    with (work / "floor.log").open("w") as log:
+        done = subprocess.run(args, stdout=log, stderr=subprocess.STDOUT)
+    wall = time.monotonic() - started
+    if done.returncode != 0:
+        raise SystemExit(f"the floor failed (rc {done.returncode}); see {work / 'floor.log'}")
+    return {**json.loads(out.read_text()), "process_wall_s": wall}
 
 
 def main() -> None:
@@ -166,12 +172,12 @@ def main() -> None:
         prefgen_processes = sampler.stop()
         print(f"[bench] prefgen: {outside_wall:.1f} s, {manifest['output_tokens']} tokens", flush=True)
         floor_load = [os.getloadavg()[0]]
-        floor = run_floor_on(cfg)
+        floor = run_floor_process(config, args.input, args.limit, work)
         floor_load.append(os.getloadavg()[0])
     finally:
         for other in others:
             other.kill()
-    print(f"[bench] floor: {floor['wall_s']:.1f} s", flush=True)
+    print(f"[bench] floor: {floor['wall_s']:.1f} s inside, {floor['process_wall_s']:.1f} s as a process", flush=True)
 
     results = {"config": config or "embedded default", "input": args.input, "limit": args.limit,
                "machine": about, **throughput_report(manifest, outside_wall, floor),

@@ -169,6 +169,14 @@ def test_report_shape_is_plain_json_with_both_sides_per_role():
     assert report["floor"]["engines"]["a"]["children_after_free"] == 0
 
 
+def test_a_floor_run_as_a_process_is_set_against_prefgen_process_to_process():
+    floor = floor_result({"a": 5.0}, {"a": 20.0})
+    assert "process_wall" not in throughput_report(manifest("streaming", {"a": 10.0}), 105.0, floor)["prefgen_over_floor"]
+    report = throughput_report(manifest("streaming", {"a": 10.0}), 105.0, dict(floor, process_wall_s=30.0))
+    assert report["floor"]["process_wall_s"] == 30.0
+    assert report["prefgen_over_floor"]["process_wall"] == 3.5  # prefgen's wall from outside over the floor's
+
+
 def test_ratios_are_none_when_the_floor_did_no_work():
     report = throughput_report(manifest("streaming", {"a": 10.0}), 105.0, floor_result({"a": 0.0}, {"a": 0.0}))
     ratios = report["prefgen_over_floor"]

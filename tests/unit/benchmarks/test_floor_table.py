@@ -17,8 +17,14 @@ RESULT = {
 def test_a_row_holds_the_files_figures_and_the_busy_time_of_every_engine_over_the_floors_work():
     row = table_row(RESULT, "throughput-x.json")
     assert row.startswith("| 16 ([throughput-x.json](benchmarks/results/throughput-x.json)) | Some CPU, `abc1234` |")
-    assert "| 200.0 s | 160.0 s | **1.25x** (1.21x) | 30.0 s / 20.0 s |" in row
+    assert "| 200.0 s | 160.0 s | **1.25x** (1.21x) | - | 30.0 s / 20.0 s |" in row  # the floor ran in-process
     assert "| 150 s / 120 s (1.25x) | 12,000 / 11,500 |" in row  # both engines' busy time summed
+
+
+def test_where_the_floor_ran_as_a_process_both_process_walls_and_their_ratio_are_shown():
+    result = json.loads(json.dumps(RESULT))
+    result["floor"]["process_wall_s"], result["prefgen_over_floor"]["process_wall"] = 165.04, 1.21
+    assert "| **1.25x** (1.21x) | **1.21x** (200.0 s / 165.0 s) | 30.0 s / 20.0 s |" in table_row(result, "x.json")
 
 
 def test_the_table_has_one_row_per_file_in_the_order_given(tmp_path):
