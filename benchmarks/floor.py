@@ -244,7 +244,6 @@ def main() -> None:
     """The floor as a process of its own: its result (`run_floor`) written to `--out`."""
     import argparse
     import json
-    import sys
 
     parser = argparse.ArgumentParser(description="the floor: the config's plan on bare vLLM engines, no Ray")
     parser.add_argument("config", help="YAML config, or `default` for the embedded default")
@@ -266,7 +265,6 @@ def main() -> None:
     result = run_floor(cfg, rows, VllmEngine, torch.cuda.is_available())
     with open(args.out, "w") as f:
         json.dump(result, f)
-    sys.stdout.flush()
 
 
 if __name__ == "__main__":  # vLLM may start processes of its own, which re-import this file

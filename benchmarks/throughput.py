@@ -8,7 +8,8 @@ Prints and writes benchmarks/results/throughput-<name>.json: the machine, both r
 engine starts, per-role busy time, tokens and tokens/s, rows/hour, prefgen/floor ratios, and
 where prefgen's CPU went by process kind (driver, GCS, raylet, engine, other workers; their
 niceness), the machine's load average, and the time from the engine's last busy second to exit
-(`benchmarks/process_cpu.py`). `--other-work N` runs N busy loops beside both, at this
+(`benchmarks/process_cpu.py`; the floor's process is sampled the same way, so that the sampling
+costs both alike: `floor_processes`). `--other-work N` runs N busy loops beside both, at this
 process's niceness: the load of a shared machine, the same for both runs.
 
     uv run --extra cpu python benchmarks/throughput.py default benchmarks/data/instructions.jsonl
@@ -172,7 +173,9 @@ def main() -> None:
         prefgen_processes = sampler.stop()
         print(f"[bench] prefgen: {outside_wall:.1f} s, {manifest['output_tokens']} tokens", flush=True)
         floor_load = [os.getloadavg()[0]]
+        sampler = ProcessCpuSampler(exclude=frozenset(p.pid for p in others)).start()  # the same sampling beside both
         floor = run_floor_process(config, args.input, args.limit, work)
+        floor_processes = sampler.stop()
         floor_load.append(os.getloadavg()[0])
     finally:
         for other in others:
@@ -185,6 +188,7 @@ def main() -> None:
                "ray_worker_niceness_env": os.environ.get("RAY_worker_niceness"),  # unset: prefgen's choice
                "prefgen_processes": prefgen_processes,
                "floor_load_average_1m": {"start": floor_load[0], "end": floor_load[1]},
+               "floor_processes": floor_processes,
                "prefgen_engine_steps_by_actor": engine_steps_by_actor(work / "prefgen")}
     save(f"throughput-{name}", results)
 

@@ -186,7 +186,7 @@ class FakeDataset:
 
 class FakeRay:
     class data:
-        from_arrow = FakeDataset
+        from_blocks = FakeDataset
 
         @staticmethod
         def read_parquet(path):
