@@ -11,7 +11,9 @@ Run as a script, the floor is a process of its own, as a user's script would be,
 `throughput.py` times it from outside as it times prefgen's CLI: interpreter start, imports
 (torch, vLLM), reading the input and the exit included:
 
-    python benchmarks/floor.py CONFIG INPUT [--limit N] --out FLOOR.json
+    python benchmarks/floor.py CONFIG INPUT [--limit N] [--engine prefgen] --out FLOOR.json
+
+`--engine prefgen` runs the same on prefgen's own engine instead of vLLM's `LLM`, without Ray.
 """
 
 from __future__ import annotations
@@ -240,6 +242,24 @@ def throughput_report(manifest: dict, outside_wall_s: float, floor: dict) -> dic
     return {"prefgen": prefgen, "floor": floor_out, "prefgen_over_floor": ratios}
 
 
+def prefgen_engine(source: str, engine: EngineConfig, device: str):
+    """prefgen's own engine (`AsyncVllmEngine`: `SteppedLLM` on the CPU build) behind the blocking
+    `chat` the floor calls, fed through an event loop of its own as `ModelStage` feeds it: the
+    floor's procedure on prefgen's engine without Ray, to tell the engine's cost from Ray's."""
+    import asyncio
+    import threading
+
+    from prefgen.engines.calls import LoopEngine
+    from prefgen.engines.engine import AsyncVllmEngine
+
+    loop = asyncio.new_event_loop()
+    threading.Thread(target=loop.run_forever, name="floor-loop", daemon=True).start()
+    inner = AsyncVllmEngine(source, engine, device)
+    blocking = LoopEngine(inner, loop)
+    blocking.tokenizer, blocking.shutdown = inner.tokenizer, inner.shutdown
+    return blocking
+
+
 def main() -> None:
     """The floor as a process of its own: its result (`run_floor`) written to `--out`."""
     import argparse
@@ -249,6 +269,8 @@ def main() -> None:
     parser.add_argument("config", help="YAML config, or `default` for the embedded default")
     parser.add_argument("input", help="instructions file (JSONL, Parquet, CSV) or datasets folder")
     parser.add_argument("--limit", type=int, help="first N instructions only")
+    parser.add_argument("--engine", choices=("llm", "prefgen"), default="llm",
+                        help="vLLM's `LLM` (the floor), or prefgen's own engine without Ray (`prefgen_engine`)")
     parser.add_argument("--out", required=True, help="where to write the floor's figures (JSON)")
     args = parser.parse_args()
 
@@ -261,10 +283,12 @@ def main() -> None:
     overrides = {"input.path": args.input, **({"input.limit": args.limit} if args.limit else {})}
     cfg = load_config(None if args.config == "default" else args.config, overrides)
     rows = read_instructions(cfg.input).rows
-    print(f"[floor] over {len(rows)} rows", flush=True)
-    result = run_floor(cfg, rows, VllmEngine, torch.cuda.is_available())
+    print(f"[floor] over {len(rows)} rows, engine: {args.engine}", flush=True)
+    factory = VllmEngine if args.engine == "llm" else prefgen_engine
+    free = free_engine if args.engine == "llm" else lambda engine: engine.shutdown() or []
+    result = run_floor(cfg, rows, factory, torch.cuda.is_available(), free=free)
     with open(args.out, "w") as f:
-        json.dump(result, f)
+        json.dump({"engine": args.engine, **result}, f, indent=1)
 
 
 if __name__ == "__main__":  # vLLM may start processes of its own, which re-import this file
