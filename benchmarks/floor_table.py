@@ -18,7 +18,8 @@ import sys
 from pathlib import Path
 
 HEADER = ("| rows | CPU, commit | prefgen wall | floor wall | prefgen / floor (without starts) "
-          "| processes start to exit, prefgen / floor | engine start, prefgen / floor | engine busy / floor's work | output tokens, prefgen / floor "
+          "| processes start to exit, prefgen / floor | engine start, prefgen / floor "
+          "| engine busy / floor's work | output tokens, prefgen / floor "
           "| tokens per step-second (sequences per step), prefgen / floor |")
 
 
@@ -37,7 +38,8 @@ def process_walls(result: dict) -> str:
     process_wall = result["floor"].get("process_wall_s")
     if process_wall is None:
         return "-"
-    return f"**{result['prefgen_over_floor']['process_wall']:.2f}x** ({result['prefgen']['wall_s']:.1f} s / {process_wall:.1f} s)"
+    ratio, wall = result["prefgen_over_floor"]["process_wall"], result["prefgen"]["wall_s"]
+    return f"**{ratio:.2f}x** ({wall:.1f} s / {process_wall:.1f} s)"
 
 
 def table_row(result: dict, name: str) -> str:
@@ -46,7 +48,8 @@ def table_row(result: dict, name: str) -> str:
     cpu = f"{m['cpu']}{' (AVX-512)' if m.get('avx512') else ''}, `{m['prefgen_commit']}`"
     return (f"| {result['limit'] or p['rows']} ([{name}](benchmarks/results/{name})) | {cpu} | {p['wall_s']:.1f} s "
             f"| {f['wall_s']:.1f} s | **{r['wall_with_start']:.2f}x** ({r['wall_without_start']:.2f}x) "
-            f"| {process_walls(result)} | {p['engine_start_s']:.1f} s / {f['engine_start_s']:.1f} s | {busy:.0f} s / {f['work_s']:.0f} s "
+            f"| {process_walls(result)} | {p['engine_start_s']:.1f} s / {f['engine_start_s']:.1f} s "
+            f"| {busy:.0f} s / {f['work_s']:.0f} s "
             f"({busy / f['work_s']:.2f}x) | {p['output_tokens']:,} / {f['output_tokens']:,} "
             f"| {step_figures(p) or '-'} / {step_figures(f) or '-'} |")
 

@@ -27,8 +27,8 @@ What is done about it:
   at the interpreter's exit if nothing let go of it), so nothing may hold the stage itself.
 - a local Ray that the driver started would be shut down by the driver's exit a few seconds after
   the last batch, killing the actors mid-exit: `wait_for_engine_actors` waits first for the
-  engines' own processes and the actors that started them. An actor whose engine runs in its own
-  process (the CPU build, below) has nothing a kill could leave behind, so it is not waited for:
+  engines' own processes and the actors that started them. An actor whose engine runs inside the
+  actor's process (the CPU build, below) has nothing a kill could leave behind, so it is not waited for:
   its exit after the engine stopped is the interpreter's teardown, 4.3 s of a 16-row run's wall
   on a 2-core CPU (the core worker done at :37.3, the process gone at :41.6).
 
@@ -37,8 +37,9 @@ the engine core (`arguments.device_kwargs`), so there is no worker process, noth
 unregister shared memory after Ray's kill, and no KeyError (in one test suite run each way on one
 machine: five actors' logs with the KeyError with a worker process, none without; the engine
 stopped in 0.1 s instead of 5 to 8 s). Since then that engine core is in the actor's own process
-too (`stepped.py`): the engine has no process of its own left to stop. What follows holds where the model still has a worker
-process of its own (vLLM's default executor, tensor parallelism, GPUs).
+too (`stepped.py`): the engine has no process of its own left to stop. What follows holds where
+the model still has a worker process of its own (vLLM's default executor, tensor parallelism,
+GPUs).
 
 NOT FIXED there: Ray's kill of the children stays on, so the KeyError can still show in an actor's log.
 Turning it off for the engine actors (`RAY_kill_child_processes_on_worker_exit=0` in their

@@ -140,8 +140,8 @@ def _report_tracker_fd(queue):
 
 def test_the_driver_waits_for_its_local_rays_engine_actors_only():
     """A local Ray's vLLM processes and the engine actors that started them, found by title in that
-    session's tree; an engine actor whose engine runs in its own process, the resource tracker,
-    an idle worker and another session's engine are not waited for."""
+    session's tree; an engine actor whose engine runs inside the actor's process, the resource
+    tracker, an idle worker and another session's engine are not waited for."""
     from prefgen.engines.exit import engine_actor_processes
 
     session = "/tmp/ray/session_a"
@@ -154,7 +154,7 @@ def test_the_driver_waits_for_its_local_rays_engine_actors_only():
         23: (20, "python\0-c\0from multiprocessing.resource_tracker import main;main(40)\0", ours),
         30: (10, "ray::IDLE\0", ours),
         40: (1, "VLLM::Worker\0", theirs),  # an orphan of another run
-        50: (10, "ray::MapWorker(MapBatches(ModelStage))\0", ours),  # its engine in its own process
+        50: (10, "ray::MapWorker(MapBatches(ModelStage))\0", ours),  # its engine inside it: nothing to leave
     }
     assert engine_actor_processes(session, table) == [20, 21, 22]
 
@@ -167,4 +167,3 @@ def test_waiting_for_the_engine_actors_ends_when_they_are_gone_or_names_those_le
     assert engine_exit.wait_for_engine_actors("s", wait_s=30, poll_s=0.01) == []
     monkeypatch.setattr(engine_exit, "engine_actor_processes", lambda session_dir: [20])
     assert engine_exit.wait_for_engine_actors("s", wait_s=0.05, poll_s=0.01) == [20]
-
