@@ -88,7 +88,7 @@ def per_row_on_ray(ray, texts: list[str], cfg: InputConfig, index: BenchmarkInde
     if responses is not None:
         columns["responses"] = pa.array(responses, pa.string())
     table = pa.table(columns)
-    ds = ray.data.from_blocks([table.slice(i, RAY_BLOCK_ROWS) for i in range(0, len(texts), RAY_BLOCK_ROWS)])
+    ds = ray.data.from_arrow([table.slice(i, RAY_BLOCK_ROWS) for i in range(0, len(texts), RAY_BLOCK_ROWS)])
     ds = ds.map_batches(_ray_batch, fn_kwargs={"cfg": cfg.model_dump(mode="json"),
                                                "index": ray.put(index) if index is not None else None},
                         batch_size=RAY_BLOCK_ROWS, batch_format="numpy", num_cpus=1)

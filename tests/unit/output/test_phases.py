@@ -186,7 +186,7 @@ class FakeDataset:
 
 class FakeRay:
     class data:
-        from_blocks = FakeDataset
+        from_arrow = FakeDataset
 
         @staticmethod
         def read_parquet(path):
