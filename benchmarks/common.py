@@ -26,6 +26,15 @@ def config_with_batch_size(config: str | None, batch_size: int, folder: Path) ->
     return path
 
 
+def bench_config(config: str | None, input_path: str, limit: int | None):
+    """The config a benchmark runs: CONFIG (None or `default`: the embedded default) over INPUT, its
+    first LIMIT rows if given."""
+    from prefgen.config import load_config
+
+    overrides = {"input.path": input_path, **({"input.limit": limit} if limit else {})}
+    return load_config(None if config in (None, "default") else config, overrides)
+
+
 def cli(args: list[str]) -> list[str]:
     return [sys.executable, "-m", "prefgen.cli", "run", *args]
 

@@ -276,12 +276,11 @@ def main() -> None:
 
     import torch
 
-    from prefgen.config import load_config
+    from common import bench_config
     from prefgen.engines.engine import VllmEngine
     from prefgen.input.read import read_instructions
 
-    overrides = {"input.path": args.input, **({"input.limit": args.limit} if args.limit else {})}
-    cfg = load_config(None if args.config == "default" else args.config, overrides)
+    cfg = bench_config(args.config, args.input, args.limit)
     rows = read_instructions(cfg.input).rows
     print(f"[floor] over {len(rows)} rows, engine: {args.engine}", flush=True)
     factory = VllmEngine if args.engine == "llm" else prefgen_engine

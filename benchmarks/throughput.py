@@ -32,7 +32,7 @@ import time
 from importlib import metadata
 from pathlib import Path
 
-from common import run_cli, save
+from common import bench_config, run_cli, save
 from process_cpu import ProcessCpuSampler
 
 
@@ -152,15 +152,13 @@ def main() -> None:
     # process, which would otherwise outlive this one.
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
 
-    from prefgen.config import load_config
     from prefgen.models.embedded import resolve_model
     from floor import throughput_report
     from prefgen.roles.plan import plan_stages
 
     config = None if args.config == "default" else args.config
     name = args.out or (Path(config).stem if config else "default")
-    overrides = {"input.path": args.input, **({"input.limit": args.limit} if args.limit else {})}
-    cfg = load_config(config, overrides)
+    cfg = bench_config(config, args.input, args.limit)
     for stage in plan_stages(cfg):  # convert an embedded model once, before anything is timed
         resolve_model(stage.model.source)
     about = machine()
